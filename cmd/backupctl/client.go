@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "backupstore/proto/backupstore/v1"
+)
+
+const (
+	defaultServer  = "127.0.0.1:50051"
+	defaultTimeout = 60 * time.Second
+	maxInputFile   = 64 << 10 // secrets, tokens and CA bundles are small
+)
+
+// globals are the settings every command accepts.
+type globals struct {
+	server        string
+	token         string
+	tokenFromFlag bool
+	tokenFile     string
+	tls           bool
+	tlsCA         string
+	timeout       time.Duration
+	output        string // "table" or "json"
+}
+
+// defaultGlobals holds the defaults, environment variables applied; flags
+// override them.
+func defaultGlobals(getenv func(string) string) globals {
+	g := globals{server: defaultServer, timeout: defaultTimeout, output: "table"}
+	if v := strings.TrimSpace(getenv("BACKUPCTL_SERVER")); v != "" {
+		g.server = v
+	}
+	g.token = strings.TrimSpace(getenv("BACKUPCTL_TOKEN"))
+	return g
+}
+
+var globalFlagNames = map[string]bool{
+	"server": true, "token": true, "token-file": true, "tls": true,
+	"tls-ca": true, "timeout": true, "o": true, "output": true,
+}
+
+func isGlobalFlag(name string) bool { return globalFlagNames[name] }
+
+// bind registers the global flags on fs. They write through to g without
+// resetting it, so one invocation may set them on several FlagSets (before
+// the group, after the command) and the last one wins. The flags carry no
+// default value of their own: a token taken from the environment must never
+// show up in -h output.
+func (g *globals) bind(fs *flag.FlagSet) {
+	fs.Func("server", "gRPC server `address` host:port (default "+defaultServer+", env BACKUPCTL_SERVER)", func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("empty address")
+		}
+		g.server = strings.TrimSpace(s)
+		return nil
+	})
+	fs.Func("token", "bearer `token`, sent as metadata \"authorization: Bearer <token>\" (env BACKUPCTL_TOKEN;\nprefer the env or --token-file: flag values show in ps and shell history)", func(s string) error {
+		g.token = strings.TrimSpace(s)
+		g.tokenFromFlag = true
+		return nil
+	})
+	fs.Func("token-file", "read the bearer token from `file`", func(s string) error {
+		g.tokenFile = s
+		return nil
+	})
+	fs.BoolFunc("tls", "use TLS, verifying the server with the system roots (default: plaintext, for loopback dev)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		g.tls = v
+		return err
+	})
+	fs.Func("tls-ca", "use TLS, verifying the server with the CA certificates (PEM) in `file`", func(s string) error {
+		g.tlsCA = s
+		return nil
+	})
+	fs.Func("timeout", "`duration` of each call, e.g. 30s or 2m; 0 for none (default 1m0s)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		if d < 0 {
+			return fmt.Errorf("negative timeout")
+		}
+		g.timeout = d
+		return nil
+	})
+	out := func(s string) error {
+		switch s {
+		case "table", "json":
+			g.output = s
+			return nil
+		}
+		return fmt.Errorf("output %q: want table or json", s)
+	}
+	fs.Func("o", "output `format`: table or json (default table)", out)
+	fs.Func("output", "output `format`, same as -o", out)
+}
+
+func (c *cli) printGlobalFlags(w io.Writer) {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	var g globals
+	g.bind(fs)
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	printFlags(w, flags)
+}
+
+func (c *cli) json() bool { return c.g.output == "json" }
+
+// bearerToken returns the token to send, "" for none.
+func (g *globals) bearerToken() (string, error) {
+	if g.tokenFile == "" {
+		return g.token, nil
+	}
+	if g.tokenFromFlag {
+		return "", usagef("", "--token and --token-file are mutually exclusive")
+	}
+	b, err := readSmallFile(g.tokenFile)
+	if err != nil {
+		return "", usagef("", "--token-file: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", usagef("", "--token-file %s is empty", g.tokenFile)
+	}
+	return tok, nil
+}
+
+// dial connects to the server lazily (the first call dials), with the
+// transport and per-call credentials the global flags ask for.
+func (c *cli) dial() (*grpc.ClientConn, error) {
+	token, err := c.g.bearerToken()
+	if err != nil {
+		return nil, err
+	}
+	secure := c.g.tls || c.g.tlsCA != ""
+	var tc credentials.TransportCredentials
+	if secure {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.g.tlsCA != "" {
+			pem, err := readSmallFile(c.g.tlsCA)
+			if err != nil {
+				return nil, usagef("", "--tls-ca: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, usagef("", "--tls-ca %s: no PEM certificates found", c.g.tlsCA)
+			}
+			cfg.RootCAs = pool
+		}
+		tc = credentials.NewTLS(cfg)
+	} else {
+		tc = insecure.NewCredentials()
+		if token != "" && !isLoopback(c.g.server) {
+			fmt.Fprintf(c.stderr, "backupctl: warning: sending the token in plaintext to %s; use --tls or --tls-ca\n", c.g.server)
+		}
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(tc),
+		grpc.WithUserAgent("backupctl"),
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: token, secure: secure}))
+	}
+	conn, err := grpc.NewClient(c.g.server, opts...)
+	if err != nil {
+		return nil, usagef("", "--server %s: %v", c.g.server, err)
+	}
+	return conn, nil
+}
+
+// storageClient dials and returns the StorageService client and a close
+// function for the connection.
+func (c *cli) storageClient() (pb.StorageServiceClient, func(), error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewStorageServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// callCtx bounds one RPC by --timeout.
+func (c *cli) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.g.timeout > 0 {
+		return context.WithTimeout(ctx, c.g.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// bearer sends "authorization: Bearer <token>" with every call, unary and
+// streaming alike.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is false only when the user chose plaintext.
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+func isLoopback(target string) bool {
+	if strings.HasPrefix(target, "unix:") {
+		return true
+	}
+	if i := strings.Index(target, ":///"); i >= 0 {
+		target = target[i+4:]
+	}
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func readSmallFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxInputFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxInputFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxInputFile)
+	}
+	return b, nil
+}
+
+// exitCodeFor maps a gRPC code to the documented exit code.
+func exitCodeFor(code codes.Code) int {
+	switch code {
+	case codes.OK:
+		return exitOK
+	case codes.NotFound:
+		return exitNotFound
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange:
+		return exitBadRequest
+	case codes.Unavailable, codes.Aborted, codes.ResourceExhausted, codes.DeadlineExceeded:
+		return exitRetryable
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return exitAccessError
+	default:
+		return exitError
+	}
+}
+
+// jsonError is what -o json prints to stderr on failure.
+type jsonError struct {
+	Error jsonErrorBody `json:"error"`
+}
+
+type jsonErrorBody struct {
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Reason  string            `json:"reason,omitempty"`
+	Details []json.RawMessage `json:"details,omitempty"`
+}
+
+// printError prints a failed call (or any other error) to stderr and returns
+// its exit code. stdout stays for results only.
+func (c *cli) printError(err error) int {
+	st, isStatus := status.FromError(err)
+	exit := exitError
+	if isStatus {
+		exit = exitCodeFor(st.Code())
+	}
+	if c.json() {
+		body := jsonErrorBody{Code: st.Code().String(), Message: st.Message(), Reason: reasonOf(st)}
+		for _, a := range st.Proto().GetDetails() {
+			b, err := protojson.Marshal(a)
+			if err != nil {
+				b, _ = json.Marshal(map[string]string{"@type": a.GetTypeUrl()})
+			}
+			body.Details = append(body.Details, b)
+		}
+		out, err := json.MarshalIndent(jsonError{Error: body}, "", "  ")
+		if err != nil {
+			fmt.Fprintf(c.stderr, "backupctl: %v\n", err)
+			return exit
+		}
+		fmt.Fprintf(c.stderr, "%s\n", out)
+		return exit
+	}
+
+	if !isStatus {
+		fmt.Fprintf(c.stderr, "backupctl: %s\n", clean(err.Error()))
+		return exit
+	}
+	line := fmt.Sprintf("backupctl: %s: %s", st.Code(), clean(st.Message()))
+	if r := reasonOf(st); r != "" {
+		line += " [" + clean(r) + "]"
+	}
+	fmt.Fprintln(c.stderr, line)
+	var report *pb.ValidationReport
+	var precondition *errdetails.PreconditionFailure
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.BadRequest:
+			for _, v := range d.GetFieldViolations() {
+				fmt.Fprintf(c.stderr, "  %s: %s\n", clean(v.GetField()), clean(v.GetDescription()))
+			}
+		case *pb.ValidationReport:
+			report = d
+		case *errdetails.PreconditionFailure:
+			precondition = d
+		case *errdetails.RetryInfo:
+			if d.GetRetryDelay() != nil {
+				fmt.Fprintf(c.stderr, "  retry after %s\n", d.GetRetryDelay().AsDuration())
+			}
+		}
+	}
+	switch {
+	case report != nil:
+		// The report says everything the PreconditionFailure does, and more.
+		fmt.Fprintln(c.stderr)
+		printReport(c.stderr, report)
+	case precondition != nil:
+		for _, v := range precondition.GetViolations() {
+			fmt.Fprintf(c.stderr, "  %s: %s: %s\n", clean(v.GetSubject()), clean(v.GetType()), clean(v.GetDescription()))
+		}
+	}
+	return exit
+}
+
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"backupstore/metadata"
+	"backupstore/registry"
+	"backupstore/secrets"
+	"backupstore/server"
+	"backupstore/storage"
+)
+
+// config is every backupd setting; defaults live in newFlags.
+type config struct {
+	listen          string
+	dataDir         string
+	mysqlDSN        string
+	masterKeyFile   string
+	auth            string
+	tokensFile      string
+	devTenant       string
+	tlsCert, tlsKey string
+	logFormat       string
+	logLevel        string
+	shutdownTimeout time.Duration
+	revalidateEvery time.Duration
+	failThreshold   int
+	probeTimeout    time.Duration
+	maxRecvMsgSize  int
+
+	defaultStorage string // local | s3
+	localDir       string
+	s3             storage.S3Config
+	s3SecretFile   string
+}
+
+func newFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:50051", "gRPC listen address")
+	fs.StringVar(&c.dataDir, "data-dir", "./backupd-data", "directory for the embedded catalog, the dev master key and local storage")
+	fs.StringVar(&c.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB catalog DSN, e.g. user:pass@tcp(db:3306)/backupstore (default: embedded SQLite in --data-dir)")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file of base64 AES-256 master keys, first is primary (env BACKUPD_MASTER_KEY may hold the key itself); default in dev: DATA_DIR/master.key, generated once with mode 0600")
+	fs.StringVar(&c.auth, "auth", "none", "authentication: none (one dev tenant) or token (bearer tokens from --tokens-file)")
+	fs.StringVar(&c.tokensFile, "tokens-file", "", "with --auth=token: lines of \"<sha256 hex of token> <tenant id>\"")
+	fs.StringVar(&c.devTenant, "dev-tenant", "dev", "the tenant of every call with --auth=none")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key enables TLS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight calls may take to finish")
+	fs.DurationVar(&c.revalidateEvery, "revalidate-interval", time.Hour, "re-validate every registered storage this often (0 disables)")
+	fs.IntVar(&c.failThreshold, "revalidate-failures", 3, "validations failed in a row before a storage is marked unavailable")
+	fs.DurationVar(&c.probeTimeout, "probe-timeout", 10*time.Second, "timeout of each S3 API probe during validation")
+	fs.IntVar(&c.maxRecvMsgSize, "max-recv-msg-size", 4<<20+64<<10, "largest request message accepted, bytes")
+
+	fs.StringVar(&c.defaultStorage, "default-storage", "local", "service-managed default storage for tenants without one: local or s3")
+	fs.StringVar(&c.localDir, "default-local-dir", "", "with --default-storage=local: directory (default DATA_DIR/objects)")
+	fs.StringVar(&c.s3.Endpoint, "default-s3-endpoint", "", "with --default-storage=s3: custom S3-compatible endpoint URL")
+	fs.StringVar(&c.s3.Region, "default-s3-region", "us-east-1", "with --default-storage=s3: region code")
+	fs.StringVar(&c.s3.Bucket, "default-s3-bucket", "", "with --default-storage=s3: bucket")
+	fs.StringVar(&c.s3.Prefix, "default-s3-prefix", "", "with --default-storage=s3: key prefix")
+	fs.StringVar(&c.s3.KMSKeyID, "default-s3-kms-key-id", "", "with --default-storage=s3: SSE-KMS key id or ARN")
+	fs.BoolVar(&c.s3.PathStyle, "default-s3-path-style", false, "with --default-storage=s3: path-style addressing")
+	fs.StringVar(&c.s3.AccessKeyID, "default-s3-access-key-id", "", "with --default-storage=s3: access key id")
+	fs.StringVar(&c.s3SecretFile, "default-s3-secret-file", "", "with --default-storage=s3: file holding the secret access key (or env BACKUPD_DEFAULT_S3_SECRET_ACCESS_KEY; never a flag, flags show in ps)")
+}
+
+// applyEnv sets every flag not given on the command line from BACKUPD_<NAME>.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := "BACKUPD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	return err
+}
+
+// run starts backupd and blocks until ctx ends, then shuts down gracefully.
+// If ready is non-nil, the bound listen address is sent on it once serving.
+func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) error {
+	fs := flag.NewFlagSet("backupd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	newFlags(fs, &c)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := applyEnv(fs, os.Getenv); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	keyring, err := loadKeyring(&c, log)
+	if err != nil {
+		return err
+	}
+	driver, dsn := "sqlite", filepath.Join(c.dataDir, "catalog.db")
+	if c.mysqlDSN != "" {
+		driver, dsn = "mysql", c.mysqlDSN
+	}
+	catalog, err := metadata.Open(ctx, driver, dsn)
+	if err != nil {
+		return fmt.Errorf("catalog (%s): %w", driver, err)
+	}
+	defer catalog.Close()
+
+	defStore, err := defaultStorage(ctx, &c, log)
+	if err != nil {
+		return err
+	}
+	_ = defStore // written to by the backup service for tenants without a storage of their own
+
+	var auth server.Authenticator
+	switch c.auth {
+	case "none":
+		auth = server.NoAuth{TenantID: c.devTenant}
+		log.Warn("authentication disabled (--auth=none): every caller is tenant " + c.devTenant)
+	case "token":
+		if c.tokensFile == "" {
+			return errors.New("--auth=token needs --tokens-file")
+		}
+		if auth, err = server.LoadTokens(c.tokensFile); err != nil {
+			return fmt.Errorf("tokens file: %w", err)
+		}
+	default:
+		return fmt.Errorf("--auth must be none or token, not %q", c.auth)
+	}
+
+	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log,
+		FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	if err != nil {
+		return err
+	}
+	var opts []grpc.ServerOption
+	if c.tlsCert != "" || c.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+	}
+	gs := srv.GRPCServer(opts...)
+
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	log.Info("backupd serving", "addr", lis.Addr().String(), "catalog", driver, "auth", c.auth,
+		"default_storage", c.defaultStorage, "tls", c.tlsCert != "")
+	if ready != nil {
+		ready <- lis.Addr().String()
+	}
+
+	bg, cancelBG := context.WithCancel(ctx)
+	defer cancelBG()
+	if c.revalidateEvery > 0 {
+		go reg.Run(bg, c.revalidateEvery)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: letting in-flight calls finish", "timeout", c.shutdownTimeout)
+	srv.Shutdown()
+	cancelBG()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.shutdownTimeout):
+		log.Warn("shutdown timeout: cancelling remaining calls")
+		gs.Stop()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+// loadKeyring: BACKUPD_MASTER_KEY (the key itself), else --master-key-file,
+// else — only with the embedded catalog — DATA_DIR/master.key, generated once.
+func loadKeyring(c *config, log *slog.Logger) (*secrets.Keyring, error) {
+	var keys [][]byte
+	var err error
+	switch {
+	case os.Getenv("BACKUPD_MASTER_KEY") != "":
+		keys, err = secrets.ParseKeys([]byte(strings.ReplaceAll(os.Getenv("BACKUPD_MASTER_KEY"), ",", "\n")))
+	case c.masterKeyFile != "":
+		keys, err = secrets.LoadKeyFile(c.masterKeyFile)
+	case c.mysqlDSN != "":
+		return nil, errors.New("with --mysql-dsn a master key is required (--master-key-file or BACKUPD_MASTER_KEY; create one with: head -c 32 /dev/urandom | base64), so every replica seals secrets with the same key")
+	default:
+		path := filepath.Join(c.dataDir, "master.key")
+		var created bool
+		keys, created, err = secrets.LoadOrCreateKeyFile(path)
+		if created {
+			log.Warn("generated a dev master key; back it up, stored secrets cannot be read without it", "path", path)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	return secrets.NewKeyring(keys...)
+}
+
+func defaultStorage(ctx context.Context, c *config, log *slog.Logger) (storage.Store, error) {
+	switch c.defaultStorage {
+	case "local":
+		dir := c.localDir
+		if dir == "" {
+			dir = filepath.Join(c.dataDir, "objects")
+		}
+		return storage.NewLocal(storage.LocalConfig{Root: dir})
+	case "s3":
+		secret := os.Getenv("BACKUPD_DEFAULT_S3_SECRET_ACCESS_KEY")
+		if c.s3SecretFile != "" {
+			b, err := os.ReadFile(c.s3SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("--default-s3-secret-file: %w", err)
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		if c.s3.Bucket == "" || c.s3.AccessKeyID == "" || secret == "" {
+			return nil, errors.New("--default-storage=s3 needs --default-s3-bucket, --default-s3-access-key-id and a secret (--default-s3-secret-file or BACKUPD_DEFAULT_S3_SECRET_ACCESS_KEY)")
+		}
+		cfg := c.s3
+		cfg.SecretAccessKey = secret
+		s3, err := storage.NewS3(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("default S3 storage: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.probeTimeout)
+		defer cancel()
+		if _, err := s3.BucketLocation(ctx); err != nil {
+			return nil, fmt.Errorf("default S3 storage: bucket %s not reachable with the given credentials: %s", cfg.Bucket, storage.ErrorCode(err))
+		}
+		log.Info("service default storage", "kind", "s3", "bucket", cfg.Bucket, "endpoint", cfg.Endpoint)
+		return s3, nil
+	}
+	return nil, fmt.Errorf("--default-storage must be local or s3, not %q", c.defaultStorage)
+}

@@ -1,0 +1,25 @@
+-- A tenant's registered bucket; see migrations/mysql/0002_storages.sql.
+CREATE TABLE IF NOT EXISTS storages (
+    tenant_id            TEXT    NOT NULL REFERENCES tenants (id),
+    id                   TEXT    NOT NULL,
+    name                 TEXT    NOT NULL,
+    region               TEXT    NOT NULL,
+    bucket               TEXT    NOT NULL,
+    access_key_id        TEXT    NOT NULL,
+    secret_ciphertext    BLOB    NOT NULL,
+    secret_key_id        TEXT    NOT NULL,
+    endpoint             TEXT    NOT NULL,
+    key_prefix           TEXT    NOT NULL,
+    kms_key_id           TEXT    NOT NULL,
+    path_style           INTEGER NOT NULL CHECK (path_style IN (0, 1)),
+    status               TEXT    NOT NULL,
+    status_message       TEXT    NOT NULL,
+    validated_at         INTEGER NULL,
+    consecutive_failures INTEGER NOT NULL,
+    abort_denied         INTEGER NOT NULL CHECK (abort_denied IN (0, 1)),
+    report               BLOB    NULL,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT storages_tenant_name UNIQUE (tenant_id, name)
+) STRICT

@@ -1,0 +1,10 @@
+// Package registry is the domain logic of customer storages: it checks a
+// registration's fields, proves API by API that the credentials can do what
+// the service will need (probe.go), seals the secret before the catalog sees
+// it, caches one S3 client per storage (replaced when credentials rotate),
+// re-validates storages on an interval, and writes the least-privilege IAM
+// policy a customer should attach (policy.go).
+//
+// registry sits between server and the adapters: it imports storage,
+// metadata, secrets and fault, and never server.
+package registry

@@ -1,0 +1,463 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/secrets"
+	"backupstore/storage"
+)
+
+// Storage statuses kept in the catalog.
+const (
+	StatusAvailable   = "AVAILABLE"
+	StatusUnavailable = "UNAVAILABLE"
+)
+
+// Config configures a Registry. Zero values take the defaults in withDefaults.
+type Config struct {
+	Catalog *metadata.Store
+	Keyring *secrets.Keyring
+	Logger  *slog.Logger
+	// FailureThreshold is how many validations in a row must fail before a
+	// storage is marked unavailable (one network blip is not enough). Default 3.
+	FailureThreshold int
+	// StepTimeout bounds each probed API call. Default 10s.
+	StepTimeout time.Duration
+	// DialTimeout bounds connecting to an endpoint. Default 5s.
+	DialTimeout time.Duration
+	// HTTPClient, if set, is used by every S3 client (tests record requests with it).
+	HTTPClient *http.Client
+}
+
+func (c *Config) withDefaults() {
+	if c.FailureThreshold <= 0 {
+		c.FailureThreshold = 3
+	}
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = 10 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Registry manages customer storages. It is safe for concurrent use.
+type Registry struct {
+	cfg Config
+
+	mu      sync.Mutex
+	clients map[string]cachedClient // storage id → client
+}
+
+type cachedClient struct {
+	fingerprint string
+	s3          *storage.S3
+}
+
+// New returns a Registry.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Catalog == nil {
+		return nil, errors.New("registry: Catalog is required")
+	}
+	if cfg.Keyring == nil {
+		return nil, errors.New("registry: Keyring is required")
+	}
+	cfg.withDefaults()
+	return &Registry{cfg: cfg, clients: map[string]cachedClient{}}, nil
+}
+
+// RegisterInput is a storage registration as the customer gives it.
+type RegisterInput struct {
+	Name, Region, Bucket, AccessKeyID string
+	SecretAccessKey                   secrets.Secret
+	Endpoint                          string
+	PathStyle                         bool
+	Prefix, KMSKeyID                  string
+	MakeDefault                       bool
+}
+
+func (in *RegisterInput) check() error {
+	return collect(checkName(in.Name), checkRegion(in.Region), checkBucket(in.Bucket),
+		checkAccessKeyID("access_key_id", in.AccessKeyID), checkSecret("secret_access_key", in.SecretAccessKey.Reveal()),
+		checkEndpoint(in.Endpoint), checkPrefix(in.Prefix), checkKMS(in.KMSKeyID))
+}
+
+// Register validates the fields, probes the credentials and, only if every
+// required probe passed, seals the secret and saves the storage.
+func (r *Registry) Register(ctx context.Context, tenant string, in RegisterInput) (*metadata.Storage, *Report, error) {
+	if err := in.check(); err != nil {
+		return nil, nil, err
+	}
+	if _, err := r.cfg.Catalog.GetStorageByName(ctx, tenant, in.Name); err == nil {
+		return nil, nil, nameTaken(in.Name)
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return nil, nil, err
+	}
+	st := &metadata.Storage{
+		ID: "stg-" + uuid.NewString(), TenantID: tenant, Name: in.Name, Region: in.Region, Bucket: in.Bucket,
+		AccessKeyID: in.AccessKeyID, Endpoint: in.Endpoint, PathStyle: in.PathStyle, Prefix: in.Prefix, KMSKeyID: in.KMSKeyID,
+	}
+	rep, s3, err := r.probe(ctx, st, in.SecretAccessKey)
+	if err != nil {
+		return nil, rep, err
+	}
+	ct, keyID, err := r.cfg.Keyring.Seal(in.SecretAccessKey, aad(tenant, st.ID))
+	if err != nil {
+		return nil, rep, err
+	}
+	st.SecretCiphertext, st.SecretKeyID = ct, keyID
+	applyReport(st, rep, r.cfg.FailureThreshold)
+	if err := r.cfg.Catalog.EnsureTenant(ctx, tenant); err != nil {
+		return nil, rep, err
+	}
+	if err := r.cfg.Catalog.CreateStorage(ctx, st); err != nil {
+		if errors.Is(err, metadata.ErrConflict) {
+			return nil, rep, nameTaken(in.Name)
+		}
+		return nil, rep, err
+	}
+	r.remember(st, s3)
+	if in.MakeDefault {
+		if err := r.cfg.Catalog.SetDefaultStorage(ctx, tenant, st.ID); err != nil {
+			return nil, rep, err
+		}
+		st.IsDefault = true
+	}
+	r.cfg.Logger.InfoContext(ctx, "storage registered", "tenant", tenant, "storage", st.ID, "name", st.Name,
+		"bucket", st.Bucket, "region", st.Region, "abort_denied", rep.AbortDenied)
+	return st, rep, nil
+}
+
+// probe builds a client for st with secret and runs the checks. It returns a
+// fault error when the endpoint is unreachable (Unavailable) or a required
+// probe failed (FailedPrecondition, with the report as detail).
+func (r *Registry) probe(ctx context.Context, st *metadata.Storage, secret secrets.Secret) (*Report, *storage.S3, error) {
+	s3, err := r.newClient(st, secret)
+	if err != nil {
+		return nil, nil, fault.Wrap(err, fault.InvalidArgument, "INVALID_ARGUMENT", "cannot build an S3 client for this storage")
+	}
+	rep := probe(ctx, s3, st.Region, st.Bucket, st.KMSKeyID != "", r.cfg.StepTimeout)
+	if err := ctx.Err(); err != nil {
+		return rep, nil, err
+	}
+	if rep.Unreachable && len(rep.Probes) > 0 && rep.Probes[0].Code == "Unreachable" {
+		return rep, nil, &fault.Error{Kind: fault.Unavailable, Reason: "STORAGE_UNREACHABLE", Detail: rep,
+			Msg: fmt.Sprintf("S3 endpoint %s did not answer within %s; check the endpoint, region and network", endpointName(st), r.cfg.StepTimeout)}
+	}
+	if !rep.OK {
+		return rep, nil, &fault.Error{Kind: fault.FailedPrecondition, Reason: "STORAGE_VALIDATION_FAILED", Detail: rep,
+			Msg: "the credentials cannot do what backupstore needs on bucket " + st.Bucket + ":" + rep.Lines()}
+	}
+	return rep, s3, nil
+}
+
+func endpointName(st *metadata.Storage) string {
+	if st.Endpoint != "" {
+		return st.Endpoint
+	}
+	return "s3." + st.Region + ".amazonaws.com"
+}
+
+func (r *Registry) newClient(st *metadata.Storage, secret secrets.Secret) (*storage.S3, error) {
+	return storage.NewS3(storage.S3Config{
+		Region: st.Region, Bucket: st.Bucket, AccessKeyID: st.AccessKeyID, SecretAccessKey: secret.Reveal(),
+		Endpoint: st.Endpoint, PathStyle: st.PathStyle, Prefix: st.Prefix, KMSKeyID: st.KMSKeyID,
+		DialTimeout: r.cfg.DialTimeout, HTTPClient: r.cfg.HTTPClient,
+	})
+}
+
+// Get returns a tenant's storage.
+func (r *Registry) Get(ctx context.Context, tenant, id string) (*metadata.Storage, error) {
+	if err := collect(checkID(id)); err != nil {
+		return nil, err
+	}
+	st, err := r.cfg.Catalog.GetStorage(ctx, tenant, id)
+	return st, notFound(err, id)
+}
+
+// List pages through a tenant's storages.
+func (r *Registry) List(ctx context.Context, tenant string, pageSize int, pageToken string) ([]*metadata.Storage, string, error) {
+	if pageSize < 0 || pageSize > 1000 {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_size", Description: "must be between 0 and 1000"})
+	}
+	list, next, err := r.cfg.Catalog.ListStorages(ctx, tenant, pageSize, pageToken)
+	if errors.Is(err, metadata.ErrInvalid) {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_token", Description: "not a token from a previous response"})
+	}
+	return list, next, err
+}
+
+// Validate re-probes a storage with its stored credentials and records the
+// outcome. A failing probe is not an error: the report says what failed.
+func (r *Registry) Validate(ctx context.Context, tenant, id string) (*metadata.Storage, *Report, error) {
+	st, err := r.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := r.revalidate(ctx, st)
+	return st, rep, err
+}
+
+func (r *Registry) revalidate(ctx context.Context, st *metadata.Storage) (*Report, error) {
+	secret, err := r.cfg.Keyring.Open(st.SecretCiphertext, st.SecretKeyID, aad(st.TenantID, st.ID))
+	if err != nil {
+		return nil, fault.Wrap(err, fault.FailedPrecondition, "SECRET_UNREADABLE",
+			"the stored secret of storage %s cannot be decrypted with this server's master keys; rotate its credentials", st.ID)
+	}
+	rep, s3, perr := r.probe(ctx, st, secret)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if rep == nil { // client could not be built
+		return nil, perr
+	}
+	prev := st.Status
+	applyReport(st, rep, r.cfg.FailureThreshold)
+	if err := r.cfg.Catalog.UpdateStorageValidation(ctx, st.TenantID, st.ID, validationOf(st)); err != nil {
+		return rep, err
+	}
+	if s3 != nil {
+		r.remember(st, s3)
+	}
+	if prev != st.Status {
+		r.cfg.Logger.WarnContext(ctx, "storage status changed", "tenant", st.TenantID, "storage", st.ID,
+			"from", prev, "to", st.Status, "message", st.StatusMessage)
+	}
+	return rep, nil
+}
+
+// RotateCredentials validates new credentials as Register does and only then
+// replaces the stored ones and the cached client.
+func (r *Registry) RotateCredentials(ctx context.Context, tenant, id, accessKeyID string, secret secrets.Secret) (*metadata.Storage, *Report, error) {
+	if err := collect(checkID(id), checkAccessKeyID("access_key_id", accessKeyID), checkSecret("secret_access_key", secret.Reveal())); err != nil {
+		return nil, nil, err
+	}
+	st, err := r.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	cand := *st
+	cand.AccessKeyID = accessKeyID
+	rep, s3, err := r.probe(ctx, &cand, secret)
+	if err != nil {
+		return nil, rep, err
+	}
+	ct, keyID, err := r.cfg.Keyring.Seal(secret, aad(tenant, id))
+	if err != nil {
+		return nil, rep, err
+	}
+	if err := r.cfg.Catalog.UpdateStorageCredentials(ctx, tenant, id, accessKeyID, ct, keyID); err != nil {
+		return nil, rep, notFound(err, id)
+	}
+	cand.SecretCiphertext, cand.SecretKeyID = ct, keyID
+	applyReport(&cand, rep, r.cfg.FailureThreshold)
+	if err := r.cfg.Catalog.UpdateStorageValidation(ctx, tenant, id, validationOf(&cand)); err != nil {
+		return nil, rep, err
+	}
+	r.remember(&cand, s3)
+	r.cfg.Logger.InfoContext(ctx, "storage credentials rotated", "tenant", tenant, "storage", id, "access_key_id", accessKeyID)
+	out, err := r.cfg.Catalog.GetStorage(ctx, tenant, id)
+	return out, rep, notFound(err, id)
+}
+
+// SetDefault makes id the tenant's only default storage.
+func (r *Registry) SetDefault(ctx context.Context, tenant, id string) (*metadata.Storage, error) {
+	if err := collect(checkID(id)); err != nil {
+		return nil, err
+	}
+	if err := r.cfg.Catalog.SetDefaultStorage(ctx, tenant, id); err != nil {
+		return nil, notFound(err, id)
+	}
+	return r.Get(ctx, tenant, id)
+}
+
+// Delete removes a storage that no backup references.
+func (r *Registry) Delete(ctx context.Context, tenant, id string) error {
+	if err := collect(checkID(id)); err != nil {
+		return err
+	}
+	err := r.cfg.Catalog.DeleteStorage(ctx, tenant, id)
+	if errors.Is(err, metadata.ErrReferenced) {
+		return fault.Wrap(err, fault.FailedPrecondition, "STORAGE_IN_USE",
+			"storage %s is referenced by backups; delete or expire those backups first", id)
+	}
+	if err != nil {
+		return notFound(err, id)
+	}
+	r.mu.Lock()
+	delete(r.clients, id)
+	r.mu.Unlock()
+	return nil
+}
+
+// PolicyFor returns the IAM policy for a registered storage or for a bucket.
+func (r *Registry) PolicyFor(ctx context.Context, tenant, storageID string, req PolicyRequest) (*Policy, error) {
+	if storageID != "" {
+		st, err := r.Get(ctx, tenant, storageID)
+		if err != nil {
+			return nil, err
+		}
+		req.Bucket, req.Prefix = st.Bucket, st.Prefix
+		if req.KMSKeyARN == "" && len(st.KMSKeyID) > 4 && st.KMSKeyID[:4] == "arn:" {
+			req.KMSKeyARN = st.KMSKeyID
+		}
+	}
+	return IAMPolicy(req)
+}
+
+// Client returns the cached S3 client of a tenant's storage, building a new
+// one when the stored credentials changed (here or on another replica).
+func (r *Registry) Client(ctx context.Context, tenant, id string) (*storage.S3, *metadata.Storage, error) {
+	st, err := r.Get(ctx, tenant, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	fp := fingerprint(st)
+	r.mu.Lock()
+	c, ok := r.clients[id]
+	r.mu.Unlock()
+	if ok && c.fingerprint == fp {
+		return c.s3, st, nil
+	}
+	secret, err := r.cfg.Keyring.Open(st.SecretCiphertext, st.SecretKeyID, aad(tenant, id))
+	if err != nil {
+		return nil, nil, fault.Wrap(err, fault.FailedPrecondition, "SECRET_UNREADABLE",
+			"the stored secret of storage %s cannot be decrypted with this server's master keys; rotate its credentials", id)
+	}
+	s3, err := r.newClient(st, secret)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.remember(st, s3)
+	return s3, st, nil
+}
+
+// remember caches s3 for st unless a client for the same credentials is
+// already cached (clients are long-lived: their connection pools are reused).
+func (r *Registry) remember(st *metadata.Storage, s3 *storage.S3) {
+	fp := fingerprint(st)
+	r.mu.Lock()
+	if c, ok := r.clients[st.ID]; !ok || c.fingerprint != fp {
+		r.clients[st.ID] = cachedClient{fingerprint: fp, s3: s3}
+	}
+	r.mu.Unlock()
+}
+
+// RevalidateAll probes every storage of every tenant once, sequentially.
+func (r *Registry) RevalidateAll(ctx context.Context) error {
+	var list []*metadata.Storage
+	if err := r.cfg.Catalog.ForEachStorage(ctx, func(st *metadata.Storage) error {
+		list = append(list, st)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, st := range list {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if _, err := r.revalidate(ctx, st); err != nil {
+			r.cfg.Logger.ErrorContext(ctx, "storage revalidation failed", "tenant", st.TenantID, "storage", st.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// Run revalidates every storage each interval until ctx ends.
+func (r *Registry) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.RevalidateAll(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.ErrorContext(ctx, "storage revalidation pass failed", "err", err)
+			}
+		}
+	}
+}
+
+// applyReport folds a validation into the storage's status: success resets
+// the failure count; FailureThreshold failures in a row make it unavailable.
+func applyReport(st *metadata.Storage, rep *Report, threshold int) {
+	st.ValidatedAt = rep.At
+	st.AbortDenied = rep.AbortDenied
+	st.Report, _ = json.Marshal(rep)
+	if rep.OK {
+		st.ConsecutiveFailures = 0
+		st.Status = StatusAvailable
+		st.StatusMessage = rep.Summary()
+		return
+	}
+	st.ConsecutiveFailures++
+	if st.ConsecutiveFailures >= threshold {
+		st.Status = StatusUnavailable
+	} else if st.Status == "" {
+		st.Status = StatusAvailable
+	}
+	st.StatusMessage = fmt.Sprintf("%s (%d failed validation(s) in a row; unavailable after %d)", rep.Summary(), st.ConsecutiveFailures, threshold)
+}
+
+func validationOf(st *metadata.Storage) metadata.Validation {
+	return metadata.Validation{
+		Status: st.Status, Message: st.StatusMessage, ValidatedAt: st.ValidatedAt,
+		ConsecutiveFailures: st.ConsecutiveFailures, AbortDenied: st.AbortDenied, Report: st.Report,
+	}
+}
+
+// ReportOf decodes the last report stored with a storage (nil if none).
+func ReportOf(st *metadata.Storage) *Report {
+	if len(st.Report) == 0 {
+		return nil
+	}
+	var rep Report
+	if json.Unmarshal(st.Report, &rep) != nil {
+		return nil
+	}
+	return &rep
+}
+
+// aad binds a sealed secret to its row.
+func aad(tenant, id string) []byte { return []byte("storage-secret\x00" + tenant + "\x00" + id) }
+
+func fingerprint(st *metadata.Storage) string {
+	h := sha256.New()
+	for _, s := range []string{st.AccessKeyID, st.SecretKeyID, st.Endpoint, st.Region, st.Bucket, st.Prefix, st.KMSKeyID} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	h.Write(st.SecretCiphertext)
+	if st.PathStyle {
+		h.Write([]byte{1})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func nameTaken(name string) error {
+	return fault.New(fault.AlreadyExists, "STORAGE_NAME_TAKEN", "a storage named %q already exists; pick another name or rotate its credentials", name)
+}
+
+func notFound(err error, id string) error {
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fault.Wrap(err, fault.NotFound, "STORAGE_NOT_FOUND", "storage %q not found", id)
+	}
+	return err
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The one test command: sets up what the tests need (MariaDB, versitygw, buf),
+# checks formatting, vet, buf lint and that the generated code is in sync with
+# the protos, then runs every test. With CI=true a skipped test is a failure.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh ./storage/...   # only some packages (setup and checks still run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/.bin
+mkdir -p "$BIN"
+export PATH="$BIN:$BIN/buf/node_modules/.bin:$PATH"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- MariaDB on 127.0.0.1:3306 (root, empty password) -------------------------
+MYSQL_ARGS=(-h127.0.0.1 -P3306 -uroot --connect-timeout=3)
+mysql_up() { mariadb "${MYSQL_ARGS[@]}" -e 'SELECT 1' >/dev/null 2>&1; }
+if ! command -v mariadb >/dev/null 2>&1 || ! mysql_up; then
+  if [ ! -x /usr/sbin/mariadbd ]; then
+    log "installing MariaDB (Debian package mariadb-server)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  fi
+  log "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 60); do
+    mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  if ! mysql_up; then
+    # A fresh Debian install lets root in only over the unix socket: allow an
+    # empty password over TCP too, as the test machines have it.
+    log "allowing root@127.0.0.1 with an empty password (test machine only)"
+    mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(''); CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;"
+  fi
+  mysql_up || { echo "MariaDB is not reachable on 127.0.0.1:3306" >&2; exit 1; }
+fi
+
+# --- versitygw (cached in .bin) ------------------------------------------------
+if [ ! -x "$BIN/versitygw" ]; then
+  log "building versitygw v1.8.0 into .bin (about 3 minutes, once)"
+  GOBIN="$BIN" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+export VERSITYGW_BIN="$BIN/versitygw"
+
+# --- buf (npm package, cached in .bin/buf) --------------------------------------
+if [ ! -x "$BIN/buf/node_modules/.bin/buf" ]; then
+  log "installing buf 1.75.0 into .bin/buf"
+  mkdir -p "$BIN/buf"
+  (cd "$BIN/buf" && npm install --no-audit --no-fund --silent @bufbuild/buf@1.75.0 >/dev/null)
+fi
+
+# --- static checks ----------------------------------------------------------------
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.bin/*'))
+if [ -n "$unformatted" ]; then echo "gofmt needed on:" >&2; echo "$unformatted" >&2; exit 1; fi
+log "go vet"
+go vet ./...
+log "buf lint"
+buf lint
+log "generated code in sync with protos"
+gen=$(mktemp -d); trap 'rm -rf "$gen"' EXIT
+buf generate -o "$gen"
+if ! diff -r -x '*.proto' "$gen/proto" proto >/dev/null; then
+  diff -r -x '*.proto' "$gen/proto" proto | head -20 >&2
+  echo "generated code is stale: run 'buf generate' (with .bin/buf/node_modules/.bin on PATH) and commit" >&2
+  exit 1
+fi
+
+# --- tests ----------------------------------------------------------------------------
+log "go test"
+pkgs=("$@"); [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+out=$(mktemp)
+set +e
+go test -count=1 -timeout 20m "${pkgs[@]}" -v 2>&1 | tee "$out" | grep -E '^(---|===|ok|FAIL|PASS|panic)|^\s+--- (FAIL|SKIP)|^\s+\S+_test\.go:[0-9]+' | grep -v '^=== \(RUN\|PAUSE\|CONT\|NAME\)'
+rc=${PIPESTATUS[0]}
+set -e
+pass=$(grep -cE '^\s*--- PASS' "$out" || true)
+fail=$(grep -cE '^\s*--- FAIL' "$out" || true)
+skip=$(grep -cE '^\s*--- SKIP' "$out" || true)
+if [ "${CI:-}" = "true" ] && [ "$skip" -gt 0 ]; then
+  echo "CI=true forbids skipped tests; skipped:" >&2
+  grep -E '^\s*--- SKIP' "$out" >&2
+  rc=1
+fi
+rm -f "$out"
+echo "tests: $pass passed, $fail failed, $skip skipped"
+exit $rc
