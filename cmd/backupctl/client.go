@@ -314,7 +314,15 @@ func (c *cli) printError(err error) int {
 		fmt.Fprintf(c.stderr, "backupctl: %s\n", clean(err.Error()))
 		return exit
 	}
-	line := fmt.Sprintf("backupctl: %s: %s", st.Code(), clean(st.Message()))
+	msg := st.Message()
+	for _, d := range st.Details() {
+		if _, ok := d.(*pb.ValidationReport); ok {
+			// The message's own per-API lines (for grpcurl users) repeat the
+			// report table printed below: keep only its first line.
+			msg, _, _ = strings.Cut(msg, "\n")
+		}
+	}
+	line := fmt.Sprintf("backupctl: %s: %s", st.Code(), clean(strings.TrimSuffix(msg, ":")))
 	if r := reasonOf(st); r != "" {
 		line += " [" + clean(r) + "]"
 	}
