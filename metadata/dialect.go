@@ -35,6 +35,12 @@ type dialect interface {
 	alreadyApplied(err error) bool
 	// busy reports whether err is a lock conflict that is worth retrying.
 	busy(err error) bool
+	// forUpdate and forShare end a locking read: one that reads the latest committed row, not
+	// the transaction's snapshot, and locks it (exclusively or shared) until the transaction
+	// ends. SQLite needs neither: a transaction begins with BEGIN IMMEDIATE, so it is the only
+	// writer from its first statement on.
+	forUpdate() string
+	forShare() string
 }
 
 // violation is the kind of constraint a statement violated.
@@ -147,6 +153,11 @@ func (mysqlDialect) alreadyApplied(err error) bool {
 	return false
 }
 
+func (mysqlDialect) forUpdate() string { return " FOR UPDATE" }
+
+// forShare uses the older spelling, which both MySQL 8 and MariaDB accept.
+func (mysqlDialect) forShare() string { return " LOCK IN SHARE MODE" }
+
 func (mysqlDialect) busy(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && (me.Number == erLockDeadlock || me.Number == erLockWaitTimeout)
@@ -200,6 +211,10 @@ func (sqliteDialect) lockMigrations(context.Context, *sql.Conn) (func(), error) 
 func (sqliteDialect) transactionalDDL() bool { return true }
 
 func (sqliteDialect) alreadyApplied(error) bool { return false }
+
+func (sqliteDialect) forUpdate() string { return "" }
+
+func (sqliteDialect) forShare() string { return "" }
 
 func (sqliteDialect) busy(err error) bool {
 	var se *sqlite.Error

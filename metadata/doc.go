@@ -1,6 +1,8 @@
 // Package metadata is backupstore's catalog: the SQL database that records tenants, their
-// storages (registered buckets, with sealed credentials and validation state) and backups, so the
-// service knows what it wrote where. It holds no object data and never sees a plaintext secret.
+// storages (registered buckets, with sealed credentials and validation state), backups, uploads
+// and their parts, objects, files and record set chunks, so the service knows what it wrote where.
+// It holds no object data and never sees a plaintext secret. It has a row per object, file and
+// chunk, never per record: it grows with objects, not with an org's record count.
 //
 // One Store serves both databases: MySQL (github.com/go-sql-driver/mysql) in production and
 // SQLite (modernc.org/sqlite, pure Go) as the embedded default. The queries are shared; a small
@@ -14,6 +16,29 @@
 // collation (15-character Salesforce ids differ only in case); tables are InnoDB, utf8mb4 with a
 // binary collation; keys stay far below InnoDB's 3072-byte limit; timestamps are UTC unix
 // microseconds in BIGINT/INTEGER columns, which both drivers read back exactly.
+//
+// # Ingest
+//
+// An upload's row is written PENDING before its first S3 call (a single PUT is recorded only
+// after it, by the commit). Its generation fences streams: every write names the generation it
+// was opened at (RecordPart, SetS3UploadID, FailUpload, ResetUpload, Commit*Upload) and fails with
+// ErrStale once a reopen has bumped it (BumpGeneration). A commit (CommitFileUpload,
+// CommitRecordsUpload) writes the objects, the file or chunk row and the upload's COMMITTED state
+// in one transaction; CommitBackup refuses while uploads are PENDING and computes the backup's
+// counts from the rows.
+//
+// Locking: an upload commit reads its backup with a shared lock (MySQL: LOCK IN SHARE MODE) and
+// checks it is OPEN; SetBackupStatus and CommitBackup lock it exclusively. So once a backup has
+// left OPEN no row is added to it, and CommitBackup counts every row committed before it. A
+// deduplicated file (CommitFileUpload with no new object) reads, with a shared lock, a file of a
+// live backup that shares the object, so that backup cannot turn DELETING (and ExclusiveObjects
+// cannot report the object as its alone) before the new file is in. SQLite needs no locking reads: every
+// transaction begins with BEGIN IMMEDIATE and is the only writer.
+//
+// Deleting a backup: mark it DELETING (or ABORTED), delete ExclusiveObjects from the bucket, then
+// PurgeBackupRows, which keeps the backup row for history and deletes only objects no remaining
+// row references. Foreign keys back this up: an object a file or chunk references cannot be
+// deleted, nor a storage a backup or object names (ErrReferenced).
 //
 // # Migrations
 //

@@ -283,8 +283,8 @@ func (c catalog) DefaultStorage(ctx context.Context, tenantID string) (*Storage,
 	return st, c.fail("DefaultStorage", err, nil)
 }
 
-// DeleteStorage deletes the storage (and its default mark). ErrReferenced: a backup still names
-// it; ErrNotFound: no such storage for this tenant.
+// DeleteStorage deletes the storage (and its default mark). ErrReferenced: a backup or an object
+// still names it; ErrNotFound: no such storage for this tenant.
 func (c catalog) DeleteStorage(ctx context.Context, tenantID, id string) error {
 	res, err := c.q.ExecContext(ctx, "DELETE FROM storages WHERE tenant_id = ? AND id = ?", tenantID, id)
 	if err == nil {
@@ -328,24 +328,4 @@ func (c catalog) ForEachStorage(ctx context.Context, fn func(*Storage) error) er
 		first = false
 		lastTenant, lastID = batch[len(batch)-1].TenantID, batch[len(batch)-1].ID
 	}
-}
-
-// CreateBackupStub inserts an OPEN backup of orgID on the tenant's storage (recording the tenant
-// if new). It is a stub of the backups table, which a later change extends. ErrNotFound: the
-// storage is not this tenant's; ErrConflict: the id exists.
-func (c catalog) CreateBackupStub(ctx context.Context, tenantID, id, orgID, storageID string) error {
-	const op = "CreateBackupStub"
-	if err := notEmpty("tenant id", tenantID, "backup id", id, "org id", orgID, "storage id", storageID); err != nil {
-		return c.fail(op, err, nil)
-	}
-	err := c.inTx(ctx, func(c catalog) error {
-		if err := c.ensureTenant(ctx, tenantID); err != nil {
-			return err
-		}
-		_, err := c.q.ExecContext(ctx, insertSQL("backups",
-			[]string{"tenant_id", "id", "org_id", "storage_id", "status", "created_at"}),
-			tenantID, id, orgID, storageID, "OPEN", toMicros(now()))
-		return err
-	})
-	return c.fail(op, err, ErrNotFound)
 }

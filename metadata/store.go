@@ -19,13 +19,18 @@ var (
 	// ErrNotFound: no such row for this tenant (another tenant's ids are not found either), or an
 	// insert named a parent row (tenant, storage) that does not exist.
 	ErrNotFound = errors.New("metadata: not found")
-	// ErrConflict: a row with the same unique key exists (storage name within a tenant, or id).
+	// ErrConflict: a row with the same unique key exists (storage name within a tenant, id,
+	// object key, record chunk), or a row is not in the state the call needs (a backup that is
+	// not OPEN, a status compare-and-set that lost, an upload already committed).
 	ErrConflict = errors.New("metadata: already exists")
 	// ErrReferenced: the row cannot be deleted while other rows reference it (a storage that
-	// backups still name).
+	// backups or objects still name).
 	ErrReferenced = errors.New("metadata: still referenced")
 	// ErrInvalid: an argument the store cannot use (empty id, malformed page token).
 	ErrInvalid = errors.New("metadata: invalid argument")
+	// ErrStale: a write fenced by an upload generation that is no longer current (the upload
+	// was reopened, which bumps it), or by an upload that is no longer PENDING.
+	ErrStale = errors.New("metadata: stale generation")
 )
 
 // releaseTimeout bounds cleanups that run on a detached context (rollback, lock release).

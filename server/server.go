@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"backupstore/ingest"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
 )
@@ -21,6 +22,7 @@ import (
 type Config struct {
 	Auth     Authenticator
 	Registry *registry.Registry
+	Ingest   *ingest.Service
 	Logger   *slog.Logger
 	// MaxRecvMsgSize caps one request message. Default 4 MiB + 64 KiB.
 	MaxRecvMsgSize int
@@ -29,9 +31,11 @@ type Config struct {
 // Server implements the backupstore gRPC services.
 type Server struct {
 	pb.UnimplementedStorageServiceServer
+	pb.UnimplementedBackupServiceServer
 
 	auth   Authenticator
 	reg    *registry.Registry
+	ing    *ingest.Service
 	log    *slog.Logger
 	health *health.Server
 	cfg    Config
@@ -45,13 +49,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("server: Registry is required")
 	}
+	if cfg.Ingest == nil {
+		return nil, errors.New("server: Ingest is required")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = 4<<20 + 64<<10
 	}
-	return &Server{auth: cfg.Auth, reg: cfg.Registry, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
+	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
 }
 
 // GRPCServer builds a *grpc.Server with every service, health and reflection
@@ -74,10 +81,12 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	}
 	gs := grpc.NewServer(append(opts, extra...)...)
 	pb.RegisterStorageServiceServer(gs, s)
+	pb.RegisterBackupServiceServer(gs, s)
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.StorageService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(pb.BackupService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return gs
 }
 

@@ -28,12 +28,16 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"backupstore/budget"
+	"backupstore/csvscan"
+	"backupstore/ingest"
 	"backupstore/internal/testenv"
 	bsmeta "backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
 	"backupstore/secrets"
 	"backupstore/server"
+	"backupstore/storage"
 )
 
 // syncBuffer collects log output from concurrent handlers.
@@ -58,6 +62,10 @@ func (s *syncBuffer) String() string {
 type env struct {
 	t       *testing.T
 	client  pb.StorageServiceClient
+	backups pb.BackupServiceClient
+	ing     *ingest.Service
+	budget  *budget.Budget
+	local   string // root of the service-default local storage
 	conn    *grpc.ClientConn
 	gw      *testenv.GW
 	reg     *registry.Registry
@@ -118,7 +126,18 @@ func newEnv(t *testing.T, driver string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Logger: log})
+	e.local = t.TempDir()
+	local, err := storage.NewLocal(storage.LocalConfig{Root: e.local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.budget = budget.New(512 << 20)
+	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget,
+		Logger: log, PartSize: 5 << 20, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +155,7 @@ func newEnv(t *testing.T, driver string) *env {
 	t.Cleanup(func() { conn.Close() })
 	e.conn = conn
 	e.client = pb.NewStorageServiceClient(conn)
+	e.backups = pb.NewBackupServiceClient(conn)
 	t.Cleanup(e.assertNoSecretLeaked)
 	return e
 }

@@ -1,6 +1,7 @@
 // Command backupctl is the command-line client of backupstore: operators use
-// it to register and manage the S3 buckets backups are written to (and, in
-// later versions, to run backups and restores).
+// it to register and manage the S3 buckets backups are written to, and it is
+// the reference backup worker: it opens backups, streams record sets and
+// files into them and commits them (restores come later).
 //
 // It imports only the generated API package, gRPC, protobuf and the
 // standard library, never the server's packages: it is a client like any
@@ -23,12 +24,50 @@
 //	backupctl storage delete ID
 //	backupctl storage policy (ID | --bucket B [--kms-key-arn ARN] [--prefix P])
 //
+//	backupctl backup run --org ORG [--storage ID] [--concurrency N] [--chunk-size BYTES]
+//	                     [--label k=v ...] [--require-parents] [--idempotency-key K] DIR
+//	backupctl backup create --org ORG [--storage ID] [--label k=v ...] [--idempotency-key K]
+//	backupctl backup upload-records --backup ID --sobject NAME [--sequence N]
+//	                     [--ref Field=Target ...] [--upload-id UUID] FILE|-
+//	backupctl backup upload-file --backup ID --parent PARENT_ID [--path P] [--name N]
+//	                     [--content-type T] [--sha256 HEX | --hash] [--upload-id UUID] FILE
+//	backupctl backup commit ID [--require-parents]
+//	backupctl backup abort ID
+//	backupctl backup get ID
+//	backupctl backup list [--org ORG] [--status open|committed|aborted|deleting]
+//	                     [--from RFC3339] [--to RFC3339] [--page-size N] [--all=false [--page-token T]]
+//	backupctl backup uploads ID [--state pending|committed|failed|abandoned]
+//
 // Flags may come before or after positional arguments. A secret access key
 // is never a flag value (flags show in ps and in shell history): it is read
 // from --secret-access-key-file, from stdin with --secret-access-key-stdin,
 // or from $BACKUPCTL_SECRET_ACCESS_KEY, and one trailing newline is removed.
 // list follows every page unless --all=false. validate exits 4 when the
 // report is not OK, after printing it.
+//
+// # Uploads and backup run
+//
+// Uploads stream a header, data messages of 1 MiB and a finish message.
+// Unavailable, Aborted and ResourceExhausted are retried with exponential
+// backoff (5 attempts in all; a RetryInfo delay is honoured): a record chunk
+// from its start, a file from the service's committed_size, which is asked
+// again before every retry. With a declared SHA-256 (upload-file --hash, and
+// always in backup run) the service may answer right after the header that
+// it already stores the body; nothing more is sent.
+//
+// backup run checks the export directory's layout (see 'backupctl backup run
+// -h'), scans each <sObject>.csv with csvscan for row boundaries (pass 1) and
+// then streams each chunk as the header row plus a byte range of the file
+// (pass 2), so no chunk is ever held in memory. It creates the backup with an
+// idempotency key derived from the org, the storage, the directory's absolute
+// path, the chunk size and a fingerprint of the listing (path, size and
+// modification time of every file), and derives every upload id as a version
+// 5 UUID of the backup id and "records/<sObject>/<seq>" or "file/<path>".
+// Running the same command again therefore finds the same backup: if it is
+// committed the run prints "already committed: ID" and exits 0 without
+// uploading; if it is open the run lists its uploads (every page), skips the
+// committed ones, resumes pending files at their committed size and restarts
+// pending or failed record chunks, then commits.
 //
 // # Global flags
 //
@@ -43,7 +82,10 @@
 //	                     loopback development; a token sent in plaintext to a
 //	                     non-loopback address draws a warning)
 //	--tls-ca FILE        TLS, verifying the server with the PEM CAs in FILE
-//	--timeout DURATION   per call, default 60s; 0 for none
+//	--timeout DURATION   per call, default 60s; 0 for none. An upload stream
+//	                     is not bounded as a whole: it fails (DeadlineExceeded)
+//	                     when no message goes out, or no answer comes back
+//	                     after the last, for DURATION
 //	-o, --output FORMAT  table (default, for people) or json (for scripts)
 //
 // # Output
@@ -51,7 +93,12 @@
 // Results go to stdout, everything else to stderr. Tables for people;
 // with -o json, the response message in the canonical protojson mapping
 // (lowerCamelCase names, enums by name, unset fields omitted), indented two
-// spaces. list -o json prints one ListStoragesResponse holding every page.
+// spaces. list -o json prints one ListStoragesResponse holding every page
+// (backup list one ListBackupsResponse, backup uploads one
+// ListUploadsResponse). backup run prints the backup id on stdout, or with
+// -o json the CommitBackupResponse; its progress (a bar redrawn at most ten
+// times a second when stderr is a terminal, else a line per finished upload),
+// warnings and summary go to stderr.
 //
 // Errors print "backupctl: <code>: <message> [<reason>]", then each
 // google.rpc.BadRequest field violation as "  field: description" and, when

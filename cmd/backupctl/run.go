@@ -59,7 +59,7 @@ func (g *group) lookup(name string) *command {
 // groups lists the command groups in the order the usage shows them. A new
 // group (backup, restore) is one file defining a *group plus a line here.
 func groups() []*group {
-	gs := []*group{storageGroup()}
+	gs := []*group{storageGroup(), backupGroup()}
 	for _, g := range gs {
 		for _, cmd := range g.commands {
 			cmd.group = g.name
@@ -266,7 +266,7 @@ func (c *cli) groupUsage(g *group) {
 	w := c.stderr
 	fmt.Fprintf(w, "backupctl %s: %s.\n\nUsage:\n  backupctl %s <command> [flags] [args]\n\nCommands:\n", g.name, g.summary, g.name)
 	for _, cmd := range g.commands {
-		fmt.Fprintf(w, "  %-12s %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'backupctl %s <command> -h' for a command's flags and 'backupctl -h'\nfor the global flags and exit codes.\n", g.name)
 }

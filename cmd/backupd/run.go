@@ -11,12 +11,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"backupstore/budget"
+	"backupstore/csvscan"
+	"backupstore/ingest"
 	"backupstore/metadata"
 	"backupstore/registry"
 	"backupstore/secrets"
@@ -42,6 +48,15 @@ type config struct {
 	probeTimeout    time.Duration
 	maxRecvMsgSize  int
 
+	memoryBudget    sizeFlag
+	partSize        sizeFlag
+	maxConns        int
+	maxStreams      int
+	spoolDir        string
+	maxFieldBytes   sizeFlag
+	maxRowBytes     sizeFlag
+	compressWorkers int
+
 	defaultStorage string // local | s3
 	localDir       string
 	s3             storage.S3Config
@@ -66,6 +81,15 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 10*time.Second, "timeout of each S3 API probe during validation")
 	fs.IntVar(&c.maxRecvMsgSize, "max-recv-msg-size", 4<<20+64<<10, "largest request message accepted, bytes")
 
+	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = 1<<30, 8<<20, 4<<20, 8<<20
+	fs.Var(&c.memoryBudget, "memory-budget", "service-wide budget for buffered bytes (upload parts, frames, gRPC flow-control windows), e.g. 1GiB; GOMEMLIMIT is set to it plus 256MiB unless given")
+	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
+	fs.IntVar(&c.maxConns, "max-connections", 64, "concurrent client connections accepted")
+	fs.IntVar(&c.maxStreams, "max-streams-per-connection", 16, "concurrent calls per connection")
+	fs.StringVar(&c.spoolDir, "spool-dir", "", "temporary files (record indexes being built, very large parts); default DATA_DIR/spool")
+	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
+	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
+	fs.IntVar(&c.compressWorkers, "compress-workers", 2, "zstd goroutines per record upload")
 	fs.StringVar(&c.defaultStorage, "default-storage", "local", "service-managed default storage for tenants without one: local or s3")
 	fs.StringVar(&c.localDir, "default-local-dir", "", "with --default-storage=local: directory (default DATA_DIR/objects)")
 	fs.StringVar(&c.s3.Endpoint, "default-s3-endpoint", "", "with --default-storage=s3: custom S3-compatible endpoint URL")
@@ -96,6 +120,16 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	})
 	return err
 }
+
+// Flow-control windows are static (setting them turns off gRPC's BDP
+// estimator), so a connection never buffers more than connWindow bytes.
+const (
+	streamWindow = 1 << 20
+	connWindow   = 2 << 20
+	// memOverhead is what the process needs beyond the budget: code, the
+	// catalog driver, gRPC's per-connection structures, S3 clients.
+	memOverhead = 256 << 20
+)
 
 // run starts backupd and blocks until ctx ends, then shuts down gracefully.
 // If ready is non-nil, the bound listen address is sent on it once serving.
@@ -139,7 +173,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	_ = defStore // written to by the backup service for tenants without a storage of their own
 
 	var auth server.Authenticator
 	switch c.auth {
@@ -162,11 +195,35 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	// Memory: the static flow-control windows of every connection are taken
+	// out of the budget first; the rest is for upload buffers.
+	windows := int64(c.maxConns) * connWindow
+	if int64(c.memoryBudget) < windows+64<<20 {
+		return fmt.Errorf("--memory-budget %s is too small: %d connections' flow-control windows alone take %d MiB; raise it or lower --max-connections",
+			c.memoryBudget.String(), c.maxConns, windows>>20)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(c.memoryBudget) + memOverhead)
+	}
+	spool := c.spoolDir
+	if spool == "" {
+		spool = filepath.Join(c.dataDir, "spool")
+	}
+	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore,
+		Budget: budget.New(int64(c.memoryBudget) - windows), Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
+		CompressWorkers: c.compressWorkers, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}})
 	if err != nil {
 		return err
 	}
-	var opts []grpc.ServerOption
+	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	if err != nil {
+		return err
+	}
+	opts := []grpc.ServerOption{
+		grpc.InitialWindowSize(streamWindow), // static windows: no BDP growth beyond the budget
+		grpc.InitialConnWindowSize(connWindow),
+		grpc.MaxConcurrentStreams(uint32(c.maxStreams)),
+	}
 	if c.tlsCert != "" || c.tlsKey != "" {
 		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
 		if err != nil {
@@ -180,6 +237,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	lis = netutil.LimitListener(lis, c.maxConns)
 	log.Info("backupd serving", "addr", lis.Addr().String(), "catalog", driver, "auth", c.auth,
 		"default_storage", c.defaultStorage, "tls", c.tlsCert != "")
 	if ready != nil {
@@ -290,4 +348,39 @@ func defaultStorage(ctx context.Context, c *config, log *slog.Logger) (storage.S
 		return s3, nil
 	}
 	return nil, fmt.Errorf("--default-storage must be local or s3, not %q", c.defaultStorage)
+}
+
+// sizeFlag is a byte count given as 1048576, 512KiB, 8MiB or 1GiB.
+type sizeFlag int64
+
+func (f *sizeFlag) String() string {
+	v := int64(*f)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.n && v%u.n == 0 {
+			return strconv.FormatInt(v/u.n, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.s) {
+			s, mult = strings.TrimSuffix(s, u.s), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("not a size (e.g. 8MiB, 1GiB)")
+	}
+	*f = sizeFlag(n * mult)
+	return nil
 }

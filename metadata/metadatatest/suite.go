@@ -43,6 +43,19 @@ func Run(t *testing.T, newDB NewDB) {
 		{"InTx", testInTx},
 		{"BackupStub", testBackupStub},
 		{"Canceled", testCanceled},
+		{"Backups", testBackups},
+		{"ListBackups", testListBackups},
+		{"BackupStatus", testBackupStatus},
+		{"Uploads", testUploads},
+		{"CommitBackup", testCommitBackup},
+		{"PendingUploadsError", testPendingUploadsError},
+		{"RecordChunks", testRecordChunks},
+		{"Dedup", testDedup},
+		{"ExclusivePurge", testExclusivePurge},
+		{"RecordSetSchema", testRecordSetSchema},
+		{"IngestTenantIsolation", testIngestTenantIsolation},
+		{"IngestReferences", testIngestReferences},
+		{"IngestConcurrent", testIngestConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })
@@ -654,6 +667,12 @@ func testCanceled(t *testing.T, newDB NewDB) {
 			return s.ForEachStorage(ctx, func(*metadata.Storage) error { return nil })
 		},
 		"InTx": func() error { return s.InTx(ctx, func(*metadata.Tx) error { return nil }) },
+		"CreateBackup": func() error {
+			_, _, err := s.CreateBackup(ctx, &metadata.Backup{TenantID: "t1", ID: "b1", OrgID: "o"})
+			return err
+		},
+		"ListBackups":  func() error { _, _, err := s.ListBackups(ctx, "t1", metadata.BackupFilter{}, 0, ""); return err },
+		"CommitBackup": func() error { _, err := s.CommitBackup(ctx, "t1", "b1", "", time.Time{}); return err },
 	}
 	for name, call := range calls {
 		wantErr(t, name+" with a canceled context", call(), context.Canceled)

@@ -1,0 +1,511 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/sfid"
+	"backupstore/storage"
+)
+
+// MaxObjectSize is the largest object S3 stores: 5 TiB.
+const MaxObjectSize = 5 << 40
+
+// FileHeader opens or resumes a file upload.
+type FileHeader struct {
+	BackupID, ParentID, Path, Name, ContentType, UploadID string
+	WriteOffset                                           int64
+	DeclaredSize                                          int64 // -1: not declared
+	DeclaredSHA256                                        string
+}
+
+func (h *FileHeader) check() error {
+	var vs []fault.Violation
+	add := func(f, d string) { vs = append(vs, fault.Violation{Field: "header." + f, Description: d}) }
+	if h.BackupID == "" {
+		add("backup_id", "required")
+	}
+	if id, err := sfid.Normalize(h.ParentID); err != nil {
+		add("parent_id", "must be a Salesforce record id: 15 or 18 characters of A-Z, a-z, 0-9")
+	} else {
+		h.ParentID = id
+	}
+	if h.Path == "" || len(h.Path) > 1024 || !utf8.ValidString(h.Path) || strings.IndexFunc(h.Path, unicode.IsControl) >= 0 {
+		add("path", "required: 1 to 1024 bytes of UTF-8 without control characters")
+	}
+	if h.Name == "" {
+		h.Name = path.Base(h.Path)
+	}
+	if len(h.Name) > 255 || !utf8.ValidString(h.Name) || strings.IndexFunc(h.Name, unicode.IsControl) >= 0 {
+		add("name", "at most 255 bytes of UTF-8 without control characters")
+	}
+	if h.ContentType == "" {
+		h.ContentType = "application/octet-stream"
+	}
+	if len(h.ContentType) > 255 || strings.IndexFunc(h.ContentType, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
+		add("content_type", "at most 255 printable ASCII characters")
+	}
+	if v := checkUploadID(h.UploadID); v != nil {
+		add("upload_id", v.Description)
+	}
+	if h.DeclaredSize < -1 || h.DeclaredSize > MaxObjectSize {
+		add("declared_size", "must be between 0 and 5 TiB")
+	}
+	if h.DeclaredSHA256 != "" {
+		h.DeclaredSHA256 = strings.ToLower(h.DeclaredSHA256)
+		if b, err := hex.DecodeString(h.DeclaredSHA256); err != nil || len(b) != sha256.Size {
+			add("declared_sha256", "must be 64 hex digits")
+		}
+	}
+	if h.WriteOffset < 0 {
+		add("write_offset", "must be ≥ 0")
+	}
+	if len(vs) > 0 {
+		return fault.Invalid(vs...)
+	}
+	return nil
+}
+
+// partSizeFor returns the input size of part n. With a declared size the part
+// size is fixed and large enough for 9,000 parts; without one it doubles
+// every 1,000 parts, so an undeclared stream reaches S3's 5 TiB well before
+// part 10,000.
+func partSizeFor(u *metadata.Upload, n int32) int64 {
+	if u.DeclaredSize >= 0 {
+		return u.PartSize
+	}
+	return u.PartSize << min((n-1)/1000, 9)
+}
+
+func declaredPartSize(base, declared int64) int64 {
+	if declared < 0 {
+		return base
+	}
+	per := (declared + 8999) / 9000
+	per = (per + 1<<20 - 1) &^ (1<<20 - 1)
+	return max(base, per)
+}
+
+// UploadFile stores (or resumes, or deduplicates) one file.
+func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, src Source) (*Result, error) {
+	if err := h.check(); err != nil {
+		return nil, err
+	}
+	b, st, err := s.openBackup(ctx, tenant, h.BackupID)
+	if err != nil {
+		return nil, err
+	}
+	u, prev, err := s.openFileUpload(ctx, b, &h)
+	if err != nil || prev != nil {
+		return prev, err
+	}
+	if h.DeclaredSHA256 != "" && h.WriteOffset == 0 {
+		if res, err := s.dedup(ctx, b, st, u, &h); res != nil || err != nil {
+			if err != nil {
+				s.fail(ctx, st, u, err)
+			}
+			return res, err
+		}
+	}
+	if u == nil && (h.DeclaredSize < 0 || h.DeclaredSize <= s.cfg.PartSize) {
+		return s.smallFile(ctx, b, st, &h, src)
+	}
+	if u == nil {
+		if u, err = s.createFileUpload(ctx, b, &h); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.multipartFile(ctx, b, st, u, &h, src, nil)
+	if err != nil {
+		s.fail(ctx, st, u, err)
+	}
+	return res, err
+}
+
+// openFileUpload checks an existing upload id against the header. It returns
+// (nil, nil) for a new upload, the reopened upload (new generation) for a
+// resume or a restart, or the first result of a committed one.
+func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *FileHeader) (*metadata.Upload, *Result, error) {
+	cat := s.cfg.Catalog
+	u, err := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
+	if errors.Is(err, metadata.ErrNotFound) {
+		if h.WriteOffset != 0 {
+			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
+				"upload %s has no committed bytes: start at write_offset 0, not %d", h.UploadID, h.WriteOffset)
+		}
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.Kind != metadata.KindFile || u.ParentID != h.ParentID || u.Path != h.Path || u.DeclaredSize != h.DeclaredSize || u.DeclaredSHA256 != h.DeclaredSHA256 {
+		return nil, nil, fault.New(fault.InvalidArgument, "UPLOAD_ID_REUSED",
+			"upload id %s already belongs to an upload with another header (kind, parent, path, declared size or SHA-256); use a new UUID or the same header", h.UploadID)
+	}
+	switch u.State {
+	case metadata.UploadCommitted:
+		var r Result
+		if err := json.Unmarshal(u.Result, &r); err != nil {
+			return nil, nil, fmt.Errorf("stored result of upload %s: %w", u.UploadID, err)
+		}
+		return nil, &r, nil
+	case metadata.UploadPending:
+		if h.WriteOffset != u.CommittedSize {
+			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
+				"upload %s continues at committed_size %d, not at write_offset %d; ask QueryUploadStatus", h.UploadID, u.CommittedSize, h.WriteOffset)
+		}
+		nu, err := cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID)
+		return nu, nil, err
+	default: // FAILED, ABANDONED: start over
+		if h.WriteOffset != 0 {
+			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
+				"upload %s failed earlier (%s) and restarts from 0, not %d", h.UploadID, u.Error, h.WriteOffset)
+		}
+		nu, err := cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID)
+		if err != nil {
+			return nil, nil, err
+		}
+		objID := newObjectID()
+		ps := declaredPartSize(s.cfg.PartSize, h.DeclaredSize)
+		if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, nu.Generation, objID, fileKey(b, objID), ps); err != nil {
+			return nil, nil, catalogFault(err, nu)
+		}
+		nu.ObjectID, nu.ObjectKey, nu.PartSize, nu.S3UploadID, nu.State = objID, fileKey(b, objID), ps, "", metadata.UploadPending
+		nu.CommittedSize, nu.StoredSize, nu.HashState = 0, 0, nil
+		return nu, nil, nil
+	}
+}
+
+func (s *Service) createFileUpload(ctx context.Context, b *metadata.Backup, h *FileHeader) (*metadata.Upload, error) {
+	objID := newObjectID()
+	u := &metadata.Upload{TenantID: b.TenantID, BackupID: b.ID, UploadID: h.UploadID, Kind: metadata.KindFile,
+		State: metadata.UploadPending, Generation: 1, ObjectID: objID, ObjectKey: fileKey(b, objID),
+		PartSize: declaredPartSize(s.cfg.PartSize, h.DeclaredSize), ParentID: h.ParentID, Path: h.Path, Name: h.Name,
+		ContentType: h.ContentType, DeclaredSize: h.DeclaredSize, DeclaredSHA256: h.DeclaredSHA256}
+	if err := s.cfg.Catalog.CreateUpload(ctx, u); err != nil {
+		if errors.Is(err, metadata.ErrConflict) {
+			return nil, fault.Wrap(err, fault.Aborted, "CONCURRENT_OPEN", "upload %s was opened concurrently by another stream; retry", h.UploadID)
+		}
+		return nil, err
+	}
+	return u, nil
+}
+
+func (s *Service) newFileRow(b *metadata.Backup, h *FileHeader, objectID string, size int64, sum []byte) *metadata.File {
+	return &metadata.File{TenantID: b.TenantID, BackupID: b.ID, ID: "fil-" + uuid.NewString(), ObjectID: objectID,
+		UploadID: h.UploadID, ParentID: h.ParentID, Path: h.Path, Name: h.Name, ContentType: h.ContentType,
+		Size: size, SHA256: sum, CreatedAt: s.cfg.Now().UTC()}
+}
+
+// committedUpload is the upload row a single-PUT or deduplicated upload
+// commits as (u is nil when no PENDING row was written).
+func committedUpload(b *metadata.Backup, h *FileHeader, u *metadata.Upload, objectID, key string) *metadata.Upload {
+	if u != nil {
+		return u
+	}
+	return &metadata.Upload{TenantID: b.TenantID, BackupID: b.ID, UploadID: h.UploadID, Kind: metadata.KindFile,
+		State: metadata.UploadCommitted, Generation: 1, ObjectID: objectID, ObjectKey: key, ParentID: h.ParentID,
+		Path: h.Path, Name: h.Name, ContentType: h.ContentType, DeclaredSize: h.DeclaredSize, DeclaredSHA256: h.DeclaredSHA256}
+}
+
+// dedup completes the upload at once when the declared body is stored already.
+func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader) (*Result, error) {
+	sum, _ := hex.DecodeString(h.DeclaredSHA256)
+	obj, err := s.cfg.Catalog.FindFileObject(ctx, b.TenantID, b.OrgID, b.StorageID, sum)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if h.DeclaredSize >= 0 && h.DeclaredSize != obj.Size {
+		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
+			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, obj.Size)
+	}
+	f := s.newFileRow(b, h, obj.ID, obj.Size, sum)
+	res := &Result{UploadID: h.UploadID, DataKey: obj.Key, BytesIn: 0, BytesStored: 0, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
+	cu := committedUpload(b, h, u, obj.ID, obj.Key)
+	cu.Result, _ = json.Marshal(res)
+	if err := s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f); err != nil {
+		return s.lostRace(ctx, b, h, err)
+	}
+	if u != nil && u.S3UploadID != "" { // a restarted upload that had begun a multipart upload
+		actx, cancel := detached(ctx)
+		_ = st.AbortMultipart(actx, u.ObjectKey, u.S3UploadID)
+		cancel()
+	}
+	return res, nil
+}
+
+// lostRace handles a commit that found the upload committed by a concurrent
+// stream with the same id: the first result wins.
+func (s *Service) lostRace(ctx context.Context, b *metadata.Backup, h *FileHeader, err error) (*Result, error) {
+	if !errors.Is(err, metadata.ErrConflict) {
+		return nil, err
+	}
+	u, gerr := s.cfg.Catalog.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
+	if gerr == nil && u.State == metadata.UploadCommitted {
+		var r Result
+		if json.Unmarshal(u.Result, &r) == nil {
+			return &r, nil
+		}
+	}
+	if errors.Is(err, metadata.ErrConflict) && gerr == nil && u.State != metadata.UploadCommitted {
+		return nil, fault.Wrap(err, fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", h.UploadID)
+	}
+	return nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is no longer open", b.ID)
+}
+
+// smallFile buffers a file that may fit one part: if it ends within PartSize
+// it costs one PUT and one transaction; if it grows beyond, it becomes a
+// multipart upload (its PENDING row written before the first S3 call).
+func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, src Source) (*Result, error) {
+	limit := s.cfg.PartSize
+	reserve := 2 * limit
+	if h.DeclaredSize >= 0 {
+		reserve = max(h.DeclaredSize, 1)
+	}
+	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
+		return nil, budgetFault(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			s.cfg.Budget.Release(reserve)
+		}
+	}
+	defer release()
+	var buf bytes.Buffer
+	if h.DeclaredSize >= 0 {
+		buf.Grow(int(h.DeclaredSize))
+	}
+	sum := sha256.New()
+	for {
+		data, fin, err := src.Next()
+		if err != nil {
+			return nil, err
+		}
+		if fin {
+			break
+		}
+		if h.DeclaredSize >= 0 && int64(buf.Len()+len(data)) > h.DeclaredSize {
+			return nil, sizeMismatch(h.DeclaredSize, int64(buf.Len()+len(data)), false)
+		}
+		sum.Write(data)
+		buf.Write(data)
+		if int64(buf.Len()) > limit {
+			// Too big for one PUT: continue as a multipart upload.
+			u, err := s.createFileUpload(ctx, b, h)
+			if err != nil {
+				return nil, err
+			}
+			release()
+			res, err := s.multipartFile(ctx, b, st, u, h, src, &carry{data: buf.Bytes()})
+			if err != nil {
+				s.fail(ctx, st, u, err)
+			}
+			return res, err
+		}
+	}
+	size := int64(buf.Len())
+	digest := sum.Sum(nil)
+	if err := checkDeclared(h, size, digest); err != nil {
+		return nil, err
+	}
+	objID := newObjectID()
+	key := fileKey(b, objID)
+	if _, err := st.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
+		return nil, s3Fault(err, "PutObject")
+	}
+	return s.commitFile(ctx, b, st, committedUpload(b, h, nil, objID, key), h, objID, key, size, digest)
+}
+
+func (s *Service) commitFile(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, objID, key string, size int64, digest []byte) (*Result, error) {
+	f := s.newFileRow(b, h, objID, size, digest)
+	res := &Result{UploadID: h.UploadID, DataKey: key, BytesIn: size, BytesStored: size, SHA256: hex.EncodeToString(digest), FileID: f.ID}
+	u.Result, _ = json.Marshal(res)
+	obj := &metadata.Object{TenantID: b.TenantID, ID: objID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
+		Key: key, Kind: metadata.ObjFile, Size: size, SHA256: digest, CreatedAt: s.cfg.Now().UTC()}
+	if err := s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f); err != nil {
+		dctx, cancel := detached(ctx)
+		_ = st.Delete(dctx, key)
+		cancel()
+		if errors.Is(err, metadata.ErrStale) {
+			return nil, catalogFault(err, u)
+		}
+		return s.lostRace(ctx, b, h, err)
+	}
+	return res, nil
+}
+
+// carry is data a small-file attempt buffered before it turned multipart.
+type carry struct{ data []byte }
+
+// multipartFile streams the body in parts, each recorded with the hash state
+// after it, so a new stream (on any replica) can resume at committed_size.
+func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, src Source, c *carry) (*Result, error) {
+	cat := s.cfg.Catalog
+	m := &mpu{s: s, st: st, u: u}
+	sum := sha256.New()
+	var n int32 = 1
+	if c == nil && u.CommittedSize > 0 {
+		parts, err := cat.ListParts(ctx, u.TenantID, u.BackupID, u.UploadID)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			m.parts = append(m.parts, storage.CompletedPart{Number: p.Number, ETag: p.ETag, CRC32C: p.CRC32C})
+			n = p.Number + 1
+		}
+		if err := sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(u.HashState); err != nil {
+			return nil, fmt.Errorf("upload %s: restoring hash state: %w", u.UploadID, err)
+		}
+	}
+	maxPart := partSizeFor(u, 10000)
+	reserve := s.fileReservation(maxPart)
+	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
+		return nil, budgetFault(err)
+	}
+	defer s.cfg.Budget.Release(reserve)
+	var bufs [2]*partBuf
+	for i := range bufs {
+		pb, err := newPartBuf(maxPart, s.cfg.MaxMemoryPart, s.cfg.SpoolDir)
+		if err != nil {
+			return nil, err
+		}
+		defer pb.close()
+		bufs[i] = pb
+	}
+	cur := 0
+	offset := u.CommittedSize // input bytes in recorded parts
+	partStart := offset
+	total := offset // input bytes received, including the current part
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	write := func(data []byte) error {
+		for len(data) > 0 {
+			want := partSizeFor(u, n) - bufs[cur].Len()
+			k := min(int64(len(data)), want)
+			bufs[cur].Write(data[:k])
+			data = data[k:]
+			if bufs[cur].Len() == partSizeFor(u, n) {
+				state, _ := sum.(encoding.BinaryMarshaler).MarshalBinary()
+				end := partStart + bufs[cur].Len()
+				if err := m.submit(ctx, n, bufs[cur], partStart, end, end, state); err != nil {
+					return err
+				}
+				n++
+				partStart = end
+				cur = 1 - cur
+				if err := bufs[cur].reset(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	// The hash must be at the part boundary when a part is submitted, so hash
+	// and write in the same slices.
+	feed := func(data []byte) error {
+		for len(data) > 0 {
+			want := partSizeFor(u, n) - bufs[cur].Len()
+			k := min(int64(len(data)), want)
+			sum.Write(data[:k])
+			if err := write(data[:k]); err != nil {
+				return err
+			}
+			data = data[k:]
+		}
+		return nil
+	}
+	if c != nil {
+		total = int64(len(c.data))
+		if err := feed(c.data); err != nil {
+			_ = m.wait()
+			return nil, err
+		}
+	}
+	for {
+		data, fin, err := src.Next()
+		if err != nil {
+			// A part in flight may have found this stream stale: say so
+			// rather than blame the broken stream.
+			if werr := m.wait(); isStale(werr) {
+				return nil, werr
+			}
+			return nil, err
+		}
+		if fin {
+			break
+		}
+		total += int64(len(data))
+		if h.DeclaredSize >= 0 && total > h.DeclaredSize {
+			cancel()
+			_ = m.wait()
+			return nil, sizeMismatch(h.DeclaredSize, total, false)
+		}
+		if total > MaxObjectSize {
+			cancel()
+			_ = m.wait()
+			return nil, fault.New(fault.InvalidArgument, "TOO_LARGE", "the file exceeds S3's 5 TiB object limit")
+		}
+		if err := feed(data); err != nil {
+			cancel()
+			_ = m.wait()
+			return nil, err
+		}
+	}
+	digest := sum.Sum(nil)
+	if err := checkDeclared(h, total, digest); err != nil {
+		cancel()
+		_ = m.wait()
+		return nil, err
+	}
+	if bufs[cur].Len() > 0 {
+		state, _ := sum.(encoding.BinaryMarshaler).MarshalBinary()
+		end := partStart + bufs[cur].Len()
+		if err := m.submit(ctx, n, bufs[cur], partStart, end, end, state); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := m.complete(ctx); err != nil {
+		return nil, err
+	}
+	return s.commitFile(ctx, b, st, u, h, u.ObjectID, u.ObjectKey, total, digest)
+}
+
+func checkDeclared(h *FileHeader, size int64, digest []byte) error {
+	if h.DeclaredSize >= 0 && size != h.DeclaredSize {
+		return sizeMismatch(h.DeclaredSize, size, true)
+	}
+	if h.DeclaredSHA256 != "" && hex.EncodeToString(digest) != h.DeclaredSHA256 {
+		return &fault.Error{Kind: fault.InvalidArgument, Reason: "SHA256_MISMATCH",
+			Msg:        fmt.Sprintf("the body's SHA-256 is %x, not the declared %s; nothing was stored", digest, h.DeclaredSHA256),
+			Violations: []fault.Violation{{Field: "header.declared_sha256", Description: "does not match the body"}}}
+	}
+	return nil
+}
+
+func sizeMismatch(declared, got int64, final bool) error {
+	msg := fmt.Sprintf("the body has %d bytes, not the declared %d; nothing was stored", got, declared)
+	if !final {
+		msg = fmt.Sprintf("the body exceeds the declared size of %d bytes (%d received); nothing was stored", declared, got)
+	}
+	return &fault.Error{Kind: fault.InvalidArgument, Reason: "SIZE_MISMATCH", Msg: msg,
+		Violations: []fault.Violation{{Field: "header.declared_size", Description: "does not match the body"}}}
+}

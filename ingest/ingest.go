@@ -1,0 +1,299 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"backupstore/budget"
+	"backupstore/csvscan"
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/registry"
+	"backupstore/sfid"
+	"backupstore/storage"
+)
+
+// Config configures the ingest Service. Zero values take the defaults in withDefaults.
+type Config struct {
+	Catalog  *metadata.Store
+	Registry *registry.Registry
+	// ServiceStore is the service-managed default storage, for tenants
+	// without a storage of their own.
+	ServiceStore storage.Store
+	// Budget is the service-wide budget of buffered bytes.
+	Budget *budget.Budget
+	Logger *slog.Logger
+
+	// PartSize is the target stored size of a multipart part (≥ 5 MiB). Default 8 MiB.
+	PartSize int64
+	// MaxMemoryPart is the largest part kept in memory; larger parts (only
+	// very large files need them) are staged in SpoolDir. Default 64 MiB.
+	MaxMemoryPart int64
+	// FrameSize is the input bytes per zstd frame (frames never split a row). Default 1 MiB.
+	FrameSize int
+	// CompressWorkers is the zstd goroutines per record stream. Default 2.
+	CompressWorkers int
+	// Limits caps CSV field and row sizes.
+	Limits csvscan.Limits
+	// SpoolDir holds record-index objects while they are built, and
+	// oversized parts. Default os.TempDir().
+	SpoolDir string
+	// IndexRunBytes is the memory of one record-index run. Default 4 MiB.
+	IndexRunBytes int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) withDefaults() {
+	if c.PartSize <= 0 {
+		c.PartSize = 8 << 20
+	}
+	if c.MaxMemoryPart <= 0 {
+		c.MaxMemoryPart = 64 << 20
+	}
+	if c.FrameSize <= 0 {
+		c.FrameSize = 1 << 20
+	}
+	if c.CompressWorkers <= 0 {
+		c.CompressWorkers = 2
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = os.TempDir()
+	}
+	if c.IndexRunBytes <= 0 {
+		c.IndexRunBytes = 4 << 20
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Limits.MaxFieldBytes <= 0 {
+		c.Limits.MaxFieldBytes = 4 << 20
+	}
+	if c.Limits.MaxRowBytes <= 0 {
+		c.Limits.MaxRowBytes = 8 << 20
+	}
+}
+
+// Service is the ingest domain service. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	switch {
+	case cfg.Catalog == nil:
+		return nil, errors.New("ingest: Catalog is required")
+	case cfg.Registry == nil:
+		return nil, errors.New("ingest: Registry is required")
+	case cfg.ServiceStore == nil:
+		return nil, errors.New("ingest: ServiceStore is required")
+	case cfg.Budget == nil:
+		return nil, errors.New("ingest: Budget is required")
+	}
+	cfg.withDefaults()
+	if cfg.PartSize < storage.MinPartSize {
+		return nil, fmt.Errorf("ingest: PartSize %d is below S3's minimum %d", cfg.PartSize, storage.MinPartSize)
+	}
+	if cfg.MaxMemoryPart < cfg.PartSize {
+		cfg.MaxMemoryPart = cfg.PartSize
+	}
+	if need := recordsReservation(&cfg); need > cfg.Budget.Size() {
+		return nil, fmt.Errorf("ingest: the memory budget (%d bytes) is below what one record stream needs (%d bytes)", cfg.Budget.Size(), need)
+	}
+	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("ingest: spool dir: %w", err)
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// StreamReservation is the most one upload stream reserves from the budget.
+func (s *Service) StreamReservation() int64 { return recordsReservation(&s.cfg) }
+
+// recordsReservation: two part buffers (one filling, one uploading), frames
+// in flight (input + compressed) per worker plus the ones queued around
+// them, and a row that spans messages.
+func recordsReservation(c *Config) int64 {
+	frames := int64(2*c.CompressWorkers + 3)
+	return 2*c.PartSize + frames*2*int64(c.FrameSize) + int64(c.Limits.MaxRowBytes)
+}
+
+// fileReservation: two part buffers of at most MaxMemoryPart.
+func (s *Service) fileReservation(partSize int64) int64 {
+	return 2 * min(partSize, s.cfg.MaxMemoryPart)
+}
+
+var (
+	sobjectRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,79}$`)
+	labelKey  = regexp.MustCompile(`^[a-z0-9_.-]{1,63}$`)
+)
+
+// CreateInput is what CreateBackup needs.
+type CreateInput struct {
+	OrgID, StorageID, IdempotencyKey string
+	Labels                           map[string]string
+}
+
+// CreateBackup opens a backup on the given storage, else the tenant's
+// default, else the service default. A storage marked unavailable is refused.
+func (s *Service) CreateBackup(ctx context.Context, tenant string, in CreateInput) (*metadata.Backup, bool, error) {
+	var vs []fault.Violation
+	org, err := sfid.Normalize(in.OrgID)
+	if err != nil {
+		vs = append(vs, fault.Violation{Field: "org_id", Description: "must be a Salesforce org id: 15 or 18 characters of A-Z, a-z, 0-9"})
+	}
+	if len(in.Labels) > 32 {
+		vs = append(vs, fault.Violation{Field: "labels", Description: "at most 32 labels"})
+	}
+	for k, v := range in.Labels {
+		if !labelKey.MatchString(k) {
+			vs = append(vs, fault.Violation{Field: "labels[" + k + "]", Description: "key must match [a-z0-9_.-]{1,63}"})
+		}
+		if len(v) > 256 || !utf8.ValidString(v) {
+			vs = append(vs, fault.Violation{Field: "labels[" + k + "]", Description: "value must be valid UTF-8 of at most 256 bytes"})
+		}
+	}
+	if len(in.IdempotencyKey) > 128 {
+		vs = append(vs, fault.Violation{Field: "idempotency_key", Description: "at most 128 bytes"})
+	}
+	if len(vs) > 0 {
+		return nil, false, fault.Invalid(vs...)
+	}
+	storageID := in.StorageID
+	var st *metadata.Storage
+	if storageID != "" {
+		if st, err = s.cfg.Registry.Get(ctx, tenant, storageID); err != nil {
+			return nil, false, err
+		}
+	} else if st, err = s.cfg.Catalog.DefaultStorage(ctx, tenant); err == nil {
+		storageID = st.ID
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return nil, false, err
+	}
+	if st != nil && st.Status == registry.StatusUnavailable {
+		return nil, false, fault.New(fault.FailedPrecondition, "STORAGE_UNAVAILABLE",
+			"storage %s is marked unavailable (%s); fix it and run ValidateStorage before starting backups", st.ID, st.StatusMessage)
+	}
+	b := &metadata.Backup{
+		TenantID: tenant, ID: "bkp-" + uuid.NewString(), OrgID: org, StorageID: storageID, Labels: in.Labels,
+		IdempotencyKey: in.IdempotencyKey, Status: metadata.BackupOpen, StartedAt: s.cfg.Now().UTC(),
+	}
+	got, created, err := s.cfg.Catalog.CreateBackup(ctx, b)
+	if err != nil {
+		if errors.Is(err, metadata.ErrNotFound) {
+			return nil, false, fault.Wrap(err, fault.NotFound, "STORAGE_NOT_FOUND", "storage %q not found", storageID)
+		}
+		return nil, false, err
+	}
+	if !created && (got.OrgID != org || (in.StorageID != "" && got.StorageID != in.StorageID)) {
+		return nil, false, fault.New(fault.AlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+			"idempotency key %q already created backup %s for another org or storage", in.IdempotencyKey, got.ID)
+	}
+	if created {
+		s.cfg.Logger.InfoContext(ctx, "backup created", "tenant", tenant, "backup", got.ID, "org", org, "storage", storageID)
+	}
+	return got, created, nil
+}
+
+// GetBackup returns a tenant's backup.
+func (s *Service) GetBackup(ctx context.Context, tenant, id string) (*metadata.Backup, error) {
+	if id == "" {
+		return nil, fault.Invalid(fault.Violation{Field: "backup_id", Description: "required"})
+	}
+	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
+	}
+	return b, err
+}
+
+// ListBackups pages through a tenant's backups.
+func (s *Service) ListBackups(ctx context.Context, tenant string, f metadata.BackupFilter, pageSize int, token string) ([]*metadata.Backup, string, error) {
+	if pageSize < 0 || pageSize > 1000 {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_size", Description: "must be between 0 and 1000"})
+	}
+	if f.OrgID != "" {
+		org, err := sfid.Normalize(f.OrgID)
+		if err != nil {
+			return nil, "", fault.Invalid(fault.Violation{Field: "org_id", Description: "must be a Salesforce org id"})
+		}
+		f.OrgID = org
+	}
+	list, next, err := s.cfg.Catalog.ListBackups(ctx, tenant, f, pageSize, token)
+	if errors.Is(err, metadata.ErrInvalid) {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_token", Description: "not a token from a previous response"})
+	}
+	return list, next, err
+}
+
+// openBackup returns an OPEN backup of the tenant and the store it writes to.
+func (s *Service) openBackup(ctx context.Context, tenant, id string) (*metadata.Backup, storage.Store, error) {
+	b, err := s.GetBackup(ctx, tenant, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.Status != metadata.BackupOpen {
+		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; uploads need an OPEN backup", id, b.Status)
+	}
+	st, err := s.storeOf(ctx, b)
+	return b, st, err
+}
+
+// storeOf returns the object store a backup lives on: it stays on the storage
+// it was written to, whatever the default becomes.
+func (s *Service) storeOf(ctx context.Context, b *metadata.Backup) (storage.Store, error) {
+	if b.StorageID == "" {
+		return s.cfg.ServiceStore, nil
+	}
+	c, _, err := s.cfg.Registry.Client(ctx, b.TenantID, b.StorageID)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Keys. Every element is one of the service's ids or a validated name.
+func recordsKey(b *metadata.Backup, sobject, objectID string) string {
+	return b.TenantID + "/" + b.OrgID + "/" + b.ID + "/records/" + sobject + "/" + objectID + ".csv.zst"
+}
+
+func indexKey(dataKey string) string { return dataKey[:len(dataKey)-len(".csv.zst")] + ".idx" }
+
+func fileKey(b *metadata.Backup, objectID string) string {
+	return b.TenantID + "/" + b.OrgID + "/files/" + objectID
+}
+
+func manifestKey(b *metadata.Backup) string {
+	return b.TenantID + "/" + b.OrgID + "/" + b.ID + "/manifest.json"
+}
+
+func newObjectID() string { return "obj-" + uuid.NewString() }
+
+func checkUploadID(id string) *fault.Violation {
+	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+		return &fault.Violation{Field: "upload_id", Description: "must be a UUID (8-4-4-4-12 hex digits)"}
+	}
+	return nil
+}
+
+// detached returns a context for cleanups that must outlive a dead request.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

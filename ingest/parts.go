@@ -1,0 +1,231 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/storage"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// partBuf accumulates one part, computing its CRC32C as bytes arrive. It
+// lives in memory up to a limit and in a spool file beyond it.
+type partBuf struct {
+	mem  []byte
+	file *os.File
+	n    int64
+	crc  uint32
+}
+
+func (p *partBuf) Write(b []byte) (int, error) {
+	p.crc = crc32.Update(p.crc, castagnoli, b)
+	p.n += int64(len(b))
+	if p.file != nil {
+		return p.file.Write(b)
+	}
+	p.mem = append(p.mem, b...)
+	return len(b), nil
+}
+
+func (p *partBuf) Len() int64 { return p.n }
+
+func (p *partBuf) reader() io.Reader {
+	if p.file != nil {
+		return io.NewSectionReader(p.file, 0, p.n)
+	}
+	return bytes.NewReader(p.mem)
+}
+
+func (p *partBuf) reset() error {
+	p.n, p.crc, p.mem = 0, 0, p.mem[:0]
+	if p.file != nil {
+		if _, err := p.file.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		return p.file.Truncate(0)
+	}
+	return nil
+}
+
+func (p *partBuf) close() {
+	if p.file != nil {
+		p.file.Close()
+		os.Remove(p.file.Name())
+		p.file = nil
+	}
+}
+
+// newPartBuf returns a buffer for parts of size bytes: in memory when that
+// fits maxMem, else a spool file in dir.
+func newPartBuf(size, maxMem int64, dir string) (*partBuf, error) {
+	if size <= maxMem {
+		return &partBuf{mem: make([]byte, 0, size+64<<10)}, nil
+	}
+	f, err := os.CreateTemp(dir, "part-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool part: %w", err)
+	}
+	return &partBuf{file: f}, nil
+}
+
+// mpu drives one multipart upload whose parts are recorded in the catalog.
+// One part uploads in the background while the caller fills the next.
+type mpu struct {
+	s     *Service
+	st    storage.Store
+	u     *metadata.Upload
+	parts []storage.CompletedPart
+
+	inflight chan error
+}
+
+// ensure creates the S3 multipart upload on first use and records its id.
+func (m *mpu) ensure(ctx context.Context) error {
+	if m.u.S3UploadID != "" {
+		return nil
+	}
+	id, err := m.st.CreateMultipart(ctx, m.u.ObjectKey)
+	if err != nil {
+		return s3Fault(err, "CreateMultipartUpload")
+	}
+	m.u.S3UploadID = id
+	if err := m.s.cfg.Catalog.SetS3UploadID(ctx, m.u.TenantID, m.u.BackupID, m.u.UploadID, m.u.Generation, id); err != nil {
+		// Not recorded: abort it now, nobody else knows it.
+		actx, cancel := detached(ctx)
+		defer cancel()
+		_ = m.st.AbortMultipart(actx, m.u.ObjectKey, id)
+		m.u.S3UploadID = ""
+		return catalogFault(err, m.u)
+	}
+	return nil
+}
+
+// submit waits for the previous part, then uploads buf as part number n in
+// the background. inputEnd/storedEnd are the offsets the upload covers once
+// this part is recorded; hashState is the input hash state at inputEnd.
+func (m *mpu) submit(ctx context.Context, n int32, buf *partBuf, inputStart, inputEnd, storedEnd int64, hashState []byte) error {
+	if err := m.wait(); err != nil {
+		return err
+	}
+	if err := m.ensure(ctx); err != nil {
+		return err
+	}
+	m.inflight = make(chan error, 1)
+	go func() { m.inflight <- m.upload(ctx, n, buf, inputStart, inputEnd, storedEnd, hashState) }()
+	return nil
+}
+
+func (m *mpu) wait() error {
+	if m.inflight == nil {
+		return nil
+	}
+	err := <-m.inflight
+	m.inflight = nil
+	return err
+}
+
+func (m *mpu) upload(ctx context.Context, n int32, buf *partBuf, inputStart, inputEnd, storedEnd int64, hashState []byte) error {
+	size, crc := buf.Len(), buf.crc
+	// Fence before spending an upload: a newer stream owns the upload now.
+	if cur, err := m.s.cfg.Catalog.GetUpload(ctx, m.u.TenantID, m.u.BackupID, m.u.UploadID); err != nil {
+		return err
+	} else if cur.Generation != m.u.Generation || cur.State != metadata.UploadPending {
+		return catalogFault(metadata.ErrStale, m.u)
+	}
+	etag, err := m.st.UploadPart(ctx, m.u.ObjectKey, m.u.S3UploadID, n, buf.reader(), size, crc)
+	if err != nil {
+		return s3Fault(err, fmt.Sprintf("UploadPart %d", n))
+	}
+	p := metadata.Part{Number: n, ETag: etag, CRC32C: crc, Size: size, InputOffset: inputStart, InputEnd: inputEnd}
+	if err := m.s.cfg.Catalog.RecordPart(ctx, m.u.TenantID, m.u.BackupID, m.u.UploadID, m.u.Generation, p, inputEnd, storedEnd, hashState); err != nil {
+		return catalogFault(err, m.u)
+	}
+	m.u.CommittedSize, m.u.StoredSize, m.u.HashState = inputEnd, storedEnd, hashState
+	m.parts = append(m.parts, storage.CompletedPart{Number: n, ETag: etag, CRC32C: crc})
+	return nil
+}
+
+func (m *mpu) complete(ctx context.Context) (storage.ObjectInfo, error) {
+	if err := m.wait(); err != nil {
+		return storage.ObjectInfo{}, err
+	}
+	info, err := m.st.CompleteMultipart(ctx, m.u.ObjectKey, m.u.S3UploadID, m.parts)
+	if err != nil {
+		return info, s3Fault(err, "CompleteMultipartUpload")
+	}
+	return info, nil
+}
+
+// fail aborts the S3 upload (with a context that outlives the stream) and
+// marks the upload FAILED — or ABANDONED, logged with its S3 upload id, when
+// the credentials may not abort. A stale generation is left to its new owner.
+func (s *Service) fail(ctx context.Context, st storage.Store, u *metadata.Upload, cause error) {
+	if u == nil {
+		return
+	}
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	var fe *fault.Error
+	if errors.As(cause, &fe) && fe.Reason == "STALE_GENERATION" {
+		return // the upload belongs to a newer stream now
+	}
+	state := metadata.UploadFailed
+	if u.S3UploadID != "" {
+		if err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID); err != nil {
+			state = metadata.UploadAbandoned
+			if errors.Is(err, storage.ErrAbortDenied) {
+				s.cfg.Logger.WarnContext(ctx, "multipart upload abandoned: AbortMultipartUpload denied; its parts stay until a lifecycle rule removes them",
+					"tenant", u.TenantID, "backup", u.BackupID, "upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID)
+			} else {
+				s.cfg.Logger.ErrorContext(ctx, "multipart upload abandoned: abort failed", "tenant", u.TenantID, "backup", u.BackupID,
+					"upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID, "err", err)
+			}
+		}
+	}
+	msg := cause.Error()
+	if errors.As(cause, &fe) {
+		msg = fe.Msg
+	}
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	if err := s.cfg.Catalog.FailUpload(ctx, u.TenantID, u.BackupID, u.UploadID, u.Generation, state, msg); err != nil && !errors.Is(err, metadata.ErrStale) {
+		s.cfg.Logger.ErrorContext(ctx, "marking upload failed", "upload", u.UploadID, "err", err)
+	}
+}
+
+// s3Fault classifies an object-store error: refusals the customer must fix
+// are FailedPrecondition, everything else (network, 5xx) Unavailable.
+func s3Fault(err error, op string) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	switch code := storage.ErrorCode(err); code {
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled", "AccountProblem":
+		return fault.Wrap(err, fault.FailedPrecondition, "STORAGE_REJECTED",
+			"S3 refused %s (%s); check the storage with ValidateStorage", op, code)
+	}
+	return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 %s failed; retry", op)
+}
+
+func isStale(err error) bool {
+	fe, ok := fault.As(err)
+	return ok && fe.Reason == "STALE_GENERATION"
+}
+
+// catalogFault maps a fenced write to Aborted.
+func catalogFault(err error, u *metadata.Upload) error {
+	if errors.Is(err, metadata.ErrStale) {
+		return fault.Wrap(err, fault.Aborted, "STALE_GENERATION",
+			"upload %s was reopened by another stream (this stream had generation %d); this stream stops", u.UploadID, u.Generation)
+	}
+	return err
+}

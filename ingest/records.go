@@ -1,0 +1,564 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"backupstore/csvscan"
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/recindex"
+	"backupstore/sfid"
+	"backupstore/storage"
+)
+
+// Source yields an upload stream's data messages.
+type Source interface {
+	// Next returns the next data bytes (valid until the next call), or
+	// finish=true once the client sent finish and nothing after it. An error
+	// means the stream broke (the client went away, or sent garbage).
+	Next() (data []byte, finish bool, err error)
+}
+
+// Reference declares an indexed lookup column.
+type Reference struct {
+	Field  string `json:"field"`
+	Target string `json:"target"`
+}
+
+// RecordsHeader opens a record-set chunk upload.
+type RecordsHeader struct {
+	BackupID, SObject, UploadID string
+	Sequence                    int32
+	References                  []Reference
+	WriteOffset                 int64
+}
+
+// Result describes a committed upload; it is stored with the upload so a
+// repeated finish returns the same.
+type Result struct {
+	UploadID     string `json:"upload_id"`
+	DataKey      string `json:"data_key"`
+	IndexKey     string `json:"index_key,omitempty"`
+	BytesIn      int64  `json:"bytes_in"`
+	BytesStored  int64  `json:"bytes_stored"`
+	Records      int64  `json:"records"`
+	SHA256       string `json:"sha256"`
+	Deduplicated bool   `json:"deduplicated,omitempty"`
+	FileID       string `json:"file_id,omitempty"`
+}
+
+// encoder is shared: EncodeAll is safe for concurrent use, up to its
+// concurrency, and each call makes one independent frame (with its content
+// size and checksum) that a ranged GET can decode alone.
+var encoder = sync.OnceValue(func() *zstd.Encoder {
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)*2), zstd.WithEncoderCRC(true))
+	if err != nil {
+		panic(err) // static options
+	}
+	return e
+})
+
+func (h *RecordsHeader) check() error {
+	var vs []*fault.Violation
+	if h.BackupID == "" {
+		vs = append(vs, &fault.Violation{Field: "header.backup_id", Description: "required"})
+	}
+	if !sobjectRE.MatchString(h.SObject) {
+		vs = append(vs, &fault.Violation{Field: "header.sobject", Description: "must be an sObject API name: [A-Za-z][A-Za-z0-9_]{0,79}"})
+	}
+	if h.Sequence < 0 {
+		vs = append(vs, &fault.Violation{Field: "header.sequence", Description: "must be ≥ 0"})
+	}
+	if v := checkUploadID(h.UploadID); v != nil {
+		v.Field = "header.upload_id"
+		vs = append(vs, v)
+	}
+	seen := map[string]bool{}
+	for i, r := range h.References {
+		f := fmt.Sprintf("header.references[%d]", i)
+		switch {
+		case !sobjectRE.MatchString(r.Field):
+			vs = append(vs, &fault.Violation{Field: f + ".field", Description: "must be a field API name"})
+		case r.Field == "Id":
+			vs = append(vs, &fault.Violation{Field: f + ".field", Description: "Id is the record's own id, not a reference"})
+		case seen[r.Field]:
+			vs = append(vs, &fault.Violation{Field: f + ".field", Description: "declared twice"})
+		}
+		seen[r.Field] = true
+		if !sobjectRE.MatchString(r.Target) {
+			vs = append(vs, &fault.Violation{Field: f + ".target", Description: "must be an sObject API name"})
+		}
+	}
+	var out []fault.Violation
+	for _, v := range vs {
+		out = append(out, *v)
+	}
+	if len(out) > 0 {
+		return fault.Invalid(out...)
+	}
+	if h.WriteOffset != 0 {
+		return fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH", "record chunks restart from 0 when reopened: write_offset must be 0, not %d", h.WriteOffset)
+	}
+	return nil
+}
+
+// UploadRecords stores one record-set chunk.
+func (s *Service) UploadRecords(ctx context.Context, tenant string, h RecordsHeader, src Source) (*Result, error) {
+	if err := h.check(); err != nil {
+		return nil, err
+	}
+	b, st, err := s.openBackup(ctx, tenant, h.BackupID)
+	if err != nil {
+		return nil, err
+	}
+	refs, _ := json.Marshal(h.References)
+	u, prev, err := s.openRecordsUpload(ctx, b, &h, refs)
+	if err != nil || prev != nil {
+		return prev, err
+	}
+	res, err := s.writeRecords(ctx, b, st, u, &h, src)
+	var re *csvscan.RowError
+	if errors.As(err, &re) {
+		err = rowFault(re)
+	}
+	if err != nil {
+		s.fail(ctx, st, u, err)
+		return nil, err
+	}
+	return res, nil
+}
+
+// openRecordsUpload creates the PENDING row (before any S3 call), or reopens
+// an existing upload id from 0 with a new generation. A committed upload
+// returns its first result.
+func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *RecordsHeader, refs []byte) (*metadata.Upload, *Result, error) {
+	cat := s.cfg.Catalog
+	objID := newObjectID()
+	key := recordsKey(b, h.SObject, objID)
+	u, err := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
+	switch {
+	case errors.Is(err, metadata.ErrNotFound):
+		u = &metadata.Upload{TenantID: b.TenantID, BackupID: b.ID, UploadID: h.UploadID, Kind: metadata.KindRecords,
+			State: metadata.UploadPending, Generation: 1, ObjectID: objID, ObjectKey: key, PartSize: s.cfg.PartSize,
+			SObject: h.SObject, Sequence: h.Sequence, References: refs, DeclaredSize: -1}
+		if err := cat.CreateUpload(ctx, u); err != nil {
+			if errors.Is(err, metadata.ErrConflict) {
+				return nil, nil, fault.Wrap(err, fault.Aborted, "CONCURRENT_OPEN", "upload %s was opened concurrently by another stream; retry", h.UploadID)
+			}
+			return nil, nil, err
+		}
+		return u, nil, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	if u.Kind != metadata.KindRecords || u.SObject != h.SObject || u.Sequence != h.Sequence {
+		return nil, nil, fault.New(fault.InvalidArgument, "UPLOAD_ID_REUSED",
+			"upload id %s already belongs to another upload (%s %s #%d); use a new UUID", h.UploadID, u.Kind, u.SObject, u.Sequence)
+	}
+	if u.State == metadata.UploadCommitted {
+		var r Result
+		if err := json.Unmarshal(u.Result, &r); err != nil {
+			return nil, nil, fmt.Errorf("stored result of upload %s: %w", u.UploadID, err)
+		}
+		return nil, &r, nil
+	}
+	// Reopen from 0: a new generation fences the old stream, a new object key
+	// keeps its late writes away from ours.
+	old := *u
+	if u, err = cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID); err != nil {
+		return nil, nil, err
+	}
+	if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, u.Generation, objID, key, s.cfg.PartSize); err != nil {
+		return nil, nil, catalogFault(err, u)
+	}
+	if old.S3UploadID != "" && old.State == metadata.UploadPending {
+		if st, err := s.storeOf(ctx, b); err == nil {
+			actx, cancel := detached(ctx)
+			_ = st.AbortMultipart(actx, old.ObjectKey, old.S3UploadID)
+			cancel()
+		}
+	}
+	u.ObjectID, u.ObjectKey, u.PartSize, u.S3UploadID = objID, key, s.cfg.PartSize, ""
+	u.State, u.CommittedSize, u.StoredSize, u.HashState, u.References = metadata.UploadPending, 0, 0, nil, refs
+	return u, nil, nil
+}
+
+type frameJob struct {
+	seq             uint32
+	in, out         []byte
+	rows, firstRow  int64
+	inputOff        int64
+	compressionDone bool
+}
+
+// recWriter is one chunk's pipeline: the caller's goroutine receives, scans
+// and indexes rows into ~FrameSize frames; CompressWorkers goroutines
+// compress frames; the assembler puts compressed frames in order into parts
+// and hands full parts to the multipart uploader, one in flight.
+type recWriter struct {
+	s   *Service
+	ctx context.Context
+	st  storage.Store
+	b   *metadata.Backup
+	u   *metadata.Upload
+	h   *RecordsHeader
+
+	scan      *csvscan.Scanner
+	idx       *recindex.Writer
+	spool     *os.File
+	sum       hash.Hash
+	schema    []byte // the record set's header row, if a chunk already set it
+	headerSet bool
+
+	frame    *frameJob
+	frameNo  uint32
+	bytesIn  int64
+	inputOff int64 // input offset of the current frame
+	records  int64
+
+	free    chan *frameJob
+	jobs    chan *frameJob
+	results chan *frameJob
+	errOnce sync.Once
+	err     error
+	failed  chan struct{}
+
+	// assembler state
+	frames []recindex.FrameInfo
+	m      *mpu
+	stored int64
+	parts  int32
+	done      chan struct{}
+	last      *partBuf
+	lastStart int64 // input offset where the last part starts
+}
+
+func (w *recWriter) setErr(err error) {
+	w.errOnce.Do(func() { w.err = err; close(w.failed) })
+}
+
+func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *RecordsHeader, src Source) (*Result, error) {
+	need := recordsReservation(&s.cfg)
+	if err := s.cfg.Budget.Acquire(ctx, need); err != nil {
+		return nil, budgetFault(err)
+	}
+	defer s.cfg.Budget.Release(need)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	spool, err := os.CreateTemp(s.cfg.SpoolDir, "index-*")
+	if err != nil {
+		return nil, fmt.Errorf("index spool: %w", err)
+	}
+	defer func() { spool.Close(); os.Remove(spool.Name()) }()
+	refCols := make([]string, len(h.References))
+	for i, r := range h.References {
+		refCols[i] = r.Field
+	}
+	idx, err := recindex.NewWriter(spool, recindex.Options{RunBytes: s.cfg.IndexRunBytes, RefFields: refCols})
+	if err != nil {
+		return nil, err
+	}
+	schema, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, b.TenantID, b.ID, h.SObject)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return nil, err
+	}
+	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: spool,
+		sum: sha256.New(), schema: schema, failed: make(chan struct{}), done: make(chan struct{}),
+		m: &mpu{s: s, st: st, u: u}}
+	n := 2*s.cfg.CompressWorkers + 3
+	w.free = make(chan *frameJob, n)
+	w.jobs = make(chan *frameJob, s.cfg.CompressWorkers)
+	w.results = make(chan *frameJob, n)
+	for i := 0; i < n; i++ {
+		w.free <- &frameJob{in: make([]byte, 0, s.cfg.FrameSize+s.cfg.FrameSize/4), out: make([]byte, 0, s.cfg.FrameSize/2)}
+	}
+	var workers sync.WaitGroup
+	for i := 0; i < s.cfg.CompressWorkers; i++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range w.jobs {
+				j.out = encoder().EncodeAll(j.in, j.out[:0])
+				w.results <- j
+			}
+		}()
+	}
+	go w.assemble()
+	stop := func() {
+		close(w.jobs)
+		workers.Wait()
+		close(w.results)
+		<-w.done
+	}
+	w.frame = <-w.free
+	if err := w.receive(src); err != nil {
+		w.setErr(err)
+		cancel()
+		stop()
+		_ = w.m.wait()
+		return nil, w.err
+	}
+	if w.frame != nil && len(w.frame.in) > 0 {
+		if err := w.flushFrame(); err != nil {
+			w.setErr(err)
+		}
+	}
+	stop()
+	select {
+	case <-w.failed:
+		cancel()
+		_ = w.m.wait()
+		return nil, w.err
+	default:
+	}
+	return w.finish()
+}
+
+// receive reads the stream through the scanner until finish.
+func (w *recWriter) receive(src Source) error {
+	for {
+		data, fin, err := src.Next()
+		if err != nil {
+			return err
+		}
+		if fin {
+			return w.scan.Close(w.emit)
+		}
+		select {
+		case <-w.failed:
+			return w.err
+		default:
+		}
+		w.sum.Write(data)
+		w.bytesIn += int64(len(data))
+		if err := w.scan.Feed(data, w.emit); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *recWriter) emit(r *csvscan.Row) error {
+	if !w.headerSet {
+		if err := w.placeHeader(); err != nil {
+			return err
+		}
+	}
+	if len(w.frame.in) == 0 {
+		w.frame.firstRow = r.Number
+	}
+	w.frame.in = append(w.frame.in, r.Raw...)
+	w.frame.rows++
+	w.records++
+	id := string(r.ID[:])
+	if err := w.idx.AddRecord(id, w.frameNo, r.Number); err != nil {
+		var de *recindex.DuplicateError
+		if errors.As(err, &de) {
+			return &csvscan.RowError{Row: r.Number, Column: "Id", Reason: "DUPLICATE_ID",
+				Detail: fmt.Sprintf("id %s appears twice in this chunk", de.ID)}
+		}
+		return err
+	}
+	for i, ref := range r.Refs {
+		if ref != (sfid.ID{}) {
+			if err := w.idx.AddRef(i, string(ref[:]), id); err != nil {
+				return err
+			}
+		}
+	}
+	if len(w.frame.in) >= w.s.cfg.FrameSize {
+		return w.flushFrame()
+	}
+	return nil
+}
+
+// placeHeader puts the chunk's header row at the start of frame 0, after
+// checking it equals the record set's first chunk's header.
+func (w *recWriter) placeHeader() error {
+	hdr := w.scan.Header()
+	if w.schema != nil && !bytes.Equal(trimEOL(w.schema), trimEOL(hdr)) {
+		return &csvscan.RowError{Row: 1, Reason: "HEADER_MISMATCH",
+			Detail: "the header row differs from the first chunk's header of this record set"}
+	}
+	w.headerSet = true
+	w.frame.in = append(w.frame.in, hdr...)
+	return nil
+}
+
+func trimEOL(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
+
+func (w *recWriter) flushFrame() error {
+	f := w.frame
+	f.seq = w.frameNo
+	f.inputOff = w.inputOff
+	w.inputOff += int64(len(f.in))
+	w.frameNo++
+	select {
+	case w.jobs <- f:
+	case <-w.failed:
+		return w.err
+	}
+	select {
+	case w.frame = <-w.free:
+		w.frame.in, w.frame.rows, w.frame.firstRow = w.frame.in[:0], 0, 0
+		return nil
+	case <-w.failed:
+		w.frame = nil
+		return w.err
+	}
+}
+
+// assemble orders compressed frames into parts and submits full parts.
+func (w *recWriter) assemble() {
+	defer close(w.done)
+	pending := map[uint32]*frameJob{}
+	var next uint32
+	bufs := [2]*partBuf{{mem: make([]byte, 0, w.s.cfg.PartSize+int64(w.s.cfg.FrameSize))}, {mem: make([]byte, 0, w.s.cfg.PartSize+int64(w.s.cfg.FrameSize))}}
+	cur := 0
+	var partInputStart int64
+	for j := range w.results {
+		pending[j.seq] = j
+		for {
+			f, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			select {
+			case <-w.failed:
+				w.free <- f
+				continue
+			default:
+			}
+			buf := bufs[cur]
+			buf.Write(f.out)
+			w.frames = append(w.frames, recindex.FrameInfo{StoredOffset: w.stored, StoredLen: int64(len(f.out)),
+				InputOffset: f.inputOff, InputLen: int64(len(f.in)), Rows: f.rows, FirstRow: f.firstRow})
+			w.stored += int64(len(f.out))
+			inputEnd := f.inputOff + int64(len(f.in))
+			w.free <- f
+			if buf.Len() >= w.s.cfg.PartSize {
+				w.parts++
+				if err := w.m.submit(w.ctx, w.parts, buf, partInputStart, inputEnd, w.stored, nil); err != nil {
+					w.setErr(err)
+					continue
+				}
+				partInputStart = inputEnd
+				cur = 1 - cur
+				bufs[cur].reset()
+			}
+		}
+	}
+	w.last = bufs[cur]
+	w.lastStart = partInputStart
+}
+
+// finish uploads the last part (or the whole object in one PUT), the index,
+// and commits the chunk in one transaction.
+func (w *recWriter) finish() (*Result, error) {
+	s, ctx, u := w.s, w.ctx, w.u
+	if !w.headerSet {
+		return nil, &csvscan.RowError{Row: 1, Reason: "NO_HEADER", Detail: "the chunk is empty: it must start with the header row"}
+	}
+	var size int64
+	if w.parts == 0 {
+		info, err := w.st.Put(ctx, u.ObjectKey, w.last.reader())
+		if err != nil {
+			return nil, s3Fault(err, "PutObject")
+		}
+		size = w.last.Len()
+		_ = info
+	} else {
+		if w.last.Len() > 0 {
+			w.parts++
+			if err := w.m.submit(ctx, w.parts, w.last, w.lastStart, w.inputOff, w.stored, nil); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := w.m.complete(ctx); err != nil {
+			return nil, err
+		}
+		size = w.stored
+	}
+	cleanup := []string{u.ObjectKey}
+	fail := func(err error) (*Result, error) {
+		dctx, cancel := detached(ctx)
+		defer cancel()
+		_ = w.st.Delete(dctx, cleanup...)
+		return nil, err
+	}
+	for _, f := range w.frames {
+		w.idx.AddFrame(f)
+	}
+	idxSize, err := w.idx.Finish()
+	if err != nil {
+		return fail(err)
+	}
+	ikey := indexKey(u.ObjectKey)
+	isum := sha256.New()
+	if _, err := w.st.Put(ctx, ikey, io.TeeReader(io.NewSectionReader(w.spool, 0, idxSize), isum)); err != nil {
+		return fail(s3Fault(err, "PutObject (index)"))
+	}
+	cleanup = append(cleanup, ikey)
+
+	digest := w.sum.Sum(nil)
+	res := &Result{UploadID: u.UploadID, DataKey: u.ObjectKey, IndexKey: ikey, BytesIn: w.bytesIn,
+		BytesStored: size, Records: w.records, SHA256: hex.EncodeToString(digest)}
+	u.Result, _ = json.Marshal(res)
+	now := s.cfg.Now().UTC()
+	data := &metadata.Object{TenantID: u.TenantID, ID: u.ObjectID, OrgID: w.b.OrgID, StorageID: w.b.StorageID, BackupID: w.b.ID,
+		Key: u.ObjectKey, Kind: metadata.ObjRecords, Size: size, SHA256: digest, CreatedAt: now}
+	index := &metadata.Object{TenantID: u.TenantID, ID: newObjectID(), OrgID: w.b.OrgID, StorageID: w.b.StorageID, BackupID: w.b.ID,
+		Key: ikey, Kind: metadata.ObjIndex, Size: idxSize, SHA256: isum.Sum(nil), CreatedAt: now}
+	chunk := &metadata.RecordChunk{TenantID: u.TenantID, BackupID: w.b.ID, SObject: w.h.SObject, Sequence: w.h.Sequence,
+		UploadID: u.UploadID, DataObjectID: data.ID, IndexObjectID: index.ID, Records: w.records, BytesIn: w.bytesIn,
+		BytesStored: size + idxSize, SHA256: digest, References: u.References, CreatedAt: now}
+	got, _, err := s.cfg.Catalog.PutRecordSetSchema(ctx, u.TenantID, w.b.ID, w.h.SObject, w.scan.Header(), u.References)
+	if err != nil {
+		return fail(err)
+	}
+	if !bytes.Equal(trimEOL(got), trimEOL(w.scan.Header())) {
+		return fail(rowFault(&csvscan.RowError{Row: 1, Reason: "HEADER_MISMATCH",
+			Detail: "the header row differs from the first chunk's header of this record set"}))
+	}
+	if err := s.cfg.Catalog.CommitRecordsUpload(ctx, u, data, index, chunk); err != nil {
+		if errors.Is(err, metadata.ErrConflict) {
+			return fail(fault.Wrap(err, fault.AlreadyExists, "CHUNK_EXISTS",
+				"record set %s already has chunk %d in backup %s (another upload id committed it)", w.h.SObject, w.h.Sequence, w.b.ID))
+		}
+		return fail(catalogFault(err, u))
+	}
+	return res, nil
+}
+
+// rowFault turns a CSV row error into InvalidArgument naming row and column.
+func rowFault(re *csvscan.RowError) error {
+	field := fmt.Sprintf("row %d", re.Row)
+	if re.Column != "" {
+		field += fmt.Sprintf(", column %s", re.Column)
+	}
+	return &fault.Error{Kind: fault.InvalidArgument, Reason: re.Reason, Msg: "malformed CSV: " + re.Error(),
+		Violations: []fault.Violation{{Field: field, Description: re.Reason + ": " + re.Detail}}, Err: re}
+}
+
+func budgetFault(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use by other uploads; retry later")
+	}
+	return fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the upload needs more memory than the server's whole budget")
+}

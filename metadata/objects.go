@@ -1,0 +1,588 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Object kinds.
+const (
+	ObjRecords  = "records"  // a record set chunk's data (zstd frames)
+	ObjIndex    = "index"    // a record set chunk's index
+	ObjFile     = "file"     // a file body, shared by the files that have its SHA-256 (dedup)
+	ObjManifest = "manifest" // a backup's manifest
+)
+
+func validObjectKind(k string) bool {
+	switch k {
+	case ObjRecords, ObjIndex, ObjFile, ObjManifest:
+		return true
+	}
+	return false
+}
+
+// Object is an object in a bucket. Its row exists from the commit that stored it until no file or
+// record chunk references it and the backups that did are purged. Empty and nil SHA256 are the
+// same value (the store returns nil).
+type Object struct {
+	TenantID, ID, OrgID string
+	StorageID           string // "" = the service-managed default storage
+	// BackupID is the backup that stored it (record data and index, manifest, a file body stored
+	// first by that backup); "" = none.
+	BackupID  string
+	Key, Kind string
+	Size      int64  // stored bytes
+	SHA256    []byte // 32 bytes: of the input for records and file objects; of the stored bytes for index and manifest
+	ETag      string
+	Damaged   bool
+	CreatedAt time.Time
+}
+
+// File is a file of a backup: a binary body tied to a parent record, held by an object that may
+// be shared with other files (dedup). Empty and nil SHA256 are the same value.
+type File struct {
+	TenantID, BackupID, ID, ObjectID, UploadID string
+	ParentID, Path, Name, ContentType          string
+	Size                                       int64
+	SHA256                                     []byte
+	CreatedAt                                  time.Time
+}
+
+// RecordChunk is one uploaded chunk of a record set: sObject and sequence within the backup, its
+// data and index objects. Empty and nil byte slices are the same value.
+type RecordChunk struct {
+	TenantID, BackupID, SObject           string
+	Sequence                              int32
+	UploadID, DataObjectID, IndexObjectID string
+	Records, BytesIn, BytesStored         int64  // BytesStored: data plus index object sizes
+	SHA256                                []byte // of the chunk's input bytes
+	References                            []byte // JSON of the declared reference fields, opaque
+	CreatedAt                             time.Time
+}
+
+var objectCols = []string{"tenant_id", "id", "org_id", "storage_id", "backup_id", "object_key",
+	"kind", "size", "sha256", "etag", "damaged", "created_at"}
+
+// selectObject reads objects as "o".
+var selectObject = "SELECT o." + strings.Join(objectCols, ", o.") + " FROM objects o"
+
+func scanObject(r scanner) (*Object, error) {
+	var (
+		o               Object
+		storage, backup sql.NullString
+		created         int64
+	)
+	err := r.Scan(&o.TenantID, &o.ID, &o.OrgID, &storage, &backup, &o.Key, &o.Kind, &o.Size,
+		&o.SHA256, &o.ETag, &o.Damaged, &created)
+	if err != nil {
+		return nil, err
+	}
+	o.StorageID, o.BackupID = storage.String, backup.String
+	o.SHA256 = nilIfEmpty(o.SHA256)
+	o.CreatedAt = fromMicros(created)
+	return &o, nil
+}
+
+func (c catalog) queryObjects(ctx context.Context, q string, args ...any) ([]*Object, error) {
+	rows, err := c.q.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var list []*Object
+	for rows.Next() {
+		o, err := scanObject(rows)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, o)
+	}
+	return list, rows.Err()
+}
+
+// checkSHA256 accepts a SHA-256 digest or none.
+func checkSHA256(what string, sum []byte) error {
+	if len(sum) != 0 && len(sum) != 32 {
+		return fmt.Errorf("%w: %s SHA-256 of %d bytes", ErrInvalid, what, len(sum))
+	}
+	return nil
+}
+
+// insertObject inserts o; a zero CreatedAt becomes t.
+func (c catalog) insertObject(ctx context.Context, o *Object, t time.Time) error {
+	if err := notEmpty("tenant id", o.TenantID, "object id", o.ID, "org id", o.OrgID, "object key", o.Key); err != nil {
+		return err
+	}
+	if !validObjectKind(o.Kind) {
+		return fmt.Errorf("%w: object kind %q", ErrInvalid, o.Kind)
+	}
+	if err := checkSHA256("object", o.SHA256); err != nil {
+		return err
+	}
+	if o.CreatedAt.IsZero() {
+		o.CreatedAt = t
+	}
+	o.CreatedAt = micros(o.CreatedAt)
+	_, err := c.q.ExecContext(ctx, insertSQL("objects", objectCols),
+		o.TenantID, o.ID, o.OrgID, optString(o.StorageID), optString(o.BackupID), o.Key, o.Kind,
+		o.Size, nonNil(o.SHA256), o.ETag, o.Damaged, toMicros(o.CreatedAt))
+	return err
+}
+
+// InsertObject inserts o (e.g. a backup's manifest); a zero CreatedAt becomes now. ErrConflict:
+// the tenant has an object with this id or key; ErrNotFound: its storage (or tenant) does not
+// exist; ErrInvalid: empty ids or key, an unknown kind, a SHA-256 that is not 32 bytes.
+func (c catalog) InsertObject(ctx context.Context, o *Object) error {
+	return c.fail("InsertObject", c.insertObject(ctx, o, now()), ErrNotFound)
+}
+
+// GetObject returns the tenant's object with this id, or ErrNotFound.
+func (c catalog) GetObject(ctx context.Context, tenantID, id string) (*Object, error) {
+	o, err := scanObject(c.q.QueryRowContext(ctx, selectObject+" WHERE o.tenant_id = ? AND o.id = ?", tenantID, id))
+	return o, c.fail("GetObject", err, nil)
+}
+
+// liveFileRef is the condition that a file object o is still referenced by a file of a backup that
+// is neither ABORTED nor DELETING, so that a new file may share it. Its arguments are the two
+// statuses.
+const liveFileRef = `EXISTS (SELECT 1 FROM files f JOIN backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
+ WHERE f.tenant_id = o.tenant_id AND f.object_id = o.id AND b.status NOT IN (?, ?))`
+
+// FindFileObject is the dedup lookup: a file object of the org on the storage ("" = the service
+// default) with this SHA-256 that is not damaged and is still referenced by a file of a backup
+// that is neither ABORTED nor DELETING. ErrNotFound: none.
+func (c catalog) FindFileObject(ctx context.Context, tenantID, orgID, storageID string, sha256 []byte) (*Object, error) {
+	q := selectObject + " WHERE o.tenant_id = ? AND o.org_id = ?"
+	args := []any{tenantID, orgID}
+	if storageID == "" {
+		q += " AND o.storage_id IS NULL"
+	} else {
+		q += " AND o.storage_id = ?"
+		args = append(args, storageID)
+	}
+	q += " AND o.sha256 = ? AND o.kind = ? AND o.damaged = ? AND " + liveFileRef + " ORDER BY o.id LIMIT 1"
+	args = append(args, nonNil(sha256), ObjFile, false, BackupAborted, BackupDeleting)
+	o, err := scanObject(c.q.QueryRowContext(ctx, q, args...))
+	return o, c.fail("FindFileObject", err, nil)
+}
+
+// belongsTo fills the tenant and backup fields left empty and checks the others match.
+func belongsTo(what string, tenant, backup *string, u *Upload) error {
+	for _, f := range []struct {
+		name string
+		got  *string
+		want string
+	}{{"tenant", tenant, u.TenantID}, {"backup", backup, u.BackupID}} {
+		if *f.got == "" {
+			*f.got = f.want
+		} else if *f.got != f.want {
+			return fmt.Errorf("%w: %s %s %q is not the upload's %q", ErrInvalid, what, f.name, *f.got, f.want)
+		}
+	}
+	return nil
+}
+
+// onStorageOf checks that an object stored for backup b is in b's org and on b's storage.
+func onStorageOf(o *Object, b *Backup) error {
+	if o.OrgID != b.OrgID || o.StorageID != b.StorageID {
+		return fmt.Errorf("%w: object %s (org %q, storage %q) is not in backup %s's org %q and storage %q",
+			ErrInvalid, o.ID, o.OrgID, o.StorageID, b.ID, b.OrgID, b.StorageID)
+	}
+	return nil
+}
+
+// CommitFileUpload records a finished file upload in one transaction. If the upload row
+// (u.TenantID, u.BackupID, u.UploadID) exists, it must be PENDING at generation u.Generation
+// (ErrStale otherwise; ErrConflict if it is already COMMITTED) and becomes COMMITTED with
+// u.Result; if none exists (a single PUT, recorded only after it succeeded), u is inserted as
+// COMMITTED (ErrConflict if a concurrent commit inserted it first). Then obj is inserted, unless
+// it is nil: then f.ObjectID names an existing object (dedup), which must still be a live file
+// object (as FindFileObject finds them; ErrNotFound otherwise, for the caller to upload the body
+// after all). Then f is inserted. The backup must be OPEN (ErrConflict; ErrNotFound if there is
+// none); obj must be in the backup's org and on its storage (ErrInvalid).
+//
+// Empty tenant and backup ids of obj and f, an empty obj.OrgID, obj.BackupID, f.ObjectID (taken
+// from obj) and f.UploadID are filled in from u and the backup, and zero CreatedAt fields become
+// now. On success u is COMMITTED (State, UpdatedAt; CreatedAt when inserted).
+func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f *File) error {
+	const op = "CommitFileUpload"
+	if err := notEmpty("tenant id", u.TenantID, "backup id", u.BackupID, "upload id", u.UploadID, "file id", f.ID); err != nil {
+		return c.fail(op, err, nil)
+	}
+	if err := belongsTo("file", &f.TenantID, &f.BackupID, u); err != nil {
+		return c.fail(op, err, nil)
+	}
+	if f.UploadID == "" {
+		f.UploadID = u.UploadID
+	}
+	if obj != nil {
+		if err := belongsTo("object", &obj.TenantID, &obj.BackupID, u); err != nil {
+			return c.fail(op, err, nil)
+		}
+		if f.ObjectID == "" {
+			f.ObjectID = obj.ID
+		}
+		if f.ObjectID != obj.ID {
+			return c.fail(op, fmt.Errorf("%w: file object %q is not the new object %q", ErrInvalid, f.ObjectID, obj.ID), nil)
+		}
+	}
+	if err := notEmpty("file object id", f.ObjectID); err != nil {
+		return c.fail(op, err, nil)
+	}
+	if err := checkSHA256("file", f.SHA256); err != nil {
+		return c.fail(op, err, nil)
+	}
+	t := now()
+	var inserted bool
+	err := c.inTx(ctx, func(c catalog) error {
+		b, err := c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+		if err != nil {
+			return err
+		}
+		if inserted, err = c.commitUpload(ctx, u, KindFile, t); err != nil {
+			return err
+		}
+		if obj != nil {
+			if obj.OrgID == "" {
+				obj.OrgID = b.OrgID
+			}
+			if err := onStorageOf(obj, b); err != nil {
+				return err
+			}
+			if err := c.insertObject(ctx, obj, t); err != nil {
+				return err
+			}
+		} else if err := c.checkShared(ctx, b, f.ObjectID); err != nil {
+			return err
+		}
+		if f.CreatedAt.IsZero() {
+			f.CreatedAt = t
+		}
+		f.CreatedAt = micros(f.CreatedAt)
+		_, err = c.q.ExecContext(ctx, insertSQL("files", []string{"tenant_id", "backup_id", "id",
+			"object_id", "upload_id", "parent_id", "path", "name", "content_type", "size", "sha256",
+			"created_at"}),
+			f.TenantID, f.BackupID, f.ID, f.ObjectID, f.UploadID, f.ParentID, f.Path, f.Name,
+			f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt))
+		return err
+	})
+	if err != nil {
+		return c.fail(op, err, ErrNotFound)
+	}
+	committed(u, KindFile, inserted, t)
+	return nil
+}
+
+// checkShared checks, for a deduplicated file of backup b, that the object it shares is a file
+// object of b's org and storage, not damaged, and still referenced by a file of a live backup.
+// The locking read holds that file and its backup until the transaction ends, so the backup
+// cannot turn DELETING, and the object be judged exclusive to it, before the new file exists.
+func (c catalog) checkShared(ctx context.Context, b *Backup, objectID string) error {
+	o, err := scanObject(c.q.QueryRowContext(ctx, selectObject+" WHERE o.tenant_id = ? AND o.id = ?", b.TenantID, objectID))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%w: shared object %s", ErrNotFound, objectID)
+	case err != nil:
+		return err
+	case o.Kind != ObjFile:
+		return fmt.Errorf("%w: shared object %s is a %s object", ErrInvalid, objectID, o.Kind)
+	case o.Damaged:
+		return fmt.Errorf("%w: shared object %s is damaged", ErrNotFound, objectID)
+	}
+	if err := onStorageOf(o, b); err != nil {
+		return err
+	}
+	var one int
+	err = c.q.QueryRowContext(ctx, `SELECT 1 FROM files f JOIN backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
+ WHERE f.tenant_id = ? AND f.object_id = ? AND b.status NOT IN (?, ?) LIMIT 1`+c.d.forShare(),
+		b.TenantID, objectID, BackupAborted, BackupDeleting).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: shared object %s is no longer referenced by a live backup", ErrNotFound, objectID)
+	}
+	return err
+}
+
+var chunkCols = []string{"tenant_id", "backup_id", "sobject", "seq", "upload_id", "data_object_id",
+	"index_object_id", "records", "bytes_in", "bytes_stored", "sha256", "reference_fields", "created_at"}
+
+// CommitRecordsUpload records a finished record set chunk in one transaction: the upload row as
+// in CommitFileUpload, then the data and index objects, then the chunk. ErrConflict: the backup
+// already has a chunk with this sObject and sequence, or is not OPEN; ErrStale, ErrNotFound and
+// ErrInvalid as for CommitFileUpload. Empty tenant, backup, org and object ids of data, index and
+// ch are filled in from u, the backup and the objects, and zero CreatedAt fields become now. On
+// success u is COMMITTED as for CommitFileUpload.
+func (c catalog) CommitRecordsUpload(ctx context.Context, u *Upload, data, index *Object, ch *RecordChunk) error {
+	const op = "CommitRecordsUpload"
+	if err := notEmpty("tenant id", u.TenantID, "backup id", u.BackupID, "upload id", u.UploadID, "sObject", ch.SObject); err != nil {
+		return c.fail(op, err, nil)
+	}
+	if data == nil || index == nil {
+		return c.fail(op, fmt.Errorf("%w: a record chunk needs a data and an index object", ErrInvalid), nil)
+	}
+	for _, o := range []*Object{data, index} {
+		if err := belongsTo("object", &o.TenantID, &o.BackupID, u); err != nil {
+			return c.fail(op, err, nil)
+		}
+	}
+	if err := belongsTo("chunk", &ch.TenantID, &ch.BackupID, u); err != nil {
+		return c.fail(op, err, nil)
+	}
+	if ch.UploadID == "" {
+		ch.UploadID = u.UploadID
+	}
+	if ch.DataObjectID == "" {
+		ch.DataObjectID = data.ID
+	}
+	if ch.IndexObjectID == "" {
+		ch.IndexObjectID = index.ID
+	}
+	if ch.DataObjectID != data.ID || ch.IndexObjectID != index.ID {
+		return c.fail(op, fmt.Errorf("%w: chunk objects %q, %q are not the new objects %q, %q",
+			ErrInvalid, ch.DataObjectID, ch.IndexObjectID, data.ID, index.ID), nil)
+	}
+	if err := checkSHA256("chunk", ch.SHA256); err != nil {
+		return c.fail(op, err, nil)
+	}
+	t := now()
+	var inserted bool
+	err := c.inTx(ctx, func(c catalog) error {
+		b, err := c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+		if err != nil {
+			return err
+		}
+		if inserted, err = c.commitUpload(ctx, u, KindRecords, t); err != nil {
+			return err
+		}
+		for _, o := range []*Object{data, index} {
+			if o.OrgID == "" {
+				o.OrgID = b.OrgID
+			}
+			if err := onStorageOf(o, b); err != nil {
+				return err
+			}
+			if err := c.insertObject(ctx, o, t); err != nil {
+				return err
+			}
+		}
+		if ch.CreatedAt.IsZero() {
+			ch.CreatedAt = t
+		}
+		ch.CreatedAt = micros(ch.CreatedAt)
+		_, err = c.q.ExecContext(ctx, insertSQL("record_chunks", chunkCols),
+			ch.TenantID, ch.BackupID, ch.SObject, ch.Sequence, ch.UploadID, ch.DataObjectID,
+			ch.IndexObjectID, ch.Records, ch.BytesIn, ch.BytesStored, nonNil(ch.SHA256),
+			nilIfEmpty(ch.References), toMicros(ch.CreatedAt))
+		return err
+	})
+	if err != nil {
+		return c.fail(op, err, ErrNotFound)
+	}
+	committed(u, KindRecords, inserted, t)
+	return nil
+}
+
+// forEachFileBatch is how many files ForEachFile reads per query.
+const forEachFileBatch = 500
+
+var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path, name, content_type, size, sha256, created_at"
+
+// ForEachFile calls fn for every file of the backup, in byte order of id, and stops at the first
+// error, which it returns. Like ForEachStorage it reads in batches and holds no rows open while fn
+// runs.
+func (c catalog) ForEachFile(ctx context.Context, tenantID, backupID string, fn func(*File) error) error {
+	const op = "ForEachFile"
+	last, first := "", true
+	for {
+		q := "SELECT " + fileCols + " FROM files WHERE tenant_id = ? AND backup_id = ?"
+		args := []any{tenantID, backupID}
+		if !first {
+			q += " AND id > ?"
+			args = append(args, last)
+		}
+		q += " ORDER BY id LIMIT ?"
+		args = append(args, forEachFileBatch)
+		batch, err := c.queryFiles(ctx, q, args...)
+		if err != nil {
+			return c.fail(op, err, nil)
+		}
+		for _, f := range batch {
+			if err := ctx.Err(); err != nil {
+				return c.fail(op, err, nil)
+			}
+			if err := fn(f); err != nil {
+				return err
+			}
+		}
+		if len(batch) < forEachFileBatch {
+			return nil
+		}
+		first, last = false, batch[len(batch)-1].ID
+	}
+}
+
+func (c catalog) queryFiles(ctx context.Context, q string, args ...any) ([]*File, error) {
+	rows, err := c.q.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var list []*File
+	for rows.Next() {
+		var (
+			f       File
+			created int64
+		)
+		if err := rows.Scan(&f.TenantID, &f.BackupID, &f.ID, &f.ObjectID, &f.UploadID, &f.ParentID,
+			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created); err != nil {
+			return nil, err
+		}
+		f.SHA256 = nilIfEmpty(f.SHA256)
+		f.CreatedAt = fromMicros(created)
+		list = append(list, &f)
+	}
+	return list, rows.Err()
+}
+
+// ListRecordChunks returns all record set chunks of the backup, by sObject (byte order), then
+// sequence.
+func (c catalog) ListRecordChunks(ctx context.Context, tenantID, backupID string) ([]*RecordChunk, error) {
+	const op = "ListRecordChunks"
+	rows, err := c.q.QueryContext(ctx, "SELECT "+strings.Join(chunkCols, ", ")+
+		" FROM record_chunks WHERE tenant_id = ? AND backup_id = ? ORDER BY sobject, seq", tenantID, backupID)
+	if err != nil {
+		return nil, c.fail(op, err, nil)
+	}
+	defer rows.Close()
+	var list []*RecordChunk
+	for rows.Next() {
+		var (
+			ch      RecordChunk
+			created int64
+		)
+		if err := rows.Scan(&ch.TenantID, &ch.BackupID, &ch.SObject, &ch.Sequence, &ch.UploadID,
+			&ch.DataObjectID, &ch.IndexObjectID, &ch.Records, &ch.BytesIn, &ch.BytesStored,
+			&ch.SHA256, &ch.References, &created); err != nil {
+			return nil, c.fail(op, err, nil)
+		}
+		ch.SHA256, ch.References = nilIfEmpty(ch.SHA256), nilIfEmpty(ch.References)
+		ch.CreatedAt = fromMicros(created)
+		list = append(list, &ch)
+	}
+	return list, c.fail(op, rows.Err(), nil)
+}
+
+// PutRecordSetSchema stores the record set's header row and declared reference fields (JSON)
+// unless the backup already has them for this sObject, and returns what is stored: the first
+// writer's values, which the caller compares with its own. ErrNotFound: no such backup.
+func (c catalog) PutRecordSetSchema(ctx context.Context, tenantID, backupID, sobject string, header, references []byte) (gotHeader, gotRefs []byte, err error) {
+	const op = "PutRecordSetSchema"
+	if err := notEmpty("tenant id", tenantID, "backup id", backupID, "sObject", sobject); err != nil {
+		return nil, nil, c.fail(op, err, nil)
+	}
+	err = c.inTx(ctx, func(c catalog) error {
+		_, err := c.q.ExecContext(ctx, c.d.upsert("record_sets",
+			[]string{"tenant_id", "backup_id", "sobject", "header", "reference_fields", "created_at"},
+			[]string{"tenant_id", "backup_id", "sobject"}, nil),
+			tenantID, backupID, sobject, nonNil(header), nilIfEmpty(references), toMicros(now()))
+		if err != nil {
+			return err
+		}
+		// A locking read: the first writer's row, even if it committed after this transaction's
+		// snapshot (MySQL).
+		gotHeader, gotRefs, err = c.recordSetSchema(ctx, tenantID, backupID, sobject, c.d.forShare())
+		return err
+	})
+	if err != nil {
+		return nil, nil, c.fail(op, err, ErrNotFound)
+	}
+	return gotHeader, gotRefs, nil
+}
+
+// GetRecordSetSchema returns the record set's header row and reference fields, or ErrNotFound.
+func (c catalog) GetRecordSetSchema(ctx context.Context, tenantID, backupID, sobject string) (header, references []byte, err error) {
+	header, references, err = c.recordSetSchema(ctx, tenantID, backupID, sobject, "")
+	return header, references, c.fail("GetRecordSetSchema", err, nil)
+}
+
+func (c catalog) recordSetSchema(ctx context.Context, tenantID, backupID, sobject, lock string) (header, references []byte, err error) {
+	err = c.q.QueryRowContext(ctx, `SELECT header, reference_fields FROM record_sets
+ WHERE tenant_id = ? AND backup_id = ? AND sobject = ?`+lock, tenantID, backupID, sobject).Scan(&header, &references)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nilIfEmpty(header), nilIfEmpty(references), nil
+}
+
+// ExclusiveObjects returns, by id, the objects of the backup that no row of another backup
+// references: its record chunks' data and index objects, the objects it stored (its manifest,
+// file bodies it stored first) and the objects its files share, each only if no file or record
+// chunk of another backup references it. These are what deleting the backup may delete from the
+// bucket. Mark the backup DELETING first: a new file then cannot start sharing one of them
+// (CommitFileUpload checks under lock).
+func (c catalog) ExclusiveObjects(ctx context.Context, tenantID, backupID string) ([]*Object, error) {
+	list, err := c.queryObjects(ctx, selectObject+` JOIN (
+ SELECT object_id AS id FROM files WHERE tenant_id = ? AND backup_id = ?
+ UNION SELECT data_object_id FROM record_chunks WHERE tenant_id = ? AND backup_id = ?
+ UNION SELECT index_object_id FROM record_chunks WHERE tenant_id = ? AND backup_id = ?
+ UNION SELECT id FROM objects WHERE tenant_id = ? AND backup_id = ?
+) mine ON o.id = mine.id
+ WHERE o.tenant_id = ?
+ AND NOT EXISTS (SELECT 1 FROM files f
+   WHERE f.tenant_id = o.tenant_id AND f.object_id = o.id AND f.backup_id <> ?)
+ AND NOT EXISTS (SELECT 1 FROM record_chunks r
+   WHERE r.tenant_id = o.tenant_id AND r.data_object_id = o.id AND r.backup_id <> ?)
+ AND NOT EXISTS (SELECT 1 FROM record_chunks r
+   WHERE r.tenant_id = o.tenant_id AND r.index_object_id = o.id AND r.backup_id <> ?)
+ ORDER BY o.id`,
+		tenantID, backupID, tenantID, backupID, tenantID, backupID, tenantID, backupID,
+		tenantID, backupID, backupID, backupID)
+	return list, c.fail("ExclusiveObjects", err, nil)
+}
+
+// purgeBatch is how many object ids one DELETE of PurgeBackupRows names.
+const purgeBatch = 500
+
+// PurgeBackupRows deletes, in one transaction, the backup's files, record chunks, record set
+// schemas, uploads and their parts, and then those of objectIDs that no remaining file or chunk
+// references (the others stay, silently); ids of other tenants' objects are ignored. The backup
+// row stays, for history. The backup must be ABORTED or DELETING (ErrConflict otherwise);
+// ErrNotFound: no such backup.
+func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string, objectIDs []string) error {
+	const op = "PurgeBackupRows"
+	err := c.inTx(ctx, func(c catalog) error {
+		b, err := c.getBackup(ctx, tenantID, backupID, c.d.forUpdate())
+		if err != nil {
+			return err
+		}
+		if b.Status != BackupAborted && b.Status != BackupDeleting {
+			return fmt.Errorf("%w: backup %s is %s, not %s or %s", ErrConflict, backupID, b.Status, BackupAborted, BackupDeleting)
+		}
+		for _, table := range []string{"files", "record_chunks", "record_sets", "upload_parts", "uploads"} {
+			if _, err := c.q.ExecContext(ctx, "DELETE FROM "+table+" WHERE tenant_id = ? AND backup_id = ?", tenantID, backupID); err != nil {
+				return fmt.Errorf("%s: %w", table, err)
+			}
+		}
+		for start := 0; start < len(objectIDs); start += purgeBatch {
+			ids := objectIDs[start:min(start+purgeBatch, len(objectIDs))]
+			args := []any{tenantID}
+			for _, id := range ids {
+				args = append(args, id)
+			}
+			_, err := c.q.ExecContext(ctx, `DELETE FROM objects WHERE tenant_id = ? AND id IN (`+
+				strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`)
+ AND NOT EXISTS (SELECT 1 FROM files f WHERE f.tenant_id = objects.tenant_id AND f.object_id = objects.id)
+ AND NOT EXISTS (SELECT 1 FROM record_chunks r WHERE r.tenant_id = objects.tenant_id AND r.data_object_id = objects.id)
+ AND NOT EXISTS (SELECT 1 FROM record_chunks r WHERE r.tenant_id = objects.tenant_id AND r.index_object_id = objects.id)`,
+				args...)
+			if err != nil {
+				return fmt.Errorf("objects: %w", err)
+			}
+		}
+		return nil
+	})
+	return c.fail(op, err, ErrReferenced)
+}

@@ -1,0 +1,598 @@
+package recindex
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"hash/maphash"
+	"io"
+	"math/bits"
+	"slices"
+	"unsafe"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultRunBytes        = 4 << 20
+	DefaultBlockSize       = 16 << 10
+	DefaultBloomBitsPerKey = 10
+
+	MinRunBytes = 4 << 10
+	MaxRunBytes = 1 << 30
+)
+
+// Options configures a Writer. Zero values take the defaults.
+type Options struct {
+	// RunBytes is the memory for entries (and the duplicate-detection hash table) of the run
+	// being built; when it is full the run is sorted and written out. Default 4 MiB: about
+	// 100k records, or 55k rows with one reference each.
+	RunBytes int
+	// BlockSize is the largest block, the unit a lookup reads. Default 16 KiB.
+	BlockSize int
+	// BloomBitsPerKey sizes each run's bloom filters. Default 10 (≈1% false positives, each
+	// costing a lookup one needless block read per run).
+	BloomBitsPerKey int
+	// RefFields are the declared reference field names, in the order AddRef's field numbers
+	// use. At most 1024, each 1–255 bytes, no duplicates.
+	RefFields []string
+}
+
+func (o Options) withDefaults() Options {
+	if o.RunBytes == 0 {
+		o.RunBytes = DefaultRunBytes
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.BloomBitsPerKey == 0 {
+		o.BloomBitsPerKey = DefaultBloomBitsPerKey
+	}
+	o.RefFields = slices.Clone(o.RefFields)
+	return o
+}
+
+func (o Options) validate() error {
+	if o.RunBytes < MinRunBytes || o.RunBytes > MaxRunBytes {
+		return fmt.Errorf("recindex: RunBytes %d not in [%d, %d]", o.RunBytes, MinRunBytes, MaxRunBytes)
+	}
+	if o.BlockSize < minBlockSize || o.BlockSize > maxBlockSize {
+		return fmt.Errorf("recindex: BlockSize %d not in [%d, %d]", o.BlockSize, minBlockSize, maxBlockSize)
+	}
+	if o.BloomBitsPerKey < 1 || o.BloomBitsPerKey > 32 {
+		return fmt.Errorf("recindex: BloomBitsPerKey %d not in [1, 32]", o.BloomBitsPerKey)
+	}
+	if len(o.RefFields) > maxRefFields {
+		return fmt.Errorf("recindex: %d reference fields, at most %d", len(o.RefFields), maxRefFields)
+	}
+	for i, f := range o.RefFields {
+		if f == "" || len(f) > maxFieldNameLen {
+			return fmt.Errorf("recindex: reference field %d: name must be 1-%d bytes", i, maxFieldNameLen)
+		}
+		if slices.Contains(o.RefFields[:i], f) {
+			return fmt.Errorf("recindex: reference field %q declared twice", f)
+		}
+	}
+	return nil
+}
+
+// Spool is where a Writer builds the index object: it appends with Write and reads back what
+// it wrote with ReadAt (ReadAt must see every byte an earlier Write accepted). A temp
+// *os.File fits. After Finish, bytes [0, size) of the spool are the object.
+type Spool interface {
+	io.Writer
+	io.ReaderAt
+}
+
+// Stats counts what a Writer holds so far.
+type Stats struct {
+	Records int64
+	Refs    int64 // after dropping repeated (parent, child) pairs within a run
+	Runs    int
+	Size    int64 // bytes written to the spool
+}
+
+type recEntry struct {
+	id    [IDLen]byte
+	frame uint32
+	row   int64
+}
+
+type refEntry struct {
+	key   [refKeyLen]byte // parent ‖ child
+	field uint16
+}
+
+const (
+	recEntrySize = int(unsafe.Sizeof(recEntry{}))
+	refEntrySize = int(unsafe.Sizeof(refEntry{}))
+	recCost      = recEntrySize + 2*4 // an entry and its two hash-table slots
+)
+
+// Writer builds an index object in bounded memory (see the package comment). It is not safe
+// for concurrent use.
+type Writer struct {
+	sp   Spool
+	opt  Options
+	seed maphash.Seed
+	off  int64
+	err  error // sticky: a spool failure or a duplicate found at Finish ends the writer
+	done bool
+
+	recs  []recEntry
+	table []uint32 // open addressing over recs; 0 = empty, else index+1; len = 2*cap(recs)
+	refs  []refEntry
+
+	frames   []FrameInfo
+	runs     []run
+	records  int64
+	written  int64 // reference entries written in finished runs
+	maxFrame int64
+	bw       blockWriter
+	val      []byte
+}
+
+// NewWriter returns a Writer that builds the index object in sp.
+func NewWriter(sp Spool, opt Options) (*Writer, error) {
+	if sp == nil {
+		return nil, errors.New("recindex: nil spool")
+	}
+	opt = opt.withDefaults()
+	if err := opt.validate(); err != nil {
+		return nil, err
+	}
+	return &Writer{
+		sp:       sp,
+		opt:      opt,
+		seed:     maphash.MakeSeed(),
+		maxFrame: -1,
+		bw:       blockWriter{limit: opt.BlockSize},
+		val:      make([]byte, 0, maxValueLen),
+	}, nil
+}
+
+func (w *Writer) usable() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.done {
+		return ErrFinished
+	}
+	return nil
+}
+
+// AddRecord adds record id, stored in frame, at row number row of the chunk. A repeated id
+// within the current run is refused at once with a *DuplicateError (and not added; the
+// writer stays usable); a repeat of an id of an earlier run is reported by Finish.
+func (w *Writer) AddRecord(id string, frame uint32, row int64) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if !ValidID(id) {
+		return fmt.Errorf("recindex: row %d: %w: %q", row, ErrInvalidID, id)
+	}
+	if row < 0 {
+		return fmt.Errorf("recindex: record %s: negative row %d", id, row)
+	}
+	if err := w.roomForRec(); err != nil {
+		return err
+	}
+	var e recEntry
+	copy(e.id[:], id)
+	e.frame, e.row = frame, row
+	slot, dup := w.probe(&e.id)
+	if dup >= 0 {
+		return &DuplicateError{ID: id, FirstRow: w.recs[dup].row, Row: row}
+	}
+	w.table[slot] = uint32(len(w.recs)) + 1
+	w.recs = append(w.recs, e)
+	w.records++
+	w.maxFrame = max(w.maxFrame, int64(frame))
+	return nil
+}
+
+// AddRef adds the reference child → parent through RefFields[field]. Repeated pairs are
+// allowed; they are stored once per run (and Reader.Children dedupes across runs).
+func (w *Writer) AddRef(field int, parent, child string) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if field < 0 || field >= len(w.opt.RefFields) {
+		return fmt.Errorf("recindex: %w: number %d of %d", ErrUnknownField, field, len(w.opt.RefFields))
+	}
+	if !ValidID(parent) {
+		return fmt.Errorf("recindex: %s parent: %w: %q", w.opt.RefFields[field], ErrInvalidID, parent)
+	}
+	if !ValidID(child) {
+		return fmt.Errorf("recindex: %s child: %w: %q", w.opt.RefFields[field], ErrInvalidID, child)
+	}
+	if err := w.roomForRef(); err != nil {
+		return err
+	}
+	var e refEntry
+	copy(e.key[:IDLen], parent)
+	copy(e.key[IDLen:], child)
+	e.field = uint16(field)
+	w.refs = append(w.refs, e)
+	return nil
+}
+
+// AddFrame appends the description of the chunk's next frame; frames are numbered from 0 in
+// the order added. Calls after Finish are ignored.
+func (w *Writer) AddFrame(f FrameInfo) {
+	if !w.done {
+		w.frames = append(w.frames, f)
+	}
+}
+
+// Stats reports the writer's counts so far.
+func (w *Writer) Stats() Stats {
+	return Stats{Records: w.records, Refs: w.written + int64(len(w.refs)), Runs: len(w.runs), Size: w.off}
+}
+
+// Finish writes the last run, checks for ids repeated across runs (a *DuplicateError, naming
+// both rows), and writes the footer. On success bytes [0, size) of the spool are the index
+// object. The writer cannot be used afterwards.
+func (w *Writer) Finish() (size int64, err error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	w.done = true
+	if err := w.finish(); err != nil {
+		w.err = err
+		return 0, err
+	}
+	return w.off, nil
+}
+
+func (w *Writer) finish() error {
+	if err := w.flushRun(); err != nil {
+		return err
+	}
+	w.recs, w.table, w.refs = nil, nil, nil
+	if len(w.frames) > 0 && w.maxFrame >= int64(len(w.frames)) {
+		return fmt.Errorf("recindex: a record is in frame %d but only %d frames were added", w.maxFrame, len(w.frames))
+	}
+	if err := w.checkDuplicates(); err != nil {
+		return err
+	}
+	return w.writeFooter()
+}
+
+// memUsed is the memory held by the current run's entries and hash table.
+func (w *Writer) memUsed() int {
+	return cap(w.recs)*recEntrySize + len(w.table)*4 + cap(w.refs)*refEntrySize
+}
+
+func (w *Writer) roomForRec() error {
+	if len(w.recs) < cap(w.recs) || w.growRecs() {
+		return nil
+	}
+	if err := w.flushRun(); err != nil {
+		return err
+	}
+	if len(w.recs) < cap(w.recs) || w.growRecs() {
+		return nil
+	}
+	w.refs = nil // the (empty) reference buffer holds the whole budget: release it
+	if w.growRecs() {
+		return nil
+	}
+	return fmt.Errorf("recindex: RunBytes %d leaves no room for a record", w.opt.RunBytes)
+}
+
+func (w *Writer) roomForRef() error {
+	if len(w.refs) < cap(w.refs) || w.growRefs() {
+		return nil
+	}
+	if err := w.flushRun(); err != nil {
+		return err
+	}
+	if len(w.refs) < cap(w.refs) || w.growRefs() {
+		return nil
+	}
+	w.recs, w.table = nil, nil
+	if w.growRefs() {
+		return nil
+	}
+	return fmt.Errorf("recindex: RunBytes %d leaves no room for a reference", w.opt.RunBytes)
+}
+
+// grant returns by how many entries of cost bytes a run buffer of capacity c may grow: it
+// doubles, but takes at most half of the free budget when the other buffer may still need
+// room, and does not bother with fewer than 8 entries (the run is flushed instead).
+func (w *Writer) grant(c, cost int, share bool) int {
+	free := w.opt.RunBytes - w.memUsed()
+	if share {
+		free /= 2
+	}
+	if add := min(max(c, 256), free/cost); add >= 8 {
+		return add
+	}
+	return 0
+}
+
+// growRecs grows the record buffer (and its hash table) as far as the budget allows.
+func (w *Writer) growRecs() bool {
+	add := w.grant(cap(w.recs), recCost, len(w.opt.RefFields) > 0)
+	if add == 0 {
+		return false
+	}
+	w.resizeRecs(cap(w.recs) + add)
+	return true
+}
+
+func (w *Writer) resizeRecs(c int) {
+	recs := make([]recEntry, len(w.recs), c)
+	copy(recs, w.recs)
+	w.recs = recs
+	w.table = make([]uint32, 2*c)
+	for i := range w.recs {
+		slot, _ := w.probe(&w.recs[i].id)
+		w.table[slot] = uint32(i) + 1
+	}
+}
+
+func (w *Writer) growRefs() bool {
+	add := w.grant(cap(w.refs), refEntrySize, true)
+	if add == 0 {
+		return false
+	}
+	refs := make([]refEntry, len(w.refs), cap(w.refs)+add)
+	copy(refs, w.refs)
+	w.refs = refs
+	return true
+}
+
+// probe finds id in the hash table: the index of its entry, or -1 and the empty slot where
+// it goes. The table is at most half full. The hash is seeded per writer so that crafted ids
+// cannot make probe sequences long.
+func (w *Writer) probe(id *[IDLen]byte) (slot, found int) {
+	hi, _ := bits.Mul64(maphash.Bytes(w.seed, id[:]), uint64(len(w.table)))
+	i := int(hi)
+	for {
+		s := w.table[i]
+		if s == 0 {
+			return i, -1
+		}
+		if w.recs[s-1].id == *id {
+			return i, int(s - 1)
+		}
+		if i++; i == len(w.table) {
+			i = 0
+		}
+	}
+}
+
+func cmpRec(a, b recEntry) int { return bytes.Compare(a.id[:], b.id[:]) }
+
+func cmpRef(a, b refEntry) int {
+	if a.field != b.field {
+		return cmp.Compare(a.field, b.field)
+	}
+	return bytes.Compare(a.key[:], b.key[:])
+}
+
+// flushRun sorts the entries in memory and writes them out as a run.
+func (w *Writer) flushRun() error {
+	if len(w.recs) == 0 && len(w.refs) == 0 {
+		return nil
+	}
+	r := run{sections: make([]section, 1+len(w.opt.RefFields))}
+
+	slices.SortFunc(w.recs, cmpRec)
+	s := &r.sections[0]
+	w.startSection(s, IDLen)
+	s.bloom = newBloom(len(w.recs), w.opt.BloomBitsPerKey)
+	for i := range w.recs {
+		e := &w.recs[i]
+		v := binary.AppendUvarint(w.val[:0], uint64(e.frame))
+		v = binary.AppendUvarint(v, uint64(e.row))
+		if err := w.addEntry(s, e.id[:], v); err != nil {
+			return err
+		}
+		s.bloom.add(keyHash(e.id[:]))
+	}
+	if err := w.endSection(s); err != nil {
+		return err
+	}
+
+	slices.SortFunc(w.refs, cmpRef)
+	refs := w.refs
+	for f := range w.opt.RefFields {
+		n := 0
+		for n < len(refs) && int(refs[n].field) == f {
+			n++
+		}
+		if err := w.writeRefSection(&r.sections[1+f], refs[:n]); err != nil {
+			return err
+		}
+		refs = refs[n:]
+	}
+
+	w.runs = append(w.runs, r)
+	w.rebalance()
+	return nil
+}
+
+// writeRefSection writes sorted reference entries of one field, dropping repeats.
+func (w *Writer) writeRefSection(s *section, refs []refEntry) error {
+	w.startSection(s, refKeyLen)
+	parents := 0
+	for i := range refs {
+		if i == 0 || !bytes.Equal(refs[i].key[:IDLen], refs[i-1].key[:IDLen]) {
+			parents++
+		}
+	}
+	s.bloom = newBloom(parents, w.opt.BloomBitsPerKey)
+	for i := range refs {
+		k := refs[i].key[:]
+		if i > 0 && bytes.Equal(k, refs[i-1].key[:]) {
+			continue
+		}
+		if err := w.addEntry(s, k, nil); err != nil {
+			return err
+		}
+		if i == 0 || !bytes.Equal(k[:IDLen], refs[i-1].key[:IDLen]) {
+			s.bloom.add(keyHash(k[:IDLen]))
+		}
+	}
+	w.written += s.count
+	return w.endSection(s)
+}
+
+// rebalance empties the run buffers and shrinks one that was mostly idle, so that the budget
+// goes to the kind of entry the data actually has.
+func (w *Writer) rebalance() {
+	nr, nf := len(w.recs), len(w.refs)
+	w.recs, w.refs = w.recs[:0], w.refs[:0]
+	clear(w.table)
+	shrunk := func(used, c int) int {
+		if c > used+used/4+16 {
+			return used + used/8 + 16
+		}
+		return c
+	}
+	if c := shrunk(nr, cap(w.recs)); c != cap(w.recs) {
+		w.resizeRecs(c)
+	}
+	if c := shrunk(nf, cap(w.refs)); c != cap(w.refs) {
+		w.refs = make([]refEntry, 0, c)
+	}
+}
+
+func (w *Writer) startSection(s *section, keyLen int) {
+	s.keyLen = keyLen
+	s.offs = append(s.offs[:0], w.off)
+	w.bw.keyLen = keyLen
+	w.bw.reset()
+}
+
+func (w *Writer) addEntry(s *section, key, val []byte) error {
+	if w.bw.n > 0 && !w.bw.fits(key, len(val)) {
+		if err := w.flushBlock(s); err != nil {
+			return err
+		}
+	}
+	if w.bw.n == 0 {
+		s.firstKeys = append(s.firstKeys, key...)
+	}
+	w.bw.add(key, val)
+	s.count++
+	return nil
+}
+
+func (w *Writer) flushBlock(s *section) error {
+	if err := w.write(w.bw.finish()); err != nil {
+		return err
+	}
+	s.offs = append(s.offs, w.off)
+	w.bw.reset()
+	return nil
+}
+
+func (w *Writer) endSection(s *section) error {
+	if w.bw.n > 0 {
+		if err := w.flushBlock(s); err != nil {
+			return err
+		}
+	}
+	if s.count == 0 {
+		s.offs = nil
+		return nil
+	}
+	s.lastKey = slices.Clone(w.bw.last[:s.keyLen])
+	return nil
+}
+
+func (w *Writer) write(p []byte) error {
+	n, err := w.sp.Write(p)
+	w.off += int64(n)
+	if err == nil && n != len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		w.err = fmt.Errorf("recindex: write spool: %w", err)
+		return w.err
+	}
+	return nil
+}
+
+// checkDuplicates finds ids present in more than one run. Runs are grouped by overlapping id
+// ranges; each group of two or more is merged, reading its record blocks back from the spool.
+func (w *Writer) checkDuplicates() error {
+	var secs []*section
+	for i := range w.runs {
+		if s := &w.runs[i].sections[0]; s.count > 0 {
+			secs = append(secs, s)
+		}
+	}
+	slices.SortFunc(secs, func(a, b *section) int { return bytes.Compare(a.firstKey(0), b.firstKey(0)) })
+	src := blockSource{ra: w.sp}
+	for i := 0; i < len(secs); {
+		j, hi := i+1, secs[i].lastKey
+		for j < len(secs) && bytes.Compare(secs[j].firstKey(0), hi) <= 0 {
+			if bytes.Compare(secs[j].lastKey, hi) > 0 {
+				hi = secs[j].lastKey
+			}
+			j++
+		}
+		if j-i > 1 {
+			if err := mergeCheck(src, secs[i:j]); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+func mergeCheck(src blockSource, secs []*section) error {
+	var prev [IDLen]byte
+	var prevRow int64
+	have := false
+	return mergeSections(src, secs, func(key []byte, _ uint32, row int64) error {
+		if have && bytes.Equal(prev[:], key) {
+			return &DuplicateError{ID: string(key), FirstRow: min(prevRow, row), Row: max(prevRow, row)}
+		}
+		copy(prev[:], key)
+		prevRow, have = row, true
+		return nil
+	})
+}
+
+func (w *Writer) writeFooter() error {
+	f := footer{
+		blockSize:  w.opt.BlockSize,
+		bitsPerKey: w.opt.BloomBitsPerKey,
+		fields:     w.opt.RefFields,
+		frames:     w.frames,
+		records:    w.records,
+		refs:       w.written,
+		runs:       w.runs,
+	}
+	body := f.appendBody(nil)
+	crc := crc32.Update(0, castagnoli, body)
+	flen := int64(len(body))
+	if err := w.write(body); err != nil {
+		return err
+	}
+	for i := range w.runs {
+		for j := range w.runs[i].sections {
+			b := w.runs[i].sections[j].bloom.bits
+			crc = crc32.Update(crc, castagnoli, b)
+			flen += int64(len(b))
+			if err := w.write(b); err != nil {
+				return err
+			}
+		}
+	}
+	var tr [trailerLen]byte
+	binary.LittleEndian.PutUint32(tr[0:], formatVersion)
+	binary.LittleEndian.PutUint64(tr[4:], uint64(flen))
+	binary.LittleEndian.PutUint32(tr[12:], crc32.Update(crc, castagnoli, tr[:12]))
+	copy(tr[16:], magic)
+	return w.write(tr[:])
+}
