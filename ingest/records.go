@@ -238,10 +238,10 @@ type recWriter struct {
 	failed  chan struct{}
 
 	// assembler state
-	frames []recindex.FrameInfo
-	m      *mpu
-	stored int64
-	parts  int32
+	frames    []recindex.FrameInfo
+	m         *mpu
+	stored    int64
+	parts     int32
 	done      chan struct{}
 	last      *partBuf
 	lastStart int64 // input offset where the last part starts
