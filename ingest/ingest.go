@@ -49,6 +49,10 @@ type Config struct {
 	SpoolDir string
 	// IndexRunBytes is the memory of one record-index run. Default 4 MiB.
 	IndexRunBytes int
+	// BenchmarkWithoutIndex skips record and reference entries (frames are
+	// still indexed), so a benchmark can measure what indexing costs. Never
+	// set it in production: duplicate ids go undetected and lookups fail.
+	BenchmarkWithoutIndex bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }

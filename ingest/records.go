@@ -364,6 +364,20 @@ func (w *recWriter) emit(r *csvscan.Row) error {
 	w.frame.in = append(w.frame.in, r.Raw...)
 	w.frame.rows++
 	w.records++
+	if !w.s.cfg.BenchmarkWithoutIndex {
+		if err := w.indexRow(r); err != nil {
+			return err
+		}
+	}
+	if len(w.frame.in) >= w.s.cfg.FrameSize {
+		return w.flushFrame()
+	}
+	return nil
+}
+
+// indexRow adds a row's id (checking it is new in the chunk) and its
+// references to the record index.
+func (w *recWriter) indexRow(r *csvscan.Row) error {
 	id := string(r.ID[:])
 	if err := w.idx.AddRecord(id, w.frameNo, r.Number); err != nil {
 		var de *recindex.DuplicateError
@@ -379,9 +393,6 @@ func (w *recWriter) emit(r *csvscan.Row) error {
 				return err
 			}
 		}
-	}
-	if len(w.frame.in) >= w.s.cfg.FrameSize {
-		return w.flushFrame()
 	}
 	return nil
 }

@@ -56,6 +56,7 @@ type config struct {
 	maxFieldBytes   sizeFlag
 	maxRowBytes     sizeFlag
 	compressWorkers int
+	benchNoIndex    bool
 
 	defaultStorage string // local | s3
 	localDir       string
@@ -90,6 +91,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
 	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
 	fs.IntVar(&c.compressWorkers, "compress-workers", 2, "zstd goroutines per record upload")
+	fs.BoolVar(&c.benchNoIndex, "benchmark-without-index", false, "benchmarks only: do not index record ids and references (duplicates go undetected)")
 	fs.StringVar(&c.defaultStorage, "default-storage", "local", "service-managed default storage for tenants without one: local or s3")
 	fs.StringVar(&c.localDir, "default-local-dir", "", "with --default-storage=local: directory (default DATA_DIR/objects)")
 	fs.StringVar(&c.s3.Endpoint, "default-s3-endpoint", "", "with --default-storage=s3: custom S3-compatible endpoint URL")
@@ -211,7 +213,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore,
 		Budget: budget.New(int64(c.memoryBudget) - windows), Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
-		CompressWorkers: c.compressWorkers, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}})
+		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}})
 	if err != nil {
 		return err
 	}
