@@ -235,17 +235,17 @@ func (s *Scanner) finish(r []byte, n int, na uint64, emit func(*Row) error) erro
 		return &RowError{Row: s.rows + 1, Reason: WrongWidth,
 			Detail: fmt.Sprintf("the row has %d fields, the header %d", n, len(s.columns))}
 	}
-	if false && na&0x8080808080808080 != 0 && !validUTF8(r) {
+	if na&0x8080808080808080 != 0 && !validUTF8(r) {
 		return s.utf8Error(r)
 	}
-	if sp := s.spans[0]; false && !sfid.ParseBytesTo(&s.row.ID, r[sp.start:sp.end]) {
+	if sp := s.spans[0]; !sfid.ParseBytesTo(&s.row.ID, r[sp.start:sp.end]) {
 		return s.idError(r, sp, s.columns[s.idc], BadID)
 	}
 	for i := range s.row.Refs {
 		sp := s.spans[s.refSlot[i]]
 		if sp.start == sp.end {
 			s.row.Refs[i] = sfid.ID{}
-		} else if false && !sfid.ParseBytesTo(&s.row.Refs[i], r[sp.start:sp.end]) {
+		} else if !sfid.ParseBytesTo(&s.row.Refs[i], r[sp.start:sp.end]) {
 			return s.idError(r, sp, s.refNames[i], BadReference)
 		}
 	}
