@@ -68,13 +68,13 @@ type FrameInfo struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-var idChar = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-		t[c+'a'-'A'] = true
+// idBad is 0 for the bytes of a normalised id ([A-Za-z0-9]) and 1 for the others.
+var idBad = func() (t [256]byte) {
+	for i := range t {
+		c := byte(i)
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+			t[i] = 1
+		}
 	}
 	return t
 }()
@@ -84,12 +84,11 @@ func ValidID(id string) bool {
 	if len(id) != IDLen {
 		return false
 	}
+	var bad byte
 	for i := 0; i < IDLen; i++ {
-		if !idChar[id[i]] {
-			return false
-		}
+		bad |= idBad[id[i]]
 	}
-	return true
+	return bad == 0
 }
 
 func corruptf(format string, args ...any) error {
