@@ -299,7 +299,7 @@ func TestHugeFieldBoundedMemory(t *testing.T) {
 		for fed < 100<<20 && err == nil {
 			err = s.Feed(chunk, nil)
 			fed += len(chunk)
-			if cap(s.carry) > 2*DefaultMaxRowBytes {
+			if cap(s.carry) > DefaultMaxRowBytes {
 				t.Fatalf("carry grew to %d bytes", cap(s.carry))
 			}
 		}

@@ -17,15 +17,14 @@ const (
 // borrow crosses bytes).
 func nonzero(t uint64) uint64 { return ((t & low7) + low7) | t }
 
-// indexSep returns the index of the first ',', '"' or '\n' in r at or after i, or len(r), and
-// the OR of the words it read.
+// indexSep returns the index of the first ',', '"' or LF in r at or after i, or len(r), and the
+// OR of the bytes it read (and perhaps a few more of r).
 func indexSep(r []byte, i int) (int, uint64) {
 	var na uint64
 	for ; i+8 <= len(r); i += 8 {
 		w := binary.LittleEndian.Uint64(r[i:])
 		na |= w
-		m := msb &^ (nonzero(w^(lsb*',')) & nonzero(w^(lsb*'"')) & nonzero(w^(lsb*'\n')))
-		if m != 0 {
+		if m := msb &^ (nonzero(w^(lsb*',')) & nonzero(w^(lsb*'"')) & nonzero(w^(lsb*'\n'))); m != 0 {
 			return i + bits.TrailingZeros64(m)>>3, na
 		}
 	}
@@ -39,8 +38,8 @@ func indexSep(r []byte, i int) (int, uint64) {
 	return len(r), na
 }
 
-// indexQuote returns the index of the first '"' in r at or after i, or len(r), and the OR of
-// the words it read.
+// indexQuote returns the index of the first '"' in r at or after i, or len(r), and the OR of the
+// bytes it read (and perhaps a few more of r).
 func indexQuote(r []byte, i int) (int, uint64) {
 	var na uint64
 	for ; i+8 <= len(r); i += 8 {

@@ -316,6 +316,18 @@ func decodeBackupToken(tok string) (int64, string, error) {
 	return us, id, nil
 }
 
+// FindBackup returns the org's latest COMMITTED backup that started at or before at: the one
+// with the greatest StartedAt, then the greatest id. It is what restoring the org "as of" at
+// reads. ErrNotFound: no such backup (none committed yet, or all of them started after at).
+func (c catalog) FindBackup(ctx context.Context, tenantID, orgID string, at time.Time) (*Backup, error) {
+	// toMicros floors, and started_at is whole microseconds, so this is StartedAt <= at exactly.
+	b, err := scanBackup(c.q.QueryRowContext(ctx, selectBackup+
+		" WHERE tenant_id = ? AND org_id = ? AND status = ? AND started_at <= ?"+
+		" ORDER BY started_at DESC, id DESC LIMIT 1",
+		tenantID, orgID, BackupCommitted, toMicros(at)))
+	return b, c.fail("FindBackup", err, nil)
+}
+
 // SetBackupStatus changes the backup's status from `from` to `to`, atomically: ErrConflict if the
 // status is not `from` (another caller changed it first), ErrNotFound if there is no such backup,
 // ErrInvalid if `to` is not a status. It waits for upload commits in progress on the backup (they

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -144,6 +145,16 @@ func (c catalog) InsertObject(ctx context.Context, o *Object) error {
 func (c catalog) GetObject(ctx context.Context, tenantID, id string) (*Object, error) {
 	o, err := scanObject(c.q.QueryRowContext(ctx, selectObject+" WHERE o.tenant_id = ? AND o.id = ?", tenantID, id))
 	return o, c.fail("GetObject", err, nil)
+}
+
+// SetObjectDamaged marks the object damaged (verification found it missing or corrupt): dedup
+// no longer shares it (FindFileObject). It is idempotent. ErrNotFound: no such object.
+func (c catalog) SetObjectDamaged(ctx context.Context, tenantID, id string) error {
+	res, err := c.q.ExecContext(ctx, "UPDATE objects SET damaged = ? WHERE tenant_id = ? AND id = ?", true, tenantID, id)
+	if err == nil {
+		err = affectedOne(res)
+	}
+	return c.fail("SetObjectDamaged", err, nil)
 }
 
 // liveFileRef is the condition that a file object o is still referenced by a file of a backup that
@@ -445,6 +456,91 @@ func (c catalog) queryFiles(ctx context.Context, q string, args ...any) ([]*File
 		list = append(list, &f)
 	}
 	return list, rows.Err()
+}
+
+// defaultFilePageSize is ListFiles' page size when the caller asks for none.
+const defaultFilePageSize = 100
+
+// ListFiles returns one page of the backup's files in byte order of id, and the token of the next
+// page ("" after the last); an unknown backup has none. pageSize 0 means 100. ErrInvalid: a
+// pageSize that is negative or larger than MaxPageSize, or a token ListFiles did not make.
+func (c catalog) ListFiles(ctx context.Context, tenantID, backupID string, pageSize int, pageToken string) ([]*File, string, error) {
+	const op = "ListFiles"
+	switch {
+	case pageSize < 0 || pageSize > MaxPageSize:
+		return nil, "", c.fail(op, fmt.Errorf("%w: page size %d (want 0 to %d)", ErrInvalid, pageSize, MaxPageSize), nil)
+	case pageSize == 0:
+		pageSize = defaultFilePageSize
+	}
+	after, err := decodePageToken(pageToken)
+	if err != nil {
+		return nil, "", c.fail(op, err, nil)
+	}
+	q := "SELECT " + fileCols + " FROM files WHERE tenant_id = ? AND backup_id = ?"
+	args := []any{tenantID, backupID}
+	if pageToken != "" {
+		q += " AND id > ?"
+		args = append(args, after)
+	}
+	q += " ORDER BY id LIMIT ?"
+	args = append(args, pageSize+1) // one more tells whether there is a next page
+	list, err := c.queryFiles(ctx, q, args...)
+	if err != nil {
+		return nil, "", c.fail(op, err, nil)
+	}
+	if len(list) <= pageSize {
+		return list, "", nil
+	}
+	list = list[:pageSize]
+	return list, encodePageToken(list[pageSize-1].ID), nil
+}
+
+// GetFile returns the backup's file with this id, or ErrNotFound.
+func (c catalog) GetFile(ctx context.Context, tenantID, backupID, id string) (*File, error) {
+	list, err := c.queryFiles(ctx, "SELECT "+fileCols+" FROM files WHERE tenant_id = ? AND backup_id = ? AND id = ?",
+		tenantID, backupID, id)
+	if err == nil && len(list) == 0 {
+		err = fmt.Errorf("%w: file %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, c.fail("GetFile", err, nil)
+	}
+	return list[0], nil
+}
+
+// filesByParentBatch is how many parent ids one query of FilesByParent names.
+const filesByParentBatch = 500
+
+// FilesByParent returns the backup's files whose ParentID is one of parentIDs (any number; repeats
+// count once), ordered by parent id (byte order), then id; none for an unknown backup. It queries
+// in batches of parent ids, each its own statement (like ForEachFile): a backup's files do not
+// change once it has left OPEN, until it is purged.
+func (c catalog) FilesByParent(ctx context.Context, tenantID, backupID string, parentIDs []string) ([]*File, error) {
+	const op = "FilesByParent"
+	if len(parentIDs) == 0 {
+		return nil, nil
+	}
+	// Sorted and without repeats, the batches are disjoint ranges in ascending order, so their
+	// results, each ordered by parent_id and id, concatenate in order.
+	ids := slices.Clone(parentIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var list []*File
+	for start := 0; start < len(ids); start += filesByParentBatch {
+		batch := ids[start:min(start+filesByParentBatch, len(ids))]
+		args := make([]any, 0, len(batch)+2)
+		args = append(args, tenantID, backupID)
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		files, err := c.queryFiles(ctx, "SELECT "+fileCols+" FROM files WHERE tenant_id = ? AND backup_id = ? AND parent_id IN ("+
+			strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ")+") ORDER BY parent_id, id", args...)
+		if err != nil {
+			return nil, c.fail(op, err, nil)
+		}
+		list = append(list, files...)
+	}
+	return list, nil
 }
 
 // ListRecordChunks returns all record set chunks of the backup, by sObject (byte order), then

@@ -7,19 +7,26 @@
 //
 // A Writer accumulates entries in memory up to Options.RunBytes, then sorts them and appends
 // them to a Spool (a temp file) as a run. Finish appends the footer; the spool then holds the
-// whole object, which the caller uploads. Memory stays within RunBytes (entries, plus the
-// hash table that detects duplicate ids within a run) + one block + the bloom filters of the
-// finished runs (BloomBitsPerKey/8 bytes per id and per distinct parent in a run: 1.25 bytes at
-// the default 10 bits, ≈4.4 MB for a 3.5M-row chunk — the same bits a reader needs anyway) +
-// the runs' block indexes (≈26 bytes per 16 KiB block) + at Finish one block buffer per run.
+// whole object, which the caller uploads. Memory is bounded by:
+//
+//   - RunBytes: the run's entries (32 bytes a record, 40 a reference) and the hash table that
+//     catches duplicate ids within the run (8 bytes a record);
+//   - one block being encoded and a 128 KiB write buffer;
+//   - the bloom filters of finished runs: BloomBitsPerKey/8 bytes per id and per distinct
+//     parent of a run — 1.25 bytes at the default 10 bits, ≈4.4 MB for the ids of a
+//     3.5M-row chunk. They are the bits the footer needs, and what lookups need anyway;
+//   - the runs' block indexes (≈26 bytes per 16 KiB block, ≈0.2% of the object);
+//   - at Finish, instead of the run buffers, read-ahead for the duplicate check: RunBytes
+//     shared by the runs being merged, but at least one block per run.
 //
 // Duplicate ids within a run are refused at once by AddRecord. Duplicates across runs are found
-// exactly at Finish by one streaming merge over the record sections of runs whose id ranges
-// overlap (runs of an export sorted by Id do not overlap and cost nothing). Per-run bloom
-// filters are not used for this: their false positives add up with the number of runs (35 runs
-// at 1% flag a third of the ids as suspects), and probing them on every add costs a cache miss
-// per run per id; the merge is sequential, needs no suspect set, and re-reads (and CRC-checks)
-// every record block before the object is uploaded.
+// exactly at Finish by a streaming merge over the record sections, limited to the key ranges
+// where two or more runs overlap (an export in id order has almost none and costs almost
+// nothing). Per-run bloom filters are not used for this: their false positives add up with the
+// number of runs (35 runs at 1% flag about a third of the ids of the last runs as suspects, each
+// needing a block read to clear), and probing them on every add costs a cache miss per run per
+// id. The merge is sequential, needs no suspect set, and re-reads and CRC-checks every record
+// block it covers before the object is uploaded.
 //
 // # Object format (version 1)
 //

@@ -91,6 +91,14 @@ func ValidID(id string) bool {
 	return bad == 0
 }
 
+// quoteID quotes a rejected id for an error message, cut short if it is long.
+func quoteID(s string) string {
+	if len(s) > 40 {
+		return fmt.Sprintf("%q…", s[:40])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
 }

@@ -123,7 +123,7 @@ func (r *Reader) Lookup(id string) (frame uint32, ok bool, err error) {
 // LookupRow is Lookup that also returns the record's row number in the chunk.
 func (r *Reader) LookupRow(id string) (frame uint32, row int64, ok bool, err error) {
 	if !ValidID(id) {
-		return 0, 0, false, fmt.Errorf("recindex.Lookup: %w: %q", ErrInvalidID, id)
+		return 0, 0, false, fmt.Errorf("recindex.Lookup: %w: %s", ErrInvalidID, quoteID(id))
 	}
 	var k [IDLen]byte
 	copy(k[:], id)
@@ -176,7 +176,7 @@ func (r *Reader) Children(field string, parent string) ([]string, error) {
 		return nil, fmt.Errorf("recindex.Children: %w", err)
 	}
 	if !ValidID(parent) {
-		return nil, fmt.Errorf("recindex.Children: %w: %q", ErrInvalidID, parent)
+		return nil, fmt.Errorf("recindex.Children: %w: %s", ErrInvalidID, quoteID(parent))
 	}
 	var p [IDLen]byte
 	copy(p[:], parent)
@@ -229,7 +229,7 @@ func (r *Reader) ForEachRecord(fn func(id string, frame uint32) error) error {
 	}
 	var prev [IDLen]byte
 	have := false
-	return mergeSections(r.src(), secs, func(key []byte, frame uint32, _ int64) error {
+	return mergeSections(r.src(), secs, nil, nil, func(key []byte, frame uint32, _ int64) error {
 		if have && bytes.Equal(prev[:], key) {
 			return corruptf("record id %s in two runs", key)
 		}
@@ -252,7 +252,7 @@ func (r *Reader) ForEachRef(field string, fn func(parent, child string) error) e
 	}
 	var prev [refKeyLen]byte
 	have := false
-	return mergeSections(r.src(), secs, func(key []byte, _ uint32, _ int64) error {
+	return mergeSections(r.src(), secs, nil, nil, func(key []byte, _ uint32, _ int64) error {
 		if have && bytes.Equal(prev[:], key) {
 			return nil
 		}

@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"hash/maphash"
 	"io"
 	"math/bits"
+	"math/rand/v2"
 	"slices"
 	"unsafe"
 )
@@ -28,7 +28,8 @@ const (
 type Options struct {
 	// RunBytes is the memory for entries (and the duplicate-detection hash table) of the run
 	// being built; when it is full the run is sorted and written out. Default 4 MiB: about
-	// 100k records, or 55k rows with one reference each.
+	// 105k records, or 52k rows with one reference each. Fewer, larger runs make lookups
+	// cheaper: each run costs a lookup a bloom probe and, at 1%, a needless block read.
 	RunBytes int
 	// BlockSize is the largest block, the unit a lookup reads. Default 16 KiB.
 	BlockSize int
@@ -94,16 +95,71 @@ type Stats struct {
 	Size    int64 // bytes written to the spool
 }
 
+// Ids are held in memory as integers — bytes 0-7 and 8-15 big-endian, and 16-17 — so that
+// sorting and hashing compare words, not bytes (ids of one chunk share long prefixes).
+
 type recEntry struct {
-	id    [IDLen]byte
-	frame uint32
-	row   int64
+	hi, mid uint64
+	lo      uint16
+	frame   uint32
+	row     int64
 }
 
 type refEntry struct {
-	key   [refKeyLen]byte // parent ‖ child
-	field uint16
+	ph, pm, ch, cm uint64 // parent, child
+	pl, cl         uint16
+	field          uint16
 }
+
+func be64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0])<<56 | uint64(s[1])<<48 | uint64(s[2])<<40 | uint64(s[3])<<32 |
+		uint64(s[4])<<24 | uint64(s[5])<<16 | uint64(s[6])<<8 | uint64(s[7])
+}
+
+// packID splits an 18-byte id into its integer form.
+func packID(id string) (hi, mid uint64, lo uint16) {
+	return be64(id[0:8]), be64(id[8:16]), uint16(id[16])<<8 | uint16(id[17])
+}
+
+// putID writes the integer form of an id back as its 18 bytes.
+func putID(b []byte, hi, mid uint64, lo uint16) {
+	binary.BigEndian.PutUint64(b[0:], hi)
+	binary.BigEndian.PutUint64(b[8:], mid)
+	binary.BigEndian.PutUint16(b[16:], lo)
+}
+
+func (e *recEntry) sameID(o *recEntry) bool { return e.hi == o.hi && e.mid == o.mid && e.lo == o.lo }
+
+func cmpRec(a, b recEntry) int {
+	if a.hi != b.hi {
+		return cmp.Compare(a.hi, b.hi)
+	}
+	if a.mid != b.mid {
+		return cmp.Compare(a.mid, b.mid)
+	}
+	return cmp.Compare(a.lo, b.lo)
+}
+
+func cmpRef(a, b refEntry) int {
+	switch {
+	case a.field != b.field:
+		return cmp.Compare(a.field, b.field)
+	case a.ph != b.ph:
+		return cmp.Compare(a.ph, b.ph)
+	case a.pm != b.pm:
+		return cmp.Compare(a.pm, b.pm)
+	case a.pl != b.pl:
+		return cmp.Compare(a.pl, b.pl)
+	case a.ch != b.ch:
+		return cmp.Compare(a.ch, b.ch)
+	case a.cm != b.cm:
+		return cmp.Compare(a.cm, b.cm)
+	}
+	return cmp.Compare(a.cl, b.cl)
+}
+
+func (e *refEntry) sameParent(o *refEntry) bool { return e.ph == o.ph && e.pm == o.pm && e.pl == o.pl }
 
 const (
 	recEntrySize = int(unsafe.Sizeof(recEntry{}))
@@ -116,9 +172,10 @@ const (
 type Writer struct {
 	sp   Spool
 	opt  Options
-	seed maphash.Seed
-	off  int64
-	err  error // sticky: a spool failure or a duplicate found at Finish ends the writer
+	seed uint64 // of the hash table's hash, random so that crafted ids cannot collide
+	off  int64  // bytes written, wbuf included
+	wbuf []byte // spool writes are gathered into large ones
+	err  error  // sticky: a spool failure or a duplicate found at Finish ends the writer
 	done bool
 
 	recs  []recEntry
@@ -146,7 +203,7 @@ func NewWriter(sp Spool, opt Options) (*Writer, error) {
 	return &Writer{
 		sp:       sp,
 		opt:      opt,
-		seed:     maphash.MakeSeed(),
+		seed:     rand.Uint64(),
 		maxFrame: -1,
 		bw:       blockWriter{limit: opt.BlockSize},
 		val:      make([]byte, 0, maxValueLen),
@@ -163,15 +220,16 @@ func (w *Writer) usable() error {
 	return nil
 }
 
-// AddRecord adds record id, stored in frame, at row number row of the chunk. A repeated id
-// within the current run is refused at once with a *DuplicateError (and not added; the
-// writer stays usable); a repeat of an id of an earlier run is reported by Finish.
+// AddRecord adds record id, stored in frame, at row number row of the chunk. A repeat of an
+// id still in memory (the current run) is refused at once with a *DuplicateError — it is not
+// added, and the writer stays usable; a repeat of an id already written out is reported by
+// Finish.
 func (w *Writer) AddRecord(id string, frame uint32, row int64) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
 	if !ValidID(id) {
-		return fmt.Errorf("recindex: row %d: %w: %q", row, ErrInvalidID, id)
+		return fmt.Errorf("recindex: row %d: %w: %s", row, ErrInvalidID, quoteID(id))
 	}
 	if row < 0 {
 		return fmt.Errorf("recindex: record %s: negative row %d", id, row)
@@ -179,10 +237,9 @@ func (w *Writer) AddRecord(id string, frame uint32, row int64) error {
 	if err := w.roomForRec(); err != nil {
 		return err
 	}
-	var e recEntry
-	copy(e.id[:], id)
-	e.frame, e.row = frame, row
-	slot, dup := w.probe(&e.id)
+	e := recEntry{frame: frame, row: row}
+	e.hi, e.mid, e.lo = packID(id)
+	slot, dup := w.probe(&e)
 	if dup >= 0 {
 		return &DuplicateError{ID: id, FirstRow: w.recs[dup].row, Row: row}
 	}
@@ -203,18 +260,17 @@ func (w *Writer) AddRef(field int, parent, child string) error {
 		return fmt.Errorf("recindex: %w: number %d of %d", ErrUnknownField, field, len(w.opt.RefFields))
 	}
 	if !ValidID(parent) {
-		return fmt.Errorf("recindex: %s parent: %w: %q", w.opt.RefFields[field], ErrInvalidID, parent)
+		return fmt.Errorf("recindex: %s parent: %w: %s", w.opt.RefFields[field], ErrInvalidID, quoteID(parent))
 	}
 	if !ValidID(child) {
-		return fmt.Errorf("recindex: %s child: %w: %q", w.opt.RefFields[field], ErrInvalidID, child)
+		return fmt.Errorf("recindex: %s child: %w: %s", w.opt.RefFields[field], ErrInvalidID, quoteID(child))
 	}
 	if err := w.roomForRef(); err != nil {
 		return err
 	}
-	var e refEntry
-	copy(e.key[:IDLen], parent)
-	copy(e.key[IDLen:], child)
-	e.field = uint16(field)
+	e := refEntry{field: uint16(field)}
+	e.ph, e.pm, e.pl = packID(parent)
+	e.ch, e.cm, e.cl = packID(child)
 	w.refs = append(w.refs, e)
 	return nil
 }
@@ -255,10 +311,18 @@ func (w *Writer) finish() error {
 	if len(w.frames) > 0 && w.maxFrame >= int64(len(w.frames)) {
 		return fmt.Errorf("recindex: a record is in frame %d but only %d frames were added", w.maxFrame, len(w.frames))
 	}
+	if err := w.flushWrites(); err != nil {
+		return err
+	}
 	if err := w.checkDuplicates(); err != nil {
 		return err
 	}
-	return w.writeFooter()
+	if err := w.writeFooter(); err != nil {
+		return err
+	}
+	err := w.flushWrites()
+	w.wbuf = nil
+	return err
 }
 
 // memUsed is the memory held by the current run's entries and hash table.
@@ -330,7 +394,7 @@ func (w *Writer) resizeRecs(c int) {
 	w.recs = recs
 	w.table = make([]uint32, 2*c)
 	for i := range w.recs {
-		slot, _ := w.probe(&w.recs[i].id)
+		slot, _ := w.probe(&w.recs[i])
 		w.table[slot] = uint32(i) + 1
 	}
 }
@@ -346,33 +410,27 @@ func (w *Writer) growRefs() bool {
 	return true
 }
 
-// probe finds id in the hash table: the index of its entry, or -1 and the empty slot where
-// it goes. The table is at most half full. The hash is seeded per writer so that crafted ids
-// cannot make probe sequences long.
-func (w *Writer) probe(id *[IDLen]byte) (slot, found int) {
-	hi, _ := bits.Mul64(maphash.Bytes(w.seed, id[:]), uint64(len(w.table)))
+// probe finds e's id in the hash table: the index of its entry, or -1 and the empty slot
+// where it goes. The table is at most half full. The hash is seeded per writer so that
+// crafted ids cannot make probe sequences long.
+func (w *Writer) probe(e *recEntry) (slot, found int) {
+	h := (e.hi ^ w.seed) * 0x9e3779b97f4a7c15
+	h = (bits.RotateLeft64(h, 31) ^ e.mid) * 0xc2b2ae3d27d4eb4f
+	h = (bits.RotateLeft64(h, 31) ^ uint64(e.lo)) * 0x165667b19e3779f9
+	hi, _ := bits.Mul64(h, uint64(len(w.table)))
 	i := int(hi)
 	for {
 		s := w.table[i]
 		if s == 0 {
 			return i, -1
 		}
-		if w.recs[s-1].id == *id {
+		if w.recs[s-1].sameID(e) {
 			return i, int(s - 1)
 		}
 		if i++; i == len(w.table) {
 			i = 0
 		}
 	}
-}
-
-func cmpRec(a, b recEntry) int { return bytes.Compare(a.id[:], b.id[:]) }
-
-func cmpRef(a, b refEntry) int {
-	if a.field != b.field {
-		return cmp.Compare(a.field, b.field)
-	}
-	return bytes.Compare(a.key[:], b.key[:])
 }
 
 // flushRun sorts the entries in memory and writes them out as a run.
@@ -386,14 +444,16 @@ func (w *Writer) flushRun() error {
 	s := &r.sections[0]
 	w.startSection(s, IDLen)
 	s.bloom = newBloom(len(w.recs), w.opt.BloomBitsPerKey)
+	var key [IDLen]byte
 	for i := range w.recs {
 		e := &w.recs[i]
+		putID(key[:], e.hi, e.mid, e.lo)
 		v := binary.AppendUvarint(w.val[:0], uint64(e.frame))
 		v = binary.AppendUvarint(v, uint64(e.row))
-		if err := w.addEntry(s, e.id[:], v); err != nil {
+		if err := w.addEntry(s, key[:], v); err != nil {
 			return err
 		}
-		s.bloom.add(keyHash(e.id[:]))
+		s.bloom.add(keyHash(key[:]))
 	}
 	if err := w.endSection(s); err != nil {
 		return err
@@ -422,21 +482,25 @@ func (w *Writer) writeRefSection(s *section, refs []refEntry) error {
 	w.startSection(s, refKeyLen)
 	parents := 0
 	for i := range refs {
-		if i == 0 || !bytes.Equal(refs[i].key[:IDLen], refs[i-1].key[:IDLen]) {
+		if i == 0 || !refs[i].sameParent(&refs[i-1]) {
 			parents++
 		}
 	}
 	s.bloom = newBloom(parents, w.opt.BloomBitsPerKey)
+	var key [refKeyLen]byte
 	for i := range refs {
-		k := refs[i].key[:]
-		if i > 0 && bytes.Equal(k, refs[i-1].key[:]) {
-			continue
+		e := &refs[i]
+		newParent := i == 0 || !e.sameParent(&refs[i-1])
+		if !newParent && e.ch == refs[i-1].ch && e.cm == refs[i-1].cm && e.cl == refs[i-1].cl {
+			continue // the same pair again
 		}
-		if err := w.addEntry(s, k, nil); err != nil {
+		putID(key[:], e.ph, e.pm, e.pl)
+		putID(key[IDLen:], e.ch, e.cm, e.cl)
+		if err := w.addEntry(s, key[:], nil); err != nil {
 			return err
 		}
-		if i == 0 || !bytes.Equal(k[:IDLen], refs[i-1].key[:IDLen]) {
-			s.bloom.add(keyHash(k[:IDLen]))
+		if newParent {
+			s.bloom.add(keyHash(key[:IDLen]))
 		}
 	}
 	w.written += s.count
@@ -507,9 +571,43 @@ func (w *Writer) endSection(s *section) error {
 	return nil
 }
 
+const writeBuffer = 128 << 10
+
+// write appends p to the object, through the write buffer.
 func (w *Writer) write(p []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.wbuf)+len(p) > cap(w.wbuf) {
+		if err := w.flushWrites(); err != nil {
+			return err
+		}
+		if w.wbuf == nil {
+			w.wbuf = make([]byte, 0, writeBuffer)
+		}
+	}
+	if len(p) > cap(w.wbuf) {
+		if err := w.spoolWrite(p); err != nil {
+			return err
+		}
+	} else {
+		w.wbuf = append(w.wbuf, p...)
+	}
+	w.off += int64(len(p))
+	return nil
+}
+
+func (w *Writer) flushWrites() error {
+	if len(w.wbuf) == 0 {
+		return nil
+	}
+	err := w.spoolWrite(w.wbuf)
+	w.wbuf = w.wbuf[:0]
+	return err
+}
+
+func (w *Writer) spoolWrite(p []byte) error {
 	n, err := w.sp.Write(p)
-	w.off += int64(n)
 	if err == nil && n != len(p) {
 		err = io.ErrShortWrite
 	}
@@ -520,40 +618,70 @@ func (w *Writer) write(p []byte) error {
 	return nil
 }
 
-// checkDuplicates finds ids present in more than one run. Runs are grouped by overlapping id
-// ranges; each group of two or more is merged, reading its record blocks back from the spool.
+// checkDuplicates finds ids present in more than one run. Only the key ranges where two or
+// more runs overlap can hold one; each such segment is merged over the runs covering it,
+// reading their record blocks back from the spool. An export in id order has (almost) no
+// overlaps and costs (almost) nothing; randomly ordered ids cost one sequential read of the
+// record blocks.
 func (w *Writer) checkDuplicates() error {
+	type event struct {
+		key   []byte
+		start bool
+	}
 	var secs []*section
+	var events []event
 	for i := range w.runs {
 		if s := &w.runs[i].sections[0]; s.count > 0 {
 			secs = append(secs, s)
+			events = append(events, event{s.firstKey(0), true}, event{s.lastKey, false})
 		}
 	}
-	slices.SortFunc(secs, func(a, b *section) int { return bytes.Compare(a.firstKey(0), b.firstKey(0)) })
-	src := blockSource{ra: w.sp}
-	for i := 0; i < len(secs); {
-		j, hi := i+1, secs[i].lastKey
-		for j < len(secs) && bytes.Compare(secs[j].firstKey(0), hi) <= 0 {
-			if bytes.Compare(secs[j].lastKey, hi) > 0 {
-				hi = secs[j].lastKey
-			}
-			j++
+	// Starts sort before ends at the same key: runs that touch overlap.
+	slices.SortFunc(events, func(a, b event) int {
+		if c := bytes.Compare(a.key, b.key); c != 0 {
+			return c
 		}
-		if j-i > 1 {
-			if err := mergeCheck(src, secs[i:j]); err != nil {
+		if a.start == b.start {
+			return 0
+		}
+		if a.start {
+			return -1
+		}
+		return 1
+	})
+	depth := 0
+	var lo []byte
+	for _, ev := range events {
+		if ev.start {
+			if depth++; depth == 2 {
+				lo = ev.key
+			}
+			continue
+		}
+		if depth--; depth == 1 {
+			hi := ev.key
+			var cover []*section
+			for _, s := range secs {
+				if bytes.Compare(s.firstKey(0), hi) <= 0 && bytes.Compare(s.lastKey, lo) >= 0 {
+					cover = append(cover, s)
+				}
+			}
+			// The run buffers are free now: their budget buys read-ahead (at least a block
+			// per run, whatever the budget).
+			src := blockSource{ra: w.sp, readAhead: min(w.opt.RunBytes/len(cover), 256<<10)}
+			if err := mergeCheck(src, cover, lo, hi); err != nil {
 				return err
 			}
 		}
-		i = j
 	}
 	return nil
 }
 
-func mergeCheck(src blockSource, secs []*section) error {
+func mergeCheck(src blockSource, secs []*section, lo, hi []byte) error {
 	var prev [IDLen]byte
 	var prevRow int64
 	have := false
-	return mergeSections(src, secs, func(key []byte, _ uint32, row int64) error {
+	return mergeSections(src, secs, lo, hi, func(key []byte, _ uint32, row int64) error {
 		if have && bytes.Equal(prev[:], key) {
 			return &DuplicateError{ID: string(key), FirstRow: min(prevRow, row), Row: max(prevRow, row)}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"backupstore/ingest"
 	pb "backupstore/proto/backupstore/v1"
+	"backupstore/restore"
 	"backupstore/registry"
 )
 
@@ -23,6 +24,7 @@ type Config struct {
 	Auth     Authenticator
 	Registry *registry.Registry
 	Ingest   *ingest.Service
+	Restore  *restore.Service
 	Logger   *slog.Logger
 	// MaxRecvMsgSize caps one request message. Default 4 MiB + 64 KiB.
 	MaxRecvMsgSize int
@@ -32,10 +34,12 @@ type Config struct {
 type Server struct {
 	pb.UnimplementedStorageServiceServer
 	pb.UnimplementedBackupServiceServer
+	pb.UnimplementedRestoreServiceServer
 
 	auth   Authenticator
 	reg    *registry.Registry
 	ing    *ingest.Service
+	rst    *restore.Service
 	log    *slog.Logger
 	health *health.Server
 	cfg    Config
@@ -52,13 +56,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ingest == nil {
 		return nil, errors.New("server: Ingest is required")
 	}
+	if cfg.Restore == nil {
+		return nil, errors.New("server: Restore is required")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = 4<<20 + 64<<10
 	}
-	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
+	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, rst: cfg.Restore, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
 }
 
 // GRPCServer builds a *grpc.Server with every service, health and reflection
@@ -82,11 +89,13 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(append(opts, extra...)...)
 	pb.RegisterStorageServiceServer(gs, s)
 	pb.RegisterBackupServiceServer(gs, s)
+	pb.RegisterRestoreServiceServer(gs, s)
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.StorageService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.BackupService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(pb.RestoreService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return gs
 }
 

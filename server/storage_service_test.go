@@ -35,6 +35,7 @@ import (
 	bsmeta "backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
+	"backupstore/restore"
 	"backupstore/secrets"
 	"backupstore/server"
 	"backupstore/storage"
@@ -64,6 +65,8 @@ type env struct {
 	client  pb.StorageServiceClient
 	backups pb.BackupServiceClient
 	ing     *ingest.Service
+	rst     *restore.Service
+	restore pb.RestoreServiceClient
 	budget  *budget.Budget
 	local   string // root of the service-default local storage
 	conn    *grpc.ClientConn
@@ -137,7 +140,11 @@ func newEnv(t *testing.T, driver string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Logger: log})
+	e.rst, err = restore.New(restore.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +163,7 @@ func newEnv(t *testing.T, driver string) *env {
 	e.conn = conn
 	e.client = pb.NewStorageServiceClient(conn)
 	e.backups = pb.NewBackupServiceClient(conn)
+	e.restore = pb.NewRestoreServiceClient(conn)
 	t.Cleanup(e.assertNoSecretLeaked)
 	return e
 }

@@ -36,7 +36,8 @@ type progress struct {
 	done  atomic.Int64
 
 	mu       sync.Mutex
-	uploads  int // to do in this run
+	uploads  int    // to do in this run
+	noun     string // what uploads are called in the bar: "uploads", "downloads"
 	finished int
 	shown    bool // a bar is on the screen
 	stop     chan struct{}
@@ -44,7 +45,12 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, tty bool, total, base int64, uploads int) *progress {
-	p := &progress{w: w, tty: tty, start: time.Now(), total: total, base: base, uploads: uploads}
+	return newProgressOf(w, tty, total, base, uploads, "uploads")
+}
+
+// newProgressOf is newProgress for transfers called noun in the bar.
+func newProgressOf(w io.Writer, tty bool, total, base int64, uploads int, noun string) *progress {
+	p := &progress{w: w, tty: tty, start: time.Now(), total: total, base: base, uploads: uploads, noun: noun}
 	p.done.Store(base)
 	if tty {
 		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
@@ -146,6 +152,6 @@ func (p *progress) line(now time.Time) string {
 	} else if done >= p.total {
 		eta = "0s"
 	}
-	return fmt.Sprintf("%s %3d%%  %s / %s  %s/s  ETA %s  %d/%d uploads",
-		bar, int(frac*100), humanBytes(done), humanBytes(p.total), humanBytes(int64(rate)), eta, p.finished, p.uploads)
+	return fmt.Sprintf("%s %3d%%  %s / %s  %s/s  ETA %s  %d/%d %s",
+		bar, int(frac*100), humanBytes(done), humanBytes(p.total), humanBytes(int64(rate)), eta, p.finished, p.uploads, p.noun)
 }

@@ -21,6 +21,7 @@ import (
 	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
+	"backupstore/restore"
 	"backupstore/secrets"
 	"backupstore/server"
 	"backupstore/storage"
@@ -53,7 +54,11 @@ func realServer(t *testing.T) (addr string, st storage.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Logger: log})
+	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, ServiceStore: local, Budget: budget.New(64 << 20), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Restore: rst, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

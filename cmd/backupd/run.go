@@ -25,6 +25,7 @@ import (
 	"backupstore/ingest"
 	"backupstore/metadata"
 	"backupstore/registry"
+	"backupstore/restore"
 	"backupstore/secrets"
 	"backupstore/server"
 	"backupstore/storage"
@@ -57,6 +58,7 @@ type config struct {
 	maxRowBytes     sizeFlag
 	compressWorkers int
 	benchNoIndex    bool
+	indexCache      sizeFlag
 
 	defaultStorage string // local | s3
 	localDir       string
@@ -91,6 +93,8 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
 	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
 	fs.IntVar(&c.compressWorkers, "compress-workers", 2, "zstd goroutines per record upload")
+	c.indexCache = 32 << 20
+	fs.Var(&c.indexCache, "index-block-cache", "restore: bytes of record-index blocks kept in memory (LRU)")
 	fs.BoolVar(&c.benchNoIndex, "benchmark-without-index", false, "benchmarks only: do not index record ids and references (duplicates go undetected)")
 	fs.StringVar(&c.defaultStorage, "default-storage", "local", "service-managed default storage for tenants without one: local or s3")
 	fs.StringVar(&c.localDir, "default-local-dir", "", "with --default-storage=local: directory (default DATA_DIR/objects)")
@@ -211,13 +215,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if spool == "" {
 		spool = filepath.Join(c.dataDir, "spool")
 	}
+	mem := budget.New(int64(c.memoryBudget) - windows)
+	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Budget: mem, Logger: log,
+		BlockCacheBytes: int64(c.indexCache)})
+	if err != nil {
+		return err
+	}
 	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore,
-		Budget: budget.New(int64(c.memoryBudget) - windows), Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
+		Budget: mem, Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
 		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
 	if err != nil {
 		return err
 	}

@@ -972,6 +972,9 @@ func testIngestTenantIsolation(t *testing.T, newDB NewDB) {
 	_, _, notFound["GetRecordSetSchema"] = s.GetRecordSetSchema(ctx, "tB", "b1", "Account")
 	_, _, notFound["PutRecordSetSchema"] = s.PutRecordSetSchema(ctx, "tB", "b1", "Account", []byte("x"), nil)
 	notFound["PurgeBackupRows"] = s.PurgeBackupRows(ctx, "tB", "b1", []string{x.ID})
+	_, notFound["FindBackup"] = s.FindBackup(ctx, "tB", org1, minutes(99))
+	_, notFound["GetFile"] = s.GetFile(ctx, "tB", "b1", "fil-f1")
+	notFound["SetObjectDamaged"] = s.SetObjectDamaged(ctx, "tB", x.ID)
 	for name, err := range notFound {
 		wantErr(t, name+" of another tenant's backup", err, metadata.ErrNotFound)
 	}
@@ -992,6 +995,10 @@ func testIngestTenantIsolation(t *testing.T, newDB NewDB) {
 	n := 0
 	err = s.ForEachFile(ctx, "tB", "b1", func(*metadata.File) error { n++; return nil })
 	empty["ForEachFile"] = n + errCount(err)
+	files, _, err := s.ListFiles(ctx, "tB", "b1", 0, "")
+	empty["ListFiles"] = len(files) + errCount(err)
+	files, err = s.FilesByParent(ctx, "tB", "b1", []string{"001000000000001AAA"})
+	empty["FilesByParent"] = len(files) + errCount(err)
 	for name, n := range empty {
 		if n != 0 {
 			t.Errorf("%s of another tenant's backup: %d results or errors, want none", name, n)

@@ -56,6 +56,11 @@ func Run(t *testing.T, newDB NewDB) {
 		{"IngestTenantIsolation", testIngestTenantIsolation},
 		{"IngestReferences", testIngestReferences},
 		{"IngestConcurrent", testIngestConcurrent},
+		{"FindBackup", testFindBackup},
+		{"ListFiles", testListFiles},
+		{"GetFile", testGetFile},
+		{"FilesByParent", testFilesByParent},
+		{"ObjectDamaged", testObjectDamaged},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-sql-driver/mysql"
+)
+
+// proc is a child process started so that it dies with the benchmark (Pdeathsig), whose exit
+// is observed by one goroutine.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	log    string        // file holding its stdout and stderr
+	exited chan struct{} // closed when it exited
+	err    error         // its exit status, once exited is closed
+}
+
+// startProc starts cmd from a goroutine locked to its OS thread that stays alive until the child
+// exits: Pdeathsig fires when the forking thread exits, and Go may otherwise retire that thread.
+func startProc(name string, cmd *exec.Cmd, logPath string) (*proc, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close() // the child holds its own descriptor
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread is discarded after the child is gone
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop asks the process to end (SIGTERM) and kills it if it has not within grace.
+func (p *proc) stop(grace time.Duration) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// logTail returns the last n bytes of the process's log.
+func (p *proc) logTail(n int) string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// waitTCP polls addr until it accepts a connection, the process exits or timeout passes.
+func waitTCP(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 100*time.Millisecond) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited during startup (%v); log: %s", p.name, p.err, p.logTail(3000))
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not listening on %s after %v: %w; log: %s", p.name, addr, timeout, err, p.logTail(3000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// vmHWM returns the peak resident set size of process pid (VmHWM in /proc/PID/status), in bytes.
+func vmHWM(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmHWM %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmHWM in /proc/PID/status")
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// minimalEnv is the environment of child processes: theirs is not the benchmark's business
+// (versitygw reads many VGW_* variables, backupd every BACKUPD_*, rclone every RCLONE_*).
+func minimalEnv(extra ...string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, extra...)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// repoRoot finds the directory of the backupstore go.mod, from the working directory up.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(bytes.TrimSpace(b), []byte("module backupstore")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run backupbench inside the backupstore repository (no go.mod of module backupstore above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+// gateway is a versitygw started for the benchmark.
+type gateway struct {
+	endpoint, region, key, secret string
+	proc                          *proc
+}
+
+const benchRegion = "us-east-1"
+
+func versityBinary(root string) (string, error) {
+	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
+		if isExecutable(p) {
+			return p, nil
+		}
+		return "", fmt.Errorf("VERSITYGW_BIN=%s is not an executable file", p)
+	}
+	if p := filepath.Join(root, ".bin", "versitygw"); isExecutable(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("versitygw not found ($VERSITYGW_BIN, %s/.bin/versitygw, PATH); build it with: GOBIN=%s/.bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0", root, root)
+}
+
+// startGateway starts versitygw with a posix backend in dir, on a free loopback port.
+func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
+	dataDir, iamDir := filepath.Join(dir, "data"), filepath.Join(dir, "iam")
+	for _, d := range []string{dataDir, iamDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken between probe and bind
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		g := &gateway{endpoint: "http://127.0.0.1:" + port, region: benchRegion, key: "bench" + randomHex(6), secret: randomHex(20)}
+		cmd := exec.Command(bin, "--port", "127.0.0.1:"+port, "--access", g.key, "--secret", g.secret,
+			"--iam-dir", iamDir, "--region", g.region, "--quiet", "posix", dataDir)
+		cmd.Env = minimalEnv()
+		p, err := startProc("versitygw", cmd, filepath.Join(dir, "versitygw.log"))
+		if err != nil {
+			return nil, err
+		}
+		g.proc = p
+		if lastErr = waitHTTP(ctx, p, g.endpoint, 20*time.Second); lastErr == nil {
+			return g, nil
+		}
+		p.stop(time.Second)
+	}
+	return nil, lastErr
+}
+
+// waitHTTP polls endpoint until any HTTP answer comes back (403 for anonymous means ready).
+func waitHTTP(ctx context.Context, p *proc, endpoint string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 100*time.Millisecond) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s exited during startup (%v); log: %s", p.name, p.err, p.logTail(2000))
+		default:
+		}
+		resp, err := client.Get(endpoint + "/")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not answering on %s after %v: %w", p.name, endpoint, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// s3Client is an SDK client for the gateway: path style, static root credentials, SDK body
+// checksums only when required.
+func (g *gateway) s3Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region:                     g.region,
+		BaseEndpoint:               aws.String(g.endpoint),
+		UsePathStyle:               true,
+		Credentials:                credentials.NewStaticCredentialsProvider(g.key, g.secret, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// database is a throw-away MariaDB database.
+type database struct {
+	admin   *sql.DB
+	name    string
+	dsn     string // names the database
+	version string
+}
+
+func createDatabase(ctx context.Context, base string) (*database, error) {
+	cfg, err := mysql.ParseDSN(base)
+	if err != nil {
+		return nil, fmt.Errorf("--mysql %q: %w", base, err)
+	}
+	cfg.DBName = ""
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := admin.PingContext(cctx); err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("MariaDB at %s: %w", cfg.Addr, err)
+	}
+	d := &database{admin: admin, name: "bs_bench_" + randomHex(6)}
+	_ = admin.QueryRowContext(cctx, "SELECT VERSION()").Scan(&d.version)
+	if _, err := admin.ExecContext(cctx, "CREATE DATABASE "+d.name); err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("CREATE DATABASE %s: %w", d.name, err)
+	}
+	cfg.DBName = d.name
+	d.dsn = cfg.FormatDSN()
+	return d, nil
+}
+
+func (d *database) drop() error {
+	defer d.admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := d.admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+d.name); err != nil {
+		return fmt.Errorf("DROP DATABASE %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// buildBackupd builds ./cmd/backupd into dir.
+func buildBackupd(ctx context.Context, root, dir string) (string, error) {
+	out := filepath.Join(dir, "backupd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/backupd")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/backupd: %v: %s", err, bytes.TrimSpace(b))
+	}
+	return out, nil
+}
+
+const rcloneModule = "github.com/rclone/rclone@v1.76.0"
+
+// ensureRclone returns root/.bin/rclone, building it first if it is missing.
+func ensureRclone(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+	bin := filepath.Join(root, ".bin", "rclone")
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	logf("building rclone (%s) into %s: this takes minutes", rcloneModule, filepath.Dir(bin))
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", rcloneModule)
+	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(bin))
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		if len(b) > 1500 {
+			b = b[len(b)-1500:]
+		}
+		return "", fmt.Errorf("go install %s: %v: %s", rcloneModule, err, bytes.TrimSpace(b))
+	}
+	if !isExecutable(bin) {
+		return "", fmt.Errorf("go install %s did not produce %s", rcloneModule, bin)
+	}
+	return bin, nil
+}
+
+// toolVersion returns the first line of `bin args...`, or "".
+func toolVersion(ctx context.Context, bin string, args ...string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = minimalEnv()
+	b, _ := cmd.CombinedOutput()
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(line)
+}

@@ -1,0 +1,642 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	pb "backupstore/proto/backupstore/v1"
+	"backupstore/storage"
+)
+
+var errUsage = errors.New("usage error")
+
+// memOverhead is what backupd states it needs beyond --memory-budget (cmd/backupd/run.go).
+const memOverhead = 256 << 20
+
+// ingestConfig is every setting of the ingest benchmark; defaults live in ingestFlags.
+type ingestConfig struct {
+	size       sizeFlag
+	budget     sizeFlag
+	partSize   sizeFlag
+	rssSmall   sizeFlag
+	rssBig     sizeFlag
+	files      int
+	fileSize   sizeFlag
+	streams    int
+	runs       int
+	skipRclone bool
+	mysql      string
+	timeout    time.Duration
+	tmp        string
+	keep       bool
+	output     string
+	cpuprofile string
+}
+
+func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
+	c.size, c.budget, c.partSize, c.rssSmall, c.rssBig, c.fileSize = 512<<20, 512<<20, 8<<20, 64<<20, 2<<30, 8<<10
+	fs.Var(&c.size, "size", "size of the generated CSV of the throughput stages (at least this)")
+	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
+	fs.Var(&c.partSize, "part-size", "backupd --part-size")
+	fs.Var(&c.rssSmall, "rss-small", "the small record set of the RSS stage (one chunk)")
+	fs.Var(&c.rssBig, "rss-big", "the large record set of the RSS stage (two chunks of half of it, sequence 0 and 1)")
+	fs.IntVar(&c.files, "files", 5000, "small files per run of the file stages")
+	fs.Var(&c.fileSize, "file-size", "size of each small file")
+	fs.IntVar(&c.streams, "streams", 16, "concurrent UploadFile streams (and PutObject goroutines)")
+	fs.IntVar(&c.runs, "runs", 3, "interleaved runs of each throughput measurement; the median is reported")
+	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
+	fs.StringVar(&c.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB/MySQL server (a database bs_bench_<random> is created there and dropped)")
+	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run (an rclone build included)")
+	fs.StringVar(&c.tmp, "tmp", "", "parent of the temporary directory (default $TMPDIR)")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (logs, CSVs) for inspection")
+	fs.StringVar(&c.output, "o", "table", "output: table or json")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "also run the main ingest once in-process (same packages and settings as backupd) under a CPU profile written here; FILE.top.txt gets `go tool pprof -top`")
+}
+
+func (c *ingestConfig) validate() error {
+	var errs []error
+	if c.output != "table" && c.output != "json" {
+		errs = append(errs, fmt.Errorf("-o must be table or json, not %q", c.output))
+	}
+	if c.size < 1<<20 || c.rssSmall < 1<<20 || c.rssBig < 2<<20 {
+		errs = append(errs, errors.New("--size, --rss-small and --rss-big must be at least 1MiB (--rss-big 2MiB)"))
+	}
+	if c.files < 1 || c.streams < 1 || c.runs < 1 || c.fileSize < 1 || c.fileSize > 4<<20 {
+		errs = append(errs, errors.New("--files, --streams and --runs must be ≥ 1, --file-size in [1, 4MiB] (one data message)"))
+	}
+	return errors.Join(errs...)
+}
+
+// bench is one run of the ingest benchmark: its environment and what it measured.
+type bench struct {
+	c      ingestConfig
+	stderr io.Writer
+	start  time.Time
+	root   string
+	dir    string
+	gw     *gateway
+	s3     *s3.Client
+	bucket string
+	db     *database
+	dcfg   daemonConfig
+	rclone string // "" when unavailable
+	csv    struct{ main, small, big0, big1 string }
+	sizes  struct{ main, small, big int64 }
+	rep    *report
+
+	cleanups []func()
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.stderr, "[%6.1fs] %s\n", time.Since(b.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (b *bench) onCleanup(f func()) { b.cleanups = append(b.cleanups, f) }
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("backupbench ingest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c ingestConfig
+	ingestFlags(fs, &c)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments %q\n", fs.Args())
+		return errUsage
+	}
+	if err := c.validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
+	if c.cpuprofile != "" {
+		abs, err := filepath.Abs(c.cpuprofile)
+		if err != nil {
+			return err
+		}
+		c.cpuprofile = abs
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	b := &bench{c: c, stderr: stderr, start: time.Now()}
+	b.rep = &report{Started: b.start, Command: "go run ./cmd/backupbench ingest " + strings.Join(args, " "),
+		Machine: machineInfo(), Runs: map[string][]float64{}, Config: map[string]any{
+			"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
+			"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
+			"streams": c.streams, "runs": c.runs, "skip_rclone": c.skipRclone}}
+	err := b.run(ctx)
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	b.rep.Machine.LoadAfter = loadavg()
+	b.rep.Duration = time.Since(b.start).Round(100 * time.Millisecond).String()
+	if err != nil {
+		b.rep.Error = err.Error()
+	}
+	if c.output == "json" {
+		if jerr := b.rep.writeJSON(stdout); jerr != nil && err == nil {
+			err = jerr
+		}
+	} else {
+		b.rep.writeTable(stdout)
+	}
+	return err
+}
+
+func (b *bench) run(ctx context.Context) error {
+	if err := b.setup(ctx); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	a, err := startDaemon(ctx, b.dcfg, "backupd-indexed")
+	if err != nil {
+		return err
+	}
+	b.onCleanup(a.stop)
+	n, err := startDaemon(ctx, b.dcfg, "backupd-noindex", "--benchmark-without-index")
+	if err != nil {
+		return err
+	}
+	b.onCleanup(n.stop)
+	if err := b.register(ctx, a); err != nil {
+		return err
+	}
+	if err := b.throughput(ctx, a, n); err != nil {
+		return errors.Join(err, a.alive(), n.alive())
+	}
+	if err := b.smallFiles(ctx, a); err != nil {
+		return errors.Join(err, a.alive())
+	}
+	a.stop()
+	n.stop()
+	if err := b.rss(ctx); err != nil {
+		return err
+	}
+	if b.c.cpuprofile != "" {
+		if err := b.profile(ctx); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
+	return nil
+}
+
+// setup creates the temporary directory, the database, the gateway and its bucket, builds
+// backupd (and rclone if needed) and generates the CSVs.
+func (b *bench) setup(ctx context.Context) error {
+	var err error
+	if b.root, err = repoRoot(); err != nil {
+		return err
+	}
+	gwBin, err := versityBinary(b.root)
+	if err != nil {
+		return err
+	}
+	if b.dir, err = os.MkdirTemp(b.c.tmp, "backupbench-*"); err != nil {
+		return err
+	}
+	if b.c.keep {
+		b.logf("temporary directory (kept): %s", b.dir)
+	} else {
+		dir := b.dir
+		b.onCleanup(func() {
+			if err := os.RemoveAll(dir); err != nil {
+				b.logf("cleanup: %v", err)
+			}
+		})
+	}
+
+	if b.db, err = createDatabase(ctx, b.c.mysql); err != nil {
+		return err
+	}
+	b.rep.Machine.MariaDB = b.db.version
+	db := b.db
+	b.onCleanup(func() {
+		if err := db.drop(); err != nil {
+			b.logf("cleanup: %v", err)
+		}
+	})
+	b.logf("database %s created", db.name)
+
+	if b.gw, err = startGateway(ctx, gwBin, filepath.Join(b.dir, "versitygw")); err != nil {
+		return err
+	}
+	b.onCleanup(func() { b.gw.proc.stop(5 * time.Second) })
+	b.rep.Machine.VersityGW = toolVersion(ctx, gwBin, "--version")
+	b.s3 = b.gw.s3Client()
+	b.bucket = "bench-" + randomHex(4)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = b.s3.CreateBucket(cctx, &s3.CreateBucketInput{Bucket: aws.String(b.bucket)})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	b.logf("versitygw at %s, bucket %s", b.gw.endpoint, b.bucket)
+
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	b.dcfg = daemonConfig{dir: b.dir, dsn: b.db.dsn, masterKey: base64.StdEncoding.EncodeToString(key),
+		budget: b.c.budget.String(), partSize: b.c.partSize.String()}
+
+	// Building and generating overlap; nothing is measured yet.
+	var wg sync.WaitGroup
+	var buildErr, rcloneErr error
+	wg.Go(func() {
+		b.logf("building backupd")
+		b.dcfg.bin, buildErr = buildBackupd(ctx, b.root, b.dir)
+	})
+	if !b.c.skipRclone {
+		wg.Go(func() { b.rclone, rcloneErr = ensureRclone(ctx, b.root, b.logf) })
+	}
+	genErr := b.generate(ctx)
+	wg.Wait()
+	if err := errors.Join(genErr, buildErr); err != nil {
+		return err
+	}
+	switch {
+	case b.c.skipRclone:
+		b.rep.Notes = append(b.rep.Notes, "rclone skipped (--skip-rclone): no rclone figures.")
+	case rcloneErr != nil:
+		b.rep.Notes = append(b.rep.Notes, "rclone could not be built, so it was not measured: "+rcloneErr.Error())
+		b.logf("rclone unavailable: %v", rcloneErr)
+	default:
+		b.rep.Machine.Rclone = toolVersion(ctx, b.rclone, "version")
+	}
+	return ctx.Err()
+}
+
+// generate writes the CSVs (in parallel, two at a time) and warms the page cache with the main one.
+func (b *bench) generate(ctx context.Context) error {
+	b.csv.main = filepath.Join(b.dir, "main.csv")
+	b.csv.small = filepath.Join(b.dir, "rss-small.csv")
+	b.csv.big0 = filepath.Join(b.dir, "rss-big-0.csv")
+	b.csv.big1 = filepath.Join(b.dir, "rss-big-1.csv")
+	half := int64(b.c.rssBig) / 2
+	jobs := []struct {
+		path   string
+		target int64
+		seed   int64
+		size   *int64
+	}{ // seeds far apart: disjoint id ranges (csvgen starts seed's ids at seed × 1,000,000)
+		{b.csv.big0, half, 1000, new(int64)},
+		{b.csv.main, int64(b.c.size), 1, &b.sizes.main},
+		{b.csv.big1, half, 2000, new(int64)},
+		{b.csv.small, int64(b.c.rssSmall), 500, &b.sizes.small},
+	}
+	t0 := time.Now()
+	sem := make(chan struct{}, 2)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			size, rows, err := genCSV(j.path, j.target, j.seed)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			*j.size = size
+			b.logf("generated %s: %d bytes, %d rows", filepath.Base(j.path), size, rows)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	b.sizes.big = *jobs[0].size + *jobs[2].size
+	var total int64
+	for _, j := range jobs {
+		total += *j.size
+	}
+	b.logf("generated %.0f MB of CSV in %s", float64(total)/1e6, time.Since(t0).Round(100*time.Millisecond))
+	return errors.Join(ctx.Err(), warm(b.csv.main))
+}
+
+// register registers the gateway bucket as the tenant's default storage (the catalog is shared,
+// so every backupd of the run sees it).
+func (b *bench) register(ctx context.Context, d *daemon) error {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	resp, err := d.stores.RegisterStorage(cctx, &pb.RegisterStorageRequest{Name: "bench", Region: b.gw.region,
+		Bucket: b.bucket, AccessKeyId: b.gw.key, SecretAccessKey: b.gw.secret, Endpoint: b.gw.endpoint,
+		PathStyle: true, MakeDefault: true})
+	if err != nil {
+		return fmt.Errorf("RegisterStorage: %w", err)
+	}
+	b.logf("storage %s registered", resp.GetStorage().GetId())
+	return nil
+}
+
+const mb = 1e6
+
+// throughput runs stages 1–3: rclone rcat, manager upload and backupstore ingest with and
+// without the record index, interleaved and rotated per run, so that drift in the machine's
+// load spreads over all of them.
+func (b *bench) throughput(ctx context.Context, a, n *daemon) error {
+	type measure struct {
+		name string
+		fn   func(run int) (time.Duration, cpuUse, error) // wall time and child processes' CPU
+	}
+	var results []*pb.UploadResult
+	var indexBytes []float64
+	// timed runs fn between two CPU readings; uses collects them per measurement.
+	uses := map[string][]cpuUse{}
+	var cur string
+	timed := func(fn func() (time.Duration, cpuUse, error)) (time.Duration, cpuUse, error) {
+		s0 := b.cpu.snap()
+		dur, extra, err := fn()
+		uses[cur] = append(uses[cur], b.cpu.snap().since(s0, extra))
+		return dur, extra, err
+	}
+	ingest := func(d *daemon, label string, run int, keep bool) (time.Duration, cpuUse, error) {
+		id, err := createBackup(ctx, d, fmt.Sprintf("%s-%d", label, run))
+		if err != nil {
+			return 0, nil, err
+		}
+		var res *pb.UploadResult
+		dur, _, err := timed(func() (dur time.Duration, _ cpuUse, err error) {
+			res, dur, err = uploadRecords(ctx, d, id, 0, b.csv.main)
+			return dur, nil, err
+		})
+		if err != nil {
+			return 0, nil, err
+		}
+		if res.GetBytesIn() != b.sizes.main {
+			return 0, nil, fmt.Errorf("%s: the service counted %d input bytes, the file has %d", label, res.GetBytesIn(), b.sizes.main)
+		}
+		if keep {
+			results = append(results, res)
+			if res.GetIndexKey() != "" {
+				h, err := b.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(res.GetIndexKey())})
+				if err != nil {
+					return 0, nil, fmt.Errorf("HEAD index object: %w", err)
+				}
+				indexBytes = append(indexBytes, float64(aws.ToInt64(h.ContentLength)))
+			}
+		}
+		return dur, nil, abortBackup(ctx, d, id)
+	}
+	s3put := func(name string, run int, up func(key string) (time.Duration, cpuUse, error)) (time.Duration, cpuUse, error) {
+		key := fmt.Sprintf("%s/%d.csv", name, run)
+		dur, _, err := timed(func() (time.Duration, cpuUse, error) { return up(key) })
+		if err != nil {
+			return 0, nil, err
+		}
+		_, err = b.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(key)})
+		return dur, nil, err
+	}
+	ms := []measure{
+		{"backupstore_indexed", func(r int) (time.Duration, cpuUse, error) { return ingest(a, "indexed", r, true) }},
+		{"manager", func(r int) (time.Duration, cpuUse, error) {
+			return s3put("manager", r, func(k string) (time.Duration, cpuUse, error) {
+				d, err := managerUpload(ctx, b.s3, b.bucket, k, b.csv.main)
+				return d, nil, err
+			})
+		}},
+		{"backupstore_noindex", func(r int) (time.Duration, cpuUse, error) { return ingest(n, "noindex", r, false) }},
+	}
+	if b.rclone != "" {
+		ms = append(ms, measure{"rclone", func(r int) (time.Duration, cpuUse, error) {
+			return s3put("rclone", r, func(k string) (time.Duration, cpuUse, error) {
+				return rcloneRcat(ctx, b.rclone, b.gw, b.dir, b.bucket, k, b.csv.main)
+			})
+		}})
+	}
+	for run := range b.c.runs {
+		for i := range ms {
+			m := ms[(i+run)%len(ms)]
+			cur = m.name
+			dur, _, err := m.fn(run)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", m.name, run+1, err)
+			}
+			rate := float64(b.sizes.main) / mb / dur.Seconds()
+			b.rep.Runs[m.name+"_MBps"] = append(b.rep.Runs[m.name+"_MBps"], rate)
+			u := uses[m.name][len(uses[m.name])-1]
+			b.logf("run %d/%d %-20s %7.1f MB/s (%s; %s)", run+1, b.c.runs, m.name, rate, dur.Round(time.Millisecond), u)
+		}
+	}
+	for name, us := range uses {
+		b.rep.CPU[name] = medianUse(us)
+	}
+	cpuNote := func(name string) string {
+		if u, ok := b.rep.CPU[name]; ok {
+			return "median " + u.String()
+		}
+		return ""
+	}
+
+	med := func(name string) float64 { return median(b.rep.Runs[name+"_MBps"]) }
+	bs, mgr, noidx, rc := med("backupstore_indexed"), med("manager"), med("backupstore_noindex"), med("rclone")
+	rcNote := ""
+	if b.rclone == "" {
+		rcNote = "not measured: see notes"
+	}
+	if rcNote == "" {
+		rcNote = cpuNote("rclone")
+	}
+	b.rep.addValue("1", "rclone rcat (defaults), stdin pipe", rc, "MB/s", "", rcNote)
+	b.rep.addValue("1", "S3 manager upload, 16 MiB parts × 4, non-seekable, SDK checksums when required", mgr, "MB/s", "", cpuNote("manager"))
+	b.rep.addValue("1", "backupstore ingest (gRPC 1 MiB msgs, zstd, indexed)", bs, "MB/s", "", cpuNote("backupstore_indexed"))
+	b.rep.addRatio("1", "backupstore ingest ÷ rclone rcat", bs, "MB/s", div(bs, rc), "≥ 1.0", "")
+	b.rep.addRatio("1", "backupstore ingest ÷ manager upload (uncompressed ceiling)", bs, "MB/s", div(bs, mgr), "", "")
+	res := results[len(results)-1]
+	b.rep.addRatio("2", "stored ÷ input (zstd data object, UploadResult)", float64(res.GetBytesStored())/mb, "MB stored",
+		div(float64(res.GetBytesStored()), float64(res.GetBytesIn())), "≤ 0.30",
+		fmt.Sprintf("%d rows, %.1f MB in", res.GetRecords(), float64(res.GetBytesIn())/mb))
+	if len(indexBytes) > 0 {
+		ib := indexBytes[len(indexBytes)-1]
+		b.rep.addRatio("2", "record index object ÷ input (information)", ib/mb, "MB", div(ib, float64(res.GetBytesIn())), "", "")
+	}
+	b.rep.addValue("3", "backupstore ingest without index (--benchmark-without-index)", noidx, "MB/s", "", cpuNote("backupstore_noindex"))
+	b.rep.addRatio("3", "ingest with index ÷ without", bs, "MB/s", div(bs, noidx), "≥ 0.9", "")
+	return nil
+}
+
+// smallFiles runs stages 5 and 6 on daemon a.
+func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
+	st, err := storage.NewS3(storage.S3Config{Region: b.gw.region, Bucket: b.bucket, AccessKeyID: b.gw.key,
+		SecretAccessKey: b.gw.secret, Endpoint: b.gw.endpoint, PathStyle: true})
+	if err != nil {
+		return err
+	}
+	n, size := b.c.files, int(b.c.fileSize)
+	var last fileSet
+	for run := range b.c.runs {
+		fs := newFileSet(n, size) // new bodies per run: nothing deduplicates by accident
+		last = fs
+		put := func() error {
+			prefix := fmt.Sprintf("put/%d", run)
+			dur, err := putFiles(ctx, st, prefix, fs, b.c.streams)
+			if err != nil {
+				return fmt.Errorf("PutObject run %d: %w", run+1, err)
+			}
+			rate := float64(n) / dur.Seconds()
+			b.rep.Runs["putobject_files_per_s"] = append(b.rep.Runs["putobject_files_per_s"], rate)
+			b.logf("run %d/%d %-20s %7.0f files/s (%s)", run+1, b.c.runs, "PutObject", rate, dur.Round(time.Millisecond))
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("%s/%05d.bin", prefix, i)
+			}
+			return st.Delete(ctx, keys...)
+		}
+		upload := func() error {
+			id, err := createBackup(ctx, a, fmt.Sprintf("files-%d", run))
+			if err != nil {
+				return err
+			}
+			out, err := uploadFiles(ctx, a, id, fs, b.c.streams, false, fmt.Sprintf("run%d", run))
+			if err != nil {
+				return fmt.Errorf("UploadFile run %d: %w", run+1, err)
+			}
+			if out.deduplicated != 0 || out.bytesStored != int64(n*size) {
+				return fmt.Errorf("UploadFile run %d: %d deduplicated, %d bytes stored; want 0 and %d", run+1, out.deduplicated, out.bytesStored, n*size)
+			}
+			rate := float64(n) / out.dur.Seconds()
+			b.rep.Runs["uploadfile_files_per_s"] = append(b.rep.Runs["uploadfile_files_per_s"], rate)
+			b.logf("run %d/%d %-20s %7.0f files/s (%s)", run+1, b.c.runs, "UploadFile", rate, out.dur.Round(time.Millisecond))
+			return nil
+		}
+		steps := []func() error{put, upload}
+		if run%2 == 1 {
+			steps[0], steps[1] = upload, put
+		}
+		for _, s := range steps {
+			if err := s(); err != nil {
+				return err
+			}
+		}
+	}
+	put, up := median(b.rep.Runs["putobject_files_per_s"]), median(b.rep.Runs["uploadfile_files_per_s"])
+	what := fmt.Sprintf("%d files of %s", n, b.c.fileSize.String())
+	b.rep.addValue("5", fmt.Sprintf("PutObject, %d goroutines (storage package), %s", b.c.streams, what), put, "files/s", "", "")
+	b.rep.addRatio("5", fmt.Sprintf("UploadFile, %d concurrent streams, declared size ÷ PutObject", b.c.streams), up, "files/s", div(up, put), "≥ 0.7", "")
+
+	// Stage 6: the same bodies again, in a new backup, declaring their SHA-256.
+	id, err := createBackup(ctx, a, "files-second")
+	if err != nil {
+		return err
+	}
+	out, err := uploadFiles(ctx, a, id, last, b.c.streams, true, "second")
+	if err != nil {
+		return fmt.Errorf("second backup: %w", err)
+	}
+	rate := float64(n) / out.dur.Seconds()
+	b.rep.Runs["second_backup_files_per_s"] = []float64{rate}
+	b.logf("second backup: %d of %d deduplicated, %d data bytes sent, %.0f files/s", out.deduplicated, n, out.dataSent, rate)
+	b.rep.addValue("6", "second backup of the same files (declared SHA-256): file bytes sent by the client", float64(out.dataSent), "bytes", "= 0",
+		fmt.Sprintf("of %d", n*size))
+	b.rep.addRatio("6", "second backup: files answered deduplicated", float64(out.deduplicated), "files", div(float64(out.deduplicated), float64(n)), "= 1", "")
+	b.rep.addValue("6", "second backup: throughput (information)", rate, "files/s", "", "")
+	return nil
+}
+
+// rss runs stage 4: the peak RSS of a fresh backupd per record set, read after the upload.
+func (b *bench) rss(ctx context.Context) error {
+	measure := func(name string, chunks ...string) (float64, float64, error) {
+		d, err := startDaemon(ctx, b.dcfg, "backupd-"+name)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer d.stop()
+		id, err := createBackup(ctx, d, name)
+		if err != nil {
+			return 0, 0, err
+		}
+		var in int64
+		t0 := time.Now()
+		for seq, path := range chunks {
+			res, _, err := uploadRecords(ctx, d, id, int32(seq), path)
+			if err != nil {
+				return 0, 0, errors.Join(fmt.Errorf("%s chunk %d: %w", name, seq, err), d.alive())
+			}
+			in += res.GetBytesIn()
+		}
+		rate := float64(in) / mb / time.Since(t0).Seconds()
+		hwm, err := vmHWM(d.proc.pid())
+		if err != nil {
+			return 0, 0, err
+		}
+		b.logf("%s: %d bytes in %d chunk(s), %.1f MB/s, backupd VmHWM %.1f MiB", name, in, len(chunks), rate, float64(hwm)/(1<<20))
+		if err := abortBackup(ctx, d, id); err != nil {
+			return 0, 0, err
+		}
+		return float64(hwm) / (1 << 20), rate, nil
+	}
+	small, _, err := measure("rss-small", b.csv.small)
+	if err != nil {
+		return err
+	}
+	big, bigRate, err := measure("rss-big", b.csv.big0, b.csv.big1)
+	if err != nil {
+		return err
+	}
+	b.rep.Runs["rss_small_MiB"], b.rep.Runs["rss_big_MiB"] = []float64{small}, []float64{big}
+	b.rep.Runs["rss_big_ingest_MBps"] = []float64{bigRate}
+	limit := float64(int64(b.c.budget)+memOverhead) / (1 << 20)
+	b.rep.addValue("4", fmt.Sprintf("backupd peak RSS (VmHWM), %s record set, 1 chunk, fresh process", b.c.rssSmall.String()), small, "MiB", "", "")
+	b.rep.addRatio("4", fmt.Sprintf("backupd peak RSS, %s record set (2 chunks, one after the other), fresh process ÷ %s set",
+		b.c.rssBig.String(), b.c.rssSmall.String()), big, "MiB", div(big, small), "≤ 1.2", "")
+	b.rep.addRatio("4", fmt.Sprintf("same ÷ (--memory-budget %s + %d MiB overhead = %.0f MiB)", b.c.budget.String(), memOverhead>>20, limit),
+		big, "MiB", div(big, limit), "≤ 1.0", "")
+	b.rep.addValue("4", fmt.Sprintf("ingest of the %s set (information)", b.c.rssBig.String()), bigRate, "MB/s", "", "")
+	return nil
+}
+
+// sizeFlag is a byte count given as 1048576, 512KiB, 8MiB or 1GiB (as backupd's flags).
+type sizeFlag int64
+
+func (f *sizeFlag) String() string {
+	v := int64(*f)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.n && v%u.n == 0 {
+			return strconv.FormatInt(v/u.n, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.s) {
+			s, mult = strings.TrimSuffix(s, u.s), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("not a size (e.g. 8MiB, 1GiB)")
+	}
+	*f = sizeFlag(n * mult)
+	return nil
+}

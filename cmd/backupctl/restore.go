@@ -1,0 +1,876 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "backupstore/proto/backupstore/v1"
+)
+
+func restoreGroup() *group {
+	return &group{
+		name:    "restore",
+		summary: "read committed backups back: contents, records, files, plans, whole exports",
+		commands: []*command{
+			{
+				name:    "run",
+				args:    "[--concurrency N] [--resume] BACKUP_ID OUT_DIR",
+				summary: "write a whole backup back as an export directory",
+				help:    restoreRunHelp,
+				run:     restoreRun,
+			},
+			{
+				name:    "contents",
+				args:    "BACKUP_ID",
+				summary: "list a backup's record sets and files",
+				help: `Contents prints the backup, its record sets (sObject, chunks, records, bytes
+and indexed reference fields) and its files (every page). With -o json it
+prints one ListBackupContentsResponse holding every file.`,
+				run: restoreContents,
+			},
+			{
+				name:    "find",
+				args:    "--org ORG [--at RFC3339]",
+				summary: "find the backup of an org that covers a point in time",
+				help: `Find prints the latest COMMITTED backup of an org that started at or before
+--at (default: now). Exit 3 when there is none, e.g. for a time before the
+org's first backup.`,
+				run: restoreFind,
+			},
+			{
+				name:    "records",
+				args:    "--backup ID --sobject NAME [--ids ID,ID,... | --ids-file F] [-O FILE]",
+				summary: "print a record set, or some of its records, as CSV",
+				help: `Records prints an sObject's record set as CSV, exactly as it was backed up:
+the header row once, then every chunk's rows in order. With --ids (comma
+separated) or --ids-file (ids separated by commas, spaces or newlines; "-"
+reads stdin; a leading "Id" header is skipped) only those records are
+printed, in backup order, header first; at most 10,000 ids.
+
+The CSV goes to stdout, or with -O to FILE, written to a temporary file that
+is renamed to FILE only once the whole stream, summary included, arrived:
+a stream cut short leaves no FILE (on stdout the output is incomplete and
+the command fails). Requested ids that are not in the backup are listed on
+stderr; that is not an error (exit 0). With -O and -o json the stream's
+summary (ReadRecordsSummary) is printed on stdout.`,
+				run: restoreRecords,
+			},
+			{
+				name:    "file",
+				args:    "--backup ID (--file-id ID | --parent ID) [--offset N] [--limit N] [-O PATH]",
+				summary: "print one file's body, or every file of a record",
+				help: `File reads one file (--file-id) or every file attached to a record
+(--parent). With --file-id the body goes to stdout, or with -O to the file
+PATH (written to a temporary file and renamed once complete); --offset and
+--limit read a byte range. A whole read is checked against the file's
+SHA-256 (by the service and again here). With --parent, -O names a directory
+and each file is written under it at its stored path; without -O the bodies
+go to stdout one after the other. Each file read is described on stderr.
+With -O and -o json the stream's summary (ReadFileSummary) is printed on
+stdout.`,
+				run: restoreFile,
+			},
+			{
+				name:    "plan",
+				args:    "--backup ID --root SObject=ID,ID,... [--root ...] [--depth N]",
+				summary: "plan a parent-first restore of some records",
+				help: `Plan asks for the steps that restore root records (--root, repeatable), the
+parents they need and their children down to --depth levels (0 to 5), then
+their files: INSERT steps (reference fields to leave empty for now listed as
+"omit"), UPDATE steps that set them once their targets exist, and FILES
+steps. The table shows each step's record count; -o json prints the whole
+PlanRestoreResponse, ids included. Root ids not in the backup are listed on
+stderr.`,
+				run: restorePlan,
+			},
+		},
+	}
+}
+
+// restoreClient dials and returns the RestoreService client and a close
+// function for the connection.
+func (c *cli) restoreClient() (pb.RestoreServiceClient, func(), error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewRestoreServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// maxRecvMsgSize is what restore calls accept per message: a data message
+// may hold 4 MiB plus framing, and a contents page up to 1000 files.
+const maxRecvMsgSize = 64 << 20
+
+// maxIDs is how many ids one ReadRecords or PlanRestore request may name.
+const maxIDs = 10_000
+
+// recvStream receives a server stream's messages. A stream may run for
+// hours, so --timeout does not bound it as a whole: Recv fails with
+// DeadlineExceeded when no message arrives for that long. Time spent
+// writing what arrived does not count.
+type recvStream[T any] struct {
+	s      grpc.ServerStreamingClient[T]
+	ctx    context.Context // the caller's
+	sctx   context.Context // the stream's
+	cancel context.CancelCauseFunc
+	idle   time.Duration
+	timer  *time.Timer
+}
+
+func openRecv[Req, T any](ctx context.Context, idle time.Duration,
+	call func(context.Context, *Req, ...grpc.CallOption) (grpc.ServerStreamingClient[T], error), req *Req,
+) (*recvStream[T], error) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	r := &recvStream[T]{ctx: ctx, sctx: sctx, cancel: cancel, idle: idle}
+	if idle > 0 {
+		r.timer = time.AfterFunc(idle, func() { cancel(errStalled) })
+	}
+	s, err := call(sctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
+	if err != nil {
+		err = r.fail(err)
+		r.close()
+		return nil, err
+	}
+	r.s = s
+	return r, nil
+}
+
+// recv returns the next message; io.EOF when the stream ended without an
+// error.
+func (r *recvStream[T]) recv() (*T, error) {
+	if r.timer != nil {
+		r.timer.Reset(r.idle)
+	}
+	m, err := r.s.Recv()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	if err != nil {
+		return nil, r.fail(err)
+	}
+	return m, nil
+}
+
+// end checks that nothing follows a stream's summary.
+func (r *recvStream[T]) end(what string) error {
+	_, err := r.recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%s: a message followed the summary, which must be the last", what)
+}
+
+func (r *recvStream[T]) fail(err error) error {
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	if r.ctx.Err() == nil && errors.Is(context.Cause(r.sctx), errStalled) {
+		return status.Errorf(codes.DeadlineExceeded, "no message for %s (--timeout)", r.idle)
+	}
+	return err
+}
+
+func (r *recvStream[T]) close() {
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	r.cancel(nil)
+}
+
+// cutShort is a read stream that ended without its summary message. The
+// protocol makes it a failure: what arrived is incomplete. It is reported
+// as Unavailable (exit 5), like a broken connection: try again.
+func cutShort(what string, n int64) error {
+	return status.Errorf(codes.Unavailable,
+		"%s: the stream ended after %d data bytes without its summary message: it was cut short and the data is incomplete", what, n)
+}
+
+// readRecords runs one ReadRecords stream, writing the CSV bytes to w, and
+// returns its summary. progress is told the bytes written so far.
+func readRecords(ctx context.Context, c *cli, client pb.RestoreServiceClient, req *pb.ReadRecordsRequest,
+	w io.Writer, progress func(int64),
+) (*pb.ReadRecordsSummary, error) {
+	what := "ReadRecords " + req.GetSobject()
+	s, err := openRecv(ctx, c.g.timeout, client.ReadRecords, req)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var n int64
+	for {
+		m, err := s.recv()
+		if errors.Is(err, io.EOF) {
+			return nil, cutShort(what, n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch msg := m.GetMessage().(type) {
+		case *pb.ReadRecordsResponse_Data:
+			if _, err := w.Write(msg.Data); err != nil {
+				return nil, err
+			}
+			n += int64(len(msg.Data))
+			progress(n)
+		case *pb.ReadRecordsResponse_Summary:
+			sum := msg.Summary
+			if sum.GetBytes() != n {
+				return nil, status.Errorf(codes.DataLoss, "%s: the summary counts %d bytes but %d arrived", what, sum.GetBytes(), n)
+			}
+			if err := s.end(what); err != nil {
+				return nil, err
+			}
+			return sum, nil
+		default:
+			return nil, fmt.Errorf("%s: a message with neither data nor summary", what)
+		}
+	}
+}
+
+// fileSink receives the files of a ReadFile stream: begin is called with
+// each file's FileInfo and returns where its data goes; end is called when
+// its data ended (at the next FileInfo or the summary) with its length.
+type fileSink struct {
+	begin func(info *pb.FileInfo) (io.Writer, error)
+	end   func(info *pb.FileInfo, n int64) error
+}
+
+// readFiles runs one ReadFile stream into sink and returns its summary.
+// progress is told the data bytes received so far.
+func readFiles(ctx context.Context, c *cli, client pb.RestoreServiceClient, req *pb.ReadFileRequest,
+	sink fileSink, progress func(int64),
+) (*pb.ReadFileSummary, error) {
+	what := "ReadFile " + req.GetFileId() + req.GetParentId()
+	s, err := openRecv(ctx, c.g.timeout, client.ReadFile, req)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var cur *pb.FileInfo
+	var w io.Writer
+	var n, total int64
+	var files int32
+	finish := func() error {
+		if cur == nil {
+			return nil
+		}
+		info := cur
+		cur = nil
+		return sink.end(info, n)
+	}
+	for {
+		m, err := s.recv()
+		if errors.Is(err, io.EOF) {
+			return nil, cutShort(what, total)
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch msg := m.GetMessage().(type) {
+		case *pb.ReadFileResponse_Info:
+			if err := finish(); err != nil {
+				return nil, err
+			}
+			cur, n = msg.Info, 0
+			files++
+			if w, err = sink.begin(cur); err != nil {
+				return nil, err
+			}
+		case *pb.ReadFileResponse_Data:
+			if cur == nil {
+				return nil, fmt.Errorf("%s: data before the first FileInfo", what)
+			}
+			if _, err := w.Write(msg.Data); err != nil {
+				return nil, err
+			}
+			n += int64(len(msg.Data))
+			total += int64(len(msg.Data))
+			progress(total)
+		case *pb.ReadFileResponse_Summary:
+			if err := finish(); err != nil {
+				return nil, err
+			}
+			sum := msg.Summary
+			if sum.GetFiles() != files || sum.GetBytes() != total {
+				return nil, status.Errorf(codes.DataLoss, "%s: the summary counts %d files and %d bytes but %d and %d arrived",
+					what, sum.GetFiles(), sum.GetBytes(), files, total)
+			}
+			if err := s.end(what); err != nil {
+				return nil, err
+			}
+			return sum, nil
+		default:
+			return nil, fmt.Errorf("%s: a message with neither info, data nor summary", what)
+		}
+	}
+}
+
+// listContents follows every page of ListBackupContents. Record sets come
+// with every page: those of the first are kept.
+func listContents(ctx context.Context, c *cli, client pb.RestoreServiceClient, backupID string) (*pb.ListBackupContentsResponse, error) {
+	req := &pb.ListBackupContentsRequest{BackupId: backupID, PageSize: 1000}
+	var out *pb.ListBackupContentsResponse
+	seen := map[string]bool{}
+	for {
+		cctx, cancel := c.callCtx(ctx)
+		resp, err := client.ListBackupContents(cctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = &pb.ListBackupContentsResponse{Backup: resp.GetBackup(), RecordSets: resp.GetRecordSets()}
+		}
+		out.Files = append(out.Files, resp.GetFiles()...)
+		req.PageToken = resp.GetNextPageToken()
+		if req.PageToken == "" {
+			return out, nil
+		}
+		if seen[req.PageToken] {
+			return nil, fmt.Errorf("contents: the server returned page token %q twice", req.PageToken)
+		}
+		seen[req.PageToken] = true
+	}
+}
+
+func restoreContents(ctx context.Context, c *cli, cmd *command, args []string) error {
+	fs := c.newFlagSet("backupctl " + cmd.path())
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := oneBackupID(cmd, pos)
+	if err != nil {
+		return err
+	}
+	client, done, err := c.restoreClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+	out, err := listContents(ctx, c, client, id)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(c.stdout, out)
+	}
+	return printContents(c.stdout, out)
+}
+
+func restoreFind(ctx context.Context, c *cli, cmd *command, args []string) error {
+	fs := c.newFlagSet("backupctl " + cmd.path())
+	req := &pb.FindBackupRequest{}
+	fs.StringVar(&req.OrgId, "org", "", "Salesforce org `id`, 15 or 18 characters (required)")
+	timeFlag(fs, "at", "point in `time` (RFC 3339); default: now", &req.At)
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(cmd, pos); err != nil {
+		return err
+	}
+	if err := required(cmd, [2]string{"org", req.OrgId}); err != nil {
+		return err
+	}
+	client, done, err := c.restoreClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := client.FindBackup(cctx, req)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(c.stdout, resp)
+	}
+	return printBackup(c.stdout, resp.GetBackup())
+}
+
+// maxIDsFile bounds an --ids-file: 10,000 ids of 18 characters and their
+// separators, with room for CRLF and spaces.
+const maxIDsFile = 1 << 20
+
+// parseIDs splits a list of record ids at commas and white space, checks
+// each, drops repeats and skips a leading "Id" (a one-column CSV header).
+func parseIDs(cmd *command, flagName, s string) ([]string, error) {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
+	if len(fields) > 0 && strings.EqualFold(strings.Trim(strings.TrimPrefix(fields[0], "\uFEFF"), `"`), "Id") {
+		fields = fields[1:]
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, f := range fields {
+		if !salesforceID.MatchString(f) {
+			return nil, usagef(cmd.path(), "%s: %q is not a 15- or 18-character Salesforce id", flagName, f)
+		}
+		if !seen[f] {
+			seen[f] = true
+			ids = append(ids, f)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, usagef(cmd.path(), "%s: no ids", flagName)
+	}
+	if len(ids) > maxIDs {
+		return nil, usagef(cmd.path(), "%s: %d ids, at most %d per request", flagName, len(ids), maxIDs)
+	}
+	return ids, nil
+}
+
+// readIDsFile reads an --ids-file ("-" for stdin).
+func readIDsFile(c *cli, cmd *command, name string) (string, error) {
+	var r io.Reader
+	if name == "-" {
+		r = c.stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return "", usagef(cmd.path(), "--ids-file: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxIDsFile+1))
+	if err != nil {
+		return "", usagef(cmd.path(), "--ids-file: %v", err)
+	}
+	if len(b) > maxIDsFile {
+		return "", usagef(cmd.path(), "--ids-file %s: larger than %d bytes", name, maxIDsFile)
+	}
+	return string(b), nil
+}
+
+// atomicFile is an output file written under a temporary name in the same
+// directory and renamed into place by commit; abort removes it.
+type atomicFile struct {
+	f     *os.File
+	final string
+}
+
+func createAtomic(final string) (*atomicFile, error) {
+	dir, base := filepath.Split(final)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &atomicFile{f: f, final: final}, nil
+}
+
+func (a *atomicFile) Write(p []byte) (int, error) { return a.f.Write(p) }
+
+func (a *atomicFile) commit() error {
+	if err := a.f.Chmod(0o644); err != nil {
+		a.abort()
+		return err
+	}
+	if err := a.f.Sync(); err != nil {
+		a.abort()
+		return err
+	}
+	if err := a.f.Close(); err != nil {
+		_ = os.Remove(a.f.Name())
+		return err
+	}
+	if err := os.Rename(a.f.Name(), a.final); err != nil {
+		_ = os.Remove(a.f.Name())
+		return err
+	}
+	return nil
+}
+
+func (a *atomicFile) abort() {
+	_ = a.f.Close()
+	_ = os.Remove(a.f.Name())
+}
+
+func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) error {
+	fs := c.newFlagSet("backupctl " + cmd.path())
+	req := &pb.ReadRecordsRequest{}
+	var idList, idsFile, outFile string
+	fs.StringVar(&req.BackupId, "backup", "", "backup `id` (required)")
+	fs.StringVar(&req.Sobject, "sobject", "", "sObject API `name`, e.g. Account (required)")
+	fs.StringVar(&idList, "ids", "", "only these record `ids`, comma separated (15 or 18 characters)")
+	fs.StringVar(&idsFile, "ids-file", "", "only the record ids in `file` (separated by commas, spaces or newlines; - for stdin)")
+	fs.StringVar(&outFile, "O", "", "write the CSV to `file` instead of stdout")
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(cmd, pos); err != nil {
+		return err
+	}
+	if err := required(cmd, [2]string{"backup", req.BackupId}, [2]string{"sobject", req.Sobject}); err != nil {
+		return err
+	}
+	if !sObjectName.MatchString(req.Sobject) {
+		return usagef(cmd.path(), "--sobject %q: not an sObject API name ([A-Za-z][A-Za-z0-9_]{0,79})", req.Sobject)
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	switch {
+	case setFlags["ids"] && setFlags["ids-file"]:
+		return usagef(cmd.path(), "--ids and --ids-file are mutually exclusive")
+	case setFlags["ids"]:
+		if req.Ids, err = parseIDs(cmd, "--ids", idList); err != nil {
+			return err
+		}
+	case setFlags["ids-file"]:
+		s, err := readIDsFile(c, cmd, idsFile)
+		if err != nil {
+			return err
+		}
+		if req.Ids, err = parseIDs(cmd, "--ids-file", s); err != nil {
+			return err
+		}
+	}
+	if setFlags["O"] && outFile == "" {
+		return usagef(cmd.path(), "-O: empty file name")
+	}
+
+	client, done, err := c.restoreClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	var sum *pb.ReadRecordsSummary
+	if outFile == "" {
+		w := bufio.NewWriterSize(c.stdout, dataMessageSize)
+		sum, err = readRecords(ctx, c, client, req, w, func(int64) {})
+		if ferr := w.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil {
+			fmt.Fprintln(c.stderr, "backupctl: the CSV on stdout is incomplete")
+			return err
+		}
+	} else {
+		out, err := createAtomic(outFile)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriterSize(out, dataMessageSize)
+		sum, err = readRecords(ctx, c, client, req, w, func(int64) {})
+		if err == nil {
+			err = w.Flush()
+		}
+		if err == nil {
+			err = out.commit()
+		} else {
+			out.abort()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n := len(sum.GetMissingIds()); n > 0 {
+		fmt.Fprintf(c.stderr, "backupctl: %d of %d requested ids are not in the backup:\n", n, len(req.Ids))
+		for _, id := range sum.GetMissingIds() {
+			fmt.Fprintf(c.stderr, "  %s\n", clean(id))
+		}
+	}
+	if outFile != "" {
+		if c.json() {
+			return printJSON(c.stdout, sum)
+		}
+		fmt.Fprintf(c.stderr, "Wrote %d records (%s) to %s.\n", sum.GetRecords(), humanBytes(sum.GetBytes()), outFile)
+	}
+	return nil
+}
+
+// localFilePath reports whether p, a stored file path, is one backupctl
+// may write under a directory: relative, clean, slash-separated, without
+// control characters, and not leaving the directory. backup run only
+// stores such paths; upload-file may store others.
+func localFilePath(p string) bool {
+	return p != "" && !strings.Contains(p, `\`) && !path.IsAbs(p) && path.Clean(p) == p &&
+		p != ".." && !strings.HasPrefix(p, "../") && filepath.IsLocal(filepath.FromSlash(p)) &&
+		strings.IndexFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f }) < 0
+}
+
+// fileCheck verifies a file read as it is written: its length and, for a
+// whole read, its SHA-256.
+type fileCheck struct {
+	h     hash.Hash
+	whole bool
+}
+
+func (fc *fileCheck) verify(info *pb.FileInfo, n, want int64) error {
+	if n != want {
+		return status.Errorf(codes.DataLoss, "file %s (%s): %d bytes arrived, want %d", info.GetFileId(), info.GetPath(), n, want)
+	}
+	if fc.whole {
+		if got := hex.EncodeToString(fc.h.Sum(nil)); !strings.EqualFold(got, info.GetSha256()) {
+			return status.Errorf(codes.DataLoss, "file %s (%s): SHA-256 %s, want %s", info.GetFileId(), info.GetPath(), got, info.GetSha256())
+		}
+	}
+	return nil
+}
+
+func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error {
+	fs := c.newFlagSet("backupctl " + cmd.path())
+	req := &pb.ReadFileRequest{}
+	var fileID, parentID, out string
+	fs.StringVar(&req.BackupId, "backup", "", "backup `id` (required)")
+	fs.StringVar(&fileID, "file-id", "", "the file's `id` (see restore contents)")
+	fs.StringVar(&parentID, "parent", "", "every file of the record with this `id`")
+	fs.Int64Var(&req.ReadOffset, "offset", 0, "start at this byte `offset` (--file-id only)")
+	fs.Int64Var(&req.ReadLimit, "limit", 0, "read at most this many `bytes`; 0 to the end (--file-id only)")
+	fs.StringVar(&out, "O", "", "write to `path` instead of stdout: a file with --file-id, a directory with --parent")
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(cmd, pos); err != nil {
+		return err
+	}
+	if err := required(cmd, [2]string{"backup", req.BackupId}); err != nil {
+		return err
+	}
+	switch {
+	case fileID != "" && parentID != "":
+		return usagef(cmd.path(), "--file-id and --parent are mutually exclusive")
+	case fileID != "":
+		req.Selector = &pb.ReadFileRequest_FileId{FileId: fileID}
+	case parentID != "":
+		if !salesforceID.MatchString(parentID) {
+			return usagef(cmd.path(), "--parent %q: not a 15- or 18-character Salesforce id", parentID)
+		}
+		req.Selector = &pb.ReadFileRequest_ParentId{ParentId: parentID}
+		if req.ReadOffset != 0 || req.ReadLimit != 0 {
+			return usagef(cmd.path(), "--offset and --limit apply to --file-id reads only")
+		}
+	default:
+		return usagef(cmd.path(), "missing --file-id or --parent")
+	}
+	if req.ReadOffset < 0 || req.ReadLimit < 0 {
+		return usagef(cmd.path(), "--offset and --limit must not be negative")
+	}
+	if parentID != "" && out != "" {
+		if fi, err := os.Stat(out); err == nil && !fi.IsDir() {
+			return usagef(cmd.path(), "-O %s: not a directory (with --parent, -O names a directory)", out)
+		}
+	}
+
+	client, done, err := c.restoreClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	var stdout *bufio.Writer
+	if out == "" {
+		stdout = bufio.NewWriterSize(c.stdout, dataMessageSize)
+	}
+	var cur *atomicFile // the file being written, with -O
+	var check *fileCheck
+	var infos []*pb.FileInfo
+	sink := fileSink{
+		begin: func(info *pb.FileInfo) (io.Writer, error) {
+			if fileID != "" && (info.GetFileId() != fileID || len(infos) > 0) {
+				return nil, fmt.Errorf("ReadFile %s: the stream sent file %q", fileID, info.GetFileId())
+			}
+			infos = append(infos, info)
+			desc := fmt.Sprintf("file %s: %s, %s, parent %s", info.GetFileId(), info.GetPath(), humanBytes(info.GetSize()), info.GetParentId())
+			if req.ReadOffset != 0 || req.ReadLimit != 0 {
+				desc += fmt.Sprintf(", bytes %d to %d", req.ReadOffset, req.ReadOffset+wantBytes(info, req))
+			}
+			fmt.Fprintln(c.stderr, clean(desc))
+			if req.ReadOffset > info.GetSize() {
+				return nil, status.Errorf(codes.OutOfRange, "--offset %d is past the end of file %s (%d bytes)", req.ReadOffset, info.GetFileId(), info.GetSize())
+			}
+			check = &fileCheck{h: sha256.New(), whole: req.ReadOffset == 0 && req.ReadLimit == 0}
+			var w io.Writer = stdout
+			if out != "" {
+				target := out
+				if parentID != "" {
+					if !localFilePath(info.GetPath()) {
+						return nil, fmt.Errorf("file %s: stored path %q cannot be written under a directory", info.GetFileId(), info.GetPath())
+					}
+					target = filepath.Join(out, filepath.FromSlash(info.GetPath()))
+					if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+						return nil, err
+					}
+				}
+				var err error
+				if cur, err = createAtomic(target); err != nil {
+					return nil, err
+				}
+				w = cur
+			}
+			return io.MultiWriter(w, check.h), nil
+		},
+		end: func(info *pb.FileInfo, n int64) error {
+			err := check.verify(info, n, wantBytes(info, req))
+			if cur != nil {
+				if err == nil {
+					err = cur.commit()
+				} else {
+					cur.abort()
+				}
+				cur = nil
+			}
+			return err
+		},
+	}
+	sum, err := readFiles(ctx, c, client, req, sink, func(int64) {})
+	if cur != nil {
+		cur.abort()
+	}
+	if stdout != nil {
+		if ferr := stdout.Flush(); err == nil {
+			err = ferr
+		}
+		if err != nil && len(infos) > 0 {
+			fmt.Fprintln(c.stderr, "backupctl: the data on stdout is incomplete")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if len(infos) == 0 {
+		fmt.Fprintln(c.stderr, "No files.")
+	}
+	if out != "" && c.json() {
+		return printJSON(c.stdout, sum)
+	}
+	return nil
+}
+
+// wantBytes is how many bytes a read of info as req asks for must return.
+func wantBytes(info *pb.FileInfo, req *pb.ReadFileRequest) int64 {
+	n := max(info.GetSize()-req.GetReadOffset(), 0)
+	if l := req.GetReadLimit(); l > 0 && l < n {
+		n = l
+	}
+	return n
+}
+
+// rootList is the repeatable --root SObject=ID,ID flag; a repeated sObject
+// adds to its ids.
+type rootList struct {
+	roots []*pb.RootRecords
+}
+
+func (l *rootList) String() string {
+	var s []string
+	for _, r := range l.roots {
+		s = append(s, r.GetSobject()+"="+strings.Join(r.GetIds(), ","))
+	}
+	return strings.Join(s, " ")
+}
+
+func (l *rootList) Set(s string) error {
+	obj, list, ok := strings.Cut(s, "=")
+	obj = strings.TrimSpace(obj)
+	if !ok || obj == "" {
+		return fmt.Errorf("%q: want SObject=ID,ID,...", s)
+	}
+	if !sObjectName.MatchString(obj) {
+		return fmt.Errorf("%q: %q is not an sObject API name", s, obj)
+	}
+	var ids []string
+	for f := range strings.SplitSeq(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !salesforceID.MatchString(f) {
+			return fmt.Errorf("%q: %q is not a 15- or 18-character Salesforce id", s, f)
+		}
+		ids = append(ids, f)
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("%q: no ids", s)
+	}
+	for _, r := range l.roots {
+		if r.Sobject == obj {
+			r.Ids = append(r.Ids, ids...)
+			return nil
+		}
+	}
+	l.roots = append(l.roots, &pb.RootRecords{Sobject: obj, Ids: ids})
+	return nil
+}
+
+func restorePlan(ctx context.Context, c *cli, cmd *command, args []string) error {
+	fs := c.newFlagSet("backupctl " + cmd.path())
+	req := &pb.PlanRestoreRequest{}
+	roots := &rootList{}
+	var depth int
+	fs.StringVar(&req.BackupId, "backup", "", "backup `id` (required)")
+	fs.Var(roots, "root", "root records, `SObject=ID,ID,...` (15 or 18 characters); repeatable (required)")
+	fs.IntVar(&depth, "depth", 0, "child `levels` to follow below the roots: 0 to 5")
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(cmd, pos); err != nil {
+		return err
+	}
+	if err := required(cmd, [2]string{"backup", req.BackupId}, [2]string{"root", roots.String()}); err != nil {
+		return err
+	}
+	if depth < 0 || depth > 5 {
+		return usagef(cmd.path(), "--depth %d: want 0 to 5", depth)
+	}
+	n := 0
+	for _, r := range roots.roots {
+		n += len(r.Ids)
+	}
+	if n > maxIDs {
+		return usagef(cmd.path(), "--root: %d ids, at most %d", n, maxIDs)
+	}
+	req.Roots, req.Depth = roots.roots, int32(depth)
+
+	client, done, err := c.restoreClient()
+	if err != nil {
+		return err
+	}
+	defer done()
+	cctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := client.PlanRestore(cctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
+	if err != nil {
+		return err
+	}
+	if n := len(resp.GetMissingIds()); n > 0 {
+		fmt.Fprintf(c.stderr, "backupctl: %d root ids are not in the backup: %s\n", n, clean(strings.Join(resp.GetMissingIds(), ", ")))
+	}
+	if c.json() {
+		return printJSON(c.stdout, resp)
+	}
+	if err := printPlan(c.stdout, resp.GetSteps()); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "\n%d steps: %s records, %s files.\n", len(resp.GetSteps()),
+		strconv.FormatInt(resp.GetRecordCount(), 10), strconv.FormatInt(resp.GetFileCount(), 10))
+	return err
+}

@@ -1,0 +1,467 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"backupstore/csvscan"
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/recindex"
+	"backupstore/sfid"
+	"backupstore/storage"
+)
+
+// Reference is an indexed lookup column of a record set.
+type Reference struct {
+	Field  string `json:"field"`
+	Target string `json:"target"`
+}
+
+// RecordSet summarises one sObject's chunks.
+type RecordSet struct {
+	SObject                       string
+	Chunks                        int32
+	Records, BytesIn, BytesStored int64
+	References                    []Reference
+	chunks                        []*metadata.RecordChunk
+}
+
+// recordSets groups a backup's chunks by sObject, chunks in sequence order.
+func (s *Service) recordSets(ctx context.Context, b *metadata.Backup) (map[string]*RecordSet, []string, error) {
+	chunks, err := s.cfg.Catalog.ListRecordChunks(ctx, b.TenantID, b.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	sets := map[string]*RecordSet{}
+	var names []string
+	for _, c := range chunks {
+		rs := sets[c.SObject]
+		if rs == nil {
+			rs = &RecordSet{SObject: c.SObject}
+			if len(c.References) > 0 {
+				if err := json.Unmarshal(c.References, &rs.References); err != nil {
+					return nil, nil, fmt.Errorf("references of %s: %w", c.SObject, err)
+				}
+			}
+			sets[c.SObject] = rs
+			names = append(names, c.SObject)
+		}
+		rs.Chunks++
+		rs.Records += c.Records
+		rs.BytesIn += c.BytesIn
+		rs.BytesStored += c.BytesStored
+		rs.chunks = append(rs.chunks, c)
+	}
+	for _, rs := range sets {
+		sort.Slice(rs.chunks, func(i, j int) bool { return rs.chunks[i].Sequence < rs.chunks[j].Sequence })
+	}
+	sort.Strings(names)
+	return sets, names, nil
+}
+
+// Contents lists a backup's record sets and a page of its files.
+func (s *Service) Contents(ctx context.Context, tenant, backupID string, pageSize int, token string) (*metadata.Backup, []*RecordSet, []*metadata.File, string, error) {
+	b, _, err := s.readable(ctx, tenant, backupID)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	if pageSize < 0 || pageSize > 1000 {
+		return nil, nil, nil, "", fault.Invalid(fault.Violation{Field: "page_size", Description: "must be between 0 and 1000"})
+	}
+	sets, names, err := s.recordSets(ctx, b)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	files, next, err := s.cfg.Catalog.ListFiles(ctx, tenant, backupID, pageSize, token)
+	if errors.Is(err, metadata.ErrInvalid) {
+		return nil, nil, nil, "", fault.Invalid(fault.Violation{Field: "page_token", Description: "not a token from a previous response"})
+	}
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	out := make([]*RecordSet, len(names))
+	for i, n := range names {
+		out[i] = sets[n]
+	}
+	return b, out, files, next, nil
+}
+
+// Summary ends a ReadRecords stream.
+type Summary struct {
+	Records, Bytes int64
+	Missing        []string
+}
+
+// maxIDs caps one ReadRecords by ids.
+const maxIDs = 10000
+
+// ReadRecords sends a record set's CSV: whole, or only the given ids.
+func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject string, ids []string, send func([]byte) error) (*Summary, error) {
+	b, st, err := s.readable(ctx, tenant, backupID)
+	if err != nil {
+		return nil, err
+	}
+	want, err := normalizeIDs("ids", ids)
+	if err != nil {
+		return nil, err
+	}
+	sets, _, err := s.recordSets(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	rs := sets[sobject]
+	if rs == nil {
+		return nil, fault.New(fault.NotFound, "RECORD_SET_NOT_FOUND", "backup %s has no record set %q", backupID, sobject)
+	}
+	header, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, tenant, backupID, sobject)
+	if err != nil {
+		return nil, err
+	}
+	reserve := int64(3 * s.cfg.MessageSize)
+	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
+		return nil, fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
+	}
+	defer s.cfg.Budget.Release(reserve)
+	sum := &Summary{}
+	out := &sender{send: send, size: s.cfg.MessageSize, sum: sum}
+	if len(ids) == 0 {
+		for i, c := range rs.chunks {
+			if err := s.streamChunk(ctx, b, st, c, i > 0, out); err != nil {
+				return nil, err
+			}
+		}
+	} else if err := s.readByID(ctx, b, st, rs, header, want, out); err != nil {
+		return nil, err
+	}
+	return sum, out.flush()
+}
+
+// sender batches bytes into messages.
+type sender struct {
+	send func([]byte) error
+	size int
+	buf  []byte
+	sum  *Summary
+}
+
+func (o *sender) write(p []byte) error {
+	o.sum.Bytes += int64(len(p))
+	for len(p) > 0 {
+		if o.buf == nil {
+			o.buf = make([]byte, 0, o.size)
+		}
+		n := min(len(p), o.size-len(o.buf))
+		o.buf = append(o.buf, p[:n]...)
+		p = p[n:]
+		if len(o.buf) == o.size {
+			if err := o.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (o *sender) flush() error {
+	if len(o.buf) == 0 {
+		return nil
+	}
+	err := o.send(o.buf)
+	o.buf = o.buf[:0]
+	return err
+}
+
+// sourceErr remembers an error of the S3 body itself, so a decode failure
+// caused by the network is told apart from corrupt content.
+type sourceErr struct {
+	r   io.Reader
+	err error
+	n   int64
+}
+
+func (s *sourceErr) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// streamChunk decodes one chunk object as it streams from S3, checks its
+// SHA-256 against the catalog before the chunk's last bytes go out, and
+// skips the chunk's header row unless it is the first chunk.
+func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storage.Store, c *metadata.RecordChunk, skipHeader bool, out *sender) error {
+	obj, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.DataObjectID)
+	if err != nil {
+		return err
+	}
+	rc, err := st.Get(ctx, obj.Key, 0, -1)
+	if err != nil {
+		return s.s3Fault(ctx, b, obj, err, "GetObject")
+	}
+	defer rc.Close()
+	src := &sourceErr{r: rc}
+	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	h := sha256.New()
+	buf := make([]byte, s.cfg.MessageSize)
+	var held []byte // the last piece read, sent only once the next read succeeds
+	first := true
+	for {
+		n, rerr := io.ReadFull(dec, buf)
+		piece := buf[:n]
+		h.Write(piece)
+		if first && skipHeader && n > 0 {
+			i := bytes.IndexByte(piece, '\n')
+			if i < 0 {
+				return s.damaged(ctx, b, obj, "the chunk does not start with a header row")
+			}
+			piece = piece[i+1:]
+			first = false
+		}
+		first = false
+		if held != nil {
+			if err := out.write(held); err != nil {
+				return err
+			}
+		}
+		held = append(held[:0], piece...)
+		if rerr == io.EOF || (errors.Is(rerr, io.ErrUnexpectedEOF) && src.err == nil) {
+			break // the decoder ended cleanly (a short last read)
+		}
+		if rerr != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if src.err != nil {
+				return s.s3Fault(ctx, b, obj, src.err, "GetObject")
+			}
+			return s.damaged(ctx, b, obj, "does not decode: %v", rerr)
+		}
+	}
+	if src.n != obj.Size {
+		return s.shortRead(ctx, b, st, obj, src.n, obj.Size)
+	}
+	if !bytes.Equal(h.Sum(nil), c.SHA256) {
+		return s.damaged(ctx, b, obj, "decodes to content whose SHA-256 does not match the catalog")
+	}
+	s.frameGets.Add(1)
+	s.frameBytes.Add(src.n)
+	return out.write(held)
+}
+
+func normalizeIDs(field string, ids []string) ([]string, error) {
+	if len(ids) > maxIDs {
+		return nil, fault.Invalid(fault.Violation{Field: field, Description: fmt.Sprintf("at most %d ids per call", maxIDs)})
+	}
+	out := make([]string, 0, len(ids))
+	seen := map[string]bool{}
+	var bad []string
+	for _, id := range ids {
+		n, err := sfid.Normalize(id)
+		if err != nil {
+			bad = append(bad, id)
+			continue
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	if len(bad) > 0 {
+		if len(bad) > 5 {
+			bad = append(bad[:5], "…")
+		}
+		return nil, fault.Invalid(fault.Violation{Field: field, Description: "not Salesforce ids (15 or 18 characters of A-Z, a-z, 0-9): " + strings.Join(bad, ", ")})
+	}
+	return out, nil
+}
+
+type frameRef struct {
+	chunk int
+	frame uint32
+}
+
+// locate finds, per chunk and frame, which of the ids live there.
+func (s *Service) locate(b *metadata.Backup, st storage.Store, rs *RecordSet, ids []string) (map[frameRef][]string, []*recindex.Reader, []string, error) {
+	readers := make([]*recindex.Reader, len(rs.chunks))
+	for i, c := range rs.chunks {
+		obj, err := s.cfg.Catalog.GetObject(context.Background(), b.TenantID, c.IndexObjectID)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r, err := s.openIndex(st, obj)
+		if err != nil {
+			return nil, nil, nil, s.indexFault(b, obj, err)
+		}
+		readers[i] = r
+	}
+	found := map[frameRef][]string{}
+	var missing []string
+	for _, id := range ids {
+		hit := false
+		for i, r := range readers {
+			if !r.MayContain(id) {
+				continue
+			}
+			f, ok, err := r.Lookup(id)
+			if err != nil {
+				obj, _ := s.cfg.Catalog.GetObject(context.Background(), b.TenantID, rs.chunks[i].IndexObjectID)
+				return nil, nil, nil, s.indexFault(b, obj, err)
+			}
+			if ok {
+				k := frameRef{i, f}
+				found[k] = append(found[k], id)
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			missing = append(missing, id)
+		}
+	}
+	return found, readers, missing, nil
+}
+
+func (s *Service) indexFault(b *metadata.Backup, obj *metadata.Object, err error) error {
+	ctx := context.Background()
+	if errors.Is(err, recindex.ErrCorrupt) {
+		return s.damaged(ctx, b, obj, "record index is corrupt: %v", err)
+	}
+	var fe *fault.Error
+	if errors.As(err, &fe) {
+		return err
+	}
+	return s.s3Fault(ctx, b, obj, err, "GetObject (index)")
+}
+
+// readByID sends the header, then the rows of the wanted ids in backup
+// order (chunk, frame, row), one ranged GET per frame.
+func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.Store, rs *RecordSet, header []byte, ids []string, out *sender) error {
+	found, readers, missing, err := s.locate(b, st, rs, ids)
+	if err != nil {
+		return err
+	}
+	out.sum.Missing = missing
+	if err := out.write(header); err != nil {
+		return err
+	}
+	refs := make([]string, len(rs.References))
+	for i, r := range rs.References {
+		refs[i] = r.Field
+	}
+	keys := make([]frameRef, 0, len(found))
+	for k := range found {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b frameRef) int {
+		if a.chunk != b.chunk {
+			return a.chunk - b.chunk
+		}
+		return int(a.frame) - int(b.frame)
+	})
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		want := map[string]bool{}
+		for _, id := range found[k] {
+			want[id] = true
+		}
+		err := s.frameRows(ctx, b, st, rs.chunks[k.chunk], readers[k.chunk], k.frame, header, refs, func(r *csvscan.Row) error {
+			if want[string(r.ID[:])] {
+				out.sum.Records++
+				return out.write(r.Raw)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// frameRows reads one frame with one ranged GET, decodes it (the frame's own
+// checksum verifies it) and scans its rows.
+func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.Store, c *metadata.RecordChunk, r *recindex.Reader, frame uint32, header []byte, refs []string, emit func(*csvscan.Row) error) error {
+	frames := r.Frames()
+	obj, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.DataObjectID)
+	if err != nil {
+		return err
+	}
+	if int(frame) >= len(frames) {
+		return s.damaged(ctx, b, obj, "record index names frame %d of %d", frame, len(frames))
+	}
+	f := frames[frame]
+	rc, err := st.Get(ctx, obj.Key, f.StoredOffset, f.StoredLen)
+	if err != nil {
+		return s.s3Fault(ctx, b, obj, err, "GetObject (range)")
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return s.s3Fault(ctx, b, obj, err, "GetObject (range)")
+	}
+	s.frameGets.Add(1)
+	s.frameBytes.Add(int64(len(raw)))
+	if int64(len(raw)) != f.StoredLen {
+		return s.shortRead(ctx, b, st, obj, int64(len(raw)), f.StoredLen)
+	}
+	plain, err := frameDecoder().DecodeAll(raw, nil)
+	if err != nil {
+		return s.damaged(ctx, b, obj, "frame %d does not decode: %v", frame, err)
+	}
+	if int64(len(plain)) != f.InputLen {
+		return s.damaged(ctx, b, obj, "frame %d decodes to %d bytes, want %d", frame, len(plain), f.InputLen)
+	}
+	if f.InputOffset == 0 { // frame 0 starts with the chunk's own header row
+		i := bytes.IndexByte(plain, '\n')
+		if i < 0 {
+			return s.damaged(ctx, b, obj, "frame 0 has no header row")
+		}
+		plain = plain[i+1:]
+	}
+	sc := csvscan.New(refs, csvscan.Limits{MaxFieldBytes: 1 << 30, MaxRowBytes: 1 << 30})
+	malformed := func(err error) error {
+		var re *csvscan.RowError
+		if errors.As(err, &re) {
+			return s.damaged(ctx, b, obj, "frame %d holds malformed CSV: %v", frame, err)
+		}
+		return err // the caller's own error
+	}
+	if err := sc.Feed(header, emit); err != nil {
+		return malformed(err)
+	}
+	if err := sc.Feed(plain, emit); err != nil {
+		return malformed(err)
+	}
+	if err := sc.Close(emit); err != nil {
+		return malformed(err)
+	}
+	return nil
+}
+
+var frameDecoder = sync.OnceValue(func() *zstd.Decoder {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(64<<20))
+	if err != nil {
+		panic(err)
+	}
+	return d
+})
