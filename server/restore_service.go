@@ -5,8 +5,8 @@ import (
 	"encoding/hex"
 	"time"
 
-	pb "backupstore/proto/backupstore/v1"
 	"backupstore/metadata"
+	pb "backupstore/proto/backupstore/v1"
 	"backupstore/restore"
 )
 

@@ -15,8 +15,8 @@ import (
 
 	"backupstore/ingest"
 	pb "backupstore/proto/backupstore/v1"
-	"backupstore/restore"
 	"backupstore/registry"
+	"backupstore/restore"
 )
 
 // Config wires the server to its domain packages.
