@@ -153,11 +153,11 @@ func (s *Service) openIndex(st storage.Reader, obj *metadata.Object) (*recindex.
 }
 
 // Stats reports S3 traffic for record indexes and frames, for benchmarks.
-type Stats struct{ IndexGets, IndexBytes, FrameGets, FrameBytes int64 }
+type Stats struct{ IndexGets, IndexBytes, FrameGets, FrameBytes, Sent int64 }
 
 // Stats returns counters since the service started.
 func (s *Service) Stats() Stats {
-	return Stats{IndexGets: s.idx.Reads.Load(), IndexBytes: s.idx.Bytes.Load(), FrameGets: s.frameGets.Load(), FrameBytes: s.frameBytes.Load()}
+	return Stats{IndexGets: s.idx.Reads.Load(), IndexBytes: s.idx.Bytes.Load(), FrameGets: s.frameGets.Load(), FrameBytes: s.frameBytes.Load(), Sent: s.sent.Load()}
 }
 
 // DropCaches empties the index and block caches (cold-cache benchmarks).

@@ -74,7 +74,7 @@ func (s *Service) ReadFile(ctx context.Context, tenant string, req FileRead, inf
 		if err := info(f); err != nil {
 			return nil, err
 		}
-		n, err := s.streamFile(ctx, b, st, f, req.Offset, req.Limit, send)
+		n, err := s.streamFile(ctx, b, st, f, req.Offset, req.Limit, func(p []byte) error { s.sent.Add(int64(len(p))); return send(p) })
 		if err != nil {
 			return nil, err
 		}

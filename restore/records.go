@@ -135,7 +135,7 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	}
 	defer s.cfg.Budget.Release(reserve)
 	sum := &Summary{}
-	out := &sender{send: send, size: s.cfg.MessageSize, sum: sum}
+	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum}
 	if len(ids) == 0 {
 		for i, c := range rs.chunks {
 			if err := s.streamChunk(ctx, b, st, c, i > 0, out); err != nil {

@@ -50,6 +50,7 @@ type Service struct {
 	blocks *blockCache
 
 	frameGets, frameBytes atomic.Int64
+	sent                  atomic.Int64 // bytes handed to gRPC streams
 }
 
 // New returns a Service.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"backupstore/csvscan/csvgen"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/sfid"
 )
@@ -417,4 +418,42 @@ func TestPlanRestoreParentsChildrenCycles(t *testing.T) {
 	if plan.RecordCount != 6 || plan.FileCount != 1 || len(plan.MissingIds) != 1 || plan.Steps[6].FileIds[0] != f.Result.FileId {
 		t.Fatalf("counts %d %d missing %v", plan.RecordCount, plan.FileCount, plan.MissingIds)
 	}
+}
+
+func TestRestoreStreamRespectsFlowControl(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	ctx := as(tokenA)
+	b := e.newBackup(t, "")
+	var gen bytes.Buffer
+	csvgen.Generate(&gen, 150000, 3) // ~45 MB of CSV
+	if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, gen.Bytes(), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Id}); err != nil {
+		t.Fatal(err)
+	}
+	base := e.rst.Stats().Sent
+	rctx, cancel := context.WithCancel(ctx)
+	st, err := e.restore.ReadRecords(rctx, &pb.ReadRecordsRequest{BackupId: b.Id, Sobject: "Account"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// The client stops reading: the server must stop too, not buffer the rest.
+	time.Sleep(500 * time.Millisecond)
+	sent := e.rst.Stats().Sent - base
+	if sent > int64(gen.Len())/3 {
+		t.Fatalf("server pushed %d of %d bytes to a client that stopped reading", sent, gen.Len())
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.budget.Used() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e.budget.Used() != 0 {
+		t.Fatalf("cancelled read still holds %d bytes of the budget", e.budget.Used())
+	}
+	t.Logf("sent %d of %d bytes before the client stopped reading", sent, gen.Len())
 }
