@@ -15,7 +15,7 @@
 //   - the bloom filters of finished runs: BloomBitsPerKey/8 bytes per id and per distinct
 //     parent of a run — 1.25 bytes at the default 10 bits, ≈4.4 MB for the ids of a
 //     3.5M-row chunk. They are the bits the footer needs, and what lookups need anyway;
-//   - the runs' block indexes (≈26 bytes per 16 KiB block, ≈0.2% of the object);
+//   - the runs' block indexes (first key + offset: 26–44 bytes per block, ≈0.2% of the object);
 //   - at Finish, instead of the run buffers, read-ahead for the duplicate check: RunBytes
 //     shared by the runs being merged, but at least one block per run.
 //

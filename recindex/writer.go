@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/bits"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"unsafe"
 )
@@ -86,6 +87,8 @@ type Spool interface {
 	io.Writer
 	io.ReaderAt
 }
+
+var _ Spool = (*os.File)(nil)
 
 // Stats counts what a Writer holds so far.
 type Stats struct {
