@@ -370,13 +370,21 @@ func ensureRclone(ctx context.Context, root string, logf func(string, ...any)) (
 	return bin, nil
 }
 
-// toolVersion returns the first line of `bin args...`, or "".
-func toolVersion(ctx context.Context, bin string, args ...string) string {
+// binVersion returns the main module and version a Go binary was built from (go version -m),
+// else the first line of `bin args...`, else "".
+func binVersion(ctx context.Context, bin string, args ...string) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if b, err := exec.CommandContext(ctx, "go", "version", "-m", bin).Output(); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "mod" {
+				return f[2]
+			}
+		}
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = minimalEnv()
 	b, _ := cmd.CombinedOutput()
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return strings.TrimSpace(line)
+	return strings.Join(strings.Fields(line), " ")
 }

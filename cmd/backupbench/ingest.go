@@ -97,6 +97,7 @@ type bench struct {
 	csv    struct{ main, small, big0, big1 string }
 	sizes  struct{ main, small, big int64 }
 	rep    *report
+	cpu    *cpuMeter
 
 	cleanups []func()
 }
@@ -136,9 +137,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	b := &bench{c: c, stderr: stderr, start: time.Now()}
+	b := &bench{c: c, stderr: stderr, start: time.Now(), cpu: newCPUMeter()}
 	b.rep = &report{Started: b.start, Command: "go run ./cmd/backupbench ingest " + strings.Join(args, " "),
-		Machine: machineInfo(), Runs: map[string][]float64{}, Config: map[string]any{
+		Machine: machineInfo(), Runs: map[string][]float64{}, CPU: map[string]cpuUse{}, Config: map[string]any{
 			"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
 			"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
 			"streams": c.streams, "runs": c.runs, "skip_rclone": c.skipRclone}}
@@ -175,6 +176,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.onCleanup(n.stop)
+	b.cpu.set("backupd", a.proc.pid(), n.proc.pid())
 	if err := b.register(ctx, a); err != nil {
 		return err
 	}
@@ -238,7 +240,9 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.onCleanup(func() { b.gw.proc.stop(5 * time.Second) })
-	b.rep.Machine.VersityGW = toolVersion(ctx, gwBin, "--version")
+	b.cpu.set("versitygw", b.gw.proc.pid())
+	b.cpu.set("mariadb", findProcs("mariadbd", "mysqld")...)
+	b.rep.Machine.VersityGW = binVersion(ctx, gwBin, "--version")
 	b.s3 = b.gw.s3Client()
 	b.bucket = "bench-" + randomHex(4)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -276,7 +280,7 @@ func (b *bench) setup(ctx context.Context) error {
 		b.rep.Notes = append(b.rep.Notes, "rclone could not be built, so it was not measured: "+rcloneErr.Error())
 		b.logf("rclone unavailable: %v", rcloneErr)
 	default:
-		b.rep.Machine.Rclone = toolVersion(ctx, b.rclone, "version")
+		b.rep.Machine.Rclone = binVersion(ctx, b.rclone, "version")
 	}
 	return ctx.Err()
 }
@@ -332,6 +336,7 @@ func (b *bench) generate(ctx context.Context) error {
 		total += *j.size
 	}
 	b.logf("generated %.0f MB of CSV in %s", float64(total)/1e6, time.Since(t0).Round(100*time.Millisecond))
+	b.rep.Config["main_csv_bytes"], b.rep.Config["rss_small_csv_bytes"], b.rep.Config["rss_big_csv_bytes"] = b.sizes.main, b.sizes.small, b.sizes.big
 	return errors.Join(ctx.Err(), warm(b.csv.main))
 }
 
@@ -485,12 +490,15 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 	}
 	n, size := b.c.files, int(b.c.fileSize)
 	var last fileSet
+	uses := map[string][]cpuUse{}
 	for run := range b.c.runs {
 		fs := newFileSet(n, size) // new bodies per run: nothing deduplicates by accident
 		last = fs
 		put := func() error {
 			prefix := fmt.Sprintf("put/%d", run)
+			s0 := b.cpu.snap()
 			dur, err := putFiles(ctx, st, prefix, fs, b.c.streams)
+			uses["putobject"] = append(uses["putobject"], b.cpu.snap().since(s0, nil))
 			if err != nil {
 				return fmt.Errorf("PutObject run %d: %w", run+1, err)
 			}
@@ -508,7 +516,9 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 			if err != nil {
 				return err
 			}
+			s0 := b.cpu.snap()
 			out, err := uploadFiles(ctx, a, id, fs, b.c.streams, false, fmt.Sprintf("run%d", run))
+			uses["uploadfile"] = append(uses["uploadfile"], b.cpu.snap().since(s0, nil))
 			if err != nil {
 				return fmt.Errorf("UploadFile run %d: %w", run+1, err)
 			}
@@ -530,27 +540,33 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 			}
 		}
 	}
+	for name, us := range uses {
+		b.rep.CPU[name] = medianUse(us)
+	}
 	put, up := median(b.rep.Runs["putobject_files_per_s"]), median(b.rep.Runs["uploadfile_files_per_s"])
 	what := fmt.Sprintf("%d files of %s", n, b.c.fileSize.String())
-	b.rep.addValue("5", fmt.Sprintf("PutObject, %d goroutines (storage package), %s", b.c.streams, what), put, "files/s", "", "")
-	b.rep.addRatio("5", fmt.Sprintf("UploadFile, %d concurrent streams, declared size ÷ PutObject", b.c.streams), up, "files/s", div(up, put), "≥ 0.7", "")
+	b.rep.addValue("5", fmt.Sprintf("PutObject, %d goroutines (storage package), %s", b.c.streams, what), put, "files/s", "", "median "+b.rep.CPU["putobject"].String())
+	b.rep.addValue("5", fmt.Sprintf("UploadFile, %d concurrent streams, declared size", b.c.streams), up, "files/s", "", "median "+b.rep.CPU["uploadfile"].String())
+	b.rep.addRatio("5", "UploadFile ÷ PutObject", up, "files/s", div(up, put), "≥ 0.7", "")
 
 	// Stage 6: the same bodies again, in a new backup, declaring their SHA-256.
 	id, err := createBackup(ctx, a, "files-second")
 	if err != nil {
 		return err
 	}
+	s0 := b.cpu.snap()
 	out, err := uploadFiles(ctx, a, id, last, b.c.streams, true, "second")
 	if err != nil {
 		return fmt.Errorf("second backup: %w", err)
 	}
+	b.rep.CPU["second_backup"] = b.cpu.snap().since(s0, nil)
 	rate := float64(n) / out.dur.Seconds()
 	b.rep.Runs["second_backup_files_per_s"] = []float64{rate}
 	b.logf("second backup: %d of %d deduplicated, %d data bytes sent, %.0f files/s", out.deduplicated, n, out.dataSent, rate)
 	b.rep.addValue("6", "second backup of the same files (declared SHA-256): file bytes sent by the client", float64(out.dataSent), "bytes", "= 0",
 		fmt.Sprintf("of %d", n*size))
 	b.rep.addRatio("6", "second backup: files answered deduplicated", float64(out.deduplicated), "files", div(float64(out.deduplicated), float64(n)), "= 1", "")
-	b.rep.addValue("6", "second backup: throughput (information)", rate, "files/s", "", "")
+	b.rep.addValue("6", "second backup: throughput (information)", rate, "files/s", "", b.rep.CPU["second_backup"].String())
 	return nil
 }
 
@@ -562,12 +578,13 @@ func (b *bench) rss(ctx context.Context) error {
 			return 0, 0, err
 		}
 		defer d.stop()
+		b.cpu.set("backupd", d.proc.pid())
 		id, err := createBackup(ctx, d, name)
 		if err != nil {
 			return 0, 0, err
 		}
 		var in int64
-		t0 := time.Now()
+		t0, s0 := time.Now(), b.cpu.snap()
 		for seq, path := range chunks {
 			res, _, err := uploadRecords(ctx, d, id, int32(seq), path)
 			if err != nil {
@@ -576,6 +593,7 @@ func (b *bench) rss(ctx context.Context) error {
 			in += res.GetBytesIn()
 		}
 		rate := float64(in) / mb / time.Since(t0).Seconds()
+		b.rep.CPU[name] = b.cpu.snap().since(s0, nil)
 		hwm, err := vmHWM(d.proc.pid())
 		if err != nil {
 			return 0, 0, err
@@ -602,7 +620,7 @@ func (b *bench) rss(ctx context.Context) error {
 		b.c.rssBig.String(), b.c.rssSmall.String()), big, "MiB", div(big, small), "≤ 1.2", "")
 	b.rep.addRatio("4", fmt.Sprintf("same ÷ (--memory-budget %s + %d MiB overhead = %.0f MiB)", b.c.budget.String(), memOverhead>>20, limit),
 		big, "MiB", div(big, limit), "≤ 1.0", "")
-	b.rep.addValue("4", fmt.Sprintf("ingest of the %s set (information)", b.c.rssBig.String()), bigRate, "MB/s", "", "")
+	b.rep.addValue("4", fmt.Sprintf("ingest of the %s set (information)", b.c.rssBig.String()), bigRate, "MB/s", "", b.rep.CPU["rss-big"].String())
 	return nil
 }
 

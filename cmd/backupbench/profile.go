@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/ingest"
 	"backupstore/metadata"
+	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
 	"backupstore/secrets"
 	"backupstore/server"
@@ -80,20 +82,12 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 
-	f, err := os.Create(b.c.cpuprofile)
-	if err != nil {
+	var res *pb.UploadResult
+	var dur time.Duration
+	if err := cpuProfile(b.c.cpuprofile, func() (err error) {
+		res, dur, err = uploadRecords(ctx, d, id, 0, b.csv.main)
 		return err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return err
-	}
-	res, dur, err := uploadRecords(ctx, d, id, 0, b.csv.main)
-	pprof.StopCPUProfile()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	}); err != nil {
 		return err
 	}
 	rate := float64(res.GetBytesIn()) / mb / dur.Seconds()
@@ -103,18 +97,60 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 
-	top := b.c.cpuprofile + ".top.txt"
-	tctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	// The small-file stage, likewise.
+	filesProfile := strings.TrimSuffix(b.c.cpuprofile, filepath.Ext(b.c.cpuprofile)) + "-files" + filepath.Ext(b.c.cpuprofile)
+	if id, err = createBackup(ctx, d, "profile-files"); err != nil {
+		return err
+	}
+	fs := newFileSet(b.c.files, int(b.c.fileSize))
+	var out filesOutcome
+	if err := cpuProfile(filesProfile, func() (err error) {
+		out, err = uploadFiles(ctx, d, id, fs, b.c.streams, false, "profile")
+		return err
+	}); err != nil {
+		return err
+	}
+	frate := float64(b.c.files) / out.dur.Seconds()
+	b.logf("in-process UploadFile under the CPU profiler: %.0f files/s; profile in %s", frate, filesProfile)
+	b.rep.addValue("5", "in-process UploadFile under the CPU profiler (information; client and service in one process)", frate, "files/s", "", "")
+
+	for _, p := range []string{b.c.cpuprofile, filesProfile} {
+		if err := pprofTop(ctx, b.root, p); err != nil {
+			return err
+		}
+	}
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("CPU profiles of in-process runs of the same pipeline: %s (records) and %s (files); top functions in *.top.txt beside them.",
+		b.c.cpuprofile, filesProfile))
+	return nil
+}
+
+// cpuProfile runs fn under the CPU profiler, writing the profile to path.
+func cpuProfile(path string, fn func() error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	err = fn()
+	pprof.StopCPUProfile()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// pprofTop writes `go tool pprof -top` of the profile at path to path.top.txt.
+func pprofTop(ctx context.Context, root, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(tctx, "go", "tool", "pprof", "-top", "-nodecount=40", b.c.cpuprofile)
-	cmd.Dir = b.root
+	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=40", path)
+	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go tool pprof: %v: %s", err, tail(string(out), 500))
 	}
-	if err := os.WriteFile(top, out, 0o644); err != nil {
-		return err
-	}
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("CPU profile of an in-process run of the same pipeline: %s (top functions in %s).", b.c.cpuprofile, top))
-	return nil
+	return os.WriteFile(path+".top.txt", out, 0o644)
 }

@@ -48,9 +48,9 @@ type report struct {
 	Runs     map[string][]float64 `json:"runs"` // every measured run, in order
 	// CPU is the median CPU seconds per run of each measurement, by process ("others": the
 	// rest of the machine's busy time, other users of the shared cores included).
-	CPU map[string]cpuUse `json:"cpu_seconds"`
-	Notes    []string             `json:"notes,omitempty"`
-	Error    string               `json:"error,omitempty"`
+	CPU   map[string]cpuUse `json:"cpu_seconds"`
+	Notes []string          `json:"notes,omitempty"`
+	Error string            `json:"error,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -148,6 +148,7 @@ func fmtMet(m *bool) string {
 
 // writeTable writes the report as Markdown (readable as is, and pasteable into docs).
 func (r *report) writeTable(w io.Writer) {
+	r.sortRows()
 	m := r.Machine
 	fmt.Fprintf(w, "backupbench ingest — %s (took %s)\n\n", r.Started.Format(time.RFC3339), r.Duration)
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, %s, kernel %s, RAM %s; load average before %s, after %s\n",
@@ -176,9 +177,15 @@ func (r *report) writeTable(w io.Writer) {
 }
 
 func (r *report) writeJSON(w io.Writer) error {
+	r.sortRows()
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// sortRows orders the rows by stage, keeping the order within a stage.
+func (r *report) sortRows() {
+	slices.SortStableFunc(r.Rows, func(a, b row) int { return strings.Compare(a.Stage, b.Stage) })
 }
 
 // machineInfo reads what /proc says about this machine.

@@ -59,7 +59,7 @@ func (g *group) lookup(name string) *command {
 // groups lists the command groups in the order the usage shows them. A new
 // group (backup, restore) is one file defining a *group plus a line here.
 func groups() []*group {
-	gs := []*group{storageGroup(), backupGroup()}
+	gs := []*group{storageGroup(), backupGroup(), restoreGroup()}
 	for _, g := range gs {
 		for _, cmd := range g.commands {
 			cmd.group = g.name
