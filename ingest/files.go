@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -47,14 +46,8 @@ func (h *FileHeader) check() error {
 	if h.Path == "" || len(h.Path) > 1024 || !utf8.ValidString(h.Path) || strings.IndexFunc(h.Path, unicode.IsControl) >= 0 {
 		add("path", "required: 1 to 1024 bytes of UTF-8 without control characters")
 	}
-	if h.Name == "" {
-		h.Name = path.Base(h.Path)
-	}
 	if len(h.Name) > 255 || !utf8.ValidString(h.Name) || strings.IndexFunc(h.Name, unicode.IsControl) >= 0 {
 		add("name", "at most 255 bytes of UTF-8 without control characters")
-	}
-	if h.ContentType == "" {
-		h.ContentType = "application/octet-stream"
 	}
 	if len(h.ContentType) > 255 || strings.IndexFunc(h.ContentType, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
 		add("content_type", "at most 255 printable ASCII characters")

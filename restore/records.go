@@ -141,6 +141,7 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 			if err := s.streamChunk(ctx, b, st, c, i > 0, out); err != nil {
 				return nil, err
 			}
+			sum.Records += c.Records
 		}
 	} else if err := s.readByID(ctx, b, st, rs, header, want, out); err != nil {
 		return nil, err

@@ -57,7 +57,7 @@ func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
 	fs.IntVar(&c.files, "files", 5000, "small files per run of the file stages")
 	fs.Var(&c.fileSize, "file-size", "size of each small file")
 	fs.IntVar(&c.streams, "streams", 16, "concurrent UploadFile streams (and PutObject goroutines)")
-	fs.IntVar(&c.runs, "runs", 3, "interleaved runs of each throughput measurement; the median is reported")
+	fs.IntVar(&c.runs, "runs", 5, "interleaved runs of each throughput measurement; the median is reported")
 	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
 	fs.StringVar(&c.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB/MySQL server (a database bs_bench_<random> is created there and dropped)")
 	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run (an rclone build included)")
@@ -591,6 +591,10 @@ func (b *bench) rss(ctx context.Context) error {
 				return 0, 0, errors.Join(fmt.Errorf("%s chunk %d: %w", name, seq, err), d.alive())
 			}
 			in += res.GetBytesIn()
+			if h, err := vmHWM(d.proc.pid()); err == nil {
+				b.rep.Runs[name+"_hwm_after_chunk_MiB"] = append(b.rep.Runs[name+"_hwm_after_chunk_MiB"], float64(h)/(1<<20))
+				b.logf("%s: chunk %d done (%d records), backupd VmHWM %.1f MiB", name, seq, res.GetRecords(), float64(h)/(1<<20))
+			}
 		}
 		rate := float64(in) / mb / time.Since(t0).Seconds()
 		b.rep.CPU[name] = b.cpu.snap().since(s0, nil)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
+	"backupstore/restore"
 	"backupstore/secrets"
 	"backupstore/server"
 	"backupstore/storage"
@@ -54,14 +56,19 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 	const maxConns, streamWindow, connWindow = 64, 1 << 20, 2 << 20 // backupd's defaults
+	mem := budget.New(int64(b.c.budget) - maxConns*connWindow)
 	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg, ServiceStore: def,
-		Budget: budget.New(int64(b.c.budget) - maxConns*connWindow), Logger: log, PartSize: int64(b.c.partSize),
+		Budget: mem, Logger: log, PartSize: int64(b.c.partSize),
 		SpoolDir: filepath.Join(b.dir, "inproc", "spool"), CompressWorkers: 2,
 		Limits: csvscan.Limits{MaxFieldBytes: 4 << 20, MaxRowBytes: 8 << 20}})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Logger: log})
+	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, ServiceStore: def, Budget: mem, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Restore: rst, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -82,12 +89,21 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 
+	// Allocations of the run: heap profiles before and after, compared with -diff_base.
+	base := strings.TrimSuffix(b.c.cpuprofile, filepath.Ext(b.c.cpuprofile))
+	allocBase, allocAfter := base+"-allocs-base.pprof", base+"-allocs.pprof"
+	if err := heapProfile(allocBase); err != nil {
+		return err
+	}
 	var res *pb.UploadResult
 	var dur time.Duration
 	if err := cpuProfile(b.c.cpuprofile, func() (err error) {
 		res, dur, err = uploadRecords(ctx, d, id, 0, b.csv.main)
 		return err
 	}); err != nil {
+		return err
+	}
+	if err := heapProfile(allocAfter); err != nil {
 		return err
 	}
 	rate := float64(res.GetBytesIn()) / mb / dur.Seconds()
@@ -98,7 +114,7 @@ func (b *bench) profile(ctx context.Context) error {
 	}
 
 	// The small-file stage, likewise.
-	filesProfile := strings.TrimSuffix(b.c.cpuprofile, filepath.Ext(b.c.cpuprofile)) + "-files" + filepath.Ext(b.c.cpuprofile)
+	filesProfile := base + "-files" + filepath.Ext(b.c.cpuprofile)
 	if id, err = createBackup(ctx, d, "profile-files"); err != nil {
 		return err
 	}
@@ -115,13 +131,32 @@ func (b *bench) profile(ctx context.Context) error {
 	b.rep.addValue("5", "in-process UploadFile under the CPU profiler (information; client and service in one process)", frate, "files/s", "", "")
 
 	for _, p := range []string{b.c.cpuprofile, filesProfile} {
-		if err := pprofTop(ctx, b.root, p); err != nil {
+		if err := pprofTop(ctx, b.root, p, p); err != nil {
 			return err
 		}
 	}
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("CPU profiles of in-process runs of the same pipeline: %s (records) and %s (files); top functions in *.top.txt beside them.",
-		b.c.cpuprofile, filesProfile))
+	if err := pprofTop(ctx, b.root, allocAfter, "-sample_index=alloc_space", "-diff_base="+allocBase, allocAfter); err != nil {
+		return err
+	}
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("CPU profiles of in-process runs of the same pipeline: %s (records) and %s (files); "+
+		"allocations of the records run: %s (-diff_base %s); top functions in *.top.txt beside them.",
+		b.c.cpuprofile, filesProfile, allocAfter, allocBase))
 	return nil
+}
+
+// heapProfile writes the heap profile (allocations since the start included) after a GC, so
+// that it is up to date.
+func heapProfile(path string) error {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = pprof.Lookup("allocs").WriteTo(f, 0)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // cpuProfile runs fn under the CPU profiler, writing the profile to path.
@@ -142,15 +177,17 @@ func cpuProfile(path string, fn func() error) error {
 	return err
 }
 
-// pprofTop writes `go tool pprof -top` of the profile at path to path.top.txt.
-func pprofTop(ctx context.Context, root, path string) error {
+// pprofTop writes `go tool pprof -top args...` to out.top.txt.
+func pprofTop(ctx context.Context, root, out string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=40", path)
+	cmd := exec.CommandContext(ctx, "go", append([]string{"tool", "pprof", "-top", "-nodecount=40"}, args...)...)
 	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	top, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("go tool pprof: %v: %s", err, tail(string(out), 500))
+		return fmt.Errorf("go tool pprof: %v: %s", err, tail(stderr.String(), 500))
 	}
-	return os.WriteFile(path+".top.txt", out, 0o644)
+	return os.WriteFile(out+".top.txt", top, 0o644)
 }

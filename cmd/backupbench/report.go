@@ -153,7 +153,11 @@ func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintf(w, "backupbench ingest — %s (took %s)\n\n", r.Started.Format(time.RFC3339), r.Duration)
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, %s, kernel %s, RAM %s; load average before %s, after %s\n",
 		m.NProc, m.CPU, m.Go, runtime.GOARCH, m.Kernel, m.MemTotal, m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(w, "servers: versitygw %s (posix), MariaDB %s, rclone %s — all on 127.0.0.1, sharing the CPUs\n", m.VersityGW, m.MariaDB, m.Rclone)
+	rclone := m.Rclone
+	if rclone == "" {
+		rclone = "(not run)"
+	}
+	fmt.Fprintf(w, "servers: versitygw %s (posix), MariaDB %s, rclone %s — all on 127.0.0.1, sharing the CPUs\n", m.VersityGW, m.MariaDB, rclone)
 	fmt.Fprintf(w, "command: %s\n\n", r.Command)
 	fmt.Fprintln(w, "| stage | what | figure | unit | ratio | target | met? |")
 	fmt.Fprintln(w, "| --- | --- | ---: | --- | ---: | --- | --- |")

@@ -578,8 +578,8 @@ func TestBackupRun(t *testing.T) {
 			t.Errorf("file %s: header %v", p, h)
 		}
 	}
-	if h := byPath["sub/logo.png"].file; h.GetName() != "logo.png" || h.GetContentType() != "image/png" {
-		t.Errorf("defaults: %v", h)
+	if h := byPath["sub/logo.png"].file; h.GetName() != "" || h.GetContentType() != "" {
+		t.Errorf("empty files.csv values must be sent as given (so restore writes them back): %v", h)
 	}
 	if h := byPath["notes.txt"].file; h.GetName() != "Notes" || h.GetContentType() != "text/plain" {
 		t.Errorf("files.csv values: %v", h)

@@ -1,7 +1,7 @@
 // Command backupctl is the command-line client of backupstore: operators use
 // it to register and manage the S3 buckets backups are written to, and it is
 // the reference backup worker: it opens backups, streams record sets and
-// files into them and commits them (restores come later).
+// files into them and commits them, and reads them back (restore).
 //
 // It imports only the generated API package, gRPC, protobuf and the
 // standard library, never the server's packages: it is a client like any
@@ -38,6 +38,13 @@
 //	                     [--from RFC3339] [--to RFC3339] [--page-size N] [--all=false [--page-token T]]
 //	backupctl backup uploads ID [--state pending|committed|failed|abandoned]
 //
+//	backupctl restore run [--concurrency N] [--resume] BACKUP_ID OUT_DIR
+//	backupctl restore contents BACKUP_ID
+//	backupctl restore find --org ORG [--at RFC3339]
+//	backupctl restore records --backup ID --sobject NAME [--ids ID,ID,... | --ids-file F|-] [-O FILE]
+//	backupctl restore file --backup ID (--file-id ID | --parent ID) [--offset N] [--limit N] [-O PATH]
+//	backupctl restore plan --backup ID --root SObject=ID,ID,... [--root ...] [--depth 0-5]
+//
 // Flags may come before or after positional arguments. A secret access key
 // is never a flag value (flags show in ps and in shell history): it is read
 // from --secret-access-key-file, from stdin with --secret-access-key-stdin,
@@ -69,6 +76,37 @@
 // committed ones, resumes pending files at their committed size and restarts
 // pending or failed record chunks, then commits.
 //
+// # Restores
+//
+// Read streams (records, file, run) end with a summary message; a stream
+// that ends without one was cut short: the command fails with Unavailable
+// (exit 5) and, with -O or in restore run, leaves no file under the final
+// name (outputs are written to a temporary name and renamed once complete).
+// On stdout the output is then incomplete and stderr says so. --timeout
+// does not bound a stream as a whole: it fails (DeadlineExceeded) when no
+// message arrives for that long.
+//
+// restore records prints the CSV exactly as backed up (header row once,
+// then every chunk's rows). Requested ids that are not in the backup are
+// listed on stderr and are not an error: the exit code is 0.
+//
+// restore run writes the export directory layout backup run reads
+// (<sObject>.csv, references.csv, files/<path>, files.csv), so that diff -r
+// against the directory that was backed up shows no difference in record
+// sets and file bodies. references.csv and files.csv (written last) hold the
+// same rows, possibly in another order and in the stored spelling: sObject
+// and field names as the record sets spell them, parent ids in 18-character
+// form, and the name and content type backup run filled in where files.csv
+// left them empty. Every file is written as <name>.partial and renamed when
+// complete; each body's size and SHA-256 are checked before the rename, and
+// each record set's row count against the backup's. With --resume, a
+// non-empty OUT_DIR is accepted: record sets are read again whole, bodies
+// already in place with the right SHA-256 are kept, and a body left as
+// files/<path>.partial continues at its size (read_offset). Unavailable,
+// Aborted and ResourceExhausted are retried with backoff, a body from the
+// bytes it has. Stored paths that are not clean relative paths are refused
+// (exit 4) before anything is written.
+//
 // # Global flags
 //
 // Accepted before the group and after the command (the last one wins):
@@ -95,10 +133,14 @@
 // (lowerCamelCase names, enums by name, unset fields omitted), indented two
 // spaces. list -o json prints one ListStoragesResponse holding every page
 // (backup list one ListBackupsResponse, backup uploads one
-// ListUploadsResponse). backup run prints the backup id on stdout, or with
-// -o json the CommitBackupResponse; its progress (a bar redrawn at most ten
-// times a second when stderr is a terminal, else a line per finished upload),
-// warnings and summary go to stderr.
+// ListUploadsResponse, restore contents one ListBackupContentsResponse).
+// backup run prints the backup id on stdout, or with -o json the
+// CommitBackupResponse; restore run prints OUT_DIR, or with -o json the
+// ListBackupContentsResponse of what it restored. Their progress (a bar
+// redrawn at most ten times a second when stderr is a terminal, else a line
+// per finished upload or download), warnings and summary go to stderr.
+// restore records and restore file write data to stdout unless -O is given;
+// with -O and -o json they print the stream's summary message.
 //
 // Errors print "backupctl: <code>: <message> [<reason>]", then each
 // google.rpc.BadRequest field violation as "  field: description" and, when

@@ -378,14 +378,10 @@ func readFilesCSV(local string, bodies map[string]*exportFile, hasFilesDir bool,
 			return
 		}
 		b.parentID = parent
+		// Kept exactly as files.csv has them (empty included), so that
+		// restore run writes the same files.csv back.
 		b.name = get("name")
-		if b.name == "" {
-			b.name = path.Base(rel)
-		}
 		b.contentType = get("content_type")
-		if b.contentType == "" {
-			b.contentType = contentTypeOf(rel)
-		}
 		out = append(out, b)
 	})
 	for _, rel := range slices.Sorted(maps.Keys(bodies)) {

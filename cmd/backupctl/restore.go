@@ -561,9 +561,10 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 	defer done()
 
 	var sum *pb.ReadRecordsSummary
+	rows := &rowCounter{}
 	if outFile == "" {
 		w := bufio.NewWriterSize(c.stdout, dataMessageSize)
-		sum, err = readRecords(ctx, c, client, req, w, func(int64) {})
+		sum, err = readRecords(ctx, c, client, req, io.MultiWriter(w, rows), func(int64) {})
 		if ferr := w.Flush(); err == nil {
 			err = ferr
 		}
@@ -577,7 +578,7 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 			return err
 		}
 		w := bufio.NewWriterSize(out, dataMessageSize)
-		sum, err = readRecords(ctx, c, client, req, w, func(int64) {})
+		sum, err = readRecords(ctx, c, client, req, io.MultiWriter(w, rows), func(int64) {})
 		if err == nil {
 			err = w.Flush()
 		}
@@ -600,7 +601,7 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 		if c.json() {
 			return printJSON(c.stdout, sum)
 		}
-		fmt.Fprintf(c.stderr, "Wrote %d records (%s) to %s.\n", sum.GetRecords(), humanBytes(sum.GetBytes()), outFile)
+		fmt.Fprintf(c.stderr, "Wrote %d records (%s) to %s.\n", rows.records(), humanBytes(sum.GetBytes()), outFile)
 	}
 	return nil
 }

@@ -62,11 +62,11 @@ func printPlan(w io.Writer, steps []*pb.RestoreStep) error {
 		case pb.StepKind_STEP_KIND_INSERT:
 			records = strconv.Itoa(len(s.GetIds()))
 			if len(s.GetOmitFields()) > 0 {
-				fields = "omit " + strings.Join(s.GetOmitFields(), ",")
+				fields = "omit:" + strings.Join(s.GetOmitFields(), ",")
 			}
 		case pb.StepKind_STEP_KIND_UPDATE:
 			records = strconv.Itoa(len(s.GetIds()))
-			fields = "set " + strings.Join(s.GetUpdateFields(), ",")
+			fields = "set:" + strings.Join(s.GetUpdateFields(), ",")
 		case pb.StepKind_STEP_KIND_FILES:
 			files = strconv.Itoa(len(s.GetFileIds()))
 		}
