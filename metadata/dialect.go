@@ -41,6 +41,9 @@ type dialect interface {
 	// writer from its first statement on.
 	forUpdate() string
 	forShare() string
+	// tryLock takes the named lock of Store.TryLock in scope (lockScope) without waiting;
+	// release is called once, and only when ok.
+	tryLock(ctx context.Context, db *sql.DB, scope, name string) (release func(), ok bool, err error)
 }
 
 // violation is the kind of constraint a statement violated.

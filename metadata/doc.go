@@ -7,9 +7,9 @@
 // One Store serves both databases: MySQL (github.com/go-sql-driver/mysql) in production and
 // SQLite (modernc.org/sqlite, pure Go) as the embedded default. The queries are shared; a small
 // dialect covers what differs (column types in the migration files, upsert syntax, classifying
-// constraint violations, the migration lock). Driver errors are translated at this boundary into
-// ErrNotFound, ErrConflict, ErrReferenced and ErrInvalid. Every query on tenant data filters by
-// tenant id, and another tenant's id is simply not found.
+// constraint violations, the migration lock, TryLock). Driver errors are translated at this
+// boundary into ErrNotFound, ErrConflict, ErrReferenced and ErrInvalid. Every query on tenant data
+// filters by tenant id, and another tenant's id is simply not found.
 //
 // Portability rules the schema follows: ids and names are VARBINARY on MySQL (TEXT with SQLite's
 // default BINARY collation), so they compare case-sensitively whatever the server's default
@@ -39,6 +39,18 @@
 // PurgeBackupRows, which keeps the backup row for history and deletes only objects no remaining
 // row references. Foreign keys back this up: an object a file or chunk references cannot be
 // deleted, nor a storage a backup or object names (ErrReferenced).
+//
+// # Maintenance
+//
+// Retention policies (PutRetentionPolicy; OrgID "" is the tenant's default) are stored, not
+// interpreted: the maintenance package picks the COMMITTED backups to keep (OrgsWithBackups,
+// ListBackups by org and status) and marks the others DELETING. Deleting a backup ends with
+// DeleteBackupRow once PurgeBackupRows has left no row naming it; a backup that stored a file
+// object another backup still shares keeps its row (ErrReferenced) until that backup is deleted
+// too. Garbage collection merges ForEachObjectKey, in byte order like S3's listing, with the
+// bucket's keys, sparing PendingUploadKeys; StaleUploads are the pending uploads past their TTL.
+// Maintenance runs are recorded (InsertMaintenanceRun, FinishMaintenanceRun) and run under
+// Store.TryLock: MySQL GET_LOCK across replicas, an in-process lock on SQLite.
 //
 // # Migrations
 //

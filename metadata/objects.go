@@ -644,8 +644,8 @@ const purgeBatch = 500
 
 // PurgeBackupRows deletes, in one transaction, the backup's files, record chunks, record set
 // schemas, uploads and their parts, and then those of objectIDs that no remaining file or chunk
-// references (the others stay, silently); ids of other tenants' objects are ignored. The backup
-// row stays, for history. The backup must be ABORTED or DELETING (ErrConflict otherwise);
+// references (the others stay, silently, and no longer name the backup as the one that stored
+// them); ids of other tenants' objects are ignored. The backup row stays (DeleteBackupRow removes it). The backup must be ABORTED or DELETING (ErrConflict otherwise);
 // ErrNotFound: no such backup.
 func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string, objectIDs []string) error {
 	const op = "PurgeBackupRows"
@@ -677,6 +677,15 @@ func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string,
 			if err != nil {
 				return fmt.Errorf("objects: %w", err)
 			}
+		}
+		// Objects this backup stored first that other backups still use
+		// (deduplicated file bodies) outlive it: they stop naming it, so its
+		// row can go.
+		if _, err := c.q.ExecContext(ctx, `UPDATE objects SET backup_id = NULL WHERE tenant_id = ? AND backup_id = ?
+ AND (EXISTS (SELECT 1 FROM files f WHERE f.tenant_id = objects.tenant_id AND f.object_id = objects.id)
+  OR EXISTS (SELECT 1 FROM record_chunks r WHERE r.tenant_id = objects.tenant_id AND (r.data_object_id = objects.id OR r.index_object_id = objects.id)))`,
+			tenantID, backupID); err != nil {
+			return fmt.Errorf("objects: %w", err)
 		}
 		return nil
 	})

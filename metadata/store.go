@@ -44,6 +44,7 @@ const sqliteBusyTimeout = 10000
 // InTx to group several into one.
 type Store struct {
 	catalog
+	lockScope string // TryLock's namespace (see lockScope)
 }
 
 // Tx is a transaction begun by Store.InTx. It has the same catalog methods as Store, run inside
@@ -99,7 +100,12 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{catalog{d: d, db: db, q: db}}, nil
+	scope, err := lockScope(ctx, db, d, dsn)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("metadata.Open: %w", err)
+	}
+	return &Store{catalog: catalog{d: d, db: db, q: db}, lockScope: scope}, nil
 }
 
 func mysqlDSN(dsn string) (string, error) {

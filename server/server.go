@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"backupstore/ingest"
+	"backupstore/maintenance"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
 	"backupstore/restore"
@@ -25,7 +26,9 @@ type Config struct {
 	Registry *registry.Registry
 	Ingest   *ingest.Service
 	Restore  *restore.Service
-	Logger   *slog.Logger
+	// Maintenance is optional: without it MaintenanceService is not served.
+	Maintenance *maintenance.Service
+	Logger      *slog.Logger
 	// MaxRecvMsgSize caps one request message. Default 4 MiB + 64 KiB.
 	MaxRecvMsgSize int
 }
@@ -35,11 +38,13 @@ type Server struct {
 	pb.UnimplementedStorageServiceServer
 	pb.UnimplementedBackupServiceServer
 	pb.UnimplementedRestoreServiceServer
+	pb.UnimplementedMaintenanceServiceServer
 
 	auth   Authenticator
 	reg    *registry.Registry
 	ing    *ingest.Service
 	rst    *restore.Service
+	mnt    *maintenance.Service
 	log    *slog.Logger
 	health *health.Server
 	cfg    Config
@@ -65,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = 4<<20 + 64<<10
 	}
-	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, rst: cfg.Restore, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
+	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, rst: cfg.Restore, mnt: cfg.Maintenance, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
 }
 
 // GRPCServer builds a *grpc.Server with every service, health and reflection
@@ -90,6 +95,10 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterStorageServiceServer(gs, s)
 	pb.RegisterBackupServiceServer(gs, s)
 	pb.RegisterRestoreServiceServer(gs, s)
+	if s.mnt != nil {
+		pb.RegisterMaintenanceServiceServer(gs, s)
+		s.health.SetServingStatus(pb.MaintenanceService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -32,6 +32,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/ingest"
 	"backupstore/internal/testenv"
+	"backupstore/maintenance"
 	bsmeta "backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
@@ -66,6 +67,10 @@ type env struct {
 	backups pb.BackupServiceClient
 	ing     *ingest.Service
 	rst     *restore.Service
+	mnt     *maintenance.Service
+	maint   pb.MaintenanceServiceClient
+	clockMu sync.Mutex
+	offset  time.Duration // the test clock runs this far ahead of real time
 	restore pb.RestoreServiceClient
 	budget  *budget.Budget
 	local   string // root of the service-default local storage
@@ -136,7 +141,7 @@ func newEnv(t *testing.T, driver string) *env {
 	}
 	e.budget = budget.New(512 << 20)
 	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget,
-		Logger: log, PartSize: 5 << 20, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}})
+		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +149,12 @@ func newEnv(t *testing.T, driver string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Logger: log})
+	e.mnt, err = maintenance.New(maintenance.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Logger: log,
+		Now: e.now, Grace: 2 * time.Second, Replica: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Maintenance: e.mnt, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +174,23 @@ func newEnv(t *testing.T, driver string) *env {
 	e.client = pb.NewStorageServiceClient(conn)
 	e.backups = pb.NewBackupServiceClient(conn)
 	e.restore = pb.NewRestoreServiceClient(conn)
+	e.maint = pb.NewMaintenanceServiceClient(conn)
 	t.Cleanup(e.assertNoSecretLeaked)
 	return e
+}
+
+// now is the test clock: real time plus an offset the test controls.
+func (e *env) now() time.Time {
+	e.clockMu.Lock()
+	defer e.clockMu.Unlock()
+	return time.Now().Add(e.offset)
+}
+
+// setClock makes the test clock read t now.
+func (e *env) setClock(t time.Time) {
+	e.clockMu.Lock()
+	defer e.clockMu.Unlock()
+	e.offset = time.Until(t)
 }
 
 func as(tok string) context.Context {

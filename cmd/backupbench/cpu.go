@@ -159,3 +159,14 @@ func findProcs(names ...string) []int {
 	}
 	return pids
 }
+
+// own is the CPU seconds of the benchmark's processes (everything but "others").
+func (u cpuUse) own() float64 {
+	var t float64
+	for n, v := range u {
+		if n != "others" {
+			t += v
+		}
+	}
+	return t
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +65,7 @@ func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
 	fs.StringVar(&c.tmp, "tmp", "", "parent of the temporary directory (default $TMPDIR)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (logs, CSVs) for inspection")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
-	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "also run the main ingest once in-process (same packages and settings as backupd) under a CPU profile written here; FILE.top.txt gets `go tool pprof -top`")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "with -tags benchprofile: also run the main ingest and the file stage once in-process (backupd's packages and settings) under a CPU profile written here (plus FILE-files, FILE-allocs); FILE.top.txt gets `go tool pprof -top`")
 }
 
 func (c *ingestConfig) validate() error {
@@ -77,6 +78,9 @@ func (c *ingestConfig) validate() error {
 	}
 	if c.files < 1 || c.streams < 1 || c.runs < 1 || c.fileSize < 1 || c.fileSize > 4<<20 {
 		errs = append(errs, errors.New("--files, --streams and --runs must be ≥ 1, --file-size in [1, 4MiB] (one data message)"))
+	}
+	if c.cpuprofile != "" && !profileBuilt {
+		errs = append(errs, errors.New("--cpuprofile needs the in-process pipeline: go run -tags benchprofile ./cmd/backupbench ingest --cpuprofile FILE"))
 	}
 	return errors.Join(errs...)
 }
@@ -138,7 +142,11 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 
 	b := &bench{c: c, stderr: stderr, start: time.Now(), cpu: newCPUMeter()}
-	b.rep = &report{Started: b.start, Command: "go run ./cmd/backupbench ingest " + strings.Join(args, " "),
+	command := "go run ./cmd/backupbench ingest "
+	if profileBuilt {
+		command = "go run -tags benchprofile ./cmd/backupbench ingest "
+	}
+	b.rep = &report{Started: b.start, Command: command + strings.Join(args, " "),
 		Machine: machineInfo(), Runs: map[string][]float64{}, CPU: map[string]cpuUse{}, Config: map[string]any{
 			"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
 			"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
@@ -369,11 +377,13 @@ func (b *bench) throughput(ctx context.Context, a, n *daemon) error {
 	var indexBytes []float64
 	// timed runs fn between two CPU readings; uses collects them per measurement.
 	uses := map[string][]cpuUse{}
+	walls := map[string][]time.Duration{}
 	var cur string
 	timed := func(fn func() (time.Duration, cpuUse, error)) (time.Duration, cpuUse, error) {
 		s0 := b.cpu.snap()
 		dur, extra, err := fn()
 		uses[cur] = append(uses[cur], b.cpu.snap().since(s0, extra))
+		walls[cur] = append(walls[cur], dur)
 		return dur, extra, err
 	}
 	ingest := func(d *daemon, label string, run int, keep bool) (time.Duration, cpuUse, error) {
@@ -447,6 +457,7 @@ func (b *bench) throughput(ctx context.Context, a, n *daemon) error {
 	for name, us := range uses {
 		b.rep.CPU[name] = medianUse(us)
 	}
+	b.noise("stages 1–3", uses, walls)
 	cpuNote := func(name string) string {
 		if u, ok := b.rep.CPU[name]; ok {
 			return "median " + u.String()
@@ -478,6 +489,18 @@ func (b *bench) throughput(ctx context.Context, a, n *daemon) error {
 	}
 	b.rep.addValue("3", "backupstore ingest without index (--benchmark-without-index)", noidx, "MB/s", "", cpuNote("backupstore_noindex"))
 	b.rep.addRatio("3", "ingest with index ÷ without", bs, "MB/s", div(bs, noidx), "≥ 0.9", "")
+
+	// The same comparisons per CPU-second of the benchmark's own processes: on shared cores the
+	// wall-time figures move with other users' load, these much less.
+	perCPU := func(name string) float64 { return float64(b.sizes.main) / mb / b.rep.CPU[name].own() }
+	if b.rclone != "" {
+		b.rep.addRatio("1", "information: MB per CPU-second of own processes, backupstore ÷ rclone", perCPU("backupstore_indexed"), "MB/CPU-s",
+			div(perCPU("backupstore_indexed"), perCPU("rclone")), "", fmt.Sprintf("rclone %.1f MB/CPU-s", perCPU("rclone")))
+	}
+	b.rep.addRatio("1", "information: MB per CPU-second of own processes, backupstore ÷ manager upload", perCPU("backupstore_indexed"), "MB/CPU-s",
+		div(perCPU("backupstore_indexed"), perCPU("manager")), "", fmt.Sprintf("manager %.1f MB/CPU-s", perCPU("manager")))
+	b.rep.addRatio("3", "information: MB per CPU-second of own processes, with index ÷ without", perCPU("backupstore_indexed"), "MB/CPU-s",
+		div(perCPU("backupstore_indexed"), perCPU("backupstore_noindex")), "", fmt.Sprintf("without %.1f MB/CPU-s", perCPU("backupstore_noindex")))
 	return nil
 }
 
@@ -491,6 +514,7 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 	n, size := b.c.files, int(b.c.fileSize)
 	var last fileSet
 	uses := map[string][]cpuUse{}
+	walls := map[string][]time.Duration{}
 	for run := range b.c.runs {
 		fs := newFileSet(n, size) // new bodies per run: nothing deduplicates by accident
 		last = fs
@@ -499,6 +523,7 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 			s0 := b.cpu.snap()
 			dur, err := putFiles(ctx, st, prefix, fs, b.c.streams)
 			uses["putobject"] = append(uses["putobject"], b.cpu.snap().since(s0, nil))
+			walls["putobject"] = append(walls["putobject"], dur)
 			if err != nil {
 				return fmt.Errorf("PutObject run %d: %w", run+1, err)
 			}
@@ -519,6 +544,7 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 			s0 := b.cpu.snap()
 			out, err := uploadFiles(ctx, a, id, fs, b.c.streams, false, fmt.Sprintf("run%d", run))
 			uses["uploadfile"] = append(uses["uploadfile"], b.cpu.snap().since(s0, nil))
+			walls["uploadfile"] = append(walls["uploadfile"], out.dur)
 			if err != nil {
 				return fmt.Errorf("UploadFile run %d: %w", run+1, err)
 			}
@@ -543,6 +569,7 @@ func (b *bench) smallFiles(ctx context.Context, a *daemon) error {
 	for name, us := range uses {
 		b.rep.CPU[name] = medianUse(us)
 	}
+	b.noise("stage 5", uses, walls)
 	put, up := median(b.rep.Runs["putobject_files_per_s"]), median(b.rep.Runs["uploadfile_files_per_s"])
 	what := fmt.Sprintf("%d files of %s", n, b.c.fileSize.String())
 	b.rep.addValue("5", fmt.Sprintf("PutObject, %d goroutines (storage package), %s", b.c.streams, what), put, "files/s", "", "median "+b.rep.CPU["putobject"].String())
@@ -661,4 +688,24 @@ func (f *sizeFlag) Set(s string) error {
 	}
 	*f = sizeFlag(n * mult)
 	return nil
+}
+
+// noise notes how much of the machine's CPU other processes took during the measurements: the
+// wall-time figures move with it.
+func (b *bench) noise(stages string, uses map[string][]cpuUse, walls map[string][]time.Duration) {
+	var shares []float64
+	for name, us := range uses {
+		for i, u := range us {
+			if i < len(walls[name]) && walls[name][i] > 0 {
+				shares = append(shares, u["others"]/(walls[name][i].Seconds()*float64(b.rep.Machine.NProc)))
+			}
+		}
+	}
+	if len(shares) == 0 {
+		return
+	}
+	slices.Sort(shares)
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("During %s, processes other than the benchmark's took %.0f%% of the machine's CPU in the median measurement (%.0f%% to %.0f%%): "+
+		"wall-time figures and their ratios move with that; CPU-seconds per process (in the figure notes) and the MB per CPU-second rows much less.",
+		stages, 100*median(shares), 100*shares[0], 100*shares[len(shares)-1]))
 }

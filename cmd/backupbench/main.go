@@ -11,8 +11,9 @@
 // record index, peak RSS for a small and a large record set, small-file throughput against
 // direct PutObject, and the bytes a second backup of the same files sends. See docs/BENCHMARKS.md.
 //
-// backupbench is a development tool: it imports the service's packages (for an optional in-process
-// CPU profile of the same pipeline) but nothing imports it.
+// backupbench talks to backupd through the API only (it imports the generated proto package, the
+// storage package for the PutObject baseline and csvgen). With -tags benchprofile it also wires the
+// service in-process, as cmd/backupd does, to take CPU and allocation profiles (--cpuprofile).
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build benchprofile
+
 package main
 
 import (
@@ -28,10 +30,17 @@ import (
 	"backupstore/storage"
 )
 
+// profileBuilt: this build can profile (see profile_stub.go).
+const profileBuilt = true
+
 // profile runs the main ingest once more with the service in this process, wired as
 // cmd/backupd/run.go wires it (same packages, budget, part size, windows), under a CPU profile.
 // backupd has no pprof endpoint and the benchmark adds nothing to it; the profile therefore also
 // holds the client side (file reads, gRPC sends), which shows under its own functions.
+//
+// This file mirrors backupd's wiring, which changes as the service grows; it is built only with
+// -tags benchprofile, so that the benchmark itself depends on the API and the storage package
+// alone.
 func (b *bench) profile(ctx context.Context) error {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	keys, err := secrets.ParseKeys([]byte(b.dcfg.masterKey))

@@ -91,6 +91,13 @@ references; deduplicated file bodies that other backups use stay.`,
 				run: backupAbort,
 			},
 			{
+				name:    "delete",
+				args:    "ID",
+				summary: "delete a committed or aborted backup and what only it references",
+				help:    backupDeleteHelp,
+				run:     backupDelete,
+			},
+			{
 				name:    "get",
 				args:    "ID",
 				summary: "show one backup",

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,6 +41,7 @@ type globals struct {
 	tls           bool
 	tlsCA         string
 	timeout       time.Duration
+	timeoutSet    bool   // --timeout was given; cleanup, verify and backup delete default longer
 	output        string // "table" or "json"
 }
 
@@ -101,6 +103,7 @@ func (g *globals) bind(fs *flag.FlagSet) {
 			return fmt.Errorf("negative timeout")
 		}
 		g.timeout = d
+		g.timeoutSet = true
 		return nil
 	})
 	out := func(s string) error {
@@ -355,8 +358,24 @@ func (c *cli) printError(err error) int {
 			fmt.Fprintf(c.stderr, "  %s: %s: %s\n", clean(v.GetSubject()), clean(v.GetType()), clean(v.GetDescription()))
 		}
 	}
+	var h *hintedError
+	if errors.As(err, &h) {
+		fmt.Fprintf(c.stderr, "  %s\n", strings.ReplaceAll(h.hint, "\n", "\n  "))
+	}
 	return exit
 }
+
+// hintedError is a gRPC error with advice for people, printed under the
+// error in table output; -o json prints the status alone (stderr is then one
+// JSON object). The status, code and exit code are err's.
+type hintedError struct {
+	err  error
+	hint string
+}
+
+func (e *hintedError) Error() string              { return e.err.Error() }
+func (e *hintedError) Unwrap() error              { return e.err }
+func (e *hintedError) GRPCStatus() *status.Status { return status.Convert(e.err) }
 
 func reasonOf(st *status.Status) string {
 	for _, d := range st.Details() {

@@ -1,7 +1,8 @@
 // Command backupctl is the command-line client of backupstore: operators use
-// it to register and manage the S3 buckets backups are written to, and it is
-// the reference backup worker: it opens backups, streams record sets and
-// files into them and commits them, and reads them back (restore).
+// it to register and manage the S3 buckets backups are written to and to run
+// maintenance (retention, cleanup, verification), and it is the reference
+// backup worker: it opens backups, streams record sets and files into them
+// and commits them, and reads them back (restore).
 //
 // It imports only the generated API package, gRPC, protobuf and the
 // standard library, never the server's packages: it is a client like any
@@ -10,6 +11,7 @@
 // # Usage
 //
 //	backupctl [global flags] <group> <command> [flags] [args]
+//	backupctl [global flags] cleanup|verify [flags] [args]
 //	backupctl help [<group> [<command>]]
 //
 //	backupctl storage register --name N --region R --bucket B --access-key-id K
@@ -33,6 +35,7 @@
 //	                     [--content-type T] [--sha256 HEX | --hash] [--upload-id UUID] FILE
 //	backupctl backup commit ID [--require-parents]
 //	backupctl backup abort ID
+//	backupctl backup delete ID
 //	backupctl backup get ID
 //	backupctl backup list [--org ORG] [--status open|committed|aborted|deleting]
 //	                     [--from RFC3339] [--to RFC3339] [--page-size N] [--all=false [--page-token T]]
@@ -44,6 +47,14 @@
 //	backupctl restore records --backup ID --sobject NAME [--ids ID,ID,... | --ids-file F|-] [-O FILE]
 //	backupctl restore file --backup ID (--file-id ID | --parent ID) [--offset N] [--limit N] [-O PATH]
 //	backupctl restore plan --backup ID --root SObject=ID,ID,... [--root ...] [--depth 0-5]
+//
+//	backupctl retention set [--org ORG] [--keep-last N] [--keep-daily N] [--keep-weekly N]
+//	                        [--keep-monthly N] [--keep-yearly N] [--keep-within DURATION]
+//	backupctl retention get [--org ORG]
+//	backupctl retention delete [--org ORG]
+//	backupctl cleanup [--dry-run]
+//	backupctl verify BACKUP_ID [--read-percent 0-100]
+//	backupctl maintenance runs [--page-size N] [--all=false [--page-token T]]
 //
 // Flags may come before or after positional arguments. A secret access key
 // is never a flag value (flags show in ps and in shell history): it is read
@@ -107,6 +118,41 @@
 // bytes it has. Stored paths that are not clean relative paths are refused
 // (exit 4) before anything is written.
 //
+// # Maintenance
+//
+// retention set replaces the policy of an org (--org) or the tenant's default
+// (no --org); an org's policy overrides the tenant's for that org. The rules
+// are restic's forget: --keep-last N, --keep-daily/weekly/monthly/yearly N
+// (the latest backup of each of the last N periods that have backups) and
+// --keep-within DURATION (every backup started within DURATION before the
+// newest). --keep-within takes a Go duration or days, weeks and years,
+// counted in hours: 30d = 720h, 12w = 2016h, 1y = 365d = 8760h; units
+// combine (1y6w). A policy that keeps nothing is a usage error (exit 2):
+// delete the policy to keep every backup. retention get prints the policy in
+// force (an org without its own policy gets the tenant's, and stderr says
+// so); when none applies it exits 3 (NotFound): every backup is kept.
+//
+// cleanup (RunCleanup) expires what no policy keeps, finishes interrupted
+// deletions, deletes garbage keys past the grace period and aborts stale
+// uploads; --dry-run only reports. It prints one row per item (ACTION,
+// BACKUP, KEY/UPLOAD, BYTES, REASON), then the totals. backup delete
+// (DeleteBackup) deletes one COMMITTED or ABORTED backup and prints the
+// objects deleted and the bytes freed. verify (VerifyBackup) checks every
+// object of a backup (HeadObject), re-hashes --read-percent of them, and
+// prints the object problems and the dangling references as tables. verify
+// exits 0 when no object problem was found and 4 (FailedPrecondition,
+// reason BACKUP_DAMAGED, after printing the report) when any object is
+// missing or has the wrong size or checksum; dangling references (lookups
+// whose target record is not in the backup) are reported but are not an
+// error. maintenance runs lists the runs (cleanup, verify, delete), newest
+// first, following every page unless --all=false.
+//
+// cleanup, verify and backup delete take the maintenance lock that all
+// replicas share; while another replica (or call) holds it the service
+// answers Aborted (reason MAINTENANCE_RUNNING): nothing was done, stderr
+// says so, and the exit code is 5. Each is one call that may take minutes,
+// so it is bounded by --timeout when given, else by 30 minutes.
+//
 // # Global flags
 //
 // Accepted before the group and after the command (the last one wins):
@@ -120,7 +166,8 @@
 //	                     loopback development; a token sent in plaintext to a
 //	                     non-loopback address draws a warning)
 //	--tls-ca FILE        TLS, verifying the server with the PEM CAs in FILE
-//	--timeout DURATION   per call, default 60s; 0 for none. An upload stream
+//	--timeout DURATION   per call, default 60s (cleanup, verify and backup
+//	                     delete: 30m); 0 for none. An upload stream
 //	                     is not bounded as a whole: it fails (DeadlineExceeded)
 //	                     when no message goes out, or no answer comes back
 //	                     after the last, for DURATION
@@ -133,7 +180,8 @@
 // (lowerCamelCase names, enums by name, unset fields omitted), indented two
 // spaces. list -o json prints one ListStoragesResponse holding every page
 // (backup list one ListBackupsResponse, backup uploads one
-// ListUploadsResponse, restore contents one ListBackupContentsResponse).
+// ListUploadsResponse, restore contents one ListBackupContentsResponse,
+// maintenance runs one ListMaintenanceRunsResponse).
 // backup run prints the backup id on stdout, or with -o json the
 // CommitBackupResponse; restore run prints OUT_DIR, or with -o json the
 // ListBackupContentsResponse of what it restored. Their progress (a bar
@@ -170,7 +218,8 @@
 // # Adding a command group
 //
 // A group (backup, restore) is one file that returns a *group from a
-// function listed in groups() (run.go). Its commands build their FlagSet
+// function listed in groups() (run.go); a top-level command without
+// subcommands (cleanup, verify) is a group whose verb field is its command. Its commands build their FlagSet
 // with cli.newFlagSet, so the global flags work after them too, parse with
 // cli.parse, dial with cli.dial, bound each call with cli.callCtx, and
 // return gRPC errors unwrapped so that printError maps them to exit codes.

@@ -39,12 +39,20 @@ type command struct {
 	run         func(ctx context.Context, c *cli, cmd *command, args []string) error
 }
 
-func (cmd *command) path() string { return cmd.group + " " + cmd.name }
+func (cmd *command) path() string {
+	if cmd.name == "" {
+		return cmd.group
+	}
+	return cmd.group + " " + cmd.name
+}
 
-// group is a top-level noun (storage, later backup and restore).
+// group is a top-level noun (storage, backup, restore) and its commands, or
+// a top-level verb (cleanup, verify): a group whose one command, verb, runs
+// as `backupctl cleanup [flags] [args]`, with no command name of its own.
 type group struct {
 	name, summary string
 	commands      []*command
+	verb          *command
 }
 
 func (g *group) lookup(name string) *command {
@@ -59,10 +67,14 @@ func (g *group) lookup(name string) *command {
 // groups lists the command groups in the order the usage shows them. A new
 // group (backup, restore) is one file defining a *group plus a line here.
 func groups() []*group {
-	gs := []*group{storageGroup(), backupGroup(), restoreGroup()}
+	gs := []*group{storageGroup(), backupGroup(), restoreGroup(),
+		retentionGroup(), cleanupGroup(), verifyGroup(), maintenanceGroup()}
 	for _, g := range gs {
 		for _, cmd := range g.commands {
 			cmd.group = g.name
+		}
+		if g.verb != nil {
+			g.verb.group, g.verb.name = g.name, ""
 		}
 	}
 	return gs
@@ -121,6 +133,9 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if g == nil {
 		return usagef("", "unknown command group %q", rest[0])
 	}
+	if g.verb != nil {
+		return g.verb.run(ctx, c, g.verb, rest[1:])
+	}
 
 	gfs := c.newFlagSet("backupctl " + g.name)
 	if err := gfs.Parse(rest[1:]); err != nil {
@@ -154,6 +169,12 @@ func (c *cli) help(args []string) error {
 	g := lookupGroup(args[0])
 	if g == nil {
 		return usagef("", "unknown command group %q", args[0])
+	}
+	if g.verb != nil {
+		if len(args) > 1 {
+			return usagef(g.name, "%s has no commands", g.name)
+		}
+		return g.verb.run(context.Background(), c, g.verb, []string{"-h"})
 	}
 	if len(args) == 1 {
 		c.groupUsage(g)
@@ -237,16 +258,23 @@ const exitCodesText = `Exit codes:
 
 func (c *cli) topUsage() {
 	w := c.stderr
-	fmt.Fprint(w, `backupctl is the command-line client of backupstore.
+	var verbs []string
+	for _, g := range groups() {
+		if g.verb != nil {
+			verbs = append(verbs, g.name)
+		}
+	}
+	fmt.Fprintf(w, `backupctl is the command-line client of backupstore.
 
 Usage:
   backupctl [global flags] <group> <command> [flags] [args]
+  backupctl [global flags] %s [flags] [args]
   backupctl help [<group> [<command>]]
 
-Groups:
-`)
+Groups and commands:
+`, strings.Join(verbs, "|"))
 	for _, g := range groups() {
-		fmt.Fprintf(w, "  %-10s %s\n", g.name, g.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", g.name, g.summary)
 	}
 	fmt.Fprint(w, "\nGlobal flags (accepted before the group and after the command):\n")
 	c.printGlobalFlags(w)

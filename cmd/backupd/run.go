@@ -22,7 +22,9 @@ import (
 
 	"backupstore/budget"
 	"backupstore/csvscan"
+	"backupstore/fault"
 	"backupstore/ingest"
+	"backupstore/maintenance"
 	"backupstore/metadata"
 	"backupstore/registry"
 	"backupstore/restore"
@@ -59,6 +61,9 @@ type config struct {
 	compressWorkers int
 	benchNoIndex    bool
 	indexCache      sizeFlag
+	cleanupEvery    time.Duration
+	gcGrace         time.Duration
+	uploadTTL       time.Duration
 
 	defaultStorage string // local | s3
 	localDir       string
@@ -93,6 +98,9 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
 	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
 	fs.IntVar(&c.compressWorkers, "compress-workers", 2, "zstd goroutines per record upload")
+	fs.DurationVar(&c.cleanupEvery, "cleanup-interval", time.Hour, "run cleanup (retention, deletions, stale uploads, garbage) for every tenant this often; 0 disables (RunCleanup still works)")
+	fs.DurationVar(&c.gcGrace, "gc-grace", 24*time.Hour, "garbage collection only deletes keys without a catalog row older than this")
+	fs.DurationVar(&c.uploadTTL, "upload-ttl", 7*24*time.Hour, "cleanup aborts PENDING uploads idle longer than this")
 	c.indexCache = 32 << 20
 	fs.Var(&c.indexCache, "index-block-cache", "restore: bytes of record-index blocks kept in memory (LRU)")
 	fs.BoolVar(&c.benchNoIndex, "benchmark-without-index", false, "benchmarks only: do not index record ids and references (duplicates go undetected)")
@@ -227,7 +235,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Logger: log,
+		Grace: c.gcGrace, UploadTTL: c.uploadTTL, CrashAt: os.Getenv("BACKUPD_TEST_CRASH_AT")})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
 	if err != nil {
 		return err
 	}
@@ -260,6 +273,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	defer cancelBG()
 	if c.revalidateEvery > 0 {
 		go reg.Run(bg, c.revalidateEvery)
+	}
+	if c.cleanupEvery > 0 {
+		go scheduleCleanup(bg, catalog, mnt, log, c.cleanupEvery)
 	}
 
 	serveErr := make(chan error, 1)
@@ -395,4 +411,32 @@ func (f *sizeFlag) Set(s string) error {
 	}
 	*f = sizeFlag(n * mult)
 	return nil
+}
+
+// scheduleCleanup runs cleanup for every tenant each interval. Replicas
+// share the maintenance lock: when another holds it, this pass is skipped.
+func scheduleCleanup(ctx context.Context, cat *metadata.Store, mnt *maintenance.Service, log *slog.Logger, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tenants, err := cat.ListTenants(ctx)
+		if err != nil {
+			log.ErrorContext(ctx, "scheduled cleanup: listing tenants", "err", err)
+			continue
+		}
+		for _, tenant := range tenants {
+			if _, err := mnt.Cleanup(ctx, tenant, false); err != nil {
+				if fe, ok := fault.As(err); ok && fe.Reason == "MAINTENANCE_RUNNING" {
+					log.InfoContext(ctx, "scheduled cleanup skipped: another replica is running maintenance")
+					break
+				}
+				log.ErrorContext(ctx, "scheduled cleanup failed", "tenant", tenant, "err", err)
+			}
+		}
+	}
 }

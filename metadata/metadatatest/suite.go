@@ -61,6 +61,13 @@ func Run(t *testing.T, newDB NewDB) {
 		{"GetFile", testGetFile},
 		{"FilesByParent", testFilesByParent},
 		{"ObjectDamaged", testObjectDamaged},
+		{"RetentionPolicies", testRetentionPolicies},
+		{"TenantsAndOrgs", testTenantsAndOrgs},
+		{"DeleteBackupRow", testDeleteBackupRow},
+		{"ObjectKeys", testObjectKeys},
+		{"PendingAndStaleUploads", testPendingAndStaleUploads},
+		{"MaintenanceRuns", testMaintenanceRuns},
+		{"TryLock", testTryLock},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })

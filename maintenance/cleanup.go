@@ -1,0 +1,333 @@
+package maintenance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/retention"
+	"backupstore/storage"
+)
+
+// Item is one thing cleanup did, or would do with DryRun, and why.
+type Item struct {
+	Action, BackupID, Key, UploadID, S3UploadID string
+	Bytes                                       int64
+	Reason                                      string
+}
+
+// Report is what a cleanup run did.
+type Report struct {
+	RunID                                                         string
+	DryRun                                                        bool
+	Expired, ObjectsDeleted, GarbageDeleted, UploadsAborted, Skip int64
+	BytesFreed                                                    int64
+	Items                                                         []Item
+}
+
+// Cleanup applies retention, finishes deletions, aborts stale uploads and
+// collects garbage for one tenant, under the maintenance lock.
+func (s *Service) Cleanup(ctx context.Context, tenant string, dryRun bool) (*Report, error) {
+	rep := &Report{DryRun: dryRun}
+	run, err := s.locked(ctx, tenant, "cleanup", dryRun, func(run *metadata.MaintenanceRun) (string, error) {
+		rep.RunID = run.ID
+		steps := []func(context.Context, string, *Report) error{s.expire, s.finishDeletions, s.abortStale, s.collectGarbage}
+		for _, step := range steps {
+			if err := step(ctx, tenant, rep); err != nil {
+				return "", err
+			}
+		}
+		return fmt.Sprintf("expired %d backups, deleted %d objects (%d bytes), %d garbage keys, aborted %d uploads, skipped %d",
+			rep.Expired, rep.ObjectsDeleted, rep.BytesFreed, rep.GarbageDeleted, rep.UploadsAborted, rep.Skip), nil
+	})
+	if run != nil {
+		rep.RunID = run.ID
+	}
+	return rep, err
+}
+
+// allBackups pages through a filter.
+func (s *Service) allBackups(ctx context.Context, tenant string, f metadata.BackupFilter) ([]*metadata.Backup, error) {
+	var out []*metadata.Backup
+	tok := ""
+	for {
+		page, next, err := s.cfg.Catalog.ListBackups(ctx, tenant, f, 1000, tok)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" {
+			return out, nil
+		}
+		tok = next
+	}
+}
+
+// policyFor returns the org's policy, else the tenant's, else nil.
+func (s *Service) policyFor(ctx context.Context, tenant, org string) (*metadata.RetentionPolicy, error) {
+	for _, o := range []string{org, ""} {
+		p, err := s.cfg.Catalog.GetRetentionPolicy(ctx, tenant, o)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, metadata.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func toPolicy(p *metadata.RetentionPolicy) retention.Policy {
+	return retention.Policy{Last: p.KeepLast, Daily: p.KeepDaily, Weekly: p.KeepWeekly, Monthly: p.KeepMonthly, Yearly: p.KeepYearly, Within: p.KeepWithin}
+}
+
+// expire marks COMMITTED backups the policy does not keep DELETING.
+func (s *Service) expire(ctx context.Context, tenant string, rep *Report) error {
+	orgs, err := s.cfg.Catalog.OrgsWithBackups(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	for _, org := range orgs {
+		p, err := s.policyFor(ctx, tenant, org)
+		if err != nil {
+			return err
+		}
+		if p == nil {
+			continue // no policy: keep everything
+		}
+		list, err := s.allBackups(ctx, tenant, metadata.BackupFilter{OrgID: org, Status: metadata.BackupCommitted})
+		if err != nil {
+			return err
+		}
+		in := make([]retention.Backup, len(list))
+		byID := map[string]*metadata.Backup{}
+		for i, b := range list {
+			in[i] = retention.Backup{ID: b.ID, Started: b.StartedAt}
+			byID[b.ID] = b
+		}
+		for _, d := range retention.Apply(in, toPolicy(p)) {
+			if d.Keep {
+				continue
+			}
+			b := byID[d.Backup.ID]
+			rep.Items = append(rep.Items, Item{Action: "expire", BackupID: b.ID, Bytes: b.BytesStored, Reason: "not kept by the retention policy"})
+			rep.Expired++
+			if rep.DryRun {
+				continue
+			}
+			if err := s.cfg.Catalog.SetBackupStatus(ctx, tenant, b.ID, metadata.BackupCommitted, metadata.BackupDeleting); err != nil {
+				if errors.Is(err, metadata.ErrConflict) || errors.Is(err, metadata.ErrNotFound) {
+					rep.Skip++
+					continue
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// finishDeletions deletes every DELETING backup's objects and rows (and, in
+// a dry run, says which backups would be deleted now).
+func (s *Service) finishDeletions(ctx context.Context, tenant string, rep *Report) error {
+	list, err := s.allBackups(ctx, tenant, metadata.BackupFilter{Status: metadata.BackupDeleting})
+	if err != nil {
+		return err
+	}
+	if rep.DryRun {
+		for _, it := range rep.Items {
+			if it.Action == "expire" {
+				list = append(list, &metadata.Backup{TenantID: tenant, ID: it.BackupID})
+			}
+		}
+	}
+	for _, b := range list {
+		if rep.DryRun {
+			objs, err := s.cfg.Catalog.ExclusiveObjects(ctx, tenant, b.ID)
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				rep.Items = append(rep.Items, Item{Action: "delete", BackupID: b.ID, Key: o.Key, Bytes: o.Size, Reason: "only this backup references it"})
+				rep.ObjectsDeleted++
+				rep.BytesFreed += o.Size
+			}
+			continue
+		}
+		d, err := s.finishDeletion(ctx, b)
+		if err != nil {
+			return err
+		}
+		rep.Items = append(rep.Items, Item{Action: "delete", BackupID: b.ID, Bytes: d.Bytes, Reason: fmt.Sprintf("%d objects only this backup referenced", d.Objects)})
+		rep.ObjectsDeleted += int64(d.Objects)
+		rep.BytesFreed += d.Bytes
+	}
+	return nil
+}
+
+// abortStale aborts PENDING uploads idle longer than UploadTTL.
+func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) error {
+	ups, err := s.cfg.Catalog.StaleUploads(ctx, tenant, s.cfg.Now().Add(-s.cfg.UploadTTL))
+	if err != nil {
+		return err
+	}
+	for _, u := range ups {
+		it := Item{Action: "abort", BackupID: u.BackupID, UploadID: u.UploadID, Key: u.ObjectKey, S3UploadID: u.S3UploadID,
+			Bytes: u.StoredSize, Reason: fmt.Sprintf("pending and idle since %s", u.UpdatedAt.UTC().Format(time.RFC3339))}
+		if rep.DryRun {
+			rep.Items = append(rep.Items, it)
+			rep.UploadsAborted++
+			continue
+		}
+		state := metadata.UploadFailed
+		if u.S3UploadID != "" {
+			b, err := s.cfg.Catalog.GetBackup(ctx, tenant, u.BackupID)
+			if err != nil {
+				return err
+			}
+			st, err := s.storeOf(ctx, tenant, b.StorageID)
+			if err != nil {
+				return err
+			}
+			if err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID); err != nil {
+				if !errors.Is(err, storage.ErrAbortDenied) {
+					return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 AbortMultipartUpload failed; the next cleanup retries")
+				}
+				state = metadata.UploadAbandoned
+				it.Action = "skip"
+				it.Reason = "AbortMultipartUpload denied: its parts stay billed until a lifecycle rule AbortIncompleteMultipartUpload removes them (see backupctl storage policy)"
+				rep.Skip++
+			}
+		}
+		if err := s.cfg.Catalog.FailUpload(ctx, tenant, u.BackupID, u.UploadID, u.Generation, state, "aborted by cleanup: idle longer than the upload TTL"); err != nil && !errors.Is(err, metadata.ErrStale) {
+			return err
+		}
+		if it.Action == "abort" {
+			rep.UploadsAborted++
+		}
+		rep.Items = append(rep.Items, it)
+	}
+	return nil
+}
+
+// collectGarbage deletes keys under the tenant's prefix, on each of its
+// storages, that no catalog row and no live upload knows, once they are
+// older than the grace period. Both listings come in byte order, so a merge
+// finds them in memory bounded by one batch.
+func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report) error {
+	storages := []string{""}
+	tok := ""
+	for {
+		page, next, err := s.cfg.Catalog.ListStorages(ctx, tenant, 1000, tok)
+		if err != nil {
+			return err
+		}
+		for _, st := range page {
+			storages = append(storages, st.ID)
+		}
+		if next == "" {
+			break
+		}
+		tok = next
+	}
+	pending, err := s.cfg.Catalog.PendingUploadKeys(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, k := range pending {
+		live[k] = true
+	}
+	cutoff := s.cfg.Now().Add(-s.cfg.Grace)
+	for _, sid := range storages {
+		st, err := s.storeOf(ctx, tenant, sid)
+		if err != nil {
+			if fe, ok := fault.As(err); ok && fe.Kind == fault.FailedPrecondition {
+				rep.Skip++
+				rep.Items = append(rep.Items, Item{Action: "skip", Reason: "storage " + sid + ": " + fe.Msg})
+				continue
+			}
+			return err
+		}
+		if err := s.garbageIn(ctx, tenant, sid, st, live, cutoff, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st storage.Store, live map[string]bool, cutoff time.Time, rep *Report) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	known := make(chan string, 1024)
+	kerr := make(chan error, 1)
+	go func() {
+		defer close(known)
+		kerr <- s.cfg.Catalog.ForEachObjectKey(ctx, tenant, storageID, func(k string) error {
+			select {
+			case known <- k:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	next, more := <-known
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 || rep.DryRun {
+			batch = batch[:0]
+			return nil
+		}
+		err := st.Delete(ctx, batch...)
+		batch = batch[:0]
+		if err != nil {
+			return deleteFault(err)
+		}
+		return nil
+	}
+	err := st.List(ctx, tenant+"/", func(o storage.ObjectInfo) error {
+		for more && next < o.Key {
+			next, more = <-known
+		}
+		if more && next == o.Key {
+			return nil // in the catalog
+		}
+		if live[o.Key] || strings.Contains(o.Key, "/.tmp-") {
+			return nil
+		}
+		if o.LastModified.After(cutoff) {
+			rep.Skip++
+			rep.Items = append(rep.Items, Item{Action: "skip", Key: o.Key, Bytes: o.Size, Reason: "no catalog row, but younger than the grace period"})
+			return nil
+		}
+		rep.Items = append(rep.Items, Item{Action: "garbage", Key: o.Key, Bytes: o.Size, Reason: "no catalog row and older than the grace period"})
+		rep.GarbageDeleted++
+		rep.BytesFreed += o.Size
+		batch = append(batch, o.Key)
+		if len(batch) == 1000 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	cancel()
+	for range known { // drain
+	}
+	if kerr2 := <-kerr; err == nil && kerr2 != nil && !errors.Is(kerr2, context.Canceled) {
+		err = kerr2
+	}
+	if err != nil {
+		if _, ok := fault.As(err); ok {
+			return err
+		}
+		return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "listing storage %q for garbage failed; retry", storageID)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+// Package maintenance is the cleanup half of backupstore: retention, safe
+// deletion of backups, garbage collection of keys a crash left behind,
+// aborting stale uploads, and verifying a backup's objects against the
+// bucket. Every run takes a lock shared by all replicas on the catalog, so
+// no two run at once, and is recorded as a maintenance run.
+//
+// Deletion follows DESIGN.md: mark DELETING (no longer readable), delete the
+// objects no other backup references in DeleteObjects batches (per-key
+// errors checked), then the rows. Each step is idempotent, so a run killed
+// at any point is finished by the next.
+//
+// maintenance imports storage, metadata, registry, recindex, retention and
+// fault; never server, ingest or restore.
+package maintenance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/registry"
+	"backupstore/storage"
+)
+
+// LockName is the catalog lock every maintenance run holds.
+const LockName = "backupstore_maintenance"
+
+// Config configures the maintenance Service.
+type Config struct {
+	Catalog      *metadata.Store
+	Registry     *registry.Registry
+	ServiceStore storage.Store
+	Logger       *slog.Logger
+	// Replica names this process in maintenance runs. Default hostname:pid.
+	Replica string
+	// Grace is how old a key without a catalog row must be before garbage
+	// collection deletes it. Default 24h.
+	Grace time.Duration
+	// UploadTTL is how long a PENDING upload may sit idle before cleanup
+	// aborts it. Default 7 days.
+	UploadTTL time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// CrashAt, for fault-injection tests only, kills the process at a named
+	// point of a deletion ("after-mark", "after-objects", "after-purge").
+	CrashAt string
+}
+
+// Service runs maintenance. Safe for concurrent use.
+type Service struct{ cfg Config }
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	switch {
+	case cfg.Catalog == nil:
+		return nil, errors.New("maintenance: Catalog is required")
+	case cfg.Registry == nil:
+		return nil, errors.New("maintenance: Registry is required")
+	case cfg.ServiceStore == nil:
+		return nil, errors.New("maintenance: ServiceStore is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Replica == "" {
+		host, _ := os.Hostname()
+		cfg.Replica = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 24 * time.Hour
+	}
+	if cfg.UploadTTL <= 0 {
+		cfg.UploadTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+func (s *Service) crash(point string) {
+	if s.cfg.CrashAt == point {
+		s.cfg.Logger.Error("fault injection: crashing", "point", point)
+		os.Exit(137)
+	}
+}
+
+// storeOf returns the store a backup lives on.
+func (s *Service) storeOf(ctx context.Context, tenant, storageID string) (storage.Store, error) {
+	if storageID == "" {
+		return s.cfg.ServiceStore, nil
+	}
+	c, _, err := s.cfg.Registry.Client(ctx, tenant, storageID)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// locked runs fn under the maintenance lock and records the run.
+func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, fn func(run *metadata.MaintenanceRun) (string, error)) (*metadata.MaintenanceRun, error) {
+	release, ok, err := s.cfg.Catalog.TryLock(ctx, LockName)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fault.New(fault.Aborted, "MAINTENANCE_RUNNING", "maintenance is running on another replica (or call); retry later")
+	}
+	defer release()
+	run := &metadata.MaintenanceRun{TenantID: tenant, ID: "run-" + uuid.NewString(), Kind: kind, Replica: s.cfg.Replica,
+		StartedAt: s.cfg.Now().UTC(), DryRun: dryRun, Outcome: "running"}
+	if err := s.cfg.Catalog.EnsureTenant(ctx, tenant); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Catalog.InsertMaintenanceRun(ctx, run); err != nil {
+		return nil, err
+	}
+	msg, ferr := fn(run)
+	outcome := "ok"
+	if ferr != nil {
+		outcome, msg = "failed", ferr.Error()
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Catalog.FinishMaintenanceRun(dctx, tenant, run.ID, outcome, msg, s.cfg.Now().UTC()); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "recording maintenance run", "run", run.ID, "err", err)
+	}
+	run.Outcome, run.Message = outcome, msg
+	s.cfg.Logger.InfoContext(ctx, "maintenance run", "tenant", tenant, "kind", kind, "run", run.ID, "dry_run", dryRun, "outcome", outcome, "message", msg)
+	return run, ferr
+}
+
+// Runs lists a tenant's maintenance runs.
+func (s *Service) Runs(ctx context.Context, tenant string, pageSize int, token string) ([]*metadata.MaintenanceRun, string, error) {
+	if pageSize < 0 || pageSize > 1000 {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_size", Description: "must be between 0 and 1000"})
+	}
+	list, next, err := s.cfg.Catalog.ListMaintenanceRuns(ctx, tenant, pageSize, token)
+	if errors.Is(err, metadata.ErrInvalid) {
+		return nil, "", fault.Invalid(fault.Violation{Field: "page_token", Description: "not a token from a previous response"})
+	}
+	return list, next, err
+}

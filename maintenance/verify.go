@@ -1,0 +1,286 @@
+package maintenance
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/klauspost/compress/zstd"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/recindex"
+	"backupstore/storage"
+)
+
+// Problem is an object that failed verification.
+type Problem struct{ Key, Problem, Detail string }
+
+// Dangling counts references whose target record is not in the backup.
+type Dangling struct {
+	SObject, Field, Target string
+	Count                  int64
+}
+
+// VerifyReport is what Verify found.
+type VerifyReport struct {
+	Checked, Read int64
+	BytesRead     int64
+	Problems      []Problem
+	Dangling      []Dangling
+}
+
+// Verify checks every object of a committed backup with HeadObject, reads
+// readPercent of them back and re-hashes them, and counts dangling references.
+func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int) (*metadata.Backup, *VerifyReport, error) {
+	if readPercent < 0 || readPercent > 100 {
+		return nil, nil, fault.Invalid(fault.Violation{Field: "read_percent", Description: "must be between 0 and 100"})
+	}
+	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, nil, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.Status != metadata.BackupCommitted {
+		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_COMMITTED", "backup %s is %s; only COMMITTED backups are verified", id, b.Status)
+	}
+	st, err := s.storeOf(ctx, tenant, b.StorageID)
+	if err != nil {
+		return nil, nil, err
+	}
+	run := &metadata.MaintenanceRun{TenantID: tenant, ID: "run-" + uuid.NewString(), Kind: "verify", Replica: s.cfg.Replica,
+		StartedAt: s.cfg.Now().UTC(), Outcome: "running"}
+	if err := s.cfg.Catalog.InsertMaintenanceRun(ctx, run); err != nil {
+		return nil, nil, err
+	}
+	rep := &VerifyReport{}
+	err = s.verify(ctx, b, st, readPercent, rep)
+	outcome, msg := "ok", fmt.Sprintf("backup %s: %d objects checked, %d read, %d problems", id, rep.Checked, rep.Read, len(rep.Problems))
+	if err != nil {
+		outcome, msg = "failed", err.Error()
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_ = s.cfg.Catalog.FinishMaintenanceRun(dctx, tenant, run.ID, outcome, msg, s.cfg.Now().UTC())
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(rep.Problems) > 0 {
+		if err := s.cfg.Catalog.SetBackupDamaged(dctx, tenant, id); err != nil {
+			return nil, nil, err
+		}
+		b.Damaged = true
+	}
+	return b, rep, nil
+}
+
+type verifyObject struct {
+	obj   *metadata.Object
+	chunk *metadata.RecordChunk // for record data objects
+}
+
+func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Store, readPercent int, rep *VerifyReport) error {
+	cat := s.cfg.Catalog
+	var objs []verifyObject
+	seen := map[string]bool{}
+	add := func(id string, c *metadata.RecordChunk) error {
+		if seen[id] {
+			return nil
+		}
+		seen[id] = true
+		o, err := cat.GetObject(ctx, b.TenantID, id)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, verifyObject{obj: o, chunk: c})
+		return nil
+	}
+	chunks, err := cat.ListRecordChunks(ctx, b.TenantID, b.ID)
+	if err != nil {
+		return err
+	}
+	for _, c := range chunks {
+		if err := add(c.DataObjectID, c); err != nil {
+			return err
+		}
+		if err := add(c.IndexObjectID, nil); err != nil {
+			return err
+		}
+	}
+	if err := cat.ForEachFile(ctx, b.TenantID, b.ID, func(f *metadata.File) error { return add(f.ObjectID, nil) }); err != nil {
+		return err
+	}
+	if b.ManifestKey != "" {
+		if err := add("obj-manifest-"+b.ID, nil); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return err
+		}
+	}
+	for _, v := range objs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rep.Checked++
+		p, err := s.checkObject(ctx, st, v, readPercent, rep)
+		if err != nil {
+			return err
+		}
+		if p != nil {
+			rep.Problems = append(rep.Problems, *p)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = cat.SetObjectDamaged(dctx, b.TenantID, v.obj.ID)
+			cancel()
+		}
+	}
+	return s.dangling(ctx, b, st, chunks, rep)
+}
+
+// sampled picks objects to read back deterministically from their id.
+func sampled(id string, percent int) bool {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32()%100) < percent
+}
+
+func (s *Service) checkObject(ctx context.Context, st storage.Store, v verifyObject, readPercent int, rep *VerifyReport) (*Problem, error) {
+	o := v.obj
+	info, err := st.Head(ctx, o.Key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &Problem{Key: o.Key, Problem: "missing", Detail: "HeadObject: no such key"}, nil
+	}
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "HeadObject %s failed; retry", o.Key)
+	}
+	if info.Size != o.Size {
+		return &Problem{Key: o.Key, Problem: "size", Detail: fmt.Sprintf("%d bytes in the bucket, %d in the catalog", info.Size, o.Size)}, nil
+	}
+	if !sampled(o.ID, readPercent) {
+		return nil, nil
+	}
+	rc, err := st.Get(ctx, o.Key, 0, -1)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "GetObject %s failed; retry", o.Key)
+	}
+	defer rc.Close()
+	rep.Read++
+	h := sha256.New()
+	counted := &countReader{r: rc}
+	var src io.Reader = counted
+	if o.Kind == metadata.ObjRecords {
+		dec, err := zstd.NewReader(counted, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		defer dec.Close()
+		src = dec
+	}
+	_, err = io.Copy(h, src)
+	rep.BytesRead += counted.n
+	if err != nil {
+		if counted.err != nil {
+			return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "reading %s failed; retry", o.Key)
+		}
+		return &Problem{Key: o.Key, Problem: "checksum", Detail: "does not decode: " + err.Error()}, nil
+	}
+	if !bytes.Equal(h.Sum(nil), o.SHA256) {
+		return &Problem{Key: o.Key, Problem: "checksum", Detail: "SHA-256 differs from the catalog"}, nil
+	}
+	return nil, nil
+}
+
+type countReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
+}
+
+type reference struct {
+	Field  string `json:"field"`
+	Target string `json:"target"`
+}
+
+// dangling counts, per declared reference, the parent ids that are in no
+// record set of the target sObject in this backup.
+func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.Store, chunks []*metadata.RecordChunk, rep *VerifyReport) error {
+	readers := map[string][]*recindex.Reader{}
+	refsOf := map[string][]reference{}
+	for _, c := range chunks {
+		o, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.IndexObjectID)
+		if err != nil {
+			return err
+		}
+		r, err := recindex.Open(&readerAt{ctx: ctx, st: st, key: o.Key}, o.Size)
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()})
+			continue
+		}
+		readers[c.SObject] = append(readers[c.SObject], r)
+		if _, ok := refsOf[c.SObject]; !ok {
+			var refs []reference
+			_ = json.Unmarshal(c.References, &refs)
+			refsOf[c.SObject] = refs
+		}
+	}
+	for so, refs := range refsOf {
+		for _, ref := range refs {
+			d := Dangling{SObject: so, Field: ref.Field, Target: ref.Target}
+			for _, r := range readers[so] {
+				err := r.ForEachRef(ref.Field, func(parent, _ string) error {
+					for _, t := range readers[ref.Target] {
+						if !t.MayContain(parent) {
+							continue
+						}
+						if _, ok, err := t.Lookup(parent); err != nil || ok {
+							return err
+						}
+					}
+					d.Count++
+					return nil
+				})
+				if err != nil {
+					return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "reading record indexes failed; retry")
+				}
+			}
+			if d.Count > 0 {
+				rep.Dangling = append(rep.Dangling, d)
+			}
+		}
+	}
+	return nil
+}
+
+type readerAt struct {
+	ctx context.Context
+	st  storage.Reader
+	key string
+}
+
+func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
+	rc, err := r.st.Get(r.ctx, r.key, off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}
