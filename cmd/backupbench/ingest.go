@@ -705,7 +705,7 @@ func (b *bench) noise(stages string, uses map[string][]cpuUse, walls map[string]
 		return
 	}
 	slices.Sort(shares)
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("During %s, processes other than the benchmark's took %.0f%% of the machine's CPU in the median measurement (%.0f%% to %.0f%%): "+
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("During %s, CPU time not attributed to the benchmark's processes (other users of the machine, kernel threads) was %.0f%% of the machine's capacity in the median measurement (%.0f%% to %.0f%%): "+
 		"wall-time figures and their ratios move with that; CPU-seconds per process (in the figure notes) and the MB per CPU-second rows much less.",
 		stages, 100*median(shares), 100*shares[0], 100*shares[len(shares)-1]))
 }

@@ -50,8 +50,14 @@ func freeAddr(t *testing.T) string {
 
 func startChild(t *testing.T, addr string, args ...string) *exec.Cmd {
 	t.Helper()
+	return startChildEnv(t, addr, nil, args...)
+}
+
+// startChildEnv starts backupd (this test binary) as a child process with extra environment.
+func startChildEnv(t *testing.T, addr string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BACKUPD_TEST_CHILD=1", "BACKUPD_TEST_ARGS="+strings.Join(append([]string{"--listen", addr}, args...), " "))
+	cmd.Env = append(append(os.Environ(), env...), "BACKUPD_TEST_CHILD=1", "BACKUPD_TEST_ARGS="+strings.Join(append([]string{"--listen", addr}, args...), " "))
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
