@@ -60,6 +60,8 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		fe = fault.New(fault.AlreadyExists, "ALREADY_EXISTS", "already exists")
 	case errors.Is(err, metadata.ErrInvalid):
 		fe = fault.New(fault.InvalidArgument, "INVALID_ARGUMENT", "invalid request: %s", strings.TrimPrefix(err.Error(), "metadata: "))
+	case errors.Is(err, metadata.ErrStale):
+		fe = fault.New(fault.Aborted, "STALE_GENERATION", "a newer stream owns this upload now")
 	case errors.Is(err, metadata.ErrReferenced):
 		fe = fault.New(fault.FailedPrecondition, "IN_USE", "still referenced")
 	default:
