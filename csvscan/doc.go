@@ -28,7 +28,7 @@
 //
 // Ids come out as sfid.ID values (the 18-character form in a fixed-size array) rather than
 // strings, so that scanning allocates nothing per row; ID.String costs one small allocation when
-// a string is needed (about 5% of the scan's time; see BenchmarkScanner).
+// a string is needed (a few percent of the scan's time; see BenchmarkScanner).
 //
 // Errors are *RowError values naming the row (1-based, the header being row 1, counting records
 // rather than lines), the column where one applies, and a stable reason code. The first error

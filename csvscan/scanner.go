@@ -203,21 +203,28 @@ func (s *Scanner) fail(err error) error {
 // the row so far holds an odd number of quotes, or -1 and the parity at the end of b. In a well
 // formed row an LF ends the row exactly when the quotes before it pair up, which is where walk
 // ends it; in a malformed one walk fails at the first misplaced quote, which comes before any LF
-// where the two could disagree.
+// where the two could disagree. Inside quotes it looks only for the next quote, so that a long
+// field of many lines costs one search, not one per line.
 func rowEnd(b []byte, odd bool) (int, bool) {
 	i := 0
 	for {
+		if odd {
+			j := bytes.IndexByte(b[i:], '"')
+			if j < 0 {
+				return -1, true
+			}
+			i += j + 1
+			odd = false
+		}
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
-			return -1, odd != (bytes.Count(b[i:], quoteSep)&1 == 1)
+			return -1, bytes.Count(b[i:], quoteSep)&1 == 1
 		}
-		if bytes.Count(b[i:i+j], quoteSep)&1 == 1 {
-			odd = !odd
+		if bytes.Count(b[i:i+j], quoteSep)&1 == 0 {
+			return i + j + 1, false
 		}
-		i += j + 1
-		if !odd {
-			return i, false
-		}
+		i += j + 1 // this LF is inside a quoted field
+		odd = true
 	}
 }
 
@@ -426,9 +433,10 @@ func (s *Scanner) walk(r []byte, mode int, all bool) (end, nfields int, na uint6
 
 // walkFast is walk for the common case, a well-formed data row held whole in r whose fields
 // cannot exceed MaxFieldBytes; it returns ok false for anything else, which walk then sorts out.
-// It is the hot path: it skips walk's checks of mode and limits, and inlines indexQuote and
-// indexSep, 16 bytes a step (fields shorter than that then end in the first step, a branch
-// the CPU predicts well).
+// It is the hot path: it skips walk's checks of mode and limits, inlines indexQuote, and in
+// unquoted fields looks first for any byte below '-' (',', '"' and LF all are; the ids, numbers
+// and dates that fill unquoted fields hold none), which takes fewer operations a word than
+// testing for the three exactly.
 func (s *Scanner) walkFast(r []byte) (end, nfields int, na uint64, ok bool) {
 	slot, spans := s.slot, s.spans
 	col, i := 0, 0

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"google.golang.org/grpc/codes"
+	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"backupstore/fault"
@@ -92,6 +93,10 @@ func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) erro
 	return stream.SendAndClose(&pb.UploadRecordsResponse{Result: resultToProto(res)})
 }
 
+// UploadGoHeader is the response header UploadFile sends when it needs the
+// file's body; a deduplicated upload answers without it.
+const UploadGoHeader = "backupstore-upload"
+
 // UploadFile implements pb.BackupServiceServer.
 func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 	ctx := stream.Context()
@@ -112,7 +117,14 @@ func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 			return toStatus(ctx, s.log, fault.Invalid(fault.Violation{Field: "header.declared_size", Description: "must be ≥ 0"}))
 		}
 	}
+	asked := false
 	src := streamSource{recv: func() ([]byte, bool, bool, error) {
+		if !asked {
+			// The body is needed (not a deduplicated one): say so, for
+			// clients that wait before sending it.
+			asked = true
+			_ = stream.SendHeader(grpcmd.Pairs(UploadGoHeader, "send-data"))
+		}
 		m, err := stream.Recv()
 		if err != nil {
 			return nil, false, false, recvErr(err)

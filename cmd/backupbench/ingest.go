@@ -152,6 +152,13 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
 			"streams": c.streams, "runs": c.runs, "skip_rclone": c.skipRclone}}
 	err := b.run(ctx)
+	switch {
+	case err == nil:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		err = fmt.Errorf("stopped by --timeout %s: %w", c.timeout, err)
+	case ctx.Err() != nil:
+		err = fmt.Errorf("interrupted: %w", err)
+	}
 	for i := len(b.cleanups) - 1; i >= 0; i-- {
 		b.cleanups[i]()
 	}
@@ -232,6 +239,10 @@ func (b *bench) setup(ctx context.Context) error {
 		})
 	}
 
+	// rclone takes its remote from the environment; an empty config file keeps it quiet.
+	if err := os.WriteFile(filepath.Join(b.dir, "rclone.conf"), nil, 0o600); err != nil {
+		return err
+	}
 	if b.db, err = createDatabase(ctx, b.c.mysql); err != nil {
 		return err
 	}

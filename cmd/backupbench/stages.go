@@ -24,6 +24,7 @@ import (
 
 	"backupstore/csvscan/csvgen"
 	pb "backupstore/proto/backupstore/v1"
+	"backupstore/server"
 	"backupstore/storage"
 )
 
@@ -252,10 +253,19 @@ func uploadFiles(ctx context.Context, d *daemon, backupID string, fs fileSet, wo
 		if err != nil {
 			return fmt.Errorf("UploadFile: %w", err)
 		}
+		if err := stream.Send(&pb.UploadFileRequest{Message: &pb.UploadFileRequest_Header{Header: hdr}}); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("UploadFile send: %w", err)
+		}
 		msgs := []*pb.UploadFileRequest{
-			{Message: &pb.UploadFileRequest_Header{Header: hdr}},
 			{Message: &pb.UploadFileRequest_Data{Data: body}},
 			{Message: &pb.UploadFileRequest_Finish{Finish: &pb.FinishWrite{}}},
+		}
+		if declareSHA {
+			// As backup.proto asks: with a declared SHA-256, wait for the
+			// service to ask for the body; a deduplicated upload just answers.
+			if md, err := stream.Header(); err != nil || len(md.Get(server.UploadGoHeader)) == 0 {
+				msgs = nil
+			}
 		}
 		for _, m := range msgs {
 			if err := stream.Send(m); err != nil {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -393,6 +394,10 @@ func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileR
 	}
 	hook := f.failStream
 	f.mu.Unlock()
+	// Like the real service: ask for the body once it is needed.
+	if err := stream.SendHeader(metadata.Pairs(uploadGoHeader, "send-data")); err != nil {
+		return err
+	}
 
 	if hook != nil {
 		if err := hook(up, 0); err != nil {

@@ -107,9 +107,13 @@ var errStalled = errors.New("upload stalled")
 // The service may answer before the body is sent (a deduplicated file):
 // Send then reports io.EOF and the response is read at once. A local read
 // error cancels the stream, so the service never commits a partial body.
+// uploadGoHeader is the response header with which the service asks for a
+// file's body (see UploadFile in backup.proto).
+const uploadGoHeader = "backupstore-upload"
+
 func sendUpload[Req, Resp any](ctx context.Context, idle time.Duration,
 	open func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
-	header, finish *Req, data func([]byte) *Req, body io.Reader, sent func(int64),
+	header, finish *Req, data func([]byte) *Req, body io.Reader, sent func(int64), waitGo bool,
 ) (*Resp, error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -145,6 +149,15 @@ func sendUpload[Req, Resp any](ctx context.Context, idle time.Duration,
 	open2, err := send(header)
 	if err != nil {
 		return nil, err
+	}
+	if open2 && waitGo {
+		// A file with a declared SHA-256 may be stored already: the service
+		// then answers at once; otherwise it asks for the body with a
+		// response header. Waiting costs one round trip and saves the body.
+		md, err := stream.Header()
+		if err != nil || len(md.Get(uploadGoHeader)) == 0 {
+			open2 = false // answered (or failed): CloseAndRecv says which
+		}
 	}
 	if open2 {
 		bp := bufPool.Get().(*[dataMessageSize]byte)
@@ -252,7 +265,7 @@ func uploadRecordsOnce(ctx context.Context, c *cli, client pb.BackupServiceClien
 		func(b []byte) *pb.UploadRecordsRequest {
 			return &pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Data{Data: b}}
 		},
-		body, func(n int64) { done += n; progress(done) })
+		body, func(n int64) { done += n; progress(done) }, false)
 	if err != nil {
 		return nil, err
 	}
@@ -347,7 +360,7 @@ func uploadFileOnce(ctx context.Context, c *cli, client pb.BackupServiceClient, 
 		func(b []byte) *pb.UploadFileRequest {
 			return &pb.UploadFileRequest{Message: &pb.UploadFileRequest_Data{Data: b}}
 		},
-		f, func(n int64) { done += n; progress(done) })
+		f, func(n int64) { done += n; progress(done) }, h.GetDeclaredSha256() != "" && offset == 0)
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,11 @@ type BackupServiceClient interface {
 	// UploadFile streams one binary file. If declared_sha256 names a body
 	// already stored for the same org and storage, the response comes right
 	// after the header (deduplicated = true): stop sending, no data is needed
-	// (a Send may then report EOF; read the response).
+	// (a Send may then report EOF; read the response). Otherwise the service
+	// sends the response header `backupstore-upload: send-data` as soon as it
+	// wants the body: a client that declared a SHA-256 should wait for the
+	// response headers before sending data, so an unchanged body costs no
+	// bytes at all.
 	UploadFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse], error)
 	// QueryUploadStatus returns an upload's state and committed_size.
 	QueryUploadStatus(ctx context.Context, in *QueryUploadStatusRequest, opts ...grpc.CallOption) (*QueryUploadStatusResponse, error)
@@ -219,7 +223,11 @@ type BackupServiceServer interface {
 	// UploadFile streams one binary file. If declared_sha256 names a body
 	// already stored for the same org and storage, the response comes right
 	// after the header (deduplicated = true): stop sending, no data is needed
-	// (a Send may then report EOF; read the response).
+	// (a Send may then report EOF; read the response). Otherwise the service
+	// sends the response header `backupstore-upload: send-data` as soon as it
+	// wants the body: a client that declared a SHA-256 should wait for the
+	// response headers before sending data, so an unchanged body costs no
+	// bytes at all.
 	UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error
 	// QueryUploadStatus returns an upload's state and committed_size.
 	QueryUploadStatus(context.Context, *QueryUploadStatusRequest) (*QueryUploadStatusResponse, error)
