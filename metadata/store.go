@@ -119,6 +119,11 @@ func mysqlDSN(dsn string) (string, error) {
 	cfg.ParseTime = true
 	cfg.MultiStatements = false
 	cfg.ClientFoundRows = true
+	if !strings.Contains(dsn, "interpolateParams=") {
+		// One round trip per statement instead of prepare, execute and
+		// close: the catalog is on every upload's path.
+		cfg.InterpolateParams = true
+	}
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}

@@ -68,7 +68,14 @@ type Registry struct {
 type cachedClient struct {
 	fingerprint string
 	s3          *storage.S3
+	st          metadata.Storage // the row the fingerprint was taken from
+	checked     time.Time        // when the row was last read from the catalog
 }
+
+// clientRecheck is how long Client trusts a cached client without reading
+// the storage row again: credentials rotated on another replica are picked
+// up within it (on this replica at once).
+const clientRecheck = 5 * time.Second
 
 // New returns a Registry.
 func New(cfg Config) (*Registry, error) {
@@ -324,15 +331,20 @@ func (r *Registry) PolicyFor(ctx context.Context, tenant, storageID string, req 
 // Client returns the cached S3 client of a tenant's storage, building a new
 // one when the stored credentials changed (here or on another replica).
 func (r *Registry) Client(ctx context.Context, tenant, id string) (*storage.S3, *metadata.Storage, error) {
+	r.mu.Lock()
+	c, ok := r.clients[id]
+	r.mu.Unlock()
+	if ok && c.st.TenantID == tenant && time.Since(c.checked) < clientRecheck {
+		st := c.st
+		return c.s3, &st, nil
+	}
 	st, err := r.Get(ctx, tenant, id)
 	if err != nil {
 		return nil, nil, err
 	}
 	fp := fingerprint(st)
-	r.mu.Lock()
-	c, ok := r.clients[id]
-	r.mu.Unlock()
 	if ok && c.fingerprint == fp {
+		r.remember(st, c.s3)
 		return c.s3, st, nil
 	}
 	secret, err := r.cfg.Keyring.Open(st.SecretCiphertext, st.SecretKeyID, aad(tenant, id))
@@ -353,9 +365,10 @@ func (r *Registry) Client(ctx context.Context, tenant, id string) (*storage.S3, 
 func (r *Registry) remember(st *metadata.Storage, s3 *storage.S3) {
 	fp := fingerprint(st)
 	r.mu.Lock()
-	if c, ok := r.clients[st.ID]; !ok || c.fingerprint != fp {
-		r.clients[st.ID] = cachedClient{fingerprint: fp, s3: s3}
+	if c, ok := r.clients[st.ID]; ok && c.fingerprint == fp {
+		s3 = c.s3 // keep the long-lived client
 	}
+	r.clients[st.ID] = cachedClient{fingerprint: fp, s3: s3, st: *st, checked: time.Now()}
 	r.mu.Unlock()
 }
 
