@@ -17,11 +17,13 @@ import (
 
 // daemon is a backupd process and a client connection to it.
 type daemon struct {
-	proc    *proc
-	addr    string
-	conn    *grpc.ClientConn
-	backups pb.BackupServiceClient
-	stores  pb.StorageServiceClient
+	proc     *proc
+	addr     string
+	conn     *grpc.ClientConn
+	backups  pb.BackupServiceClient
+	stores   pb.StorageServiceClient
+	restores pb.RestoreServiceClient
+	maint    pb.MaintenanceServiceClient
 }
 
 // daemonConfig is what every backupd of one benchmark run shares.
@@ -90,6 +92,8 @@ func (d *daemon) dial(ctx context.Context) error {
 	d.conn = conn
 	d.backups = pb.NewBackupServiceClient(conn)
 	d.stores = pb.NewStorageServiceClient(conn)
+	d.restores = pb.NewRestoreServiceClient(conn)
+	d.maint = pb.NewMaintenanceServiceClient(conn)
 	return nil
 }
 

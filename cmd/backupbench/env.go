@@ -14,7 +14,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -387,4 +389,137 @@ func binVersion(ctx context.Context, bin string, args ...string) string {
 	b, _ := cmd.CombinedOutput()
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(strings.Fields(line), " ")
+}
+
+// sqlSampler polls the server's process list for the database's running statements while a
+// measurement runs: a sampling profile of where catalog time goes (backupd has no profiler). For
+// the statement seen most it also takes the plan MariaDB is running it with (SHOW EXPLAIN FOR).
+type sqlSampler struct {
+	stop    chan struct{}
+	done    chan struct{}
+	every   time.Duration
+	samples int
+	counts  map[string]int    // statement shape → samples seen running
+	plans   map[string]string // statement shape → its running plan, once seen 3 times
+}
+
+var (
+	sqlLiteral = regexp.MustCompile(`'(?:[^'\\]|\\.)*'|\b\d+\b`)
+	sqlList    = regexp.MustCompile(`\?(?:, \?)+`)
+)
+
+// sqlShape folds whitespace and replaces literals, so that the batches of one statement count
+// together.
+func sqlShape(q string) string {
+	q = strings.Join(strings.Fields(q), " ")
+	q = sqlList.ReplaceAllString(sqlLiteral.ReplaceAllString(q, "?"), "?…")
+	if len(q) > 160 {
+		q = q[:160] + "…"
+	}
+	return q
+}
+
+func (d *database) sample(every time.Duration) *sqlSampler {
+	s := &sqlSampler{stop: make(chan struct{}), done: make(chan struct{}), every: every, counts: map[string]int{}, plans: map[string]string{}}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			rows, err := d.admin.QueryContext(ctx, "SELECT ID, COALESCE(INFO, '') FROM information_schema.PROCESSLIST WHERE DB = ? AND COMMAND IN ('Query', 'Execute')", d.name)
+			if err == nil {
+				s.samples++
+				type running struct {
+					id    int64
+					shape string
+				}
+				var seen []running
+				for rows.Next() {
+					var r running
+					var info string
+					if rows.Scan(&r.id, &info) == nil && info != "" {
+						r.shape = sqlShape(info)
+						s.counts[r.shape]++
+						seen = append(seen, r)
+					}
+				}
+				rows.Close()
+				for _, r := range seen {
+					if _, ok := s.plans[r.shape]; !ok && s.counts[r.shape] >= 3 {
+						s.plans[r.shape] = d.explain(ctx, r.id)
+					}
+				}
+			}
+			cancel()
+		}
+	}()
+	return s
+}
+
+// explain returns the plan of the statement connection id is running, condensed to
+// "table access key rows" per line; "" if it cannot be had (the statement ended meanwhile).
+func (d *database) explain(ctx context.Context, id int64) string {
+	rows, err := d.admin.QueryContext(ctx, fmt.Sprintf("SHOW EXPLAIN FOR %d", id))
+	if err != nil {
+		return ""
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if rows.Scan(ptrs...) != nil {
+			return ""
+		}
+		get := func(name string) string {
+			for i, c := range cols {
+				if strings.EqualFold(c, name) && vals[i].Valid {
+					return vals[i].String
+				}
+			}
+			return "-"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s: %s key %s rows %s", get("id"), get("select_type"), get("table"), get("type"), get("key"), get("rows")))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// finish stops sampling and describes the statements seen most, e.g. "12 of 40 samples: DELETE …".
+func (s *sqlSampler) finish(top int) string {
+	close(s.stop)
+	<-s.done
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range s.counts {
+		all = append(all, kv{k, n})
+	}
+	if len(all) == 0 {
+		return fmt.Sprintf("no catalog statement running in %d samples", s.samples)
+	}
+	slices.SortFunc(all, func(a, b kv) int { return b.n - a.n })
+	var parts []string
+	for i, e := range all[:min(top, len(all))] {
+		p := fmt.Sprintf("%d: %s", e.n, e.k)
+		if plan := s.plans[e.k]; i == 0 && plan != "" {
+			p += " [plan: " + plan + "]"
+		}
+		parts = append(parts, p)
+	}
+	return fmt.Sprintf("catalog statements running, in %d samples every %s: %s", s.samples, s.every, strings.Join(parts, " | "))
 }

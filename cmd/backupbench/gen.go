@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"backupstore/csvscan/csvgen"
 )
@@ -73,4 +77,89 @@ func warm(path string) error {
 	defer f.Close()
 	_, err = io.Copy(io.Discard, f)
 	return err
+}
+
+// Key prefixes of the plan dataset's children.
+const (
+	contactPrefix = "003"
+	casePrefix    = "500"
+)
+
+// planDataset is the PlanRestore dataset: accounts Accounts (csvgen, seed planSeed), per account
+// contactsPer Contacts (AccountId → Account), per contact casesPer Cases (ContactId → Contact).
+type planDataset struct {
+	accounts, contactsPer, casesPer int
+	accountCSV, contactCSV, caseCSV string
+	accountIDs                      []string
+}
+
+const planSeed = 7
+
+func (p *planDataset) records() int {
+	return p.accounts * (1 + p.contactsPer + p.contactsPer*p.casesPer)
+}
+
+// generate writes the three CSVs into dir.
+func (p *planDataset) generate(dir string) error {
+	p.accountCSV = filepath.Join(dir, "plan-account.csv")
+	p.contactCSV = filepath.Join(dir, "plan-contact.csv")
+	p.caseCSV = filepath.Join(dir, "plan-case.csv")
+	if _, err := writeCSV(p.accountCSV, p.accounts, planSeed); err != nil {
+		return err
+	}
+	first := int64(planSeed) * 1_000_000 // as csvgen numbers a seed's rows
+	p.accountIDs = make([]string, p.accounts)
+	for i := range p.accountIDs {
+		p.accountIDs[i] = csvgen.ID(csvgen.AccountPrefix, first+int64(i))
+	}
+	r := rand.New(rand.NewPCG(planSeed, 1))
+	desc := func() string {
+		words := []string{"renewal", "escalation", "onboarding", "billing", "café", "résumé", "priority", "migration", "review", "日本"}
+		n := 3 + r.IntN(12)
+		s := words[r.IntN(len(words))]
+		for range n {
+			s += " " + words[r.IntN(len(words))]
+		}
+		if r.IntN(5) == 0 {
+			s += ",\n\"quoted\" follow-up"
+		}
+		return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+	}
+	write := func(path, header string, rows func(w *bufio.Writer)) error {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		w := bufio.NewWriter(f)
+		w.WriteString(header)
+		rows(w)
+		if err := w.Flush(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	err := write(p.contactCSV, "Id,AccountId,FirstName,LastName,Email,Phone,Title,Description,CreatedDate\n", func(w *bufio.Writer) {
+		for a, acc := range p.accountIDs {
+			for j := range p.contactsPer {
+				n := int64(a*p.contactsPer + j)
+				fmt.Fprintf(w, "%s,%s,\"First%d\",\"Last%d\",\"contact%d@example.com\",\"(555) %03d-%04d\",\"Manager\",%s,2024-0%d-1%dT10:00:00.000Z\n",
+					csvgen.ID(contactPrefix, n), acc, n, n, n, r.IntN(1000), r.IntN(10000), desc(), 1+r.IntN(9), r.IntN(10))
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return write(p.caseCSV, "Id,ContactId,Subject,Status,Priority,Origin,Description,CreatedDate\n", func(w *bufio.Writer) {
+		for c := range p.accounts * p.contactsPer {
+			contact := csvgen.ID(contactPrefix, int64(c))
+			for j := range p.casesPer {
+				n := int64(c*p.casesPer + j)
+				fmt.Fprintf(w, "%s,%s,\"Case %d: cannot log in\",\"%s\",\"%s\",\"Web\",%s,2025-0%d-1%dT08:30:00.000Z\n",
+					csvgen.ID(casePrefix, n), contact, n, []string{"New", "Working", "Closed"}[r.IntN(3)],
+					[]string{"Low", "Medium", "High"}[r.IntN(3)], desc(), 1+r.IntN(9), r.IntN(10))
+			}
+		}
+	})
 }

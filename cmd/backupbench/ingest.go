@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +26,7 @@ const memOverhead = 256 << 20
 
 // ingestConfig is every setting of the ingest benchmark; defaults live in ingestFlags.
 type ingestConfig struct {
+	commonConfig
 	size       sizeFlag
 	budget     sizeFlag
 	partSize   sizeFlag
@@ -40,16 +37,12 @@ type ingestConfig struct {
 	streams    int
 	runs       int
 	skipRclone bool
-	mysql      string
-	timeout    time.Duration
-	tmp        string
-	keep       bool
-	output     string
 	cpuprofile string
 }
 
 func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
 	c.size, c.budget, c.partSize, c.rssSmall, c.rssBig, c.fileSize = 512<<20, 512<<20, 8<<20, 64<<20, 2<<30, 8<<10
+	commonFlags(fs, &c.commonConfig, 25*time.Minute)
 	fs.Var(&c.size, "size", "size of the generated CSV of the throughput stages (at least this)")
 	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
 	fs.Var(&c.partSize, "part-size", "backupd --part-size")
@@ -60,19 +53,11 @@ func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
 	fs.IntVar(&c.streams, "streams", 16, "concurrent UploadFile streams (and PutObject goroutines)")
 	fs.IntVar(&c.runs, "runs", 5, "interleaved runs of each throughput measurement; the median is reported")
 	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
-	fs.StringVar(&c.mysql, "mysql", "root@tcp(127.0.0.1:3306)/", "MariaDB/MySQL server (a database bs_bench_<random> is created there and dropped)")
-	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run (an rclone build included)")
-	fs.StringVar(&c.tmp, "tmp", "", "parent of the temporary directory (default $TMPDIR)")
-	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (logs, CSVs) for inspection")
-	fs.StringVar(&c.output, "o", "table", "output: table or json")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "with -tags benchprofile: also run the main ingest and the file stage once in-process (backupd's packages and settings) under a CPU profile written here (plus FILE-files, FILE-allocs); FILE.top.txt gets `go tool pprof -top`")
 }
 
 func (c *ingestConfig) validate() error {
-	var errs []error
-	if c.output != "table" && c.output != "json" {
-		errs = append(errs, fmt.Errorf("-o must be table or json, not %q", c.output))
-	}
+	errs := []error{c.commonConfig.validate()}
 	if c.size < 1<<20 || c.rssSmall < 1<<20 || c.rssBig < 2<<20 {
 		errs = append(errs, errors.New("--size, --rss-small and --rss-big must be at least 1MiB (--rss-big 2MiB)"))
 	}
@@ -87,94 +72,35 @@ func (c *ingestConfig) validate() error {
 
 // bench is one run of the ingest benchmark: its environment and what it measured.
 type bench struct {
-	c      ingestConfig
-	stderr io.Writer
-	start  time.Time
-	root   string
-	dir    string
-	gw     *gateway
-	s3     *s3.Client
-	bucket string
-	db     *database
-	dcfg   daemonConfig
-	rclone string // "" when unavailable
-	csv    struct{ main, small, big0, big1 string }
-	sizes  struct{ main, small, big int64 }
-	rep    *report
-	cpu    *cpuMeter
-
-	cleanups []func()
+	*harness
+	c     ingestConfig
+	csv   struct{ main, small, big0, big1 string }
+	sizes struct{ main, small, big int64 }
 }
 
-func (b *bench) logf(format string, args ...any) {
-	fmt.Fprintf(b.stderr, "[%6.1fs] %s\n", time.Since(b.start).Seconds(), fmt.Sprintf(format, args...))
-}
-
-func (b *bench) onCleanup(f func()) { b.cleanups = append(b.cleanups, f) }
-
-func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// ingestCommand runs the ingest benchmark and returns its report (nil when there is nothing to
+// report: -h, or a bad command line).
+func ingestCommand(ctx context.Context, args []string, stderr io.Writer) (*report, string, error) {
 	fs := flag.NewFlagSet("backupbench ingest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var c ingestConfig
 	ingestFlags(fs, &c)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments %q\n", fs.Args())
-		return errUsage
-	}
-	if err := c.validate(); err != nil {
-		fmt.Fprintln(stderr, err)
-		return errUsage
+	if err := parseFlags(fs, args, stderr, c.validate); err != nil {
+		return nil, "", err
 	}
 	if c.cpuprofile != "" {
 		abs, err := filepath.Abs(c.cpuprofile)
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		c.cpuprofile = abs
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-
-	b := &bench{c: c, stderr: stderr, start: time.Now(), cpu: newCPUMeter()}
-	command := "go run ./cmd/backupbench ingest "
-	if profileBuilt {
-		command = "go run -tags benchprofile ./cmd/backupbench ingest "
-	}
-	b.rep = &report{Started: b.start, Command: command + strings.Join(args, " "),
-		Machine: machineInfo(), Runs: map[string][]float64{}, CPU: map[string]cpuUse{}, Config: map[string]any{
-			"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
-			"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
-			"streams": c.streams, "runs": c.runs, "skip_rclone": c.skipRclone}}
-	err := b.run(ctx)
-	switch {
-	case err == nil:
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		err = fmt.Errorf("stopped by --timeout %s: %w", c.timeout, err)
-	case ctx.Err() != nil:
-		err = fmt.Errorf("interrupted: %w", err)
-	}
-	for i := len(b.cleanups) - 1; i >= 0; i-- {
-		b.cleanups[i]()
-	}
-	b.rep.Machine.LoadAfter = loadavg()
-	b.rep.Duration = time.Since(b.start).Round(100 * time.Millisecond).String()
-	if err != nil {
-		b.rep.Error = err.Error()
-	}
-	if c.output == "json" {
-		if jerr := b.rep.writeJSON(stdout); jerr != nil && err == nil {
-			err = jerr
-		}
-	} else {
-		b.rep.writeTable(stdout)
-	}
-	return err
+	h := newHarness("ingest", commandLine("ingest", args), c.commonConfig, stderr, map[string]any{
+		"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
+		"rss_small": c.rssSmall.String(), "rss_big": c.rssBig.String(), "files": c.files, "file_size": c.fileSize.String(),
+		"streams": c.streams, "runs": c.runs, "skip_rclone": c.skipRclone})
+	b := &bench{harness: h, c: c}
+	err := h.execute(ctx, b.run)
+	return h.rep, c.output, err
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -214,94 +140,10 @@ func (b *bench) run(ctx context.Context) error {
 	return nil
 }
 
-// setup creates the temporary directory, the database, the gateway and its bucket, builds
-// backupd (and rclone if needed) and generates the CSVs.
+// setup prepares the environment, builds backupd (and rclone if needed) and generates the CSVs.
 func (b *bench) setup(ctx context.Context) error {
-	var err error
-	if b.root, err = repoRoot(); err != nil {
-		return err
-	}
-	gwBin, err := versityBinary(b.root)
-	if err != nil {
-		return err
-	}
-	if b.dir, err = os.MkdirTemp(b.c.tmp, "backupbench-*"); err != nil {
-		return err
-	}
-	if b.c.keep {
-		b.logf("temporary directory (kept): %s", b.dir)
-	} else {
-		dir := b.dir
-		b.onCleanup(func() {
-			if err := os.RemoveAll(dir); err != nil {
-				b.logf("cleanup: %v", err)
-			}
-		})
-	}
-
-	// rclone takes its remote from the environment; an empty config file keeps it quiet.
-	if err := os.WriteFile(filepath.Join(b.dir, "rclone.conf"), nil, 0o600); err != nil {
-		return err
-	}
-	if b.db, err = createDatabase(ctx, b.c.mysql); err != nil {
-		return err
-	}
-	b.rep.Machine.MariaDB = b.db.version
-	db := b.db
-	b.onCleanup(func() {
-		if err := db.drop(); err != nil {
-			b.logf("cleanup: %v", err)
-		}
-	})
-	b.logf("database %s created", db.name)
-
-	if b.gw, err = startGateway(ctx, gwBin, filepath.Join(b.dir, "versitygw")); err != nil {
-		return err
-	}
-	b.onCleanup(func() { b.gw.proc.stop(5 * time.Second) })
-	b.cpu.set("versitygw", b.gw.proc.pid())
-	b.cpu.set("mariadb", findProcs("mariadbd", "mysqld")...)
-	b.rep.Machine.VersityGW = binVersion(ctx, gwBin, "--version")
-	b.s3 = b.gw.s3Client()
-	b.bucket = "bench-" + randomHex(4)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = b.s3.CreateBucket(cctx, &s3.CreateBucketInput{Bucket: aws.String(b.bucket)})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("create bucket: %w", err)
-	}
-	b.logf("versitygw at %s, bucket %s", b.gw.endpoint, b.bucket)
-
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	b.dcfg = daemonConfig{dir: b.dir, dsn: b.db.dsn, masterKey: base64.StdEncoding.EncodeToString(key),
-		budget: b.c.budget.String(), partSize: b.c.partSize.String()}
-
-	// Building and generating overlap; nothing is measured yet.
-	var wg sync.WaitGroup
-	var buildErr, rcloneErr error
-	wg.Go(func() {
-		b.logf("building backupd")
-		b.dcfg.bin, buildErr = buildBackupd(ctx, b.root, b.dir)
-	})
-	if !b.c.skipRclone {
-		wg.Go(func() { b.rclone, rcloneErr = ensureRclone(ctx, b.root, b.logf) })
-	}
-	genErr := b.generate(ctx)
-	wg.Wait()
-	if err := errors.Join(genErr, buildErr); err != nil {
-		return err
-	}
-	switch {
-	case b.c.skipRclone:
-		b.rep.Notes = append(b.rep.Notes, "rclone skipped (--skip-rclone): no rclone figures.")
-	case rcloneErr != nil:
-		b.rep.Notes = append(b.rep.Notes, "rclone could not be built, so it was not measured: "+rcloneErr.Error())
-		b.logf("rclone unavailable: %v", rcloneErr)
-	default:
-		b.rep.Machine.Rclone = binVersion(ctx, b.rclone, "version")
-	}
-	return ctx.Err()
+	return b.setupEnv(ctx, envOptions{rclone: true, skipRclone: b.c.skipRclone, budget: b.c.budget.String(),
+		partSize: b.c.partSize.String(), overlap: b.generate})
 }
 
 // generate writes the CSVs (in parallel, two at a time) and warms the page cache with the main one.
@@ -362,16 +204,8 @@ func (b *bench) generate(ctx context.Context) error {
 // register registers the gateway bucket as the tenant's default storage (the catalog is shared,
 // so every backupd of the run sees it).
 func (b *bench) register(ctx context.Context, d *daemon) error {
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	resp, err := d.stores.RegisterStorage(cctx, &pb.RegisterStorageRequest{Name: "bench", Region: b.gw.region,
-		Bucket: b.bucket, AccessKeyId: b.gw.key, SecretAccessKey: b.gw.secret, Endpoint: b.gw.endpoint,
-		PathStyle: true, MakeDefault: true})
-	if err != nil {
-		return fmt.Errorf("RegisterStorage: %w", err)
-	}
-	b.logf("storage %s registered", resp.GetStorage().GetId())
-	return nil
+	_, err := b.registerStorage(ctx, d, "bench", b.gw.endpoint, "", true)
+	return err
 }
 
 const mb = 1e6
@@ -699,24 +533,4 @@ func (f *sizeFlag) Set(s string) error {
 	}
 	*f = sizeFlag(n * mult)
 	return nil
-}
-
-// noise notes how much of the machine's CPU other processes took during the measurements: the
-// wall-time figures move with it.
-func (b *bench) noise(stages string, uses map[string][]cpuUse, walls map[string][]time.Duration) {
-	var shares []float64
-	for name, us := range uses {
-		for i, u := range us {
-			if i < len(walls[name]) && walls[name][i] > 0 {
-				shares = append(shares, u["others"]/(walls[name][i].Seconds()*float64(b.rep.Machine.NProc)))
-			}
-		}
-	}
-	if len(shares) == 0 {
-		return
-	}
-	slices.Sort(shares)
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("During %s, CPU time not attributed to the benchmark's processes (other users of the machine, kernel threads) was %.0f%% of the machine's capacity in the median measurement (%.0f%% to %.0f%%): "+
-		"wall-time figures and their ratios move with that; CPU-seconds per process (in the figure notes) and the MB per CPU-second rows much less.",
-		stages, 100*median(shares), 100*shares[0], 100*shares[len(shares)-1]))
 }

@@ -3,26 +3,42 @@
 // conditions.
 //
 //	go run ./cmd/backupbench ingest [flags]
+//	go run ./cmd/backupbench restore [flags]
+//	go run ./cmd/backupbench maintenance [flags]
+//	go run ./cmd/backupbench all [-o json]
 //
 // The ingest benchmark starts its own versitygw (S3, posix backend) and backupd processes on
 // 127.0.0.1, creates and drops a throw-away MariaDB database, generates a Salesforce-like CSV with
 // csvgen, and compares backupstore's ingest with rclone rcat and a direct feature/s3/manager
 // upload of the same bytes to the same server; it also measures compression, the cost of the
 // record index, peak RSS for a small and a large record set, small-file throughput against
-// direct PutObject, and the bytes a second backup of the same files sends. See docs/BENCHMARKS.md.
+// direct PutObject, and the bytes a second backup of the same files sends.
+//
+// The restore benchmark reads a ≥ 512 MiB record set back through ReadRecords and compares it
+// with a plain gRPC server stream of the same bytes (the transport's ceiling) and with `rclone
+// cat` of the same CSV stored uncompressed; it counts the S3 bytes and requests of 100 single-
+// record reads (cold and warm index cache) through a counting proxy in front of versitygw, and
+// times PlanRestore for 1,000 roots with two child levels. The maintenance benchmark compares
+// DeleteBackup of a backup of 10,000 objects with one DeleteObject call per key, and times the
+// garbage collection of 100,000 stray keys. See docs/BENCHMARKS.md.
 //
 // backupbench talks to backupd through the API only (it imports the generated proto package, the
-// storage package for the PutObject baseline and csvgen). With -tags benchprofile it also wires the
+// storage package for the PutObject and DeleteObject baselines, csvgen, and recindex to read the
+// frame table of a stored record index). With -tags benchprofile it also wires the
 // service in-process, as cmd/backupd does, to take CPU and allocation profiles (--cpuprofile).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -39,8 +55,25 @@ func main() {
 	}
 }
 
-const usage = `usage: backupbench ingest [flags]   (backupbench ingest -h lists the flags)
+const usage = `usage: backupbench COMMAND [flags]   (backupbench COMMAND -h lists the flags)
+
+commands:
+  ingest        backupstore ingest against rclone rcat and the S3 manager upload, RSS, small files
+  restore       ReadRecords against a plain gRPC stream and rclone cat, lookups by id, PlanRestore
+  maintenance   DeleteBackup against per-key DeleteObject, garbage collection of stray keys
+  all           ingest, restore and maintenance one after the other, each with its defaults
+                (flags: -o, --mysql, --tmp, --keep, --skip-rclone)
 `
+
+// command runs one benchmark and returns its report (nil when there is nothing to report) and
+// the output format asked for.
+type command func(ctx context.Context, args []string, stderr io.Writer) (*report, string, error)
+
+var commands = map[string]command{
+	"ingest":      ingestCommand,
+	"restore":     restoreCommand,
+	"maintenance": maintenanceCommand,
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -48,12 +81,96 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	switch args[0] {
-	case "ingest":
-		return runIngest(ctx, args[1:], stdout, stderr)
+	case "all":
+		return runAll(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprintf(stderr, "unknown command %q\n%s", args[0], usage)
-	return errUsage
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "unknown command %q\n%s", args[0], usage)
+		return errUsage
+	}
+	rep, output, err := cmd(ctx, args[1:], stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if rep != nil {
+		if werr := writeReport(stdout, rep, output); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func writeReport(w io.Writer, rep *report, output string) error {
+	if output == "json" {
+		return rep.writeJSON(w)
+	}
+	rep.writeTable(w)
+	return nil
+}
+
+// runAll runs every benchmark with its defaults (and the common flags given), one after the
+// other, and prints their reports: tables one after another, or one JSON object by command.
+// A failed benchmark does not stop the next.
+func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("backupbench all", flag.ContinueOnError)
+	var cc commonConfig
+	commonFlags(fs, &cc, 0)
+	var skipRclone bool
+	fs.BoolVar(&skipRclone, "skip-rclone", false, "do not build or run rclone")
+	if err := parseFlags(fs, args, stderr, cc.validate); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var pass []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "skip-rclone" && f.Name != "timeout" {
+			pass = append(pass, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	reports := map[string]*report{}
+	var errs []error
+	for i, name := range []string{"ingest", "restore", "maintenance"} {
+		a := slices.Clone(pass)
+		if skipRclone && name != "maintenance" {
+			a = append(a, "--skip-rclone")
+		}
+		if cc.timeout > 0 {
+			a = append(a, "--timeout="+cc.timeout.String())
+		}
+		fmt.Fprintf(stderr, "=== backupbench %s %s\n", name, strings.Join(a, " "))
+		rep, _, err := commands[name](ctx, a, stderr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		if rep == nil {
+			continue
+		}
+		reports[name] = rep
+		if cc.output != "json" {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			rep.writeTable(stdout)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if cc.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		for _, r := range reports {
+			r.sortRows()
+		}
+		if err := enc.Encode(reports); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -36,16 +36,18 @@ type machine struct {
 	VersityGW  string `json:"versitygw"`
 	Rclone     string `json:"rclone"`
 	MariaDB    string `json:"mariadb"`
+	Proxy      string `json:"proxy,omitempty"` // the counting S3 proxy, when one was used
 }
 
 type report struct {
-	Started  time.Time            `json:"started"`
-	Duration string               `json:"duration"`
-	Command  string               `json:"command"`
-	Machine  machine              `json:"machine"`
-	Config   map[string]any       `json:"config"`
-	Rows     []row                `json:"rows"`
-	Runs     map[string][]float64 `json:"runs"` // every measured run, in order
+	Benchmark string               `json:"benchmark"` // ingest, restore or maintenance
+	Started   time.Time            `json:"started"`
+	Duration  string               `json:"duration"`
+	Command   string               `json:"command"`
+	Machine   machine              `json:"machine"`
+	Config    map[string]any       `json:"config"`
+	Rows      []row                `json:"rows"`
+	Runs      map[string][]float64 `json:"runs"` // every measured run, in order
 	// CPU is the median CPU seconds per run of each measurement, by process ("others": the
 	// rest of the machine's busy time, other users of the shared cores included).
 	CPU   map[string]cpuUse `json:"cpu_seconds"`
@@ -150,12 +152,15 @@ func fmtMet(m *bool) string {
 func (r *report) writeTable(w io.Writer) {
 	r.sortRows()
 	m := r.Machine
-	fmt.Fprintf(w, "backupbench ingest — %s (took %s)\n\n", r.Started.Format(time.RFC3339), r.Duration)
+	fmt.Fprintf(w, "backupbench %s — %s (took %s)\n\n", r.Benchmark, r.Started.Format(time.RFC3339), r.Duration)
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, %s, kernel %s, RAM %s; load average before %s, after %s\n",
 		m.NProc, m.CPU, m.Go, runtime.GOARCH, m.Kernel, m.MemTotal, m.LoadBefore, m.LoadAfter)
 	rclone := m.Rclone
 	if rclone == "" {
 		rclone = "(not run)"
+	}
+	if m.Proxy != "" {
+		rclone += "; " + m.Proxy
 	}
 	fmt.Fprintf(w, "servers: versitygw %s (posix), MariaDB %s, rclone %s — all on 127.0.0.1, sharing the CPUs\n", m.VersityGW, m.MariaDB, rclone)
 	fmt.Fprintf(w, "command: %s\n\n", r.Command)
@@ -226,4 +231,15 @@ func loadavg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// percentile returns the p-th percentile (0–100) of xs by the nearest-rank method.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	k := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(k, len(s)-1))]
 }

@@ -46,16 +46,7 @@ func rcloneRcat(ctx context.Context, bin string, g *gateway, cfgDir, bucket, key
 	}
 	defer f.Close()
 	cmd := exec.CommandContext(ctx, bin, "rcat", "bench:"+bucket+"/"+key)
-	cmd.Env = minimalEnv(
-		"RCLONE_CONFIG="+filepath.Join(cfgDir, "rclone.conf"), // empty: remotes come from the environment
-		"RCLONE_CONFIG_BENCH_TYPE=s3",
-		"RCLONE_CONFIG_BENCH_PROVIDER=Other",
-		"RCLONE_CONFIG_BENCH_ENDPOINT="+g.endpoint,
-		"RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="+g.key,
-		"RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="+g.secret,
-		"RCLONE_CONFIG_BENCH_REGION="+g.region,
-		"RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true",
-	)
+	cmd.Env = rcloneEnv(g, cfgDir)
 	cmd.Stdin = nonSeekable{f} // exec copies it into a pipe
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -67,6 +58,39 @@ func rcloneRcat(ctx context.Context, bin string, g *gateway, cfgDir, bucket, key
 	}
 	ps := cmd.ProcessState
 	return d, cpuUse{"rclone": (ps.UserTime() + ps.SystemTime()).Seconds()}, nil
+}
+
+// rcloneEnv configures rclone's remote "bench:" (the gateway) by environment only; defaults
+// otherwise.
+func rcloneEnv(g *gateway, cfgDir string) []string {
+	return minimalEnv(
+		"RCLONE_CONFIG="+filepath.Join(cfgDir, "rclone.conf"), // empty: remotes come from the environment
+		"RCLONE_CONFIG_BENCH_TYPE=s3",
+		"RCLONE_CONFIG_BENCH_PROVIDER=Other",
+		"RCLONE_CONFIG_BENCH_ENDPOINT="+g.endpoint,
+		"RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="+g.key,
+		"RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="+g.secret,
+		"RCLONE_CONFIG_BENCH_REGION="+g.region,
+		"RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true",
+	)
+}
+
+// rcloneCat runs `rclone cat bench:bucket/key`, counting and discarding its output, and returns
+// the wall time (process start included), the bytes and rclone's CPU.
+func rcloneCat(ctx context.Context, bin string, g *gateway, cfgDir, bucket, key string) (time.Duration, int64, cpuUse, error) {
+	cmd := exec.CommandContext(ctx, bin, "cat", "bench:"+bucket+"/"+key)
+	cmd.Env = rcloneEnv(g, cfgDir)
+	var out countWriter
+	var errBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errBuf
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("rclone cat: %v: %s", err, tail(errBuf.String(), 1500))
+	}
+	ps := cmd.ProcessState
+	return d, out.n, cpuUse{"rclone": (ps.UserTime() + ps.SystemTime()).Seconds()}, nil
 }
 
 // managerUpload uploads the file at path through feature/s3/manager from a non-seekable reader
@@ -110,18 +134,22 @@ func abortBackup(ctx context.Context, d *daemon, id string) error {
 
 var benchOrg = csvgen.ID("00D", 4242)
 
-// uploadRecords streams the CSV at path as one record chunk (header, 1 MiB data messages,
-// finish), with ParentId → Account declared, and returns the result and the wall time from
-// opening the stream to the response.
+// uploadRecords streams the CSV at path as one Account record chunk (header, 1 MiB data
+// messages, finish), with ParentId → Account declared, and returns the result and the wall time
+// from opening the stream to the response.
 func uploadRecords(ctx context.Context, d *daemon, backupID string, seq int32, path string) (*pb.UploadResult, time.Duration, error) {
+	return uploadRecordSet(ctx, d, backupID, "Account", seq, []*pb.ReferenceField{{Field: "ParentId", Target: "Account"}}, path)
+}
+
+// uploadRecordSet is uploadRecords for any sObject and reference fields.
+func uploadRecordSet(ctx context.Context, d *daemon, backupID, sobject string, seq int32, refs []*pb.ReferenceField, path string) (*pb.UploadResult, time.Duration, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer f.Close()
 	buf := make([]byte, dataMessageSize)
-	hdr := &pb.RecordsHeader{BackupId: backupID, Sobject: "Account", Sequence: seq, UploadId: uuid.NewString(),
-		References: []*pb.ReferenceField{{Field: "ParentId", Target: "Account"}}}
+	hdr := &pb.RecordsHeader{BackupId: backupID, Sobject: sobject, Sequence: seq, UploadId: uuid.NewString(), References: refs}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
