@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -159,7 +158,7 @@ func (s *Service) checkParents(ctx context.Context, b *metadata.Backup, st stora
 		man.RecordSets = append(man.RecordSets, manifestChunk{SObject: c.SObject, Sequence: c.Sequence, DataKey: data.Key, IndexKey: idx.Key,
 			Records: c.Records, BytesIn: c.BytesIn, BytesStored: c.BytesStored, SHA256: hex.EncodeToString(c.SHA256), References: c.References})
 		man.Records += c.Records
-		r, err := recindex.Open(&objectReaderAt{ctx: ctx, st: st, key: idx.Key}, idx.Size)
+		r, err := recindex.Open(storage.NewReaderAt(ctx, st, idx.Key), idx.Size)
 		if err != nil {
 			return nil, nil, fmt.Errorf("record index %s: %w", idx.Key, err)
 		}
@@ -192,26 +191,6 @@ func (s *Service) checkParents(ctx context.Context, b *metadata.Backup, st stora
 		return nil
 	})
 	return orphans, man, err
-}
-
-// objectReaderAt reads an object with ranged GETs.
-type objectReaderAt struct {
-	ctx context.Context
-	st  storage.Reader
-	key string
-}
-
-func (o *objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, err := o.st.Get(o.ctx, o.key, off, int64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	n, err := io.ReadFull(rc, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return n, err
 }
 
 // AbortBackup marks an OPEN backup ABORTED and deletes what only it

@@ -226,7 +226,7 @@ func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.S
 		if err != nil {
 			return err
 		}
-		r, err := recindex.Open(&readerAt{ctx: ctx, st: st, key: o.Key}, o.Size)
+		r, err := recindex.Open(storage.NewReaderAt(ctx, st, o.Key), o.Size)
 		if err != nil {
 			rep.Problems = append(rep.Problems, Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()})
 			continue
@@ -264,23 +264,4 @@ func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.S
 		}
 	}
 	return nil
-}
-
-type readerAt struct {
-	ctx context.Context
-	st  storage.Reader
-	key string
-}
-
-func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, err := r.st.Get(r.ctx, r.key, off, int64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	n, err := io.ReadFull(rc, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return n, err
 }
