@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,6 +117,9 @@ func (r *Registry) Register(ctx context.Context, tenant string, in RegisterInput
 	} else if !errors.Is(err, metadata.ErrNotFound) {
 		return nil, nil, err
 	}
+	if err := r.checkOverlap(ctx, tenant, &in); err != nil {
+		return nil, nil, err
+	}
 	st := &metadata.Storage{
 		ID: "stg-" + uuid.NewString(), TenantID: tenant, Name: in.Name, Region: in.Region, Bucket: in.Bucket,
 		AccessKeyID: in.AccessKeyID, Endpoint: in.Endpoint, PathStyle: in.PathStyle, Prefix: in.Prefix, KMSKeyID: in.KMSKeyID,
@@ -149,6 +153,43 @@ func (r *Registry) Register(ctx context.Context, tenant string, in RegisterInput
 	r.cfg.Logger.InfoContext(ctx, "storage registered", "tenant", tenant, "storage", st.ID, "name", st.Name,
 		"bucket", st.Bucket, "region", st.Region, "abort_denied", rep.AbortDenied)
 	return st, rep, nil
+}
+
+// keySpace is where a storage's objects of a tenant live: every key the
+// service writes there starts with it, and garbage collection lists it.
+func keySpace(prefix, tenant string) string {
+	if prefix == "" {
+		return tenant + "/"
+	}
+	return prefix + "/" + tenant + "/"
+}
+
+// checkOverlap refuses a storage whose key space overlaps one the tenant
+// already registered on the same bucket: garbage collection of either would
+// take the other's objects for strays.
+func (r *Registry) checkOverlap(ctx context.Context, tenant string, in *RegisterInput) error {
+	mine := keySpace(in.Prefix, tenant)
+	tok := ""
+	for {
+		page, next, err := r.cfg.Catalog.ListStorages(ctx, tenant, 1000, tok)
+		if err != nil {
+			return err
+		}
+		for _, st := range page {
+			if st.Bucket != in.Bucket || st.Endpoint != in.Endpoint {
+				continue
+			}
+			theirs := keySpace(st.Prefix, tenant)
+			if strings.HasPrefix(mine, theirs) || strings.HasPrefix(theirs, mine) {
+				return fault.New(fault.AlreadyExists, "STORAGE_OVERLAPS",
+					"storage %s (%s) already uses bucket %s with prefix %q, which overlaps %q; use another prefix, or rotate that storage's credentials instead", st.ID, st.Name, st.Bucket, st.Prefix, in.Prefix)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		tok = next
+	}
 }
 
 // probe builds a client for st with secret and runs the checks. It returns a

@@ -398,11 +398,21 @@ func TestRegisterGetListSecretsNeverLeak(t *testing.T) {
 		// Same name again: AlreadyExists, even though the credentials are fine.
 		_, err = e.client.RegisterStorage(as(tokenA), e.req("prod", bucket, e.gw.RootKey, e.gw.RootSecret))
 		wantCode(t, err, codes.AlreadyExists, "STORAGE_NAME_TAKEN")
-		// Names are case-sensitive.
-		if _, err := e.client.RegisterStorage(as(tokenA), e.req("Prod", bucket, e.gw.RootKey, e.gw.RootSecret)); err != nil {
+		// The same bucket again where its keys would overlap the first storage's
+		// (garbage collection of one would take the other's objects): refused.
+		for _, prefix := range []string{"", "acme"} {
+			r := e.req("other", bucket, e.gw.RootKey, e.gw.RootSecret)
+			r.Prefix = prefix
+			_, err = e.client.RegisterStorage(as(tokenA), r)
+			wantCode(t, err, codes.AlreadyExists, "STORAGE_OVERLAPS")
+		}
+		// Names are case-sensitive; another prefix of the same bucket is fine.
+		prod2 := e.req("Prod", bucket, e.gw.RootKey, e.gw.RootSecret)
+		prod2.Prefix = "p2"
+		if _, err := e.client.RegisterStorage(as(tokenA), prod2); err != nil {
 			t.Fatalf("register Prod: %v", err)
 		}
-		// The other tenant may use the same name.
+		// The other tenant may use the same name (and bucket: its keys live under its own tenant id).
 		if _, err := e.client.RegisterStorage(as(tokenB), e.req("prod", bucket, e.gw.RootKey, e.gw.RootSecret)); err != nil {
 			t.Fatalf("register as globex: %v", err)
 		}
@@ -673,7 +683,9 @@ func TestRotateDefaultDeleteValidate(t *testing.T) {
 		}
 
 		// Default: exactly one.
-		b, err := e.client.RegisterStorage(ctx, e.req("b", bucket, e.gw.RootKey, e.gw.RootSecret))
+		breq := e.req("b", bucket, e.gw.RootKey, e.gw.RootSecret)
+		breq.Prefix = "b"
+		b, err := e.client.RegisterStorage(ctx, breq)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -144,7 +144,7 @@ func TestTokenAuthMySQLAndSecretsStayOutOfLogs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("register: %v", err)
 	}
-	if _, err := c.RegisterStorage(ctx, &pb.RegisterStorageRequest{Name: "w", Region: "us-east-1", Bucket: bucket,
+	if _, err := c.RegisterStorage(ctx, &pb.RegisterStorageRequest{Name: "w", Region: "us-east-1", Bucket: bucket, Prefix: "w",
 		AccessKeyId: gw.RootKey, SecretAccessKey: "wrong-secret-value-123", Endpoint: gw.Endpoint, PathStyle: true}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("wrong secret: %v", err)
 	}
