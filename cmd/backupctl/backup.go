@@ -415,27 +415,14 @@ func backupList(ctx context.Context, c *cli, cmd *command, args []string) error 
 	}
 	defer done()
 	out := &pb.ListBackupsResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.callCtx(ctx)
-		resp, err := client.ListBackups(cctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
+	out.NextPageToken, err = c.followPages(ctx, "list", req.PageToken, *all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := client.ListBackups(ctx, req)
 		out.Backups = append(out.Backups, resp.GetBackups()...)
-		req.PageToken = resp.GetNextPageToken()
-		if !*all {
-			out.NextPageToken = req.PageToken
-			break
-		}
-		if req.PageToken == "" {
-			break
-		}
-		if seen[req.PageToken] {
-			return fmt.Errorf("list: the server returned page token %q twice", req.PageToken)
-		}
-		seen[req.PageToken] = true
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return printJSON(c.stdout, out)
@@ -486,22 +473,14 @@ func backupUploads(ctx context.Context, c *cli, cmd *command, args []string) err
 func listAllUploads(ctx context.Context, c *cli, client pb.BackupServiceClient, backupID string, state pb.UploadState) ([]*pb.Upload, error) {
 	req := &pb.ListUploadsRequest{BackupId: backupID, State: state, PageSize: 1000}
 	var out []*pb.Upload
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.callCtx(ctx)
-		resp, err := client.ListUploads(cctx, req)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
+	_, err := c.followPages(ctx, "uploads", "", true, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := client.ListUploads(ctx, req)
 		out = append(out, resp.GetUploads()...)
-		req.PageToken = resp.GetNextPageToken()
-		if req.PageToken == "" {
-			return out, nil
-		}
-		if seen[req.PageToken] {
-			return nil, fmt.Errorf("uploads: the server returned page token %q twice", req.PageToken)
-		}
-		seen[req.PageToken] = true
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }

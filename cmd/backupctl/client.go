@@ -385,3 +385,24 @@ func reasonOf(st *status.Status) string {
 	}
 	return ""
 }
+
+// followPages calls fetch with token, then with each next page token fetch
+// returns, until the last page — or only once when all is false. It returns
+// the token of the first page not fetched ("" after the last page). A token
+// seen twice is a server bug, reported rather than looped on forever.
+func (c *cli) followPages(ctx context.Context, what, token string, all bool, fetch func(ctx context.Context, token string) (next string, err error)) (string, error) {
+	seen := map[string]bool{}
+	for {
+		cctx, cancel := c.callCtx(ctx)
+		next, err := fetch(cctx, token)
+		cancel()
+		if err != nil || !all || next == "" {
+			return next, err
+		}
+		if seen[next] {
+			return "", fmt.Errorf("%s: the server returned page token %q twice", what, next)
+		}
+		seen[next] = true
+		token = next
+	}
+}

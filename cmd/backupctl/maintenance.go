@@ -523,27 +523,14 @@ func maintenanceRuns(ctx context.Context, c *cli, cmd *command, args []string) e
 	}
 	defer done()
 	out := &pb.ListMaintenanceRunsResponse{}
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.callCtx(ctx)
-		resp, err := client.ListMaintenanceRuns(cctx, req)
-		cancel()
-		if err != nil {
-			return err
-		}
+	out.NextPageToken, err = c.followPages(ctx, "runs", req.PageToken, *all, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := client.ListMaintenanceRuns(ctx, req)
 		out.Runs = append(out.Runs, resp.GetRuns()...)
-		req.PageToken = resp.GetNextPageToken()
-		if !*all {
-			out.NextPageToken = req.PageToken
-			break
-		}
-		if req.PageToken == "" {
-			break
-		}
-		if seen[req.PageToken] {
-			return fmt.Errorf("runs: the server returned page token %q twice", req.PageToken)
-		}
-		seen[req.PageToken] = true
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return printJSON(c.stdout, out)

@@ -330,27 +330,22 @@ func readFiles(ctx context.Context, c *cli, client pb.RestoreServiceClient, req 
 func listContents(ctx context.Context, c *cli, client pb.RestoreServiceClient, backupID string) (*pb.ListBackupContentsResponse, error) {
 	req := &pb.ListBackupContentsRequest{BackupId: backupID, PageSize: 1000}
 	var out *pb.ListBackupContentsResponse
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.callCtx(ctx)
-		resp, err := client.ListBackupContents(cctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
-		cancel()
+	_, err := c.followPages(ctx, "contents", "", true, func(ctx context.Context, token string) (string, error) {
+		req.PageToken = token
+		resp, err := client.ListBackupContents(ctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		if out == nil {
 			out = &pb.ListBackupContentsResponse{Backup: resp.GetBackup(), RecordSets: resp.GetRecordSets()}
 		}
 		out.Files = append(out.Files, resp.GetFiles()...)
-		req.PageToken = resp.GetNextPageToken()
-		if req.PageToken == "" {
-			return out, nil
-		}
-		if seen[req.PageToken] {
-			return nil, fmt.Errorf("contents: the server returned page token %q twice", req.PageToken)
-		}
-		seen[req.PageToken] = true
+		return resp.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 func restoreContents(ctx context.Context, c *cli, cmd *command, args []string) error {

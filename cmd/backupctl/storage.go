@@ -266,29 +266,13 @@ func storageList(ctx context.Context, c *cli, cmd *command, args []string) error
 	}
 	defer done()
 	out := &pb.ListStoragesResponse{}
-	token := *pageToken
-	seen := map[string]bool{}
-	for {
-		cctx, cancel := c.callCtx(ctx)
-		resp, err := client.ListStorages(cctx, &pb.ListStoragesRequest{PageSize: int32(*pageSize), PageToken: token})
-		cancel()
-		if err != nil {
-			return err
-		}
+	out.NextPageToken, err = c.followPages(ctx, "list", *pageToken, *all, func(ctx context.Context, token string) (string, error) {
+		resp, err := client.ListStorages(ctx, &pb.ListStoragesRequest{PageSize: int32(*pageSize), PageToken: token})
 		out.Storages = append(out.Storages, resp.GetStorages()...)
-		token = resp.GetNextPageToken()
-		if !*all {
-			out.NextPageToken = token
-			break
-		}
-		if token == "" {
-			break
-		}
-		if seen[token] {
-			// A server bug must not turn into an endless loop.
-			return fmt.Errorf("list: the server returned page token %q twice", token)
-		}
-		seen[token] = true
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return err
 	}
 
 	if c.json() {
