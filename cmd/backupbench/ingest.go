@@ -1,14 +1,13 @@
 package main
 
 import (
+	"backupstore/internal/bytesize"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,13 +26,13 @@ const memOverhead = 256 << 20
 // ingestConfig is every setting of the ingest benchmark; defaults live in ingestFlags.
 type ingestConfig struct {
 	commonConfig
-	size       sizeFlag
-	budget     sizeFlag
-	partSize   sizeFlag
-	rssSmall   sizeFlag
-	rssBig     sizeFlag
+	size       bytesize.Flag
+	budget     bytesize.Flag
+	partSize   bytesize.Flag
+	rssSmall   bytesize.Flag
+	rssBig     bytesize.Flag
 	files      int
-	fileSize   sizeFlag
+	fileSize   bytesize.Flag
 	streams    int
 	runs       int
 	skipRclone bool
@@ -497,40 +496,5 @@ func (b *bench) rss(ctx context.Context) error {
 	b.rep.addRatio("4", fmt.Sprintf("same ÷ (--memory-budget %s + %d MiB overhead = %.0f MiB)", b.c.budget.String(), memOverhead>>20, limit),
 		big, "MiB", div(big, limit), "≤ 1.0", "")
 	b.rep.addValue("4", fmt.Sprintf("ingest of the %s set (information)", b.c.rssBig.String()), bigRate, "MB/s", "", b.rep.CPU["rss-big"].String())
-	return nil
-}
-
-// sizeFlag is a byte count given as 1048576, 512KiB, 8MiB or 1GiB (as backupd's flags).
-type sizeFlag int64
-
-func (f *sizeFlag) String() string {
-	v := int64(*f)
-	for _, u := range []struct {
-		s string
-		n int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if v >= u.n && v%u.n == 0 {
-			return strconv.FormatInt(v/u.n, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(v, 10)
-}
-
-func (f *sizeFlag) Set(s string) error {
-	mult := int64(1)
-	for _, u := range []struct {
-		s string
-		n int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(s, u.s) {
-			s, mult = strings.TrimSuffix(s, u.s), u.n
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 {
-		return errors.New("not a size (e.g. 8MiB, 1GiB)")
-	}
-	*f = sizeFlag(n * mult)
 	return nil
 }

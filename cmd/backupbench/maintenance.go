@@ -1,6 +1,7 @@
 package main
 
 import (
+	"backupstore/internal/bytesize"
 	"bytes"
 	"context"
 	"errors"
@@ -24,12 +25,12 @@ import (
 type maintConfig struct {
 	commonConfig
 	objects    int
-	objectSize sizeFlag
+	objectSize bytesize.Flag
 	gcKeys     int
 	streams    int
 	perKey     string
-	budget     sizeFlag
-	partSize   sizeFlag
+	budget     bytesize.Flag
+	partSize   bytesize.Flag
 	workers    []int // parsed perKey
 }
 

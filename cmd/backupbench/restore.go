@@ -1,6 +1,7 @@
 package main
 
 import (
+	"backupstore/internal/bytesize"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -31,9 +32,9 @@ import (
 // restoreConfig is every setting of the restore benchmark; defaults live in restoreFlags.
 type restoreConfig struct {
 	commonConfig
-	size       sizeFlag
-	budget     sizeFlag
-	partSize   sizeFlag
+	size       bytesize.Flag
+	budget     bytesize.Flag
+	partSize   bytesize.Flag
 	runs       int
 	lookups    int
 	planRoots  int

@@ -1,13 +1,13 @@
 package main
 
 import (
+	"backupstore/internal/bytesize"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,22 +72,11 @@ type runOptions struct {
 
 // parseSize parses a byte count: 1048576, 64KiB, 512MiB, 1GiB (also K, M, G).
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
+	n, err := bytesize.Parse(s)
+	if err != nil || n == 0 {
 		return 0, fmt.Errorf("%q: want a positive byte count such as 1048576, 512MiB or 1GiB", s)
 	}
-	return n * mult, nil
+	return n, nil
 }
 
 func backupRun(ctx context.Context, c *cli, cmd *command, args []string) error {

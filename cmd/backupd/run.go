@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/fault"
 	"backupstore/ingest"
+	"backupstore/internal/bytesize"
 	"backupstore/maintenance"
 	"backupstore/metadata"
 	"backupstore/registry"
@@ -51,16 +51,16 @@ type config struct {
 	probeTimeout    time.Duration
 	maxRecvMsgSize  int
 
-	memoryBudget    sizeFlag
-	partSize        sizeFlag
+	memoryBudget    bytesize.Flag
+	partSize        bytesize.Flag
 	maxConns        int
 	maxStreams      int
 	spoolDir        string
-	maxFieldBytes   sizeFlag
-	maxRowBytes     sizeFlag
+	maxFieldBytes   bytesize.Flag
+	maxRowBytes     bytesize.Flag
 	compressWorkers int
 	benchNoIndex    bool
-	indexCache      sizeFlag
+	indexCache      bytesize.Flag
 	cleanupEvery    time.Duration
 	gcGrace         time.Duration
 	uploadTTL       time.Duration
@@ -376,41 +376,6 @@ func defaultStorage(ctx context.Context, c *config, log *slog.Logger) (storage.S
 		return s3, nil
 	}
 	return nil, fmt.Errorf("--default-storage must be local or s3, not %q", c.defaultStorage)
-}
-
-// sizeFlag is a byte count given as 1048576, 512KiB, 8MiB or 1GiB.
-type sizeFlag int64
-
-func (f *sizeFlag) String() string {
-	v := int64(*f)
-	for _, u := range []struct {
-		s string
-		n int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if v >= u.n && v%u.n == 0 {
-			return strconv.FormatInt(v/u.n, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(v, 10)
-}
-
-func (f *sizeFlag) Set(s string) error {
-	mult := int64(1)
-	for _, u := range []struct {
-		s string
-		n int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(s, u.s) {
-			s, mult = strings.TrimSuffix(s, u.s), u.n
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 {
-		return fmt.Errorf("not a size (e.g. 8MiB, 1GiB)")
-	}
-	*f = sizeFlag(n * mult)
-	return nil
 }
 
 // scheduleCleanup runs cleanup for every tenant each interval. Replicas
