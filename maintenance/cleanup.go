@@ -106,7 +106,7 @@ func (s *Service) expire(ctx context.Context, tenant string, rep *Report) error 
 		in := make([]retention.Backup, len(list))
 		byID := map[string]*metadata.Backup{}
 		for i, b := range list {
-			in[i] = retention.Backup{ID: b.ID, Started: b.StartedAt}
+			in[i] = retention.Backup{ID: b.ID, Started: b.StartedAt, Damaged: b.Damaged}
 			byID[b.ID] = b
 		}
 		for _, d := range retention.Apply(in, toPolicy(p)) {

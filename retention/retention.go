@@ -22,6 +22,19 @@
 //     where newest is the start of the newest backup (not the current time).
 //   - A backup is kept if any rule keeps it; the rules do not interact.
 //
+// Damaged backups (Verify or a read found an object of theirs missing or
+// corrupt) never fill a slot of a count rule (Last, Daily, Weekly, Monthly,
+// Yearly): those rules walk the intact backups only, so an intact backup is
+// never expired because a damaged one took its place, and "the oldest" is
+// the oldest intact backup. A damaged backup itself is kept only
+//
+//   - while no intact backup is newer than it (reason "damaged, no newer
+//     intact backup"): its readable part may be the only copy of the
+//     latest data, so it stays until an intact backup supersedes it; or
+//   - by Within, which is a time window and takes no slot from anyone.
+//
+// Otherwise it is expired like any backup no rule keeps.
+//
 // Differences from restic: there is no hourly rule, no keep-within-<period>
 // rules and no tags; counts cannot be "unlimited" (-1); the reference for
 // Within is the newest backup even if it lies in the future (restic ignores
@@ -118,6 +131,8 @@ func (p Policy) String() string {
 type Backup struct {
 	ID      string
 	Started time.Time
+	// Damaged backups fill no slot of a count rule (see the package doc).
+	Damaged bool
 }
 
 // Decision is Apply's verdict on one backup.
@@ -126,7 +141,8 @@ type Decision struct {
 	Keep   bool
 	// Reasons lists every rule that keeps the backup, in the order last,
 	// daily, weekly, monthly, yearly, within: "last", "daily 2026-11-27",
-	// "weekly 2026-W48", "monthly 2026-11", "yearly 2026", "within 720h".
+	// "weekly 2026-W48", "monthly 2026-11", "yearly 2026", "within 720h",
+	// and for a damaged backup ReasonDamagedNewest.
 	// A backup kept only because it is the oldest and its rule had counts
 	// left gets the period with " (oldest)" appended, e.g.
 	// "yearly 2025 (oldest)". "no policy" when the policy is empty; starts
@@ -134,10 +150,12 @@ type Decision struct {
 	Reasons []string
 }
 
-// Reason strings for the cases where every backup is kept.
+// Reason strings for the cases where every backup is kept, and for a
+// damaged backup kept because nothing intact supersedes it.
 const (
 	ReasonNoPolicy      = "no policy"
 	ReasonInvalidPolicy = "invalid policy"
+	ReasonDamagedNewest = "damaged, no newer intact backup"
 )
 
 // Apply decides for every backup, returning one Decision per input backup
@@ -200,10 +218,28 @@ func Apply(backups []Backup, p Policy) []Decision {
 	}
 	withinReason := "within " + formatDuration(p.Within)
 
-	oldest := len(out) - 1
+	oldest := -1 // the oldest intact backup
+	for n := len(out) - 1; n >= 0; n-- {
+		if !out[n].Backup.Damaged {
+			oldest = n
+			break
+		}
+	}
+	intactSeen := false // an intact backup newer than the current one exists
 	for n := range out {
 		d := &out[n]
 		t := utc(*d)
+		if d.Backup.Damaged {
+			if !intactSeen {
+				d.Reasons = append(d.Reasons, ReasonDamagedNewest)
+			}
+			if p.Within > 0 && t.After(within) {
+				d.Reasons = append(d.Reasons, withinReason)
+			}
+			d.Keep = len(d.Reasons) > 0
+			continue
+		}
+		intactSeen = true
 		for i, r := range rules {
 			if left[i] <= 0 {
 				continue

@@ -24,36 +24,36 @@ func ts(s string) time.Time {
 // the most recent two weeks. IDs are the UTC date plus a letter (a, b, c in
 // order of start time within the day, except the 2027-01-05 tie).
 var explicit = []Backup{
-	{"2025-03-10a", ts("2025-03-10 08:00:00")},
-	{"2025-12-31a", ts("2025-12-31 23:59:59")},
-	{"2026-01-01a", ts("2026-01-01 00:00:00")},
+	{ID: "2025-03-10a", Started: ts("2025-03-10 08:00:00")},
+	{ID: "2025-12-31a", Started: ts("2025-12-31 23:59:59")},
+	{ID: "2026-01-01a", Started: ts("2026-01-01 00:00:00")},
 	// base() covers 2026-01-02 .. 2026-12-10.
-	{"2026-12-12a", ts("2026-12-12 21:00:00")}, // exactly newest-720h: not within
-	{"2026-12-12b", ts("2026-12-12 21:00:01")},
-	{"2026-12-15a", ts("2026-12-15 10:00:00")},
-	{"2026-12-21a", ts("2026-12-21 09:00:00")}, // Monday, 2026-W52
-	{"2026-12-22a", ts("2026-12-22 10:00:00")},
-	{"2026-12-24a", ts("2026-12-24 08:00:00")},
-	{"2026-12-24b", ts("2026-12-24 20:00:00")},
-	{"2026-12-27a", ts("2026-12-27 12:00:00")}, // Sunday, 2026-W52
-	{"2026-12-28a", ts("2026-12-28 03:00:00")}, // Monday, 2026-W53
-	{"2026-12-30a", ts("2026-12-30 11:00:00")},
-	{"2026-12-31a", ts("2026-12-31 23:59:59")},
-	{"2027-01-01a", ts("2027-01-01 00:00:00")}, // still 2026-W53
-	{"2027-01-02a", ts("2027-01-02 14:00:00")},
-	{"2027-01-03a", ts("2027-01-03 22:00:00")}, // Sunday, 2026-W53
-	{"2027-01-04a", ts("2027-01-04 01:00:00")}, // Monday, 2027-W01
-	{"2027-01-05a", ts("2027-01-05 06:00:00")},
-	{"2027-01-05b", ts("2027-01-05 06:00:00")}, // same instant: b sorts first
+	{ID: "2026-12-12a", Started: ts("2026-12-12 21:00:00")}, // exactly newest-720h: not within
+	{ID: "2026-12-12b", Started: ts("2026-12-12 21:00:01")},
+	{ID: "2026-12-15a", Started: ts("2026-12-15 10:00:00")},
+	{ID: "2026-12-21a", Started: ts("2026-12-21 09:00:00")}, // Monday, 2026-W52
+	{ID: "2026-12-22a", Started: ts("2026-12-22 10:00:00")},
+	{ID: "2026-12-24a", Started: ts("2026-12-24 08:00:00")},
+	{ID: "2026-12-24b", Started: ts("2026-12-24 20:00:00")},
+	{ID: "2026-12-27a", Started: ts("2026-12-27 12:00:00")}, // Sunday, 2026-W52
+	{ID: "2026-12-28a", Started: ts("2026-12-28 03:00:00")}, // Monday, 2026-W53
+	{ID: "2026-12-30a", Started: ts("2026-12-30 11:00:00")},
+	{ID: "2026-12-31a", Started: ts("2026-12-31 23:59:59")},
+	{ID: "2027-01-01a", Started: ts("2027-01-01 00:00:00")}, // still 2026-W53
+	{ID: "2027-01-02a", Started: ts("2027-01-02 14:00:00")},
+	{ID: "2027-01-03a", Started: ts("2027-01-03 22:00:00")}, // Sunday, 2026-W53
+	{ID: "2027-01-04a", Started: ts("2027-01-04 01:00:00")}, // Monday, 2027-W01
+	{ID: "2027-01-05a", Started: ts("2027-01-05 06:00:00")},
+	{ID: "2027-01-05b", Started: ts("2027-01-05 06:00:00")}, // same instant: b sorts first
 	// 2027-01-06: no backup
-	{"2027-01-07a", ts("2027-01-07 07:00:00")},
-	{"2027-01-07b", ts("2027-01-07 19:30:00")},
-	{"2027-01-08a", ts("2027-01-08 05:00:00")},
+	{ID: "2027-01-07a", Started: ts("2027-01-07 07:00:00")},
+	{ID: "2027-01-07b", Started: ts("2027-01-07 19:30:00")},
+	{ID: "2027-01-08a", Started: ts("2027-01-08 05:00:00")},
 	// 2027-01-09: no backup
-	{"2027-01-10a", ts("2027-01-10 16:00:00")}, // Sunday, 2027-W01
-	{"2027-01-11a", ts("2027-01-11 02:00:00")}, // Monday, 2027-W02
-	{"2027-01-11b", ts("2027-01-11 09:00:00")},
-	{"2027-01-11c", ts("2027-01-11 21:00:00")}, // newest
+	{ID: "2027-01-10a", Started: ts("2027-01-10 16:00:00")}, // Sunday, 2027-W01
+	{ID: "2027-01-11a", Started: ts("2027-01-11 02:00:00")}, // Monday, 2027-W02
+	{ID: "2027-01-11b", Started: ts("2027-01-11 09:00:00")},
+	{ID: "2027-01-11c", Started: ts("2027-01-11 21:00:00")}, // newest
 }
 
 // base returns a backup a day from 2026-01-02 to 2026-12-10 at irregular
@@ -68,9 +68,9 @@ func base() []Backup {
 			continue
 		}
 		day := d.Format(time.DateOnly)
-		out = append(out, Backup{day + "a", d.Add(time.Duration(yd%21)*time.Hour + time.Duration(yd*7%60)*time.Minute)})
+		out = append(out, Backup{ID: day + "a", Started: d.Add(time.Duration(yd%21)*time.Hour + time.Duration(yd*7%60)*time.Minute)})
 		if dom%9 == 0 {
-			out = append(out, Backup{day + "b", d.Add(22*time.Hour + time.Duration(yd%60)*time.Minute)})
+			out = append(out, Backup{ID: day + "b", Started: d.Add(22*time.Hour + time.Duration(yd%60)*time.Minute)})
 		}
 	}
 	return out
@@ -322,10 +322,10 @@ func TestApplyNoBackups(t *testing.T) {
 func TestApplyTies(t *testing.T) {
 	at := ts("2026-06-01 12:00:00")
 	in := []Backup{
-		{"x", at},
-		{"w", at.Add(-time.Hour)},
-		{"z", at},
-		{"y", at},
+		{ID: "x", Started: at},
+		{ID: "w", Started: at.Add(-time.Hour)},
+		{ID: "z", Started: at},
+		{ID: "y", Started: at},
 	}
 	for _, tc := range []struct {
 		policy Policy
@@ -361,10 +361,10 @@ func TestApplyTies(t *testing.T) {
 // though a later backup of its day was kept; not when the counts ran out.
 func TestApplyOldest(t *testing.T) {
 	in := []Backup{
-		{"d1a", ts("2026-03-01 10:00:00")},
-		{"d1b", ts("2026-03-01 11:00:00")},
-		{"d2a", ts("2026-03-02 10:00:00")},
-		{"d2b", ts("2026-03-02 11:00:00")},
+		{ID: "d1a", Started: ts("2026-03-01 10:00:00")},
+		{ID: "d1b", Started: ts("2026-03-01 11:00:00")},
+		{ID: "d2a", Started: ts("2026-03-02 10:00:00")},
+		{ID: "d2b", Started: ts("2026-03-02 11:00:00")},
 	}
 	for _, tc := range []struct {
 		policy  Policy
@@ -392,9 +392,9 @@ func TestApplyUsesUTC(t *testing.T) {
 	tokyo := time.FixedZone("JST", 9*3600)
 	in := []Backup{
 		// 2026-03-02 01:00 in Tokyo is 2026-03-01 16:00 UTC.
-		{"late", time.Date(2026, 3, 2, 1, 0, 0, 0, tokyo)},
-		{"early", ts("2026-03-01 10:00:00")},
-		{"prev", ts("2026-02-28 10:00:00")},
+		{ID: "late", Started: time.Date(2026, 3, 2, 1, 0, 0, 0, tokyo)},
+		{ID: "early", Started: ts("2026-03-01 10:00:00")},
+		{ID: "prev", Started: ts("2026-02-28 10:00:00")},
 	}
 	got := Apply(in, Policy{Daily: 2})
 	if k := keptIDs(got); !slices.Equal(k, []string{"late", "prev"}) {
