@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -634,6 +635,59 @@ func (l *Local) AbortMultipart(ctx context.Context, key, uploadID string) error 
 	}
 	if err != nil {
 		return fmt.Errorf("local.AbortMultipart %q upload %s: %w", key, uploadID, err)
+	}
+	return nil
+}
+
+// ListMultipart implements Store: the uploads staged in <Root>/.multipart that were neither
+// completed nor aborted; Initiated is the modification time of the upload's key record, written
+// once by CreateMultipart. It reads every staged upload's key before calling fn (uploads are
+// few on a local store: one per upload in progress).
+func (l *Local) ListMultipart(ctx context.Context, prefix string, fn func(MultipartUpload) error) error {
+	if err := validatePrefix(prefix); err != nil {
+		return err
+	}
+	dir := filepath.Join(l.root, stagingDirName)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("local.ListMultipart %q: %w", prefix, err)
+	}
+	var ups []MultipartUpload
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("local.ListMultipart %q: %w", prefix, err)
+		}
+		id := e.Name()
+		if !e.IsDir() || !validUploadID(id) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, id, "complete")); err == nil {
+			continue // completed; only its record stays
+		}
+		name := filepath.Join(dir, id, "key")
+		f, err := os.Open(name)
+		if err != nil {
+			continue // aborted or being created meanwhile
+		}
+		fi, err := f.Stat()
+		var b []byte
+		if err == nil {
+			b, err = io.ReadAll(io.LimitReader(f, MaxKeyLen+1))
+		}
+		f.Close()
+		key := string(b)
+		if err != nil || !strings.HasPrefix(key, prefix) || ValidateKey(key) != nil {
+			continue
+		}
+		ups = append(ups, MultipartUpload{Key: key, UploadID: id, Initiated: fi.ModTime()})
+	}
+	slices.SortFunc(ups, func(a, b MultipartUpload) int {
+		return cmp.Or(strings.Compare(a.Key, b.Key), a.Initiated.Compare(b.Initiated), strings.Compare(a.UploadID, b.UploadID))
+	})
+	for _, u := range ups {
+		if err := fn(u); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -42,6 +42,15 @@ type CompletedPart struct {
 	CRC32C uint32
 }
 
+// MultipartUpload is a multipart upload that was created and neither completed nor aborted.
+type MultipartUpload struct {
+	Key      string // relative to the store's prefix
+	UploadID string
+	// Initiated is when the upload was created, by the store's clock. S3-compatible servers
+	// may report a later time (versitygw: the last part's upload); never an earlier one.
+	Initiated time.Time
+}
+
 // Reader is the read side of a store. Implementations are safe for concurrent use.
 type Reader interface {
 	// Get returns length bytes of key from offset (length < 0: to the end; a range reaching
@@ -91,6 +100,14 @@ type Store interface {
 	// *AbortDeniedError, which matches ErrAbortDenied.
 	AbortMultipart(ctx context.Context, key, uploadID string) error
 
+	// ListMultipart calls fn for every multipart upload in progress (created, neither
+	// completed nor aborted) whose key starts with prefix ("" for all), in ascending key order
+	// (uploads of one key in the store's order), keys relative to the store's prefix. S3:
+	// ListMultipartUploads, paged; Local: its staged uploads. An upload created or ended
+	// during the listing may or may not be reported. An error from fn stops the listing and
+	// is returned as is.
+	ListMultipart(ctx context.Context, prefix string, fn func(MultipartUpload) error) error
+
 	// Delete removes the objects (S3: DeleteObjects, 1000 keys a call). Idempotent: missing
 	// keys are not errors. Keys that could not be deleted are reported in a *DeleteError; the
 	// other keys are still deleted.
@@ -119,6 +136,11 @@ var (
 	// ErrUnavailable: the store could not be reached or answered with a server-side failure
 	// (network error, timeout, HTTP 5xx, SlowDown) — worth retrying later.
 	ErrUnavailable = errors.New("storage: unavailable")
+	// ErrBadResponse: the server's answer does not fit the request — a ranged body longer or
+	// shorter than the range asked (a server or proxy that ignores Range), a Content-Range for
+	// other bytes, a listing that does not advance. The store, or something between, is
+	// misbehaving; what it sent is not used.
+	ErrBadResponse = errors.New("storage: response does not match the request")
 )
 
 // IsUnavailable reports whether err is a transient failure to reach the store

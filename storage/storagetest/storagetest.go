@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -41,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"MultipartPartTooSmall", testPartTooSmall},
 		{"MultipartIdempotentComplete", testIdempotentComplete},
 		{"MultipartAbort", testAbort},
+		{"ListMultipart", testListMultipart},
 		{"MultipartChecksumMismatch", testChecksumMismatch},
 		{"MultipartConcurrentParts", testConcurrentParts},
 		{"PutFailureLeavesNoObject", testPutFailure},
@@ -494,6 +496,81 @@ func testAbort(t *testing.T, s storage.Store) {
 	}
 	_, err = s.UploadPart(ctx, key, "no-such-upload", 1, bytes.NewReader(p1), int64(len(p1)), crc(p1))
 	wantErr(t, "UploadPart to an unknown upload", err, storage.ErrNotFound)
+}
+
+// ListMultipart reports the uploads in progress under a prefix, in key order, and none that
+// was completed or aborted.
+func testListMultipart(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	list := func(prefix string) []storage.MultipartUpload {
+		t.Helper()
+		var got []storage.MultipartUpload
+		if err := s.ListMultipart(ctx, prefix, func(u storage.MultipartUpload) error {
+			got = append(got, u)
+			return nil
+		}); err != nil {
+			t.Fatalf("ListMultipart(%q): %v", prefix, err)
+		}
+		return got
+	}
+	if got := list(""); len(got) != 0 {
+		t.Fatalf("uploads in an empty store: %+v", got)
+	}
+	start := time.Now()
+	small := data(11, 100)
+	done := create(t, s, "mp/done")
+	complete(t, s, "mp/done", done, []storage.CompletedPart{uploadPart(t, s, "mp/done", done, 1, small)}, len(small))
+	gone := create(t, s, "mp/gone")
+	uploadPart(t, s, "mp/gone", gone, 1, small)
+	if err := s.AbortMultipart(ctx, "mp/gone", gone); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{} // upload id -> key
+	for _, key := range []string{"mp/c/d", "mp/a", "other/x", "mp/b", "mp/a", "mpx"} {
+		id := create(t, s, key)
+		if key == "mp/b" {
+			uploadPart(t, s, key, id, 1, small)
+		}
+		want[id] = key
+	}
+	check := func(prefix string, wantKeys []string) {
+		t.Helper()
+		got := list(prefix)
+		var gotKeys []string
+		for _, u := range got {
+			gotKeys = append(gotKeys, u.Key)
+			if want[u.UploadID] != u.Key {
+				t.Errorf("ListMultipart(%q): upload %s of %q, want of %q", prefix, u.UploadID, u.Key, want[u.UploadID])
+			}
+			if u.Initiated.Before(start.Add(-time.Minute)) || u.Initiated.After(time.Now().Add(time.Minute)) {
+				t.Errorf("ListMultipart(%q): %q initiated %v, created between %v and now", prefix, u.Key, u.Initiated, start)
+			}
+		}
+		if diff := cmp.Diff(wantKeys, gotKeys); diff != "" {
+			t.Fatalf("ListMultipart(%q) keys (-want +got):\n%s", prefix, diff)
+		}
+	}
+	check("mp/", []string{"mp/a", "mp/a", "mp/b", "mp/c/d"})
+	check("mp", []string{"mp/a", "mp/a", "mp/b", "mp/c/d", "mpx"})
+	check("", []string{"mp/a", "mp/a", "mp/b", "mp/c/d", "mpx", "other/x"})
+	check("mp/c/", []string{"mp/c/d"})
+	check("nothing/", nil)
+
+	stop := errors.New("stop")
+	calls := 0
+	err := s.ListMultipart(ctx, "", func(storage.MultipartUpload) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("ListMultipart stopped by fn: err %v after %d calls, want stop after 1", err, calls)
+	}
+	err = s.ListMultipart(ctx, "/bad", func(storage.MultipartUpload) error { return nil })
+	wantErr(t, "ListMultipart with an invalid prefix", err, storage.ErrInvalidKey)
+
+	for id, key := range want {
+		if err := s.AbortMultipart(ctx, key, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("", nil)
 }
 
 func testChecksumMismatch(t *testing.T, s storage.Store) {
