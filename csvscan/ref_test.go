@@ -26,6 +26,7 @@ type result struct {
 type emitted struct {
 	raw    string
 	number int64
+	blank  bool
 	id     string
 	refs   []string
 }
@@ -163,6 +164,10 @@ func refScan(in []byte, refs []string) result {
 	res.header = h.raw
 	for n, r := range rows[1:] {
 		num := n + 2
+		if len(r.fields) == 1 && r.fields[0] == "" && (string(r.raw) == "\n" || string(r.raw) == "\r\n" || string(r.raw) == "\r") {
+			res.rows = append(res.rows, emitted{raw: string(r.raw), number: int64(num), blank: true, refs: blankRefs(len(refs))})
+			continue
+		}
 		if len(r.fields) != len(cols) {
 			return fail(num, "", WrongWidth)
 		}
@@ -208,4 +213,12 @@ func refScan(in []byte, refs []string) result {
 		return fail(errRow+1, col, reason)
 	}
 	return res
+}
+
+// blankRefs is what scan records as the references of a blank row: n empty ones.
+func blankRefs(n int) []string {
+	if n == 0 {
+		return nil
+	}
+	return make([]string, n)
 }

@@ -28,9 +28,15 @@ type Limits struct {
 
 // Row is one data row, passed to the emit callback. Raw and Refs are reused for the next row:
 // they are valid only during the callback, and a callback that keeps them must copy them.
+//
+// A blank line (nothing but its terminator: LF, CRLF, or a lone CR ending the input) is a Row
+// too, with Blank set, so that the header and every Row's Raw still reproduce the input byte for
+// byte; it carries no record: its ID and Refs are zero, and callers must not index or count it.
+// It does take a row number, as the empty row a spreadsheet shows for it.
 type Row struct {
 	Raw    []byte    // the row's exact input bytes, terminator (CRLF, LF or none at the end) included
-	Number int64     // 1-based row (record) number, the header being row 1
+	Number int64     // 1-based row number, the header being row 1
+	Blank  bool      // a blank line: no record (ID and Refs are zero)
 	ID     sfid.ID   // the Id column, normalised
 	Refs   []sfid.ID // per reference column (in New's order): the normalised id, or the zero ID when empty
 }
@@ -230,6 +236,35 @@ func rowEnd(b []byte, odd bool) (int, bool) {
 
 var quoteSep = []byte{'"'}
 
+// RowSkipper finds where the first row of a CSV stream ends, quote-aware, however the stream is
+// cut: a line break inside a quoted field (a header column named "Na\nme") does not end the row.
+// It is how a reader of stored record-set bytes skips a chunk's header row. The zero value is
+// ready to use; it is not safe for concurrent use.
+type RowSkipper struct {
+	odd  bool // the row so far holds an odd number of quotes
+	done bool
+}
+
+// Skip consumes p, which continues the stream, and returns what follows the first row's line
+// feed in it: nil while the row has not ended, then the rest of the piece that ends it, then
+// every later p unchanged. Like Scanner, it takes the first LF outside quotes as the row's end;
+// input that Scanner would reject may be cut anywhere, but Skip never fails or panics.
+func (k *RowSkipper) Skip(p []byte) []byte {
+	if k.done {
+		return p
+	}
+	end, odd := rowEnd(p, k.odd)
+	if end < 0 {
+		k.odd = odd
+		return nil
+	}
+	k.done = true
+	return p[end:]
+}
+
+// Done reports whether the first row has ended.
+func (k *RowSkipper) Done() bool { return k.done }
+
 // whole walks r, which holds exactly one row (the last one, perhaps unterminated, if mode is
 // walkEOF), and finishes it.
 func (s *Scanner) whole(r []byte, mode int, emit func(*Row) error) error {
@@ -255,6 +290,9 @@ func (s *Scanner) finish(r []byte, n int, na uint64, emit func(*Row) error) erro
 		}
 		s.rows++
 		return nil
+	}
+	if n == 1 && isBlank(r) {
+		return s.blank(r, emit)
 	}
 	if n != len(s.columns) {
 		return &RowError{Row: s.rows + 1, Reason: WrongWidth,
@@ -282,6 +320,30 @@ func (s *Scanner) finish(r []byte, n int, na uint64, emit func(*Row) error) erro
 	s.row.Number = s.rows
 	err := emit(&s.row)
 	s.row.Raw = nil
+	return err
+}
+
+// isBlank reports whether row r is a blank line: its terminator alone.
+func isBlank(r []byte) bool {
+	switch len(r) {
+	case 1:
+		return r[0] == '\n' || r[0] == '\r' // a lone CR only ever ends the input
+	case 2:
+		return r[0] == '\r' && r[1] == '\n'
+	}
+	return false
+}
+
+// blank emits blank line r: a row number, no record.
+func (s *Scanner) blank(r []byte, emit func(*Row) error) error {
+	s.rows++
+	if emit == nil {
+		return nil
+	}
+	s.row.Raw, s.row.Number, s.row.Blank, s.row.ID = r, s.rows, true, sfid.ID{}
+	clear(s.row.Refs)
+	err := emit(&s.row)
+	s.row.Raw, s.row.Blank = nil, false
 	return err
 }
 

@@ -22,7 +22,10 @@ func scan(t testing.TB, in []byte, refs []string, lim Limits, sizes []int) resul
 	s := New(refs, lim)
 	var res result
 	emit := func(r *Row) error {
-		e := emitted{raw: string(r.Raw), number: r.Number, id: r.ID.String()}
+		e := emitted{raw: string(r.Raw), number: r.Number, blank: r.Blank, id: r.ID.String()}
+		if r.Blank && r.ID != (sfid.ID{}) {
+			t.Fatalf("blank row %d has id %s", r.Number, r.ID)
+		}
 		for _, ref := range r.Refs {
 			e.refs = append(e.refs, ref.String())
 		}
@@ -114,7 +117,9 @@ func TestScanErrors(t *testing.T) {
 		{name: "CR after closing quote", in: "Id,Name\n" + id1 + ",\"ab\"\rx\n", row: 2, column: "Name", reason: BadQuote},
 		{name: "too few fields", in: "Id,Name,Phone\n" + id1 + ",a,b\n" + id2 + ",a\n", row: 3, reason: WrongWidth, detail: "the row has 2 fields, the header 3"},
 		{name: "too many fields", in: "Id,Name\n" + id1 + ",a,b\n", row: 2, reason: WrongWidth, detail: "the row has 3 fields, the header 2"},
-		{name: "blank line", in: "Id,Name\n" + id1 + ",a\n\n" + id2 + ",b\n", row: 3, reason: WrongWidth},
+		{name: "whitespace line", in: "Id,Name\n" + id1 + ",a\n \n" + id2 + ",b\n", row: 3, reason: WrongWidth},
+		{name: "quoted empty line", in: "Id,Name\n" + id1 + ",a\n\"\"\n" + id2 + ",b\n", row: 3, reason: WrongWidth},
+		{name: "row after blank line", in: "Id,Name\n" + id1 + ",a\r\n\r\n" + id2 + "\r\n", row: 4, reason: WrongWidth},
 		{name: "invalid UTF-8", in: "Id,Name,City\n" + id1 + ",ok,Z\xfcrich\n", row: 2, column: "City", reason: InvalidUTF8, detail: "byte 1 of the field"},
 		{name: "UTF-8 cut short", in: "Id,Name\n" + id1 + ",\"caf\xc3\"\n", row: 2, column: "Name", reason: InvalidUTF8},
 		{name: "empty Id", in: "Id,Name\n,a\n", row: 2, column: "Id", reason: BadID, detail: "the Id is empty"},
@@ -423,6 +428,9 @@ func genCSV(r *rand.Rand) []byte {
 		}
 		if n < nrows-1 || r.IntN(3) > 0 {
 			eol()
+			for r.IntN(8) == 0 { // blank lines, as a hand-edited export may hold
+				eol()
+			}
 		}
 	}
 	return b.Bytes()
@@ -510,6 +518,13 @@ func checkEncodingCSV(t *testing.T, in []byte, got result) {
 		t.Fatalf("input %q: encoding/csv header: %v", in, err)
 	}
 	cr.FieldsPerRecord = len(hdr)
+	var records []emitted // encoding/csv skips blank lines
+	for _, r := range got.rows {
+		if !r.blank {
+			records = append(records, r)
+		}
+	}
+	got.rows = records
 	idc := -1
 	for i, c := range hdr {
 		if strings.EqualFold(c, "Id") {
@@ -593,6 +608,89 @@ func FuzzScanner(f *testing.F) {
 				if err != nil {
 					t.Fatalf("encoding/csv rejects what the scanner accepts: %v", err)
 				}
+			}
+		}
+	})
+}
+
+func TestBlankLines(t *testing.T) {
+	// A Data Loader export edited by hand: a blank CRLF line after the last row, and one between rows.
+	in := "Id,Name\r\n" + id1 + ",a\r\n\r\n" + id2 + ",b\r\n\r\n"
+	got := scan(t, []byte(in), nil, Limits{}, nil)
+	want := result{header: []byte("Id,Name\r\n"), rows: []emitted{
+		{raw: id1 + ",a\r\n", number: 2, id: id1},
+		{raw: "\r\n", number: 3, blank: true},
+		{raw: id2 + ",b\r\n", number: 4, id: id2},
+		{raw: "\r\n", number: 5, blank: true},
+	}}
+	if d := diff(want, got); d != "" {
+		t.Fatalf("(-want +got)\n%s", d)
+	}
+	// A one-column file, an LF blank line, and a lone CR ending the input.
+	got = scan(t, []byte("Id\n\n"+id1+"\n\r"), []string{}, Limits{}, nil)
+	want = result{header: []byte("Id\n"), rows: []emitted{
+		{raw: "\n", number: 2, blank: true},
+		{raw: id1 + "\n", number: 3, id: id1},
+		{raw: "\r", number: 4, blank: true},
+	}}
+	if d := diff(want, got); d != "" {
+		t.Fatalf("(-want +got)\n%s", d)
+	}
+}
+
+func TestRowSkipper(t *testing.T) {
+	tests := []struct{ in, rest string }{
+		{"Id,Name\n" + id1 + ",a\n", id1 + ",a\n"},
+		{"Id,\"Na\nme\"\r\n" + id1 + ",a\n", id1 + ",a\n"},
+		{"\"I\"\"d\n\",\"x\"\"\"\"\n\"\nrest", "rest"},
+		{"Id,Name", ""},
+		{"Id,\"Name\n", ""},
+	}
+	for _, tt := range tests {
+		for step := 1; step <= len(tt.in); step++ {
+			var k RowSkipper
+			var rest []byte
+			for p := []byte(tt.in); len(p) > 0; {
+				n := min(step, len(p))
+				rest = append(rest, k.Skip(p[:n])...)
+				p = p[n:]
+			}
+			if string(rest) != tt.rest {
+				t.Fatalf("%q in pieces of %d: rest %q, want %q", tt.in, step, rest, tt.rest)
+			}
+		}
+	}
+}
+
+// FuzzRowSkipper holds RowSkipper, which reads stored (hostile) bytes, to the scanner: on input
+// the scanner accepts it skips exactly the header, and on any input, however cut, it gives the
+// same answer and never panics.
+func FuzzRowSkipper(f *testing.F) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for range 20 {
+		f.Add(genCSV(r), uint64(r.Uint32()))
+	}
+	f.Add([]byte("Id,\"Na\nme\"\n"+id1+",a\n"), uint64(3))
+	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
+		r := rand.New(rand.NewPCG(seed, 10))
+		var whole RowSkipper
+		want := whole.Skip(in)
+		var k RowSkipper
+		var got []byte
+		p := in
+		for _, n := range randomSizes(r, len(in)) {
+			n = min(n, len(p))
+			got = append(got, k.Skip(p[:n])...)
+			p = p[n:]
+		}
+		got = append(got, k.Skip(p)...)
+		if !bytes.Equal(got, want) || k.Done() != whole.Done() {
+			t.Fatalf("chunked: rest %q (done %v), whole %q (done %v)", got, k.Done(), want, whole.Done())
+		}
+		s := New(nil, Limits{})
+		if s.Feed(in, nil) == nil && s.Close(nil) == nil && whole.Done() {
+			if h := s.Header(); !bytes.Equal(in[len(h):], want) {
+				t.Fatalf("scanner header %q, skipper leaves %q", h, want)
 			}
 		}
 	})
