@@ -68,6 +68,8 @@ func Run(t *testing.T, newDB NewDB) {
 		{"PendingAndStaleUploads", testPendingAndStaleUploads},
 		{"MaintenanceRuns", testMaintenanceRuns},
 		{"TryLock", testTryLock},
+		{"BackupObjectPages", testBackupObjectPages},
+		{"PendingUploadOwns", testPendingUploadOwns},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })
