@@ -20,11 +20,17 @@ type Item struct {
 	Reason                                      string
 }
 
+// ActionStrayMultipart is the Item action of a multipart upload in the bucket that no PENDING
+// upload owns, aborted by garbage collection (listed only, in a dry run).
+const ActionStrayMultipart = "garbage-multipart"
+
 // Report is what a cleanup run did.
 type Report struct {
-	RunID                                                         string
-	DryRun                                                        bool
+	RunID  string
+	DryRun bool
+	// GarbageDeleted counts stray keys and stray multipart uploads (MultipartAborted of them).
 	Expired, ObjectsDeleted, GarbageDeleted, UploadsAborted, Skip int64
+	MultipartAborted                                              int64
 	BytesFreed                                                    int64
 	Items                                                         []Item
 }
@@ -41,8 +47,8 @@ func (s *Service) Cleanup(ctx context.Context, tenant string, dryRun bool) (*Rep
 				return "", err
 			}
 		}
-		return fmt.Sprintf("expired %d backups, deleted %d objects (%d bytes), %d garbage keys, aborted %d uploads, skipped %d",
-			rep.Expired, rep.ObjectsDeleted, rep.BytesFreed, rep.GarbageDeleted, rep.UploadsAborted, rep.Skip), nil
+		return fmt.Sprintf("expired %d backups, deleted %d objects (%d bytes), %d garbage keys, %d stray multipart uploads, aborted %d uploads, skipped %d",
+			rep.Expired, rep.ObjectsDeleted, rep.BytesFreed, rep.GarbageDeleted-rep.MultipartAborted, rep.MultipartAborted, rep.UploadsAborted, rep.Skip), nil
 	})
 	if run != nil {
 		rep.RunID = run.ID
@@ -256,6 +262,67 @@ func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report
 		if err := s.garbageIn(ctx, tenant, sid, st, live, cutoff, rep); err != nil {
 			return err
 		}
+		if err := s.strayMultipartIn(ctx, tenant, sid, st, cutoff, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// strayMultipartIn aborts the multipart uploads under the tenant's prefix that no PENDING upload
+// owns (same key and S3 upload id) and that were initiated before cutoff: those a crash left
+// between CreateMultipart and recording its id, an upload reset to a new key, or an upload
+// created after AbortBackup's snapshot. Their parts are billed but invisible to object listings.
+// A young one is reported as skipped (its owner may record it any moment); one whose server
+// reports no initiation time is skipped too (its age cannot be judged).
+func (s *Service) strayMultipartIn(ctx context.Context, tenant, storageID string, st storage.Store, cutoff time.Time, rep *Report) error {
+	err := st.ListMultipart(ctx, tenant+"/", func(u storage.MultipartUpload) error {
+		owned, err := s.cfg.Catalog.PendingUploadOwns(ctx, tenant, u.Key, u.UploadID)
+		if err != nil {
+			return err
+		}
+		if owned {
+			return nil
+		}
+		it := Item{Action: ActionStrayMultipart, Key: u.Key, S3UploadID: u.UploadID,
+			Reason: "multipart upload no pending upload owns, initiated " + u.Initiated.UTC().Format(time.RFC3339) + ", before the grace period"}
+		switch {
+		case u.Initiated.IsZero():
+			it.Action, it.Reason = "skip", "multipart upload no pending upload owns, but the storage reports no initiation time"
+			rep.Skip++
+			rep.Items = append(rep.Items, it)
+			return nil
+		case u.Initiated.After(cutoff):
+			it.Action, it.Reason = "skip", "multipart upload no pending upload owns, but initiated within the grace period"
+			rep.Skip++
+			rep.Items = append(rep.Items, it)
+			return nil
+		}
+		if !rep.DryRun {
+			if err := st.AbortMultipart(ctx, u.Key, u.UploadID); err != nil {
+				if !errors.Is(err, storage.ErrAbortDenied) {
+					return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 AbortMultipartUpload of a stray upload failed; the next cleanup retries")
+				}
+				it.Action = "skip"
+				it.Reason = "stray multipart upload, but AbortMultipartUpload denied: its parts stay billed until a lifecycle rule AbortIncompleteMultipartUpload removes them (see backupctl storage policy)"
+				rep.Skip++
+				rep.Items = append(rep.Items, it)
+				return nil
+			}
+		}
+		rep.GarbageDeleted++
+		rep.MultipartAborted++
+		rep.Items = append(rep.Items, it)
+		return nil
+	})
+	if err != nil {
+		if _, ok := fault.As(err); ok {
+			return err
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "listing multipart uploads of storage %q failed; retry", storageID)
 	}
 	return nil
 }
