@@ -100,6 +100,10 @@ func (s *Scanner) Header() []byte { return s.header }
 // caller must not modify it.
 func (s *Scanner) Columns() []string { return s.columns }
 
+// Held returns the bytes of buffer capacity the scanner holds: the carry buffer of a row that
+// spans Feed calls (at most MaxRowBytes) and its copy of the header row.
+func (s *Scanner) Held() int { return cap(s.carry) + cap(s.header) }
+
 // Rows returns the number of rows scanned so far, the header included.
 func (s *Scanner) Rows() int64 { return s.rows }
 
@@ -740,7 +744,8 @@ func (s *Scanner) parseHeader(r []byte) error {
 		s.refSlot[i] = s.slot[c]
 	}
 	s.columns = cols
-	s.header = append([]byte(nil), r...)
+	s.header = make([]byte, len(r)) // exactly: Held counts it
+	copy(s.header, r)
 	s.all = nil
 	return nil
 }

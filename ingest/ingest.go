@@ -126,13 +126,9 @@ func New(cfg Config) (*Service, error) {
 // StreamReservation is the most one upload stream reserves from the budget.
 func (s *Service) StreamReservation() int64 { return recordsReservation(&s.cfg) }
 
-// recordsReservation: two part buffers (one filling, one uploading), frames
-// in flight (input + compressed) per worker plus the ones queued around
-// them, and a row that spans messages.
-func recordsReservation(c *Config) int64 {
-	frames := int64(2*c.CompressWorkers + 3)
-	return 2*c.PartSize + frames*2*int64(c.FrameSize) + int64(c.Limits.MaxRowBytes)
-}
+// recordsReservation is what a record stream holds at most (see recMem in
+// records.go), the record set's schema row aside.
+func recordsReservation(c *Config) int64 { return newRecMem(c).total }
 
 // fileReservation: two part buffers of at most MaxMemoryPart.
 func (s *Service) fileReservation(partSize int64) int64 {

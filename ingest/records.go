@@ -12,7 +12,9 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -203,6 +205,7 @@ type frameJob struct {
 	rows, firstRow  int64
 	inputOff        int64
 	compressionDone bool
+	big             bool // holds the stream's one oversized frame slot (see recMem)
 }
 
 // recWriter is one chunk's pipeline: the caller's goroutine receives, scans
@@ -223,6 +226,11 @@ type recWriter struct {
 	sum       hash.Hash
 	schema    []byte // the record set's header row, if a chunk already set it
 	headerSet bool
+
+	mem      recMem
+	big      chan struct{} // the oversized frame slot: a token while it is free
+	held     atomic.Int64  // bytes of buffer capacity held now (frames, parts, scanner, schema)
+	peakHeld atomic.Int64
 
 	frame    *frameJob
 	frameNo  uint32
@@ -252,7 +260,12 @@ func (w *recWriter) setErr(err error) {
 }
 
 func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *RecordsHeader, src Source) (*Result, error) {
-	need := recordsReservation(&s.cfg)
+	schema, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, b.TenantID, b.ID, h.SObject)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return nil, err
+	}
+	mem := newRecMem(&s.cfg)
+	need := mem.total + int64(cap(schema))
 	if err := s.cfg.Budget.Acquire(ctx, need); err != nil {
 		return nil, budgetFault(err)
 	}
@@ -273,19 +286,22 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	if err != nil {
 		return nil, err
 	}
-	schema, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, b.TenantID, b.ID, h.SObject)
-	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
-		return nil, err
-	}
 	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: spool,
 		sum: sha256.New(), schema: schema, failed: make(chan struct{}), done: make(chan struct{}),
-		m: &mpu{s: s, st: st, u: u}}
-	n := 2*s.cfg.CompressWorkers + 3
+		m: &mpu{s: s, st: st, u: u}, mem: mem, big: make(chan struct{}, 1)}
+	w.big <- struct{}{}
+	w.account(int64(cap(schema)))
+	defer func() {
+		if testHookRecordsMemory != nil {
+			testHookRecordsMemory(w.peakHeld.Load(), need)
+		}
+	}()
+	n := mem.frames
 	w.free = make(chan *frameJob, n)
 	w.jobs = make(chan *frameJob, s.cfg.CompressWorkers)
 	w.results = make(chan *frameJob, n)
 	for i := 0; i < n; i++ {
-		w.free <- &frameJob{in: make([]byte, 0, s.cfg.FrameSize+s.cfg.FrameSize/4), out: make([]byte, 0, s.cfg.FrameSize/2)}
+		w.free <- w.newFrame()
 	}
 	var workers sync.WaitGroup
 	for i := 0; i < s.cfg.CompressWorkers; i++ {
@@ -293,7 +309,11 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 		go func() {
 			defer workers.Done()
 			for j := range w.jobs {
+				// out has room for zstd's bound of in (flushFrame saw to it), so
+				// EncodeAll does not grow it; if it ever did, the accounting shows it.
+				c := cap(j.out)
 				j.out = encoder().EncodeAll(j.in, j.out[:0])
+				w.account(int64(cap(j.out) - c))
 				w.results <- j
 			}
 		}()
@@ -337,7 +357,13 @@ func (w *recWriter) receive(src Source) error {
 			return err
 		}
 		if fin {
-			return w.scan.Close(w.emit)
+			if err := w.scan.Close(w.emit); err != nil {
+				return err
+			}
+			if !w.headerSet && w.scan.Header() != nil {
+				return w.placeHeader() // a chunk of only a header row: a record set with no records
+			}
+			return nil
 		}
 		select {
 		case <-w.failed:
@@ -346,7 +372,10 @@ func (w *recWriter) receive(src Source) error {
 		}
 		w.sum.Write(data)
 		w.bytesIn += int64(len(data))
-		if err := w.scan.Feed(data, w.emit); err != nil {
+		held := w.scan.Held()
+		err = w.scan.Feed(data, w.emit)
+		w.account(int64(w.scan.Held() - held))
+		if err != nil {
 			return err
 		}
 	}
@@ -358,10 +387,20 @@ func (w *recWriter) emit(r *csvscan.Row) error {
 			return err
 		}
 	}
-	if len(w.frame.in) == 0 {
+	if err := w.put(r.Raw); err != nil {
+		return err
+	}
+	if r.Blank {
+		// A blank line holds no record: its bytes are kept, so that the chunk
+		// comes back byte for byte, but it is neither indexed nor counted.
+		if len(w.frame.in) >= w.s.cfg.FrameSize {
+			return w.flushFrame()
+		}
+		return nil
+	}
+	if w.frame.rows == 0 {
 		w.frame.firstRow = r.Number
 	}
-	w.frame.in = append(w.frame.in, r.Raw...)
 	w.frame.rows++
 	w.records++
 	if !w.s.cfg.BenchmarkWithoutIndex {
@@ -401,19 +440,32 @@ func (w *recWriter) indexRow(r *csvscan.Row) error {
 // checking it equals the record set's first chunk's header.
 func (w *recWriter) placeHeader() error {
 	hdr := w.scan.Header()
+	for _, c := range w.scan.Columns() {
+		// A Salesforce field API name never holds a line break, and a header row
+		// that does would be cut in two by any reader that takes a line for a row.
+		if strings.ContainsAny(c, "\r\n") {
+			return &csvscan.RowError{Row: 1, Column: c, Reason: csvscan.BadHeader,
+				Detail: fmt.Sprintf("the column name %q holds a line break; field API names never do", c)}
+		}
+	}
 	if w.schema != nil && !bytes.Equal(trimEOL(w.schema), trimEOL(hdr)) {
 		return &csvscan.RowError{Row: 1, Reason: "HEADER_MISMATCH",
 			Detail: "the header row differs from the first chunk's header of this record set"}
 	}
 	w.headerSet = true
-	w.frame.in = append(w.frame.in, hdr...)
-	return nil
+	return w.put(hdr)
 }
 
 func trimEOL(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
 
 func (w *recWriter) flushFrame() error {
 	f := w.frame
+	if need := zstdBound(len(f.in)); cap(f.out) < need {
+		// Only the oversized frame gets here (a baseline out holds the bound of a
+		// baseline in), and it holds the big slot, which reserved this.
+		w.account(int64(need - cap(f.out)))
+		f.out = make([]byte, 0, need)
+	}
 	f.seq = w.frameNo
 	f.inputOff = w.inputOff
 	w.inputOff += int64(len(f.in))
@@ -433,14 +485,143 @@ func (w *recWriter) flushFrame() error {
 	}
 }
 
+// put appends b (a row, or the header row) to the current frame. A frame
+// never grows past its baseline capacity (FrameSize): when b does not fit,
+// the frame is sent first; a b larger than a whole baseline frame goes alone
+// into a frame that takes the stream's one oversized slot (waiting until the
+// previous oversized frame is in a part), so that at most one frame at a time
+// holds more than the baseline.
+func (w *recWriter) put(b []byte) error {
+	f := w.frame
+	if len(f.in)+len(b) > cap(f.in) && len(f.in) > 0 {
+		if err := w.flushFrame(); err != nil {
+			return err
+		}
+		f = w.frame
+	}
+	if len(b) > cap(f.in) {
+		select {
+		case <-w.big:
+		case <-w.failed:
+			return w.err
+		case <-w.ctx.Done():
+			return w.ctx.Err()
+		}
+		f.big = true
+		w.account(int64(len(b) - cap(f.in)))
+		f.in = make([]byte, 0, len(b))
+	}
+	f.in = append(f.in, b...)
+	return nil
+}
+
+// newFrame returns a frame job with baseline buffers, accounted.
+func (w *recWriter) newFrame() *frameJob {
+	f := &frameJob{in: make([]byte, 0, w.mem.frameIn), out: make([]byte, 0, w.mem.frameOut)}
+	w.account(int64(cap(f.in) + cap(f.out)))
+	return f
+}
+
+// recycle returns a frame job to the free list; an oversized one gives its
+// buffers up (back to baseline) and frees the big slot.
+func (w *recWriter) recycle(f *frameJob) {
+	if f.big {
+		w.account(-int64(cap(f.in) + cap(f.out)))
+		*f = *w.newFrame()
+		w.big <- struct{}{}
+	}
+	w.free <- f
+}
+
+// account adds delta bytes of buffer capacity to what the stream holds.
+func (w *recWriter) account(delta int64) {
+	n := w.held.Add(delta)
+	for {
+		p := w.peakHeld.Load()
+		if n <= p || w.peakHeld.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+// testHookRecordsMemory, when set (by tests), is called as a record stream
+// ends with the most buffer capacity it held at once and what it reserved.
+var testHookRecordsMemory func(peak, reserved int64)
+
+// recMem is what one record stream may hold in memory, and so reserves from
+// the budget before it reads anything. Every buffer is sized up front or
+// grown explicitly (never by append's doubling), within these bounds:
+//
+//   - frames: 2×CompressWorkers+3 frame jobs in flight (filling, queued,
+//     compressing, waiting for the assembler), each with FrameSize of input
+//     and zstd's bound of it for output. Rows never split a frame, so a frame
+//     is sent before a row that would overflow it; a row (or header row)
+//     longer than FrameSize goes alone into a frame that takes the one
+//     oversized slot, up to MaxRowBytes of input and its zstd bound;
+//   - parts: two part buffers (one filling, one uploading). A part is cut once
+//     it reaches PartSize, and before a frame that would overflow it when it
+//     already holds S3's minimum part size; so it holds at most
+//     max(PartSize + bound(FrameSize), MinPartSize + bound(oversized frame));
+//   - the scanner: a row that spans messages (MaxRowBytes) and its copy of the
+//     header row (MaxRowBytes), plus the record set's schema read from the
+//     catalog (its actual size, added when the stream starts);
+//   - the record index: IndexRunBytes plus its block and write buffers.
+//
+// The index's bloom filters (1.25 bytes per record of the chunk) and the
+// frame list (48 bytes per frame) grow with the chunk and are not in it.
+type recMem struct {
+	frames            int // frame jobs
+	frameIn, frameOut int // baseline capacities
+	bigExtra          int // the oversized slot, beyond one baseline frame
+	partBase, partMax int
+	total             int64
+}
+
+func newRecMem(c *Config) recMem {
+	m := recMem{frames: 2*c.CompressWorkers + 3, frameIn: c.FrameSize, frameOut: zstdBound(c.FrameSize)}
+	bigIn := max(c.FrameSize, c.Limits.MaxRowBytes)
+	m.bigExtra = bigIn - m.frameIn + zstdBound(bigIn) - m.frameOut
+	m.partBase = int(c.PartSize) + m.frameOut
+	m.partMax = max(m.partBase, storage.MinPartSize+zstdBound(bigIn))
+	m.total = int64(m.frames)*int64(m.frameIn+m.frameOut) + int64(m.bigExtra) + 2*int64(m.partMax) +
+		2*int64(c.Limits.MaxRowBytes) + int64(c.IndexRunBytes) + indexBuffers
+	return m
+}
+
+// indexBuffers is what a recindex.Writer holds beside its run: a block being
+// encoded and its write buffer.
+const indexBuffers = 256 << 10
+
+// zstdBound is the most bytes zstd may make of n (ZSTD_COMPRESSBOUND), plus
+// room for a frame header and checksum.
+func zstdBound(n int) int {
+	b := n + n>>8 + 64
+	if n < 128<<10 {
+		b += (128<<10 - n) >> 11
+	}
+	return b
+}
+
 // assemble orders compressed frames into parts and submits full parts.
 func (w *recWriter) assemble() {
 	defer close(w.done)
 	pending := map[uint32]*frameJob{}
 	var next uint32
-	bufs := [2]*partBuf{{mem: make([]byte, 0, w.s.cfg.PartSize+int64(w.s.cfg.FrameSize))}, {mem: make([]byte, 0, w.s.cfg.PartSize+int64(w.s.cfg.FrameSize))}}
+	bufs := [2]*partBuf{{mem: make([]byte, 0, w.mem.partBase)}, {mem: make([]byte, 0, w.mem.partBase)}}
+	w.account(2 * int64(w.mem.partBase))
 	cur := 0
-	var partInputStart int64
+	var partInputStart, partInputEnd int64
+	cut := func() bool {
+		w.parts++
+		if err := w.m.submit(w.ctx, w.parts, bufs[cur], partInputStart, partInputEnd, w.stored, nil); err != nil {
+			w.setErr(err)
+			return false
+		}
+		partInputStart = partInputEnd
+		cur = 1 - cur
+		bufs[cur].reset()
+		return true
+	}
 	for j := range w.results {
 		pending[j.seq] = j
 		for {
@@ -452,26 +633,33 @@ func (w *recWriter) assemble() {
 			next++
 			select {
 			case <-w.failed:
-				w.free <- f
+				w.recycle(f)
 				continue
 			default:
 			}
+			if n := bufs[cur].Len(); n > 0 && int(n)+len(f.out) > cap(bufs[cur].mem) && n >= storage.MinPartSize {
+				if !cut() {
+					w.recycle(f)
+					continue
+				}
+			}
 			buf := bufs[cur]
+			if need := len(buf.mem) + len(f.out); need > cap(buf.mem) {
+				// Below S3's minimum part size an oversized frame must still go
+				// in: grow to exactly what it needs (within recMem.partMax).
+				grown := make([]byte, len(buf.mem), need)
+				copy(grown, buf.mem)
+				w.account(int64(need - cap(buf.mem)))
+				buf.mem = grown
+			}
 			buf.Write(f.out)
 			w.frames = append(w.frames, recindex.FrameInfo{StoredOffset: w.stored, StoredLen: int64(len(f.out)),
 				InputOffset: f.inputOff, InputLen: int64(len(f.in)), Rows: f.rows, FirstRow: f.firstRow})
 			w.stored += int64(len(f.out))
-			inputEnd := f.inputOff + int64(len(f.in))
-			w.free <- f
+			partInputEnd = f.inputOff + int64(len(f.in))
+			w.recycle(f)
 			if buf.Len() >= w.s.cfg.PartSize {
-				w.parts++
-				if err := w.m.submit(w.ctx, w.parts, buf, partInputStart, inputEnd, w.stored, nil); err != nil {
-					w.setErr(err)
-					continue
-				}
-				partInputStart = inputEnd
-				cur = 1 - cur
-				bufs[cur].reset()
+				cut()
 			}
 		}
 	}
