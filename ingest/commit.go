@@ -1,12 +1,14 @@
 package ingest
 
 import (
-	"bytes"
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -19,7 +21,18 @@ import (
 // Orphan is a file whose parent record is in no record set of the backup.
 type Orphan struct{ FileID, ParentID, Path string }
 
+// maxOrphansListed bounds the orphans CommitBackup returns (and keeps in
+// memory); the total is counted beyond it.
+const maxOrphansListed = 1000
+
 // CommitBackup writes the manifest and flips an OPEN backup to COMMITTED.
+//
+// The manifest is built from the catalog while uploads of the backup may
+// still commit (a single-PUT file has no PENDING row to refuse on), so the
+// final catalog transaction, with the backup row locked, checks that the
+// backup still has exactly the files and record chunks the manifest lists; if
+// one arrived meanwhile the manifest is built again (a few times, then the
+// commit answers Aborted, which a worker retries).
 func (s *Service) CommitBackup(ctx context.Context, tenant, id string, requireParents bool) (*metadata.Backup, []Orphan, error) {
 	b, err := s.GetBackup(ctx, tenant, id)
 	if err != nil {
@@ -31,6 +44,25 @@ func (s *Service) CommitBackup(ctx context.Context, tenant, id string, requirePa
 	if b.Status != metadata.BackupOpen {
 		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s and cannot be committed", id, b.Status)
 	}
+	st, err := s.storeOf(ctx, b)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		nb, orphans, err := s.commitOnce(ctx, b, st, requireParents)
+		var changed *metadata.BackupChangedError
+		if errors.As(err, &changed) {
+			s.cfg.Logger.InfoContext(ctx, "backup changed while committing; building the manifest again", "tenant", tenant, "backup", id)
+			continue
+		}
+		return nb, orphans, err
+	}
+	return nil, nil, fault.New(fault.Aborted, "BACKUP_CHANGING",
+		"uploads of backup %s kept committing while it was being committed; let them finish, then retry CommitBackup", id)
+}
+
+func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage.Store, requireParents bool) (*metadata.Backup, []Orphan, error) {
+	tenant, id := b.TenantID, b.ID
 	pending, err := s.cfg.Catalog.PendingUploads(ctx, tenant, id)
 	if err != nil {
 		return nil, nil, err
@@ -42,56 +74,79 @@ func (s *Service) CommitBackup(ctx context.Context, tenant, id string, requirePa
 		}
 		return nil, nil, pendingFault(ids)
 	}
-	st, err := s.storeOf(ctx, b)
-	if err != nil {
-		return nil, nil, err
-	}
+	call(s.hooks().BeforeManifest, id)
 	chunks, err := s.cfg.Catalog.ListRecordChunks(ctx, tenant, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	orphans, man, err := s.checkParents(ctx, b, st, chunks)
+	mb, err := s.newManifestBuilder(ctx, b, st, chunks)
 	if err != nil {
 		return nil, nil, err
 	}
-	if requireParents && len(orphans) > 0 {
+	// The manifest streams to the bucket as it is built: memory stays
+	// bounded by one batch of files, whatever their number.
+	key := manifestKey(b)
+	pr, pw := io.Pipe()
+	built := make(chan error, 1)
+	go func() {
+		err := mb.write(ctx, pw)
+		pw.CloseWithError(err)
+		built <- err
+	}()
+	sum := sha256.New()
+	cr := &countingReader{r: io.TeeReader(pr, sum)}
+	_, perr := st.Put(ctx, key, cr)
+	pr.CloseWithError(errors.New("manifest upload ended"))
+	berr := <-built
+	if berr != nil {
+		return nil, nil, berr
+	}
+	if perr != nil {
+		return nil, nil, s3Fault(perr, "PutObject (manifest)")
+	}
+	orphans := mb.orphans
+	if requireParents && mb.orphanCount > 0 {
 		var lines []string
 		for i, o := range orphans {
 			if i == 20 {
-				lines = append(lines, fmt.Sprintf("and %d more", len(orphans)-20))
+				lines = append(lines, fmt.Sprintf("and %d more", mb.orphanCount-20))
 				break
 			}
 			lines = append(lines, fmt.Sprintf("%s (parent %s, %s)", o.FileID, o.ParentID, o.Path))
 		}
 		return nil, orphans, fault.New(fault.FailedPrecondition, "ORPHAN_FILES",
-			"%d file(s) have no parent record in this backup: %s", len(orphans), strings.Join(lines, "; "))
+			"%d file(s) have no parent record in this backup: %s", mb.orphanCount, strings.Join(lines, "; "))
 	}
-	// The manifest keeps the bucket self-describing if the catalog is lost.
-	key := manifestKey(b)
-	body, _ := json.MarshalIndent(man, "", " ")
-	if _, err := st.Put(ctx, key, bytes.NewReader(body)); err != nil {
-		return nil, nil, s3Fault(err, "PutObject (manifest)")
-	}
-	sum := sha256Sum(body)
 	obj := &metadata.Object{TenantID: tenant, ID: "obj-manifest-" + b.ID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
-		Key: key, Kind: metadata.ObjManifest, Size: int64(len(body)), SHA256: sum, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.cfg.Catalog.InsertObject(ctx, obj); err != nil && !errors.Is(err, metadata.ErrConflict) {
-		return nil, nil, err
-	}
-	nb, err := s.cfg.Catalog.CommitBackup(ctx, tenant, id, key, s.cfg.Now().UTC())
+		Key: key, Kind: metadata.ObjManifest, Size: cr.n, SHA256: sum.Sum(nil), CreatedAt: s.cfg.Now().UTC()}
+	nb, err := s.cfg.Catalog.CommitBackupManifest(ctx, tenant, id,
+		metadata.ManifestCommit{Object: obj, Files: mb.files, Chunks: int64(len(chunks))}, s.cfg.Now().UTC())
 	var pe *metadata.PendingUploadsError
-	if errors.As(err, &pe) {
+	var changed *metadata.BackupChangedError
+	switch {
+	case errors.As(err, &pe):
 		return nil, nil, pendingFault(pe.UploadIDs)
-	}
-	if err != nil {
-		if errors.Is(err, metadata.ErrConflict) {
-			return nil, nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s changed state while committing", id)
-		}
+	case errors.As(err, &changed):
+		return nil, nil, err
+	case errors.Is(err, metadata.ErrConflict):
+		return nil, nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s changed state while committing", id)
+	case err != nil:
 		return nil, nil, err
 	}
 	s.cfg.Logger.InfoContext(ctx, "backup committed", "tenant", tenant, "backup", id, "records", nb.RecordCount,
-		"files", nb.FileCount, "bytes_in", nb.BytesIn, "bytes_stored", nb.BytesStored, "orphan_files", len(orphans))
+		"files", nb.FileCount, "bytes_in", nb.BytesIn, "bytes_stored", nb.BytesStored, "orphan_files", mb.orphanCount)
 	return nb, orphans, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func pendingFault(ids []string) error {
@@ -104,17 +159,16 @@ func pendingFault(ids []string) error {
 		"%d upload(s) are still pending: %s%s; finish or resend them (ListUploads), then commit", len(ids), strings.Join(shown, ", "), more)
 }
 
-type manifest struct {
-	Version    int               `json:"version"`
-	Backup     string            `json:"backup_id"`
-	Tenant     string            `json:"tenant_id"`
-	Org        string            `json:"org_id"`
-	Storage    string            `json:"storage_id,omitempty"`
-	Labels     map[string]string `json:"labels,omitempty"`
-	StartedAt  time.Time         `json:"started_at"`
-	RecordSets []manifestChunk   `json:"record_chunks"`
-	Files      []manifestFile    `json:"files"`
-	Records    int64             `json:"records"`
+// manifestHead is the manifest's JSON without its lists and totals, which
+// are streamed after it.
+type manifestHead struct {
+	Version   int               `json:"version"`
+	Backup    string            `json:"backup_id"`
+	Tenant    string            `json:"tenant_id"`
+	Org       string            `json:"org_id"`
+	Storage   string            `json:"storage_id,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	StartedAt time.Time         `json:"started_at"`
 }
 
 type manifestChunk struct {
@@ -140,106 +194,181 @@ type manifestFile struct {
 	Key         string `json:"key"`
 }
 
-// checkParents finds files whose parent id is in no record index of the
-// backup. Work is proportional to files × chunks: each check is a bloom
-// test on a cached footer and, on a hit, one block read.
-func (s *Service) checkParents(ctx context.Context, b *metadata.Backup, st storage.Store, chunks []*metadata.RecordChunk) ([]Orphan, *manifest, error) {
-	man := &manifest{Version: 1, Backup: b.ID, Tenant: b.TenantID, Org: b.OrgID, Storage: b.StorageID, Labels: b.Labels, StartedAt: b.StartedAt}
-	var readers []*recindex.Reader
+// manifestBuilder writes a backup's manifest and, on the way, finds files
+// whose parent id is in no record index of the backup.
+type manifestBuilder struct {
+	s       *Service
+	b       *metadata.Backup
+	chunks  []manifestChunk
+	records int64
+	readers []*recindex.Reader
+
+	files       int64
+	orphans     []Orphan
+	orphanCount int64
+}
+
+func (s *Service) newManifestBuilder(ctx context.Context, b *metadata.Backup, st storage.Store, chunks []*metadata.RecordChunk) (*manifestBuilder, error) {
+	mb := &manifestBuilder{s: s, b: b}
 	for _, c := range chunks {
 		data, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.DataObjectID)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		idx, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.IndexObjectID)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		man.RecordSets = append(man.RecordSets, manifestChunk{SObject: c.SObject, Sequence: c.Sequence, DataKey: data.Key, IndexKey: idx.Key,
+		mb.chunks = append(mb.chunks, manifestChunk{SObject: c.SObject, Sequence: c.Sequence, DataKey: data.Key, IndexKey: idx.Key,
 			Records: c.Records, BytesIn: c.BytesIn, BytesStored: c.BytesStored, SHA256: hex.EncodeToString(c.SHA256), References: c.References})
-		man.Records += c.Records
-		r, err := recindex.Open(storage.NewReaderAt(ctx, st, idx.Key), idx.Size)
+		mb.records += c.Records
+		r, err := recindex.Open(newBlockMemo(storage.NewReaderAt(ctx, st, idx.Key)), idx.Size)
 		if err != nil {
-			return nil, nil, fmt.Errorf("record index %s: %w", idx.Key, err)
+			if errors.Is(err, recindex.ErrCorrupt) {
+				return nil, fault.Wrap(err, fault.DataLoss, "INDEX_CORRUPT", "record index %s is corrupt; this backup cannot be committed", idx.Key)
+			}
+			return nil, s3Fault(fmt.Errorf("record index %s: %w", idx.Key, err), "GetObject (index)")
 		}
-		readers = append(readers, r)
+		mb.readers = append(mb.readers, r)
 	}
-	var orphans []Orphan
-	keys := map[string]string{}
-	err := s.cfg.Catalog.ForEachFile(ctx, b.TenantID, b.ID, func(f *metadata.File) error {
-		key, ok := keys[f.ObjectID]
-		if !ok {
-			o, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, f.ObjectID)
+	return mb, nil
+}
+
+// write streams the manifest to w. Files come ordered by parent id, so the
+// parent lookups of consecutive files read the same index blocks (each
+// reader keeps its last blocks).
+func (mb *manifestBuilder) write(ctx context.Context, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	head, _ := json.Marshal(manifestHead{Version: 1, Backup: mb.b.ID, Tenant: mb.b.TenantID, Org: mb.b.OrgID, Storage: mb.b.StorageID,
+		Labels: mb.b.Labels, StartedAt: mb.b.StartedAt})
+	bw.Write(head[:len(head)-1])
+	bw.WriteString(`,"record_chunks":[`)
+	for i, c := range mb.chunks {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		line, _ := json.Marshal(c)
+		bw.WriteString("\n")
+		bw.Write(line)
+	}
+	bw.WriteString(`],"files":[`)
+	lastParent, lastFound := "", false
+	err := mb.s.cfg.Catalog.ForEachFileByParent(ctx, mb.b.TenantID, mb.b.ID, func(f *metadata.FileWithKey) error {
+		if mb.files > 0 {
+			bw.WriteByte(',')
+		}
+		line, _ := json.Marshal(manifestFile{ID: f.ID, ParentID: f.ParentID, Path: f.Path, Name: f.Name,
+			ContentType: f.ContentType, Size: f.Size, SHA256: hex.EncodeToString(f.SHA256), Key: f.ObjectKey})
+		bw.WriteString("\n")
+		if _, err := bw.Write(line); err != nil {
+			return err
+		}
+		mb.files++
+		if f.ParentID != lastParent || mb.files == 1 {
+			found, err := mb.hasRecord(f.ParentID)
 			if err != nil {
 				return err
 			}
-			key, keys[f.ObjectID] = o.Key, o.Key
+			lastParent, lastFound = f.ParentID, found
 		}
-		man.Files = append(man.Files, manifestFile{ID: f.ID, ParentID: f.ParentID, Path: f.Path, Name: f.Name,
-			ContentType: f.ContentType, Size: f.Size, SHA256: hex.EncodeToString(f.SHA256), Key: key})
-		for _, r := range readers {
-			if !r.MayContain(f.ParentID) {
-				continue
+		if !lastFound {
+			if len(mb.orphans) < maxOrphansListed {
+				mb.orphans = append(mb.orphans, Orphan{FileID: f.ID, ParentID: f.ParentID, Path: f.Path})
 			}
-			if _, ok, err := r.Lookup(f.ParentID); err != nil {
-				return err
-			} else if ok {
-				return nil
-			}
+			mb.orphanCount++
 		}
-		orphans = append(orphans, Orphan{FileID: f.ID, ParentID: f.ParentID, Path: f.Path})
 		return nil
 	})
-	return orphans, man, err
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "\n],\"records\":%d}\n", mb.records)
+	return bw.Flush()
 }
 
-// AbortBackup marks an OPEN backup ABORTED and deletes what only it
-// references. Running it again finishes what an interrupted run left.
-func (s *Service) AbortBackup(ctx context.Context, tenant, id string) (*metadata.Backup, int, error) {
+func (mb *manifestBuilder) hasRecord(id string) (bool, error) {
+	for _, r := range mb.readers {
+		if !r.MayContain(id) {
+			continue
+		}
+		if _, ok, err := r.Lookup(id); err != nil {
+			return false, err
+		} else if ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// blockMemo keeps the last few blocks an index reader read (each ReadAt of
+// the reader is one whole block), so lookups of ids in sorted order cost one
+// GET per block, not per lookup. Memory: blockMemoSize blocks of ~16 KiB.
+type blockMemo struct {
+	ra   io.ReaderAt
+	keys [blockMemoSize]int64
+	vals [blockMemoSize][]byte
+	next int
+}
+
+const blockMemoSize = 8
+
+func newBlockMemo(ra io.ReaderAt) *blockMemo {
+	m := &blockMemo{ra: ra}
+	for i := range m.keys {
+		m.keys[i] = -1
+	}
+	return m
+}
+
+func (m *blockMemo) ReadAt(p []byte, off int64) (int, error) {
+	for i, k := range m.keys {
+		if k == off && len(m.vals[i]) == len(p) {
+			return copy(p, m.vals[i]), nil
+		}
+	}
+	n, err := m.ra.ReadAt(p, off)
+	if err == nil && n == len(p) && len(p) <= 256<<10 {
+		i := m.next
+		m.next = (m.next + 1) % blockMemoSize
+		m.keys[i], m.vals[i] = off, append(m.vals[i][:0], p...)
+	}
+	return n, err
+}
+
+// AbortBackup marks an OPEN backup ABORTED (an ABORTED one is returned as
+// it is) and ends its PENDING uploads: each goes to FAILED fenced by its
+// generation, then its multipart upload is aborted. It deletes nothing: what
+// only the backup references is deleted by the one deletion path, under the
+// maintenance lock (maintenance.PurgeAborted, and cleanup for a purge that was
+// interrupted).
+func (s *Service) AbortBackup(ctx context.Context, tenant, id string) (*metadata.Backup, error) {
 	b, err := s.GetBackup(ctx, tenant, id)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	switch b.Status {
 	case metadata.BackupOpen:
 		if err := s.cfg.Catalog.SetBackupStatus(ctx, tenant, id, metadata.BackupOpen, metadata.BackupAborted); err != nil {
-			return nil, 0, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s changed state meanwhile; retry", id)
+			return nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s changed state meanwhile; retry", id)
 		}
 	case metadata.BackupAborted:
 	default:
-		return nil, 0, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; only an OPEN backup can be aborted", id, b.Status)
+		return nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; only an OPEN backup can be aborted", id, b.Status)
 	}
+	call(s.hooks().AfterAbortMark, id)
 	st, err := s.storeOf(ctx, b)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	pending, err := s.cfg.Catalog.PendingUploads(ctx, tenant, id)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, u := range pending {
-		s.fail(ctx, st, u, fault.New(fault.Aborted, "BACKUP_ABORTED", "the backup was aborted"))
+		s.endUpload(ctx, st, u, fault.New(fault.Aborted, "BACKUP_ABORTED", "the backup was aborted"))
 	}
-	objs, err := s.cfg.Catalog.ExclusiveObjects(ctx, tenant, id)
-	if err != nil {
-		return nil, 0, err
-	}
-	keys := make([]string, len(objs))
-	ids := make([]string, len(objs))
-	for i, o := range objs {
-		keys[i], ids[i] = o.Key, o.ID
-	}
-	if len(keys) > 0 {
-		if err := st.Delete(ctx, keys...); err != nil {
-			return nil, 0, s3Fault(err, "DeleteObjects")
-		}
-	}
-	if err := s.cfg.Catalog.PurgeBackupRows(ctx, tenant, id, ids); err != nil {
-		return nil, 0, err
-	}
-	nb, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
-	s.cfg.Logger.InfoContext(ctx, "backup aborted", "tenant", tenant, "backup", id, "objects_deleted", len(keys))
-	return nb, len(keys), err
+	s.cfg.Logger.InfoContext(ctx, "backup aborted", "tenant", tenant, "backup", id)
+	return s.cfg.Catalog.GetBackup(ctx, tenant, id)
 }
 
 // QueryUploadStatus returns one upload of a backup.

@@ -149,38 +149,67 @@ func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *Fil
 		return nil, nil, fault.New(fault.InvalidArgument, "UPLOAD_ID_REUSED",
 			"upload id %s already belongs to an upload with another header (kind, parent, path, declared size or SHA-256); use a new UUID or the same header", h.UploadID)
 	}
-	switch u.State {
-	case metadata.UploadCommitted:
-		var r Result
-		if err := json.Unmarshal(u.Result, &r); err != nil {
-			return nil, nil, fmt.Errorf("stored result of upload %s: %w", u.UploadID, err)
+	// Decide on the row as read; when a concurrent stream changed it before
+	// the atomic reopen, decide again on the row as it is now.
+	for attempt := 0; ; attempt++ {
+		switch u.State {
+		case metadata.UploadCommitted:
+			r, err := storedResult(u)
+			return nil, r, err
+		case metadata.UploadPending:
+			if h.WriteOffset != u.CommittedSize {
+				return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
+					"upload %s continues at committed_size %d, not at write_offset %d; ask QueryUploadStatus", h.UploadID, u.CommittedSize, h.WriteOffset)
+			}
+			// The offset check and the generation bump are one atomic step:
+			// a part the old stream records in between moves committed_size,
+			// and the reopen is decided again.
+			nu, err := cat.ResumeUpload(ctx, b.TenantID, b.ID, h.UploadID, h.WriteOffset)
+			if errors.Is(err, metadata.ErrConflict) && nu != nil && attempt < 3 {
+				u = nu
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			call(s.hooks().AfterResume, nu)
+			return nu, nil, nil
+		default: // FAILED, ABANDONED: start over
+			if h.WriteOffset != 0 {
+				return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
+					"upload %s failed earlier (%s) and restarts from 0, not %d", h.UploadID, u.Error, h.WriteOffset)
+			}
+			nu, err := cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID)
+			if err != nil {
+				return nil, nil, err
+			}
+			if nu.State == metadata.UploadCommitted || nu.State == metadata.UploadPending {
+				// Another stream restarted or committed it meanwhile.
+				if attempt < 3 {
+					u = nu
+					continue
+				}
+				return nil, nil, fault.New(fault.Aborted, "CONCURRENT_OPEN", "upload %s is being reopened by another stream; retry", h.UploadID)
+			}
+			objID := newObjectID()
+			ps := declaredPartSize(s.cfg.PartSize, h.DeclaredSize)
+			if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, nu.Generation, objID, fileKey(b, objID), ps); err != nil {
+				return nil, nil, catalogFault(err, nu)
+			}
+			nu.ObjectID, nu.ObjectKey, nu.PartSize, nu.S3UploadID, nu.State = objID, fileKey(b, objID), ps, "", metadata.UploadPending
+			nu.CommittedSize, nu.StoredSize, nu.HashState = 0, 0, nil
+			return nu, nil, nil
 		}
-		return nil, &r, nil
-	case metadata.UploadPending:
-		if h.WriteOffset != u.CommittedSize {
-			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
-				"upload %s continues at committed_size %d, not at write_offset %d; ask QueryUploadStatus", h.UploadID, u.CommittedSize, h.WriteOffset)
-		}
-		nu, err := cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID)
-		return nu, nil, err
-	default: // FAILED, ABANDONED: start over
-		if h.WriteOffset != 0 {
-			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
-				"upload %s failed earlier (%s) and restarts from 0, not %d", h.UploadID, u.Error, h.WriteOffset)
-		}
-		nu, err := cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID)
-		if err != nil {
-			return nil, nil, err
-		}
-		objID := newObjectID()
-		ps := declaredPartSize(s.cfg.PartSize, h.DeclaredSize)
-		if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, nu.Generation, objID, fileKey(b, objID), ps); err != nil {
-			return nil, nil, catalogFault(err, nu)
-		}
-		nu.ObjectID, nu.ObjectKey, nu.PartSize, nu.S3UploadID, nu.State = objID, fileKey(b, objID), ps, "", metadata.UploadPending
-		nu.CommittedSize, nu.StoredSize, nu.HashState = 0, 0, nil
-		return nu, nil, nil
 	}
+}
+
+// storedResult is the finish response a committed upload stored.
+func storedResult(u *metadata.Upload) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal(u.Result, &r); err != nil {
+		return nil, fmt.Errorf("stored result of upload %s: %w", u.UploadID, err)
+	}
+	return &r, nil
 }
 
 func (s *Service) createFileUpload(ctx context.Context, b *metadata.Backup, h *FileHeader) (*metadata.Upload, error) {
@@ -216,6 +245,10 @@ func committedUpload(b *metadata.Backup, h *FileHeader, u *metadata.Upload, obje
 }
 
 // dedup completes the upload at once when the declared body is stored already.
+// It returns (nil, nil) when the body must be sent after all: none is stored,
+// the stored one is missing or has another size (marked damaged, so no later
+// backup shares it either), or the only backups that referenced it were
+// deleted between the lookup and the commit.
 func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader) (*Result, error) {
 	sum, _ := hex.DecodeString(h.DeclaredSHA256)
 	obj, err := s.cfg.Catalog.FindFileObject(ctx, b.TenantID, b.OrgID, b.StorageID, sum)
@@ -229,12 +262,34 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
 			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, obj.Size)
 	}
+	// A catalog row is not the body: share it only if the bucket still has it.
+	info, err := st.Head(ctx, obj.Key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != obj.Size):
+		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a stored body that is missing or has the wrong size; marked damaged",
+			"tenant", b.TenantID, "object", obj.ID, "key", obj.Key)
+		if err := s.cfg.Catalog.SetObjectDamaged(ctx, b.TenantID, obj.ID); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return nil, err
+		}
+		return nil, nil
+	case err != nil:
+		return nil, s3Fault(err, "HeadObject")
+	}
+	call(s.hooks().BeforeDedupCommit, obj)
 	f := s.newFileRow(b, h, obj.ID, obj.Size, sum)
 	res := &Result{UploadID: h.UploadID, DataKey: obj.Key, BytesIn: 0, BytesStored: 0, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
 	cu := committedUpload(b, h, u, obj.ID, obj.Key)
 	cu.Result, _ = json.Marshal(res)
 	if err := s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f); err != nil {
-		return s.lostRace(ctx, b, h, err)
+		if errors.Is(err, metadata.ErrNotFound) {
+			// The stored body stopped being shareable (its backups are being
+			// deleted): ask for the body after all. The client has not been
+			// told to skip it yet.
+			if _, gerr := s.cfg.Catalog.GetBackup(ctx, b.TenantID, b.ID); gerr == nil {
+				return nil, nil
+			}
+		}
+		return s.afterFailedCommit(ctx, st, cu, res, "", err)
 	}
 	if u != nil && u.S3UploadID != "" { // a restarted upload that had begun a multipart upload
 		actx, cancel := detached(ctx)
@@ -244,23 +299,48 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 	return res, nil
 }
 
-// lostRace handles a commit that found the upload committed by a concurrent
-// stream with the same id: the first result wins.
-func (s *Service) lostRace(ctx context.Context, b *metadata.Backup, h *FileHeader, err error) (*Result, error) {
-	if !errors.Is(err, metadata.ErrConflict) {
-		return nil, err
-	}
-	u, gerr := s.cfg.Catalog.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
-	if gerr == nil && u.State == metadata.UploadCommitted {
-		var r Result
-		if json.Unmarshal(u.Result, &r) == nil {
-			return &r, nil
+// afterFailedCommit decides what a failed upload commit means. The outcome of
+// a commit can be uncertain (the catalog committed, the OK was lost), so the
+// upload row is read again: if it is COMMITTED with this stream's result, the
+// upload succeeded; if another stream committed it, its first result wins.
+// ownKey, if not "", is a key only this stream's commit could have made
+// reachable (a single PUT to a fresh object id): it is deleted only when the
+// re-read proves no committed row references it. Every other key — a
+// multipart object shared by the upload's generations, anything when the
+// re-read fails — is left to its owner: the next generation, or garbage
+// collection after its grace period. Nothing is ever deleted on "my commit
+// failed" alone.
+func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, mine *Result, ownKey string, cerr error) (*Result, error) {
+	rctx, cancel := detached(ctx)
+	defer cancel()
+	cur, err := s.cfg.Catalog.GetUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
+	switch {
+	case err == nil && cur.State == metadata.UploadCommitted:
+		r, rerr := storedResult(cur)
+		if rerr != nil {
+			return nil, rerr
+		}
+		if ownKey != "" && r.DataKey != ownKey {
+			_ = st.Delete(rctx, ownKey)
+		}
+		return r, nil // ours (the OK was lost) or the first stream's
+	case err == nil || errors.Is(err, metadata.ErrNotFound):
+		if ownKey != "" {
+			_ = st.Delete(rctx, ownKey)
 		}
 	}
-	if errors.Is(err, metadata.ErrConflict) && gerr == nil && u.State != metadata.UploadCommitted {
-		return nil, fault.Wrap(err, fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", h.UploadID)
+	switch {
+	case errors.Is(cerr, metadata.ErrStale):
+		return nil, catalogFault(cerr, u)
+	case errors.Is(cerr, metadata.ErrConflict):
+		if err == nil && cur.State == metadata.UploadPending {
+			return nil, fault.Wrap(cerr, fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", u.UploadID)
+		}
+		return nil, fault.Wrap(cerr, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is no longer open", u.BackupID)
+	case errors.Is(cerr, metadata.ErrNotFound):
+		return nil, fault.Wrap(cerr, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", u.BackupID)
 	}
-	return nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is no longer open", b.ID)
+	return nil, cerr
 }
 
 // smallFile buffers a file that may fit one part: if it ends within PartSize
@@ -325,23 +405,22 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 	if _, err := st.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
 		return nil, s3Fault(err, "PutObject")
 	}
-	return s.commitFile(ctx, b, st, committedUpload(b, h, nil, objID, key), h, objID, key, size, digest)
+	return s.commitFile(ctx, b, st, committedUpload(b, h, nil, objID, key), h, objID, key, size, digest, true)
 }
 
-func (s *Service) commitFile(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, objID, key string, size int64, digest []byte) (*Result, error) {
+func (s *Service) commitFile(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, objID, key string, size int64, digest []byte, single bool) (*Result, error) {
 	f := s.newFileRow(b, h, objID, size, digest)
 	res := &Result{UploadID: h.UploadID, DataKey: key, BytesIn: size, BytesStored: size, SHA256: hex.EncodeToString(digest), FileID: f.ID}
 	u.Result, _ = json.Marshal(res)
 	obj := &metadata.Object{TenantID: b.TenantID, ID: objID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
 		Key: key, Kind: metadata.ObjFile, Size: size, SHA256: digest, CreatedAt: s.cfg.Now().UTC()}
+	call(s.hooks().BeforeFileCommit, u)
 	if err := s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f); err != nil {
-		dctx, cancel := detached(ctx)
-		_ = st.Delete(dctx, key)
-		cancel()
-		if errors.Is(err, metadata.ErrStale) {
-			return nil, catalogFault(err, u)
+		ownKey := ""
+		if single {
+			ownKey = key // a fresh object id: only this commit could reference it
 		}
-		return s.lostRace(ctx, b, h, err)
+		return s.afterFailedCommit(ctx, st, u, res, ownKey, err)
 	}
 	return res, nil
 }
@@ -479,7 +558,7 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 	if _, err := m.complete(ctx); err != nil {
 		return nil, err
 	}
-	return s.commitFile(ctx, b, st, u, h, u.ObjectID, u.ObjectKey, total, digest)
+	return s.commitFile(ctx, b, st, u, h, u.ObjectID, u.ObjectKey, total, digest, false)
 }
 
 func checkDeclared(h *FileHeader, size int64, digest []byte) error {

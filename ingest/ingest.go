@@ -55,6 +55,44 @@ type Config struct {
 	BenchmarkWithoutIndex bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Hooks are testing knobs; nil in production.
+	Hooks *Hooks
+}
+
+// Hooks are testing knobs: each is called, when set, at the named step of an
+// upload or commit, on the goroutine doing it, so that a test can park that
+// stream there while another runs (no sleeps stand in for ordering).
+type Hooks struct {
+	// AfterResume runs when a file upload has been reopened at its
+	// committed size (its generation bumped), before the body is read.
+	AfterResume func(u *metadata.Upload)
+	// BeforeFileCommit runs after a file's body is stored (PUT or
+	// CompleteMultipartUpload), before the catalog transaction commits it.
+	BeforeFileCommit func(u *metadata.Upload)
+	// BeforeDedupCommit runs after the dedup lookup found a stored body,
+	// before the catalog transaction that shares it.
+	BeforeDedupCommit func(obj *metadata.Object)
+	// BeforeManifest runs in CommitBackup after the pending-upload check,
+	// before the manifest is built.
+	BeforeManifest func(backupID string)
+	// AfterAbortMark runs in AbortBackup once the backup is ABORTED, before
+	// anything is deleted.
+	AfterAbortMark func(backupID string)
+}
+
+func (s *Service) hooks() *Hooks {
+	if s.cfg.Hooks == nil {
+		return &noHooks
+	}
+	return s.cfg.Hooks
+}
+
+var noHooks Hooks
+
+func call[T any](f func(T), v T) {
+	if f != nil {
+		f(v)
+	}
 }
 
 func (c *Config) withDefaults() {

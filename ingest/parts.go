@@ -164,42 +164,74 @@ func (m *mpu) complete(ctx context.Context) (storage.ObjectInfo, error) {
 	return info, nil
 }
 
-// fail aborts the S3 upload (with a context that outlives the stream) and
-// marks the upload FAILED — or ABANDONED, logged with its S3 upload id, when
-// the credentials may not abort. A stale generation is left to its new owner.
+// fail ends an upload whose input was bad (a malformed row, a size or
+// SHA-256 mismatch, a chunk another upload id committed): the upload goes to
+// FAILED — fenced by this stream's generation, so only the current owner ends
+// it — and only then is its S3 upload aborted (with a context that outlives
+// the stream); where the credentials may not abort, it is marked ABANDONED and
+// logged with its S3 upload id. Any other failure (the client went away, the
+// network or S3 or the catalog failed, a newer stream took over) leaves the
+// upload PENDING and resumable: its recorded parts stay, and cleanup's TTL
+// ends it if nobody resumes it.
 func (s *Service) fail(ctx context.Context, st storage.Store, u *metadata.Upload, cause error) {
-	if u == nil {
+	if u == nil || !endsUpload(cause) {
 		return
 	}
+	s.endUpload(ctx, st, u, cause)
+}
+
+// endUpload moves the upload, if it is still PENDING at u's generation, to
+// FAILED and then aborts its multipart upload (ABANDONED where that is
+// denied). A newer generation's upload is left alone.
+func (s *Service) endUpload(ctx context.Context, st storage.Store, u *metadata.Upload, cause error) {
 	ctx, cancel := detached(ctx)
 	defer cancel()
-	var fe *fault.Error
-	if errors.As(cause, &fe) && fe.Reason == "STALE_GENERATION" {
-		return // the upload belongs to a newer stream now
-	}
-	state := metadata.UploadFailed
-	if u.S3UploadID != "" {
-		if err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID); err != nil {
-			state = metadata.UploadAbandoned
-			if errors.Is(err, storage.ErrAbortDenied) {
-				s.cfg.Logger.WarnContext(ctx, "multipart upload abandoned: AbortMultipartUpload denied; its parts stay until a lifecycle rule removes them",
-					"tenant", u.TenantID, "backup", u.BackupID, "upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID)
-			} else {
-				s.cfg.Logger.ErrorContext(ctx, "multipart upload abandoned: abort failed", "tenant", u.TenantID, "backup", u.BackupID,
-					"upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID, "err", err)
-			}
-		}
-	}
 	msg := cause.Error()
-	if errors.As(cause, &fe) {
+	if fe, ok := fault.As(cause); ok {
 		msg = fe.Msg
 	}
 	if len(msg) > 1000 {
 		msg = msg[:1000]
 	}
-	if err := s.cfg.Catalog.FailUpload(ctx, u.TenantID, u.BackupID, u.UploadID, u.Generation, state, msg); err != nil && !errors.Is(err, metadata.ErrStale) {
-		s.cfg.Logger.ErrorContext(ctx, "marking upload failed", "upload", u.UploadID, "err", err)
+	if err := s.cfg.Catalog.FailUpload(ctx, u.TenantID, u.BackupID, u.UploadID, u.Generation, metadata.UploadFailed, msg); err != nil {
+		if !errors.Is(err, metadata.ErrStale) {
+			s.cfg.Logger.ErrorContext(ctx, "marking upload failed", "upload", u.UploadID, "err", err)
+		}
+		return // not ours to end (a newer stream owns it), or not recorded: leave S3 alone
 	}
+	if u.S3UploadID == "" {
+		return
+	}
+	err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, storage.ErrAbortDenied) {
+		s.cfg.Logger.WarnContext(ctx, "multipart upload abandoned: AbortMultipartUpload denied; its parts stay until a lifecycle rule removes them",
+			"tenant", u.TenantID, "backup", u.BackupID, "upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID)
+	} else {
+		s.cfg.Logger.ErrorContext(ctx, "multipart upload abandoned: abort failed", "tenant", u.TenantID, "backup", u.BackupID,
+			"upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID, "err", err)
+	}
+	if err := s.cfg.Catalog.AbandonUpload(ctx, u.TenantID, u.BackupID, u.UploadID, u.Generation); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "marking upload abandoned", "upload", u.UploadID, "err", err)
+	}
+}
+
+// endsUpload reports whether an upload error is the input's fault, which
+// ends the upload; everything else leaves it resumable.
+func endsUpload(err error) bool {
+	fe, ok := fault.As(err)
+	if !ok {
+		return false
+	}
+	switch fe.Kind {
+	case fault.InvalidArgument:
+		return fe.Reason != "NO_FINISH"
+	case fault.AlreadyExists:
+		return true
+	}
+	return false
 }
 
 // s3Fault classifies an object-store error: refusals the customer must fix

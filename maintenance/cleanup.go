@@ -172,6 +172,26 @@ func (s *Service) finishDeletions(ctx context.Context, tenant string, rep *Repor
 		rep.ObjectsDeleted += int64(d.Objects)
 		rep.BytesFreed += d.Bytes
 	}
+	if rep.DryRun {
+		return nil
+	}
+	// An AbortBackup whose purge was interrupted (or deferred while the lock
+	// was busy) is finished here: the same purge, idempotent, under the lock.
+	aborted, err := s.allBackups(ctx, tenant, metadata.BackupFilter{Status: metadata.BackupAborted})
+	if err != nil {
+		return err
+	}
+	for _, b := range aborted {
+		d, err := s.purge(ctx, b)
+		if err != nil {
+			return err
+		}
+		if d.Objects > 0 {
+			rep.Items = append(rep.Items, Item{Action: "delete", BackupID: b.ID, Bytes: d.Bytes, Reason: fmt.Sprintf("%d objects only this aborted backup referenced", d.Objects)})
+			rep.ObjectsDeleted += int64(d.Objects)
+			rep.BytesFreed += d.Bytes
+		}
+	}
 	return nil
 }
 

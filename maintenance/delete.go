@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"time"
 
 	"backupstore/fault"
 	"backupstore/metadata"
@@ -52,50 +52,152 @@ func (s *Service) DeleteBackup(ctx context.Context, tenant, id string) (*metadat
 }
 
 // finishDeletion deletes the objects only a DELETING backup references (its
-// manifest last), then its rows. Every step is idempotent: a run killed
-// anywhere is finished by the next.
+// manifest last), then its rows, and then the backup row. Every step is
+// idempotent: a run killed anywhere is finished by the next.
 func (s *Service) finishDeletion(ctx context.Context, b *metadata.Backup) (Deleted, error) {
-	var d Deleted
 	s.crash("after-mark")
-	st, err := s.storeOf(ctx, b.TenantID, b.StorageID)
+	d, err := s.purge(ctx, b)
 	if err != nil {
 		return d, err
-	}
-	objs, err := s.cfg.Catalog.ExclusiveObjects(ctx, b.TenantID, b.ID)
-	if err != nil {
-		return d, err
-	}
-	sort.SliceStable(objs, func(i, j int) bool { // the manifest goes last
-		return objs[i].Kind != metadata.ObjManifest && objs[j].Kind == metadata.ObjManifest
-	})
-	var keys, manifest, ids []string
-	for _, o := range objs {
-		if o.Kind == metadata.ObjManifest {
-			manifest = append(manifest, o.Key)
-		} else {
-			keys = append(keys, o.Key)
-		}
-		ids = append(ids, o.ID)
-		d.Objects++
-		d.Bytes += o.Size
-	}
-	for _, batch := range [][]string{keys, manifest} {
-		if len(batch) == 0 {
-			continue
-		}
-		if err := st.Delete(ctx, batch...); err != nil {
-			return Deleted{}, deleteFault(err)
-		}
-	}
-	s.crash("after-objects")
-	if err := s.cfg.Catalog.PurgeBackupRows(ctx, b.TenantID, b.ID, ids); err != nil {
-		return Deleted{}, err
 	}
 	s.crash("after-purge")
 	if err := s.cfg.Catalog.DeleteBackupRow(ctx, b.TenantID, b.ID); err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return Deleted{}, err
 	}
 	return d, nil
+}
+
+// purgePage is how many objects one step of a purge deletes from the bucket
+// and then from the catalog.
+const purgePage = 500
+
+// purge is the one deletion path, for DELETING and ABORTED backups alike,
+// run under the maintenance lock: page by page, the objects no other backup
+// references are deleted from the bucket (DeleteObjects) and then their rows
+// (and this backup's rows that pointed at them) in one transaction; the
+// manifest goes last; then the backup's remaining rows. Memory is bounded by a
+// page whatever the backup's size. Pending uploads of an ABORTED backup are
+// ended first (FAILED, then their multipart uploads aborted).
+func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error) {
+	var d Deleted
+	st, err := s.storeOf(ctx, b.TenantID, b.StorageID)
+	if err != nil {
+		return d, err
+	}
+	if err := s.endPendingUploads(ctx, b, st); err != nil {
+		return d, err
+	}
+	var manifest *metadata.Object
+	after := ""
+	for {
+		page, next, err := s.cfg.Catalog.ExclusiveObjectsPage(ctx, b.TenantID, b.ID, after, purgePage)
+		if err != nil {
+			return d, err
+		}
+		var keys, ids []string
+		for _, o := range page {
+			if o.Kind == metadata.ObjManifest {
+				manifest = o
+				continue
+			}
+			keys, ids = append(keys, o.Key), append(ids, o.ID)
+			d.Objects++
+			d.Bytes += o.Size
+		}
+		if len(keys) > 0 {
+			if err := st.Delete(ctx, keys...); err != nil {
+				return Deleted{}, deleteFault(err)
+			}
+			s.crash("after-objects")
+			if err := s.cfg.Catalog.PurgeObjectRows(ctx, b.TenantID, b.ID, ids); err != nil {
+				return Deleted{}, err
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	var ids []string
+	if manifest != nil {
+		if err := st.Delete(ctx, manifest.Key); err != nil {
+			return Deleted{}, deleteFault(err)
+		}
+		ids = append(ids, manifest.ID)
+		d.Objects++
+		d.Bytes += manifest.Size
+	}
+	if err := s.cfg.Catalog.PurgeBackupRows(ctx, b.TenantID, b.ID, ids); err != nil {
+		return Deleted{}, err
+	}
+	return d, nil
+}
+
+// endPendingUploads ends the PENDING uploads of an ABORTED backup: each goes
+// to FAILED fenced by its generation (a stream still writing it is refused
+// from then on), and only then is its multipart upload aborted.
+func (s *Service) endPendingUploads(ctx context.Context, b *metadata.Backup, st storage.Store) error {
+	pending, err := s.cfg.Catalog.PendingUploads(ctx, b.TenantID, b.ID)
+	if err != nil {
+		return err
+	}
+	for _, u := range pending {
+		err := s.cfg.Catalog.FailUpload(ctx, b.TenantID, b.ID, u.UploadID, u.Generation, metadata.UploadFailed, "the backup was aborted")
+		if errors.Is(err, metadata.ErrStale) {
+			continue // reopened meanwhile: its stream cannot commit into an aborted backup; GC aborts what it leaves
+		}
+		if err != nil {
+			return err
+		}
+		if u.S3UploadID == "" {
+			continue
+		}
+		if err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID); err != nil {
+			if !errors.Is(err, storage.ErrAbortDenied) {
+				return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 AbortMultipartUpload failed; the next cleanup retries")
+			}
+			s.cfg.Logger.WarnContext(ctx, "multipart upload abandoned: AbortMultipartUpload denied", "tenant", b.TenantID,
+				"backup", b.ID, "upload", u.UploadID, "key", u.ObjectKey, "s3_upload_id", u.S3UploadID)
+			_ = s.cfg.Catalog.AbandonUpload(ctx, b.TenantID, b.ID, u.UploadID, u.Generation)
+		}
+	}
+	return nil
+}
+
+// PurgeAborted deletes what only an ABORTED backup references, under the
+// maintenance lock like every deletion; the backup row stays, ABORTED. When
+// another replica holds the lock for longer than wait, it returns
+// deferred=true and the next cleanup finishes the purge.
+func (s *Service) PurgeAborted(ctx context.Context, tenant, id string, wait time.Duration) (d Deleted, deferred bool, err error) {
+	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return d, false, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
+	}
+	if err != nil {
+		return d, false, err
+	}
+	if b.Status != metadata.BackupAborted {
+		return d, false, fault.New(fault.FailedPrecondition, "BACKUP_NOT_ABORTED", "backup %s is %s, not ABORTED", id, b.Status)
+	}
+	deadline := s.cfg.Now().Add(wait)
+	for {
+		_, err = s.locked(ctx, tenant, "delete", false, func(*metadata.MaintenanceRun) (string, error) {
+			var err error
+			d, err = s.purge(ctx, b)
+			return fmt.Sprintf("purged aborted backup %s: %d objects, %d bytes", id, d.Objects, d.Bytes), err
+		})
+		if !errors.Is(err, errLockBusy) {
+			return d, false, err
+		}
+		if !s.cfg.Now().Before(deadline) {
+			return d, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return d, true, nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func deleteFault(err error) error {

@@ -53,6 +53,9 @@ type Config struct {
 	CrashAt string
 }
 
+// errLockBusy: another replica (or call) holds the maintenance lock.
+var errLockBusy = errors.New("maintenance: lock busy")
+
 // Service runs maintenance. Safe for concurrent use.
 type Service struct{ cfg Config }
 
@@ -111,7 +114,7 @@ func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, 
 		return nil, err
 	}
 	if !ok {
-		return nil, fault.New(fault.Aborted, "MAINTENANCE_RUNNING", "maintenance is running on another replica (or call); retry later")
+		return nil, fault.Wrap(errLockBusy, fault.Aborted, "MAINTENANCE_RUNNING", "maintenance is running on another replica (or call); retry later")
 	}
 	defer release()
 	run := &metadata.MaintenanceRun{TenantID: tenant, ID: "run-" + uuid.NewString(), Kind: kind, Replica: s.cfg.Replica,

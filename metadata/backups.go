@@ -378,7 +378,43 @@ func (c catalog) SetBackupDamaged(ctx context.Context, tenantID, id string) erro
 // finished and no new one starts; call CommitBackup outside InTx, or first in it, so that its
 // reads are not from an older snapshot (MySQL).
 func (c catalog) CommitBackup(ctx context.Context, tenantID, id, manifestKey string, at time.Time) (*Backup, error) {
-	const op = "CommitBackup"
+	return c.commitBackup(ctx, "CommitBackup", tenantID, id, manifestKey, nil, nil, at)
+}
+
+// ManifestCommit is what CommitBackupManifest checks and records: the manifest's object row and
+// how many files and record chunks the manifest lists.
+type ManifestCommit struct {
+	Object        *Object
+	Files, Chunks int64
+}
+
+// BackupChangedError: the backup gained files or record chunks after its manifest was built
+// (an upload committed during CommitBackup). It matches ErrConflict; build the manifest again.
+type BackupChangedError struct {
+	Files, Chunks int64 // what the catalog holds now
+}
+
+func (e *BackupChangedError) Error() string {
+	return fmt.Sprintf("the backup now has %d files and %d record chunks, not what its manifest lists", e.Files, e.Chunks)
+}
+
+// Is makes a *BackupChangedError match ErrConflict.
+func (e *BackupChangedError) Is(target error) bool { return target == ErrConflict }
+
+// CommitBackupManifest is CommitBackup for a backup whose manifest object m.Object was written: in
+// the same transaction, with the backup row locked (so no upload commit of it runs), it checks
+// that the backup has exactly m.Files files and m.Chunks record chunks (a *BackupChangedError
+// otherwise: the manifest missed something) and inserts or updates the manifest's object row
+// (a retried commit rewrites the manifest, so its size and SHA-256 are the new ones). A COMMITTED
+// backup is returned unchanged, its manifest row untouched.
+func (c catalog) CommitBackupManifest(ctx context.Context, tenantID, id string, m ManifestCommit, at time.Time) (*Backup, error) {
+	if m.Object == nil {
+		return nil, c.fail("CommitBackupManifest", fmt.Errorf("%w: no manifest object", ErrInvalid), nil)
+	}
+	return c.commitBackup(ctx, "CommitBackupManifest", tenantID, id, m.Object.Key, m.Object, &m, at)
+}
+
+func (c catalog) commitBackup(ctx context.Context, op, tenantID, id, manifestKey string, manifest *Object, want *ManifestCommit, at time.Time) (*Backup, error) {
 	if at.IsZero() {
 		at = now()
 	}
@@ -422,6 +458,32 @@ func (c catalog) CommitBackup(ctx context.Context, tenantID, id, manifestKey str
  WHERE tenant_id = ? AND backup_id = ? AND kind = ?`, tenantID, id, ObjFile).Scan(&fileStored)
 		if err != nil {
 			return err
+		}
+		if want != nil && (b.FileCount != want.Files || b.RecordChunkCount != want.Chunks) {
+			return &BackupChangedError{Files: b.FileCount, Chunks: b.RecordChunkCount}
+		}
+		if manifest != nil {
+			o := *manifest
+			o.TenantID, o.BackupID, o.Kind = tenantID, id, ObjManifest
+			if o.OrgID == "" {
+				o.OrgID = b.OrgID
+			}
+			if err := onStorageOf(&o, b); err != nil {
+				return err
+			}
+			res, err := c.q.ExecContext(ctx, `UPDATE objects SET size = ?, sha256 = ?, etag = ?, damaged = ?
+ WHERE tenant_id = ? AND id = ? AND backup_id = ? AND object_key = ? AND kind = ?`,
+				o.Size, nonNil(o.SHA256), o.ETag, false, tenantID, o.ID, id, o.Key, ObjManifest)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				if err := c.insertObject(ctx, &o, at); err != nil {
+					return err
+				}
+			}
 		}
 		b.BytesIn, b.BytesStored = chunkIn+fileIn, chunkStored+fileStored
 		b.Status, b.CommittedAt, b.ManifestKey = BackupCommitted, at, manifestKey

@@ -620,23 +620,19 @@ func (c catalog) recordSetSchema(ctx context.Context, tenantID, backupID, sobjec
 // bucket. Mark the backup DELETING first: a new file then cannot start sharing one of them
 // (CommitFileUpload checks under lock).
 func (c catalog) ExclusiveObjects(ctx context.Context, tenantID, backupID string) ([]*Object, error) {
-	list, err := c.queryObjects(ctx, selectObject+` JOIN (
- SELECT object_id AS id FROM files WHERE tenant_id = ? AND backup_id = ?
- UNION SELECT data_object_id FROM record_chunks WHERE tenant_id = ? AND backup_id = ?
- UNION SELECT index_object_id FROM record_chunks WHERE tenant_id = ? AND backup_id = ?
- UNION SELECT id FROM objects WHERE tenant_id = ? AND backup_id = ?
-) mine ON o.id = mine.id
- WHERE o.tenant_id = ?
- AND NOT EXISTS (SELECT 1 FROM files f
-   WHERE f.tenant_id = o.tenant_id AND f.object_id = o.id AND f.backup_id <> ?)
- AND NOT EXISTS (SELECT 1 FROM record_chunks r
-   WHERE r.tenant_id = o.tenant_id AND r.data_object_id = o.id AND r.backup_id <> ?)
- AND NOT EXISTS (SELECT 1 FROM record_chunks r
-   WHERE r.tenant_id = o.tenant_id AND r.index_object_id = o.id AND r.backup_id <> ?)
- ORDER BY o.id`,
-		tenantID, backupID, tenantID, backupID, tenantID, backupID, tenantID, backupID,
-		tenantID, backupID, backupID, backupID)
-	return list, c.fail("ExclusiveObjects", err, nil)
+	var list []*Object
+	after := ""
+	for {
+		page, next, err := c.ExclusiveObjectsPage(ctx, tenantID, backupID, after, 1000)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, page...)
+		if next == "" {
+			return list, nil
+		}
+		after = next
+	}
 }
 
 // purgeBatch is how many object ids one DELETE of PurgeBackupRows names.
@@ -649,13 +645,36 @@ const purgeBatch = 500
 // ErrNotFound: no such backup.
 func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string, objectIDs []string) error {
 	const op = "PurgeBackupRows"
-	err := c.inTx(ctx, func(c catalog) error {
-		b, err := c.getBackup(ctx, tenantID, backupID, c.d.forUpdate())
-		if err != nil {
+	// A backup's files go first in batches, each its own transaction, so that
+	// a backup of millions of files is not one huge transaction. Its rows are
+	// invisible (the backup is ABORTED or DELETING), so a purge interrupted
+	// between batches is simply finished by the next.
+	for c.tx == nil {
+		var ids []string
+		err := c.inTx(ctx, func(c catalog) error {
+			if err := c.lockDeletable(ctx, tenantID, backupID); err != nil {
+				return err
+			}
+			var err error
+			ids, err = c.queryStrings(ctx, "SELECT id FROM files WHERE tenant_id = ? AND backup_id = ? ORDER BY id LIMIT ?", tenantID, backupID, purgeBatch)
+			if err != nil || len(ids) == 0 {
+				return err
+			}
+			in, args := inList(tenantID, ids)
+			_, err = c.q.ExecContext(ctx, "DELETE FROM files WHERE tenant_id = ? AND backup_id = ? AND id IN ("+in+")",
+				append([]any{tenantID, backupID}, args[1:]...)...)
 			return err
+		})
+		if err != nil {
+			return c.fail(op, err, ErrReferenced)
 		}
-		if b.Status != BackupAborted && b.Status != BackupDeleting {
-			return fmt.Errorf("%w: backup %s is %s, not %s or %s", ErrConflict, backupID, b.Status, BackupAborted, BackupDeleting)
+		if len(ids) < purgeBatch {
+			break
+		}
+	}
+	err := c.inTx(ctx, func(c catalog) error {
+		if err := c.lockDeletable(ctx, tenantID, backupID); err != nil {
+			return err
 		}
 		for _, table := range []string{"files", "record_chunks", "record_sets", "upload_parts", "uploads"} {
 			if _, err := c.q.ExecContext(ctx, "DELETE FROM "+table+" WHERE tenant_id = ? AND backup_id = ?", tenantID, backupID); err != nil {
@@ -663,39 +682,8 @@ func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string,
 			}
 		}
 		for start := 0; start < len(objectIDs); start += purgeBatch {
-			ids := objectIDs[start:min(start+purgeBatch, len(objectIDs))]
-			// Which of these ids something still references, looked up by
-			// object id (IN on the object-id indexes), not by a correlated
-			// NOT EXISTS per object: MariaDB planned that one through the
-			// primary key, which made a large purge quadratic.
-			in := strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")
-			args := []any{tenantID}
-			for _, id := range ids {
-				args = append(args, id)
-			}
-			kept, err := c.queryStrings(ctx, `SELECT object_id FROM files WHERE tenant_id = ? AND object_id IN (`+in+`)
- UNION SELECT data_object_id FROM record_chunks WHERE tenant_id = ? AND data_object_id IN (`+in+`)
- UNION SELECT index_object_id FROM record_chunks WHERE tenant_id = ? AND index_object_id IN (`+in+`)`,
-				slices.Concat(args, args, args)...)
-			if err != nil {
-				return fmt.Errorf("objects: %w", err)
-			}
-			keep := map[string]bool{}
-			for _, k := range kept {
-				keep[k] = true
-			}
-			del := []any{tenantID}
-			for _, id := range ids {
-				if !keep[id] {
-					del = append(del, id)
-				}
-			}
-			if len(del) == 1 {
-				continue
-			}
-			if _, err := c.q.ExecContext(ctx, `DELETE FROM objects WHERE tenant_id = ? AND id IN (`+
-				strings.TrimSuffix(strings.Repeat("?, ", len(del)-1), ", ")+`)`, del...); err != nil {
-				return fmt.Errorf("objects: %w", err)
+			if err := c.deleteUnreferencedObjects(ctx, tenantID, objectIDs[start:min(start+purgeBatch, len(objectIDs))]); err != nil {
+				return err
 			}
 		}
 		// Objects this backup stored first that other backups still use

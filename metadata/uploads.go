@@ -188,6 +188,51 @@ func (c catalog) BumpGeneration(ctx context.Context, tenantID, backupID, uploadI
 	return u, nil
 }
 
+// ResumeUpload reopens a PENDING upload at input offset committedSize in one atomic step: the
+// generation is bumped only if the upload is still PENDING and its committed size is still
+// committedSize, so a part that an older stream records between the caller's read and the bump
+// cannot slip in unnoticed (the caller would continue at the wrong offset). It returns the
+// reopened upload. If the upload is no longer PENDING or its committed size moved, nothing changes
+// and it returns the current upload with ErrConflict, for the caller to decide again.
+// ErrNotFound: no such upload.
+func (c catalog) ResumeUpload(ctx context.Context, tenantID, backupID, uploadID string, committedSize int64) (*Upload, error) {
+	var (
+		u       *Upload
+		changed bool
+	)
+	err := c.inTx(ctx, func(c catalog) error {
+		res, err := c.q.ExecContext(ctx, "UPDATE uploads SET generation = generation + 1, updated_at = ?"+uploadKey+
+			" AND state = ? AND committed_size = ?", toMicros(now()), tenantID, backupID, uploadID, UploadPending, committedSize)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		changed = n > 0
+		u, err = scanUpload(c.q.QueryRowContext(ctx, selectUpload+uploadKey, tenantID, backupID, uploadID))
+		return err
+	})
+	if err != nil {
+		return nil, c.fail("ResumeUpload", err, nil)
+	}
+	if !changed {
+		return u, fmt.Errorf("metadata.ResumeUpload: %w: upload %s is %s at committed size %d, not PENDING at %d",
+			ErrConflict, uploadID, u.State, u.CommittedSize, committedSize)
+	}
+	return u, nil
+}
+
+// AbandonUpload marks the upload ABANDONED (its multipart upload could not be aborted and may
+// linger in the bucket) if it is still at generation gen and not COMMITTED. ErrStale: a newer
+// generation owns it; ErrConflict: it is committed; ErrNotFound: no such upload.
+func (c catalog) AbandonUpload(ctx context.Context, tenantID, backupID, uploadID string, gen int64) error {
+	err := c.updateFenced(ctx, fenceNotCommitted, tenantID, backupID, uploadID, gen,
+		"state = ?, updated_at = ?", UploadAbandoned, toMicros(now()))
+	return c.fail("AbandonUpload", err, nil)
+}
+
 // fence is what a fenced update of an upload requires besides its generation.
 type fence int
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	grpcmd "google.golang.org/grpc/metadata"
@@ -12,6 +13,7 @@ import (
 
 	"backupstore/fault"
 	"backupstore/ingest"
+	"backupstore/maintenance"
 	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 )
@@ -57,8 +59,14 @@ func (s streamSource) Next() ([]byte, bool, error) {
 }
 
 func recvErr(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Canceled {
+	st, ok := status.FromError(err)
+	switch {
+	case ok && st.Code() == codes.Canceled:
 		return context.Canceled
+	case ok && st.Code() == codes.ResourceExhausted:
+		// A message over the size limit is bad input: it ends the upload
+		// (a broken stream would leave it resumable).
+		return fault.Wrap(err, fault.InvalidArgument, "MESSAGE_TOO_LARGE", "a message exceeds the server's size limit: %s", st.Message())
 	}
 	return err
 }
@@ -186,12 +194,30 @@ func (s *Server) CommitBackup(ctx context.Context, req *pb.CommitBackupRequest) 
 
 // AbortBackup implements pb.BackupServiceServer.
 func (s *Server) AbortBackup(ctx context.Context, req *pb.AbortBackupRequest) (*pb.AbortBackupResponse, error) {
-	b, n, err := s.ing.AbortBackup(ctx, TenantFrom(ctx), req.GetBackupId())
+	tenant := TenantFrom(ctx)
+	b, err := s.ing.AbortBackup(ctx, tenant, req.GetBackupId())
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	return &pb.AbortBackupResponse{Backup: backupToProto(b), ObjectsDeleted: int64(n)}, nil
+	// The one deletion path, under the maintenance lock; if another replica
+	// holds it for long, cleanup finishes the purge.
+	var (
+		d        maintenance.Deleted
+		deferred = true
+	)
+	if s.mnt != nil {
+		if d, deferred, err = s.mnt.PurgeAborted(ctx, tenant, b.ID, abortPurgeWait); err != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
+	}
+	if deferred {
+		s.log.InfoContext(ctx, "aborted backup's purge deferred to cleanup: maintenance lock busy", "tenant", tenant, "backup", b.ID)
+	}
+	return &pb.AbortBackupResponse{Backup: backupToProto(b), ObjectsDeleted: int64(d.Objects)}, nil
 }
+
+// abortPurgeWait is how long AbortBackup waits for the maintenance lock.
+const abortPurgeWait = 10 * time.Second
 
 // GetBackup implements pb.BackupServiceServer.
 func (s *Server) GetBackup(ctx context.Context, req *pb.GetBackupRequest) (*pb.GetBackupResponse, error) {

@@ -415,9 +415,13 @@ func TestRecordsBadInputStoresNothing(t *testing.T) {
 		_, err := st.CloseAndRecv()
 		wantCode(t, err, codes.InvalidArgument, "MISSING_HEADER")
 	})
+	// A stream that ends without finish, or that the client cancels, breaks
+	// off: its upload stays PENDING and resumable (DESIGN.md, write protocol
+	// step 6), so the commit below refuses until the worker resends them.
+	noFinish, cancelled := uuid.NewString(), uuid.NewString()
 	t.Run("no finish", func(t *testing.T) {
 		st, _ := e.backups.UploadRecords(ctx)
-		st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Header{Header: &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", Sequence: 1, UploadId: uuid.NewString()}}})
+		st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Header{Header: &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", Sequence: 2, UploadId: noFinish}}})
 		st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Data{Data: good}})
 		_, err := st.CloseAndRecv()
 		wantCode(t, err, codes.InvalidArgument, "NO_FINISH")
@@ -439,26 +443,38 @@ func TestRecordsBadInputStoresNothing(t *testing.T) {
 	t.Run("client cancels halfway", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		st, _ := e.backups.UploadRecords(cctx)
-		uid := uuid.NewString()
-		st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Header{Header: &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", Sequence: 1, UploadId: uid}}})
-		body := accountCSV(100, 60000, "\n")
+		st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Header{Header: &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", Sequence: 3, UploadId: cancelled}}})
+		var buf bytes.Buffer
+		buf.WriteString("Id,Name\n")
+		for i := 100; i < 400000; i++ {
+			buf.WriteString(sfid18("001", i) + ",some name\n")
+		}
+		body := buf.Bytes()
 		for i := 0; i < len(body)/2; i += 1 << 20 {
 			st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Data{Data: body[i:min(i+1<<20, len(body))]}})
 		}
 		time.Sleep(300 * time.Millisecond)
 		cancel()
+		// The server's stream has ended once it released its budget.
 		deadline := time.Now().Add(10 * time.Second)
-		for {
-			q, err := e.backups.QueryUploadStatus(ctx, &pb.QueryUploadStatusRequest{BackupId: b.Id, UploadId: uid})
-			if err == nil && q.Upload.State == pb.UploadState_UPLOAD_STATE_FAILED {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cancelled upload not FAILED: %v %v", q, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		for e.budget.Used() != 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		q, err := e.backups.QueryUploadStatus(ctx, &pb.QueryUploadStatusRequest{BackupId: b.Id, UploadId: cancelled})
+		if err != nil || q.Upload.State != pb.UploadState_UPLOAD_STATE_PENDING {
+			t.Fatalf("cancelled upload: %v %v, want PENDING (resumable)", q, err)
 		}
 	})
+	_, err := e.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Id})
+	if st := wantCode(t, err, codes.FailedPrecondition, "UPLOADS_PENDING"); !strings.Contains(st.Message(), noFinish) || !strings.Contains(st.Message(), cancelled) {
+		t.Fatalf("commit names %q, want both broken uploads", st.Message())
+	}
+	for seq, uid := range map[int32]string{2: noFinish, 3: cancelled} {
+		if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", Sequence: seq, UploadId: uid}, good, 100); err != nil {
+			t.Fatalf("resending upload %s: %v", uid, err)
+		}
+	}
+	committedKeys += 4 // two more chunks: data and index each
 
 	// Nothing of any failed upload is in the bucket or catalog, no budget is held, and the server still serves.
 	deadline := time.Now().Add(5 * time.Second)
@@ -476,7 +492,7 @@ func TestRecordsBadInputStoresNothing(t *testing.T) {
 		t.Fatalf("budget still holds %d bytes", e.budget.Used())
 	}
 	cr, err := e.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Id})
-	if err != nil || cr.Backup.RecordCount != 1 || cr.Backup.RecordChunkCount != 1 {
+	if err != nil || cr.Backup.RecordCount != 3 || cr.Backup.RecordChunkCount != 3 {
 		t.Fatalf("commit after bad input: %v %v", cr, err)
 	}
 }
