@@ -61,6 +61,8 @@ commands:
   ingest        backupstore ingest against rclone rcat and the S3 manager upload, RSS, small files
   restore       ReadRecords against a plain gRPC stream and rclone cat, lookups by id, PlanRestore
   maintenance   DeleteBackup against per-key DeleteObject, garbage collection of stray keys
+  torture       three replicas, random operations and faults (kill -9, MariaDB restart, toxiproxy);
+                checks that nothing acknowledged is lost (flags: --duration, --seed, --replicas, --clients)
   all           ingest, restore and maintenance one after the other, each with its defaults
                 (flags: -o, --mysql, --tmp, --keep, --skip-rclone)
 `
@@ -73,6 +75,7 @@ var commands = map[string]command{
 	"ingest":      ingestCommand,
 	"restore":     restoreCommand,
 	"maintenance": maintenanceCommand,
+	"torture":     tortureCommand,
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
