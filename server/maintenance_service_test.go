@@ -149,11 +149,14 @@ func TestGarbageCollectionAndStaleUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Ages are set, not waited for: the test's grace period is 2 s, and a loaded machine can
+	// take longer than that between a put and the cleanup.
 	old := "acme/" + b.OrgId + "/files/obj-crashed-before-commit"
 	put(old)
-	time.Sleep(2500 * time.Millisecond) // the test's grace period is 2 s
+	e.gw.SetModTime(t, bucket, old, e.now().Add(-time.Hour))
 	young := "acme/" + b.OrgId + "/files/obj-just-written"
 	put(young)
+	e.gw.SetModTime(t, bucket, young, e.now().Add(time.Hour))
 	other := "globex/" + b.OrgId + "/files/not-ours"
 	put(other)
 	// An upload in progress: a big file half sent, multipart upload open.
@@ -165,7 +168,7 @@ func TestGarbageCollectionAndStaleUploads(t *testing.T) {
 	for i := 0; i < 7; i++ {
 		st.Send(&pb.UploadFileRequest{Message: &pb.UploadFileRequest_Data{Data: big[i<<20 : (i+1)<<20]}})
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute) // a bound for a hung server, not an ordering
 	for {
 		q, err := e.backups.QueryUploadStatus(ctx, &pb.QueryUploadStatusRequest{BackupId: b2.Id, UploadId: uid})
 		if err == nil && q.Upload.CommittedSize > 0 {
@@ -210,7 +213,9 @@ func TestGarbageCollectionAndStaleUploads(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	st2.CloseSend()
+	// Wait for the server to finish with the stream before moving the clock: a write it made
+	// afterwards would stamp the upload 8 days later and keep it from looking stale.
+	_, _ = st2.CloseAndRecv()
 	e.setClock(time.Now().Add(8 * 24 * time.Hour))
 	rep, err = e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
 	if err != nil || rep.UploadsAborted != 1 {
