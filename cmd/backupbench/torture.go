@@ -733,8 +733,32 @@ func (t *tortureRun) report(w io.Writer, runErr error) {
 	}
 	vs := t.v.snapshot()
 	fmt.Fprintf(w, "violations: %d\n", len(vs))
+	// Grouped by invariant and the issue-9 item they look like, with the first examples.
+	type group struct {
+		check, item string
+		list        []violation
+	}
+	var groups []*group
+	byKey := map[string]*group{}
 	for _, v := range vs {
-		fmt.Fprintf(w, "  [%s] %s (issue 9 item %s): %s\n", v.At, v.Check, v.Item, v.Detail)
+		k := v.Check + "\x00" + v.Item
+		g := byKey[k]
+		if g == nil {
+			g = &group{check: v.Check, item: v.Item}
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.list = append(g.list, v)
+	}
+	for _, g := range groups {
+		fmt.Fprintf(w, "  %d × %s (looks like issue 9 item %s), e.g.:\n", len(g.list), g.check, g.item)
+		for _, v := range g.list[:min(3, len(g.list))] {
+			d := v.Detail
+			if len(d) > 600 {
+				d = d[:600] + "…"
+			}
+			fmt.Fprintf(w, "      [%s] %s\n", v.At, d)
+		}
 	}
 	if len(vs) > 0 {
 		fmt.Fprintf(w, "the operations before each violation are in %s\n", t.v.file)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -55,11 +56,15 @@ func startPrivateDB(ctx context.Context, dir string) (*privateDB, error) {
 	return db, nil
 }
 
+// currentUser is the user mariadbd runs as: itself (mariadbd refuses to run as root unless told).
 func currentUser() string {
-	if u := os.Getenv("USER"); u != "" {
-		return u
+	if os.Getuid() == 0 {
+		return "root"
 	}
-	return "root"
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
 }
 
 func (db *privateDB) addr() string { return "127.0.0.1:" + db.port }
