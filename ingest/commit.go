@@ -74,7 +74,6 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 		}
 		return nil, nil, pendingFault(ids)
 	}
-	call(s.hooks().BeforeManifest, id)
 	chunks, err := s.cfg.Catalog.ListRecordChunks(ctx, tenant, id)
 	if err != nil {
 		return nil, nil, err
@@ -104,6 +103,7 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 	if perr != nil {
 		return nil, nil, s3Fault(perr, "PutObject (manifest)")
 	}
+	call(s.hooks().AfterManifest, id)
 	orphans := mb.orphans
 	if requireParents && mb.orphanCount > 0 {
 		var lines []string

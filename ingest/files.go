@@ -164,6 +164,7 @@ func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *Fil
 			// The offset check and the generation bump are one atomic step:
 			// a part the old stream records in between moves committed_size,
 			// and the reopen is decided again.
+			call(s.hooks().BeforeResume, u)
 			nu, err := cat.ResumeUpload(ctx, b.TenantID, b.ID, h.UploadID, h.WriteOffset)
 			if errors.Is(err, metadata.ErrConflict) && nu != nil && attempt < 3 {
 				u = nu
@@ -299,41 +300,22 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 	return res, nil
 }
 
-// afterFailedCommit decides what a failed upload commit means. The outcome of
-// a commit can be uncertain (the catalog committed, the OK was lost), so the
-// upload row is read again: if it is COMMITTED with this stream's result, the
-// upload succeeded; if another stream committed it, its first result wins.
-// ownKey, if not "", is a key only this stream's commit could have made
-// reachable (a single PUT to a fresh object id): it is deleted only when the
-// re-read proves no committed row references it. Every other key — a
-// multipart object shared by the upload's generations, anything when the
-// re-read fails — is left to its owner: the next generation, or garbage
-// collection after its grace period. Nothing is ever deleted on "my commit
-// failed" alone.
+// afterFailedCommit decides what a failed file upload commit means (see
+// settleFailedCommit) and maps the catalog's error.
 func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, mine *Result, ownKey string, cerr error) (*Result, error) {
-	rctx, cancel := detached(ctx)
-	defer cancel()
-	cur, err := s.cfg.Catalog.GetUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
-	switch {
-	case err == nil && cur.State == metadata.UploadCommitted:
-		r, rerr := storedResult(cur)
-		if rerr != nil {
-			return nil, rerr
-		}
-		if ownKey != "" && r.DataKey != ownKey {
-			_ = st.Delete(rctx, ownKey)
-		}
-		return r, nil // ours (the OK was lost) or the first stream's
-	case err == nil || errors.Is(err, metadata.ErrNotFound):
-		if ownKey != "" {
-			_ = st.Delete(rctx, ownKey)
-		}
+	var own []string
+	if ownKey != "" {
+		own = append(own, ownKey)
+	}
+	r, cur := s.settleFailedCommit(ctx, st, u, own...)
+	if r != nil {
+		return r, nil
 	}
 	switch {
 	case errors.Is(cerr, metadata.ErrStale):
 		return nil, catalogFault(cerr, u)
 	case errors.Is(cerr, metadata.ErrConflict):
-		if err == nil && cur.State == metadata.UploadPending {
+		if cur != nil && cur.State == metadata.UploadPending {
 			return nil, fault.Wrap(cerr, fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", u.UploadID)
 		}
 		return nil, fault.Wrap(cerr, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is no longer open", u.BackupID)
@@ -341,6 +323,50 @@ func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *me
 		return nil, fault.Wrap(cerr, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", u.BackupID)
 	}
 	return nil, cerr
+}
+
+// settleFailedCommit is what follows a failed upload commit. The outcome of
+// a commit can be uncertain (the catalog committed, its OK was lost), so the
+// upload row is read again: if it is COMMITTED, its stored result is returned
+// — this stream's own (the upload succeeded after all) or the first stream's
+// (which wins). ownKeys are keys only this stream's commit could have made
+// reachable (a single PUT to a fresh object id, a record chunk's per-
+// generation data and index): they are deleted only when the re-read proves
+// no committed row references them. Every other key — a multipart file body
+// shared by the upload's generations, anything when the re-read fails — is
+// left to its owner: the next generation, or garbage collection after its
+// grace period. Nothing is deleted on "my commit failed" alone. cur is the
+// row as re-read (nil if that failed or there is none).
+func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, ownKeys ...string) (r *Result, cur *metadata.Upload) {
+	rctx, cancel := detached(ctx)
+	defer cancel()
+	cur, err := s.cfg.Catalog.GetUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
+	switch {
+	case err == nil && cur.State == metadata.UploadCommitted:
+		r, rerr := storedResult(cur)
+		if rerr != nil {
+			return nil, cur
+		}
+		var drop []string
+		for _, k := range ownKeys {
+			if k != r.DataKey && k != r.IndexKey {
+				drop = append(drop, k)
+			}
+		}
+		if len(drop) > 0 {
+			_ = st.Delete(rctx, drop...)
+		}
+		return r, cur
+	case err == nil || errors.Is(err, metadata.ErrNotFound):
+		if len(ownKeys) > 0 {
+			_ = st.Delete(rctx, ownKeys...)
+		}
+		if err != nil {
+			cur = nil
+		}
+		return nil, cur
+	}
+	return nil, nil
 }
 
 // smallFile buffers a file that may fit one part: if it ends within PartSize
@@ -415,7 +441,11 @@ func (s *Service) commitFile(ctx context.Context, b *metadata.Backup, st storage
 	obj := &metadata.Object{TenantID: b.TenantID, ID: objID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
 		Key: key, Kind: metadata.ObjFile, Size: size, SHA256: digest, CreatedAt: s.cfg.Now().UTC()}
 	call(s.hooks().BeforeFileCommit, u)
-	if err := s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f); err != nil {
+	err := s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f)
+	if err == nil && s.hooks().LoseCommitOK != nil && s.hooks().LoseCommitOK(u) {
+		err = errors.New("test: the commit's OK was lost")
+	}
+	if err != nil {
 		ownKey := ""
 		if single {
 			ownKey = key // a fresh object id: only this commit could reference it

@@ -63,6 +63,9 @@ type Config struct {
 // upload or commit, on the goroutine doing it, so that a test can park that
 // stream there while another runs (no sleeps stand in for ordering).
 type Hooks struct {
+	// BeforeResume runs when a file upload's offset was checked against the
+	// row as read, before the atomic reopen.
+	BeforeResume func(u *metadata.Upload)
 	// AfterResume runs when a file upload has been reopened at its
 	// committed size (its generation bumped), before the body is read.
 	AfterResume func(u *metadata.Upload)
@@ -72,9 +75,13 @@ type Hooks struct {
 	// BeforeDedupCommit runs after the dedup lookup found a stored body,
 	// before the catalog transaction that shares it.
 	BeforeDedupCommit func(obj *metadata.Object)
-	// BeforeManifest runs in CommitBackup after the pending-upload check,
-	// before the manifest is built.
-	BeforeManifest func(backupID string)
+	// AfterManifest runs in CommitBackup once the manifest is in the bucket,
+	// before the catalog transaction that commits the backup.
+	AfterManifest func(backupID string)
+	// LoseCommitOK, when it returns true for an upload whose catalog commit
+	// succeeded, makes the stream act as if the commit's OK was lost (as
+	// after a failover): the outcome is uncertain, so nothing may be deleted.
+	LoseCommitOK func(u *metadata.Upload) bool
 	// AfterAbortMark runs in AbortBackup once the backup is ABORTED, before
 	// anything is deleted.
 	AfterAbortMark func(backupID string)
