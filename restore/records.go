@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -135,9 +136,10 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	}
 	defer s.cfg.Budget.Release(reserve)
 	sum := &Summary{}
-	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum}
+	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum, eol: lineEnding(header)}
 	if len(ids) == 0 {
 		for i, c := range rs.chunks {
+			out.boundary()
 			if err := s.streamChunk(ctx, b, st, c, i > 0, out); err != nil {
 				return nil, err
 			}
@@ -149,15 +151,70 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	return sum, out.flush()
 }
 
-// sender batches bytes into messages.
+// sender batches bytes into messages. It keeps rows apart: the scanner
+// accepts a last row without a line ending, so a chunk (or a row read by id)
+// may end without one; when more rows follow it, boundary has the sender put
+// a line ending between them, or they would come back glued into one row.
 type sender struct {
 	send func([]byte) error
 	size int
 	buf  []byte
 	sum  *Summary
+
+	eol     []byte // the record set's line ending (its header row's)
+	wrote   bool
+	last    byte   // the last byte written
+	pending []byte // a line ending owed before the next bytes
+}
+
+// lineEnding is the line ending of a header row: CRLF or LF (LF when the
+// header has none, as a header-only chunk at the end of its input may not).
+func lineEnding(header []byte) []byte {
+	if bytes.HasSuffix(header, []byte("\r\n")) || bytes.HasSuffix(header, []byte("\r")) {
+		return []byte("\r\n")
+	}
+	return []byte("\n")
+}
+
+// boundary marks the end of a unit of whole rows (a chunk, a row): if what
+// was written does not end with a line feed, the next bytes written, if any,
+// are preceded by a line ending — the header's, or just LF after a row that
+// ended in a lone CR (which then becomes its CRLF).
+func (o *sender) boundary() {
+	o.pending = nil
+	if o.wrote {
+		o.pending = owedEOL([]byte{o.last}, o.eol)
+	}
+}
+
+// owedEOL is what must follow rows b, which should end with a line ending, before
+// more rows: nothing after LF, LF after a lone CR, eol otherwise.
+func owedEOL(b, eol []byte) []byte {
+	switch {
+	case len(b) == 0 || b[len(b)-1] == '\n':
+		return nil
+	case b[len(b)-1] == '\r':
+		return []byte("\n")
+	}
+	return eol
 }
 
 func (o *sender) write(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if o.pending != nil {
+		pend := o.pending
+		o.pending = nil
+		if err := o.put(pend); err != nil {
+			return err
+		}
+	}
+	o.wrote, o.last = true, p[len(p)-1]
+	return o.put(p)
+}
+
+func (o *sender) put(p []byte) error {
 	o.sum.Bytes += int64(len(p))
 	for len(p) > 0 {
 		if o.buf == nil {
@@ -223,20 +280,17 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 	h := sha256.New()
 	buf := make([]byte, s.cfg.MessageSize)
 	var held []byte // the last piece read, sent only once the next read succeeds
-	first := true
+	// The header row ends at its first line feed outside quotes, which may be
+	// in a later piece; a chunk of only a header row (with or without a line
+	// ending) adds nothing.
+	var skip csvscan.RowSkipper
 	for {
 		n, rerr := io.ReadFull(dec, buf)
 		piece := buf[:n]
 		h.Write(piece)
-		if first && skipHeader && n > 0 {
-			i := bytes.IndexByte(piece, '\n')
-			if i < 0 {
-				return s.damaged(ctx, b, obj, "the chunk does not start with a header row")
-			}
-			piece = piece[i+1:]
-			first = false
+		if skipHeader {
+			piece = skip.Skip(piece)
 		}
-		first = false
 		if held != nil {
 			if err := out.write(held); err != nil {
 				return err
@@ -363,6 +417,7 @@ func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.S
 	if err := out.write(header); err != nil {
 		return err
 	}
+	out.boundary()
 	refs := make([]string, len(rs.References))
 	for i, r := range rs.References {
 		refs[i] = r.Field
@@ -386,14 +441,33 @@ func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.S
 			want[id] = true
 		}
 		err := s.frameRows(ctx, b, st, rs.chunks[k.chunk], readers[k.chunk], k.frame, header, refs, func(r *csvscan.Row) error {
-			if want[string(r.ID[:])] {
+			if id := string(r.ID[:]); want[id] {
+				delete(want, id)
 				out.sum.Records++
-				return out.write(r.Raw)
+				if err := out.write(r.Raw); err != nil {
+					return err
+				}
+				out.boundary() // the chunk's last row may lack a line ending
 			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if len(want) > 0 {
+			// The index sent these ids to a frame that does not hold them: the
+			// bucket contradicts itself. Never drop them silently.
+			c := rs.chunks[k.chunk]
+			idx, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.IndexObjectID)
+			if err != nil {
+				return err
+			}
+			data, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.DataObjectID)
+			if err != nil {
+				return err
+			}
+			return s.damaged(ctx, b, idx, "record index places %s in frame %d of %s, which does not hold it",
+				strings.Join(slices.Sorted(maps.Keys(want)), ", "), k.frame, data.Key)
 		}
 	}
 	return nil
@@ -432,28 +506,44 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 	if int64(len(plain)) != f.InputLen {
 		return s.damaged(ctx, b, obj, "frame %d decodes to %d bytes, want %d", frame, len(plain), f.InputLen)
 	}
-	if f.InputOffset == 0 { // frame 0 starts with the chunk's own header row
-		i := bytes.IndexByte(plain, '\n')
-		if i < 0 {
-			return s.damaged(ctx, b, obj, "frame 0 has no header row")
-		}
-		plain = plain[i+1:]
-	}
+	// The frame's bytes are what ingest stored (zstd checked them against the
+	// frame's checksum, and their size against the index), and ingest parsed
+	// them with the same scanner: a failure to parse them now is ours (a
+	// header from the catalog that does not parse, a scanner that changed),
+	// not the bucket's. It answers Internal and flags nothing: flagging would
+	// mark an intact backup damaged for good.
 	sc := csvscan.New(refs, csvscan.Limits{MaxFieldBytes: 1 << 30, MaxRowBytes: 1 << 30})
 	malformed := func(err error) error {
 		var re *csvscan.RowError
 		if errors.As(err, &re) {
-			return s.damaged(ctx, b, obj, "frame %d holds malformed CSV: %v", frame, err)
+			s.cfg.Logger.ErrorContext(ctx, "stored frame does not parse", "tenant", b.TenantID, "backup", b.ID, "key", obj.Key, "frame", frame, "err", err)
+			return fault.Wrap(err, fault.Internal, "FRAME_PARSE", "frame %d of object %s of backup %s decodes intact but does not parse as the record set's CSV: %v", frame, obj.Key, b.ID, err)
 		}
 		return err // the caller's own error
 	}
-	if err := sc.Feed(header, emit); err != nil {
+	// Blank lines hold no record: the caller sees records only.
+	records := func(r *csvscan.Row) error {
+		if r.Blank {
+			return nil
+		}
+		return emit(r)
+	}
+	if f.InputOffset != 0 {
+		// A later frame: the catalog's header row (the first chunk's, equal to
+		// this chunk's but perhaps for its line ending) tells the columns.
+		if err := sc.Feed(header, records); err != nil {
+			return malformed(err)
+		}
+		// A first chunk of only a header row may end without a line ending.
+		if err := sc.Feed(owedEOL(header, lineEnding(header)), records); err != nil {
+			return malformed(err)
+		}
+	} // else frame 0 starts with the chunk's own header row, which the scanner parses (a quoted
+	// column may hold a line break: it is never skipped at the first LF)
+	if err := sc.Feed(plain, records); err != nil {
 		return malformed(err)
 	}
-	if err := sc.Feed(plain, emit); err != nil {
-		return malformed(err)
-	}
-	if err := sc.Close(emit); err != nil {
+	if err := sc.Close(records); err != nil {
 		return malformed(err)
 	}
 	return nil
