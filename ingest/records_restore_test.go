@@ -28,7 +28,9 @@ func TestHeaderWithLineBreakStoredEarlierRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	header := "Id,\"Na\nme\",\"Sub\r\nject\"\r\n"
-	row := func(i int) string { return fmt.Sprintf("%s,\"name %d\",subject of row %d with some words\r\n", recID(i), i, i) }
+	row := func(i int) string {
+		return fmt.Sprintf("%s,\"name %d\",subject of row %d with some words\r\n", recID(i), i, i)
+	}
 	var all strings.Builder
 	all.WriteString(header)
 	for seq := range 2 {
