@@ -299,9 +299,11 @@ func (s *S3) Get(ctx context.Context, key string, offset, length int64) (io.Read
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
 	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: k}
+	last := int64(-1) // the last byte asked for; -1: to the end
 	switch {
 	case length > 0 && offset+length-1 >= offset: // (no overflow)
-		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
+		last = offset + length - 1
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", offset, last))
 	case offset > 0:
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
 	}
@@ -313,7 +315,68 @@ func (s *S3) Get(ctx context.Context, key string, offset, length int64) (io.Read
 		}
 		return nil, fail(ctx, fmt.Sprintf("s3.GetObject %q", key), err)
 	}
-	return &getBody{ctx: ctx, key: key, rc: out.Body}, nil
+	body := &getBody{ctx: ctx, key: key, rc: out.Body}
+	want := aws.ToInt64(out.ContentLength)
+	if out.ContentLength == nil {
+		want = -1
+	}
+	if in.Range != nil {
+		// The answer is hostile input: a server (or proxy) that ignores Range sends the whole
+		// object, possibly without end. Only the bytes asked for are accepted.
+		n, err := checkContentRange(aws.ToString(out.ContentRange), offset, last, want)
+		if err != nil {
+			body.Close()
+			return nil, fmt.Errorf("s3.GetObject %q bytes %d-%s: %w: %v", key, offset, rangeEnd(last), ErrBadResponse, err)
+		}
+		want = n
+	}
+	if want < 0 {
+		return body, nil // a whole object of unknown length: the caller bounds it
+	}
+	return ExactBody(fmt.Sprintf("s3.GetObject %q", key), body, want), nil
+}
+
+func rangeEnd(last int64) string {
+	if last < 0 {
+		return "end"
+	}
+	return strconv.FormatInt(last, 10)
+}
+
+// checkContentRange checks a ranged GET's Content-Range ("bytes first-last/size") against the
+// range asked (offset to last; last -1: to the end) and returns the body's length: the range
+// asked, cut at the object's end. contentLength is the Content-Length, -1 if unknown.
+func checkContentRange(cr string, offset, last, contentLength int64) (int64, error) {
+	var first, end, size int64
+	rest, ok := strings.CutPrefix(cr, "bytes ")
+	if !ok {
+		return 0, fmt.Errorf("no Content-Range in the answer (%q): the server ignored the range", cr)
+	}
+	span, total, ok := strings.Cut(rest, "/")
+	a, b, ok2 := strings.Cut(span, "-")
+	var err error
+	if ok && ok2 {
+		if first, err = strconv.ParseInt(a, 10, 64); err == nil {
+			if end, err = strconv.ParseInt(b, 10, 64); err == nil {
+				size, err = strconv.ParseInt(total, 10, 64)
+			}
+		}
+	}
+	if !ok || !ok2 || err != nil || first < 0 || end < first || size <= end {
+		return 0, fmt.Errorf("malformed Content-Range %q", cr)
+	}
+	wantEnd := size - 1
+	if last >= 0 && last < wantEnd {
+		wantEnd = last
+	}
+	if first != offset || end != wantEnd {
+		return 0, fmt.Errorf("Content-Range %q is not the range asked", cr)
+	}
+	n := end - first + 1
+	if contentLength >= 0 && contentLength != n {
+		return 0, fmt.Errorf("Content-Length %d for Content-Range %q", contentLength, cr)
+	}
+	return n, nil
 }
 
 // getBody translates a failure while streaming an object (the connection breaking midway) the
