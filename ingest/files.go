@@ -126,6 +126,7 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 	if err != nil {
 		s.fail(ctx, st, u, err)
 	}
+	call(s.hooks().FileUploadDone, u)
 	return res, err
 }
 

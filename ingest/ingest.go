@@ -69,6 +69,9 @@ type Hooks struct {
 	// AfterResume runs when a file upload has been reopened at its
 	// committed size (its generation bumped), before the body is read.
 	AfterResume func(u *metadata.Upload)
+	// FileUploadDone runs when UploadFile returns for an upload that had a
+	// PENDING row (after any failure handling), with its outcome.
+	FileUploadDone func(u *metadata.Upload)
 	// BeforeFileCommit runs after a file's body is stored (PUT or
 	// CompleteMultipartUpload), before the catalog transaction commits it.
 	BeforeFileCommit func(u *metadata.Upload)

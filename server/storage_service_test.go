@@ -94,8 +94,20 @@ func hashLine(tok, tenant string) string {
 	return hex.EncodeToString(h[:]) + " " + tenant + "\n"
 }
 
-func newEnv(t *testing.T, driver string) *env {
+// envOptions change what newEnv wires: testing knobs and a wrapper around
+// the service-default (local) store, for fault injection and for parking a
+// stream at an exact step.
+type envOptions struct {
+	ingestHooks *ingest.Hooks
+	wrapStore   func(storage.Store) storage.Store
+}
+
+func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	t.Helper()
+	var o envOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	e := &env{t: t, driver: driver, gw: testenv.VersityGW(t), logs: &syncBuffer{}}
 	dsn := ""
 	switch driver {
@@ -135,13 +147,18 @@ func newEnv(t *testing.T, driver string) *env {
 		t.Fatal(err)
 	}
 	e.local = t.TempDir()
-	local, err := storage.NewLocal(storage.LocalConfig{Root: e.local})
+	var local storage.Store
+	local, err = storage.NewLocal(storage.LocalConfig{Root: e.local})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.wrapStore != nil {
+		local = o.wrapStore(local)
+	}
 	e.budget = budget.New(512 << 20)
 	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget,
-		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}})
+		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20},
+		Hooks: o.ingestHooks})
 	if err != nil {
 		t.Fatal(err)
 	}
