@@ -88,5 +88,35 @@ if [ "${CI:-}" = "true" ] && [ "$skip" -gt 0 ]; then
   rc=1
 fi
 rm -f "$out"
+
+# --- bounded fuzzing and the short torture run (whole-suite runs only) ------------------
+# FUZZTIME (default 8s) bounds each fuzz target; TORTURE_DURATION (default 45s) the torture run
+# (three backupd replicas, kill -9, a MariaDB restart, toxiproxy faults; see README "Torture run").
+if [ $# -eq 0 ]; then
+  log "fuzz: every Fuzz target, ${FUZZTIME:-8s} each"
+  while IFS=: read -r file name; do
+    dir=./$(dirname "${file#./}")
+    if go test -run='^$' -fuzz="^${name}\$" -fuzztime="${FUZZTIME:-8s}" "$dir" >"$ROOT/.bin/fuzz.log" 2>&1; then
+      echo "--- PASS: fuzz $dir $name"
+      pass=$((pass + 1))
+    else
+      echo "--- FAIL: fuzz $dir $name (the failing input is under $dir/testdata/fuzz/$name)"
+      tail -30 "$ROOT/.bin/fuzz.log"
+      fail=$((fail + 1)); rc=1
+    fi
+  done < <(grep -rHo --include='*_test.go' --exclude-dir=.bin '^func Fuzz[A-Za-z0-9_]*' . | sed 's/:func /:/' | sort)
+
+  seed=${TORTURE_SEED:-$RANDOM}
+  log "torture run: ${TORTURE_DURATION:-45s}, seed $seed"
+  if go run ./cmd/backupbench torture --duration "${TORTURE_DURATION:-45s}" --seed "$seed" \
+      --gc-grace 10s --upload-ttl 15s --log "$ROOT/.bin/torture-$seed.log"; then
+    echo "--- PASS: torture run (seed $seed)"
+    pass=$((pass + 1))
+  else
+    echo "--- FAIL: torture run (seed $seed); replay: go run ./cmd/backupbench torture --duration ${TORTURE_DURATION:-45s} --seed $seed; operations before each violation: .bin/torture-$seed.log"
+    fail=$((fail + 1)); rc=1
+  fi
+fi
+
 echo "tests: $pass passed, $fail failed, $skip skipped"
 exit $rc
