@@ -244,6 +244,12 @@ func readCSVHeader(local string) ([]string, error) {
 		return nil, fmt.Errorf("header row: %v", err)
 	}
 	rec[0] = strings.TrimPrefix(rec[0], "\uFEFF")
+	for _, c := range rec {
+		if strings.ContainsAny(c, "\r\n") {
+			// The service refuses it too: a field API name never holds one.
+			return nil, fmt.Errorf("header row: column %q holds a line break; field API names never do", c)
+		}
+	}
 	return rec, nil
 }
 

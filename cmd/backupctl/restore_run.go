@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,11 +36,14 @@ that was backed up, finds the same data:
   files.csv        path,parent_id,name,content_type; only if there are files
 
 references.csv and files.csv are written last, once everything else is in
-place. Their rows come in the service's order and spelling, which may differ
-from the original export's: sObject and field names as the record sets spell
-them, parent ids in their 18-character form, and the name and content type
-the file was stored with (backup run fills in the file's base name and a
-type guessed from its extension when files.csv left them empty).
+place. files.csv's rows come in path order (byte order, as LC_ALL=C sort
+sorts), references.csv's by sObject name then in the order declared; their
+spelling is the service's, which may differ from the original export's:
+sObject and field names as the record sets spell them, parent ids in their
+18-character form, and the name and content type the file was stored with
+(backup run fills in the file's base name and a type guessed from its
+extension when files.csv left them empty). An export written that way diffs
+clean against its restore.
 
 Every file is written under a temporary name and renamed into place once
 complete; each file body's size and SHA-256 are checked against the backup
@@ -525,35 +529,43 @@ func (r *restorer) readFileAt(ctx context.Context, info *pb.FileInfo, f *os.File
 
 // rowCounter counts the rows of CSV written to it, quote-aware (a quoted
 // field may hold line breaks), so that a record set read back is checked
-// against the number of records the backup lists.
+// against the number of records the backup lists. Blank lines (LF or CRLF
+// alone, or a lone CR ending the input) hold no record and are not counted.
 type rowCounter struct {
 	quoted bool
-	lines  int64 // line feeds outside quotes
-	last   byte
+	rows   int64 // non-blank rows ended by a line feed outside quotes
+	n      int   // bytes of the current row so far, up to 2
+	first  byte  // the current row's first byte
 }
 
 func (c *rowCounter) Write(p []byte) (int, error) {
 	for _, b := range p {
-		switch b {
-		case '"':
-			c.quoted = !c.quoted
-		case '\n':
-			if !c.quoted {
-				c.lines++
+		if b == '\n' && !c.quoted {
+			if !c.blank() {
+				c.rows++
 			}
+			c.n = 0
+			continue
 		}
-	}
-	if len(p) > 0 {
-		c.last = p[len(p)-1]
+		if b == '"' {
+			c.quoted = !c.quoted
+		}
+		if c.n == 0 {
+			c.first = b
+		}
+		c.n = min(c.n+1, 2)
 	}
 	return len(p), nil
 }
 
-// records is the number of data rows: rows but the header, the last row
-// counting without a line break too.
+// blank reports whether the current row so far is blank: empty, or one CR.
+func (c *rowCounter) blank() bool { return c.n == 0 || (c.n == 1 && c.first == '\r') }
+
+// records is the number of data rows: non-blank rows but the header, the
+// last row counting without a line break too.
 func (c *rowCounter) records() int64 {
-	n := c.lines
-	if c.last != 0 && c.last != '\n' {
+	n := c.rows
+	if !c.blank() {
 		n++
 	}
 	return max(n-1, 0)
@@ -603,6 +615,11 @@ func (r *restorer) writeIndexes() error {
 		for _, f := range files {
 			rows = append(rows, []string{f.GetPath(), f.GetParentId(), f.GetName(), f.GetContentType()})
 		}
+		// The service lists files by id, an order of its own; the backup does
+		// not keep files.csv's row order. Path order (byte order, as
+		// `LC_ALL=C sort` has it) is one any export can be written in, and
+		// the one restore run always writes.
+		slices.SortFunc(rows, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
 		if err := writeCSV(filepath.Join(r.dir, "files.csv"), []string{"path", "parent_id", "name", "content_type"}, rows); err != nil {
 			return err
 		}

@@ -619,6 +619,12 @@ func TestRowCounter(t *testing.T) {
 		"Id,Name\na,\"x\ny\"\nb,c":           2,
 		"Id,D\na,\"he said \"\"\nhi\"\"\"\n": 1,
 		"":                                   0,
+		// Blank lines hold no record (a hand-edited Data Loader export).
+		"Id,Name\r\na,b\r\n\r\n":  1,
+		"Id,Name\n\na,b\n\nc,d":   2,
+		"Id,Name\r\na,b\r\n\r":    1,
+		"Id,Name\r\na,b\r":        1,
+		"Id,Name\na,\"\n\n\"\n\n": 1,
 	} {
 		for split := range len(in) + 1 { // any message boundary
 			c := &rowCounter{}
