@@ -48,6 +48,11 @@ type Config struct {
 	UploadTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// MaxFrameBytes bounds the zstd decoder when Verify reads a record data
+	// object back: the most input one frame holds, which ingest makes
+	// max(FrameSize, MaxRowBytes) (default 8 MiB, ingest's defaults). A frame
+	// that declares a larger window is a corrupt object, not an allocation.
+	MaxFrameBytes int
 	// CrashAt, for fault-injection tests only, kills the process at a named
 	// point of a deletion ("after-mark", "after-objects", "after-purge").
 	CrashAt string
@@ -75,6 +80,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Replica == "" {
 		host, _ := os.Hostname()
 		cfg.Replica = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = DefaultMaxFrameBytes
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 24 * time.Hour

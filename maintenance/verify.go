@@ -33,8 +33,11 @@ type Dangling struct {
 type VerifyReport struct {
 	Checked, Read int64
 	BytesRead     int64
-	Problems      []Problem
-	Dangling      []Dangling
+	// Problems lists the first maxProblems (1000) problems; MoreProblems
+	// counts the others.
+	Problems     []Problem
+	MoreProblems int64
+	Dangling     []Dangling
 }
 
 // Verify checks every object of a committed backup with HeadObject, reads
@@ -64,7 +67,7 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 	}
 	rep := &VerifyReport{}
 	err = s.verify(ctx, b, st, readPercent, rep)
-	outcome, msg := "ok", fmt.Sprintf("backup %s: %d objects checked, %d read, %d problems", id, rep.Checked, rep.Read, len(rep.Problems))
+	outcome, msg := "ok", fmt.Sprintf("backup %s: %d objects checked, %d read, %d problems", id, rep.Checked, rep.Read, int64(len(rep.Problems))+rep.MoreProblems)
 	if err != nil {
 		outcome, msg = "failed", err.Error()
 	}
@@ -83,64 +86,78 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 	return b, rep, nil
 }
 
-type verifyObject struct {
-	obj   *metadata.Object
-	chunk *metadata.RecordChunk // for record data objects
-}
+// DefaultMaxFrameBytes is Config.MaxFrameBytes' default: ingest's default
+// largest frame (one row of its default MaxRowBytes, 8 MiB; frames hold about
+// 1 MiB of input otherwise).
+const DefaultMaxFrameBytes = 8 << 20
 
+// maxProblems caps the problems a VerifyReport lists; MoreProblems counts the
+// rest (every one is still flagged damaged in the catalog).
+const maxProblems = 1000
+
+// seenFiles caps the file objects Verify remembers to check an object shared
+// by several files of the backup once; past it the set starts over, so an
+// object may be checked again but memory stays bounded.
+const seenFiles = 100000
+
+// verify checks the backup's objects as the catalog lists them, page by page
+// (keyset pagination: one page of rows in memory, whatever the backup's size).
 func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Store, readPercent int, rep *VerifyReport) error {
 	cat := s.cfg.Catalog
-	var objs []verifyObject
-	seen := map[string]bool{}
-	add := func(id string, c *metadata.RecordChunk) error {
-		if seen[id] {
-			return nil
-		}
-		seen[id] = true
-		o, err := cat.GetObject(ctx, b.TenantID, id)
-		if err != nil {
-			return err
-		}
-		objs = append(objs, verifyObject{obj: o, chunk: c})
-		return nil
-	}
-	chunks, err := cat.ListRecordChunks(ctx, b.TenantID, b.ID)
-	if err != nil {
-		return err
-	}
-	for _, c := range chunks {
-		if err := add(c.DataObjectID, c); err != nil {
-			return err
-		}
-		if err := add(c.IndexObjectID, nil); err != nil {
-			return err
-		}
-	}
-	if err := cat.ForEachFile(ctx, b.TenantID, b.ID, func(f *metadata.File) error { return add(f.ObjectID, nil) }); err != nil {
-		return err
-	}
-	if b.ManifestKey != "" {
-		if err := add("obj-manifest-"+b.ID, nil); err != nil && !errors.Is(err, metadata.ErrNotFound) {
-			return err
-		}
-	}
-	for _, v := range objs {
+	check := func(o *metadata.Object) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rep.Checked++
-		p, err := s.checkObject(ctx, st, v, readPercent, rep)
+		p, err := s.checkObject(ctx, st, o, readPercent, rep)
 		if err != nil {
 			return err
 		}
 		if p != nil {
-			rep.Problems = append(rep.Problems, *p)
+			if len(rep.Problems) < maxProblems {
+				rep.Problems = append(rep.Problems, *p)
+			} else {
+				rep.MoreProblems++
+			}
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			_ = cat.SetObjectDamaged(dctx, b.TenantID, v.obj.ID)
+			_ = cat.SetObjectDamaged(dctx, b.TenantID, o.ID)
 			cancel()
 		}
+		return nil
 	}
-	return s.dangling(ctx, b, st, chunks, rep)
+	err := cat.ForEachChunkObjects(ctx, b.TenantID, b.ID, func(co *metadata.ChunkObjects) error {
+		if err := check(co.Data); err != nil {
+			return err
+		}
+		return check(co.Index)
+	})
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	err = cat.ForEachFileObject(ctx, b.TenantID, b.ID, func(fo *metadata.FileObject) error {
+		if seen[fo.Object.ID] {
+			return nil
+		}
+		if len(seen) >= seenFiles {
+			clear(seen)
+		}
+		seen[fo.Object.ID] = true
+		return check(fo.Object)
+	})
+	if err != nil {
+		return err
+	}
+	if b.ManifestKey != "" {
+		o, err := cat.GetObject(ctx, b.TenantID, "obj-manifest-"+b.ID)
+		if err == nil {
+			err = check(o)
+		}
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return err
+		}
+	}
+	return s.dangling(ctx, b, st, rep)
 }
 
 // sampled picks objects to read back deterministically from their id.
@@ -150,8 +167,7 @@ func sampled(id string, percent int) bool {
 	return int(h.Sum32()%100) < percent
 }
 
-func (s *Service) checkObject(ctx context.Context, st storage.Store, v verifyObject, readPercent int, rep *VerifyReport) (*Problem, error) {
-	o := v.obj
+func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata.Object, readPercent int, rep *VerifyReport) (*Problem, error) {
 	info, err := st.Head(ctx, o.Key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return &Problem{Key: o.Key, Problem: "missing", Detail: "HeadObject: no such key"}, nil
@@ -166,16 +182,24 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, v verifyObj
 		return nil, nil
 	}
 	rc, err := st.Get(ctx, o.Key, 0, -1)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &Problem{Key: o.Key, Problem: "missing", Detail: "GetObject: no such key"}, nil
+	}
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "GetObject %s failed; retry", o.Key)
 	}
 	defer rc.Close()
 	rep.Read++
 	h := sha256.New()
-	counted := &countReader{r: rc}
+	// The body is hostile input: never read more than the catalog's size of it.
+	counted := &countReader{r: storage.ExactBody("GetObject "+o.Key, rc, o.Size)}
 	var src io.Reader = counted
 	if o.Kind == metadata.ObjRecords {
-		dec, err := zstd.NewReader(counted, zstd.WithDecoderConcurrency(1))
+		// Frames hold at most MaxFrameBytes of input: a frame that asks for a larger window
+		// (or more memory) is corrupt, and is refused before anything is allocated for it.
+		limit := uint64(max(s.cfg.MaxFrameBytes, zstd.MinWindowSize))
+		dec, err := zstd.NewReader(counted, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))
 		if err != nil {
 			return nil, err
 		}
@@ -185,10 +209,13 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, v verifyObj
 	_, err = io.Copy(h, src)
 	rep.BytesRead += counted.n
 	if err != nil {
-		if counted.err != nil {
+		switch {
+		case errors.Is(err, storage.ErrBadResponse):
+			return &Problem{Key: o.Key, Problem: "size", Detail: "GetObject: " + err.Error()}, nil
+		case counted.err != nil:
 			return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "reading %s failed; retry", o.Key)
 		}
-		return &Problem{Key: o.Key, Problem: "checksum", Detail: "does not decode: " + err.Error()}, nil
+		return &Problem{Key: o.Key, Problem: "checksum", Detail: fmt.Sprintf("%s does not decode: %v", o.Key, err)}, nil
 	}
 	if !bytes.Equal(h.Sum(nil), o.SHA256) {
 		return &Problem{Key: o.Key, Problem: "checksum", Detail: "SHA-256 differs from the catalog"}, nil
@@ -205,7 +232,7 @@ type countReader struct {
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && !errors.Is(err, storage.ErrBadResponse) {
 		c.err = err
 	}
 	return n, err
@@ -218,18 +245,22 @@ type reference struct {
 
 // dangling counts, per declared reference, the parent ids that are in no
 // record set of the target sObject in this backup.
-func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.Store, chunks []*metadata.RecordChunk, rep *VerifyReport) error {
+func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.Store, rep *VerifyReport) error {
 	readers := map[string][]*recindex.Reader{}
 	refsOf := map[string][]reference{}
-	for _, c := range chunks {
-		o, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.IndexObjectID)
-		if err != nil {
-			return err
-		}
+	err := s.cfg.Catalog.ForEachChunkObjects(ctx, b.TenantID, b.ID, func(c *metadata.ChunkObjects) error {
+		o := c.Index
 		r, err := recindex.Open(storage.NewReaderAt(ctx, st, o.Key), o.Size)
 		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()})
-			continue
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if len(rep.Problems) < maxProblems {
+				rep.Problems = append(rep.Problems, Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()})
+			} else {
+				rep.MoreProblems++
+			}
+			return nil
 		}
 		readers[c.SObject] = append(readers[c.SObject], r)
 		if _, ok := refsOf[c.SObject]; !ok {
@@ -237,6 +268,10 @@ func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.S
 			_ = json.Unmarshal(c.References, &refs)
 			refsOf[c.SObject] = refs
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for so, refs := range refsOf {
 		for _, ref := range refs {
