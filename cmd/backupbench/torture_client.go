@@ -94,7 +94,7 @@ func (c *client) unexpected(ctx context.Context, what, item string, err error) {
 	if ctx.Err() != nil || err == nil {
 		return
 	}
-	c.t.v.add("no server error but the retryable codes", item, "c%d %s: %v (code %s)", c.id, what, err, status.Code(err))
+	c.t.v.add("no server error but the retryable codes: "+status.Code(err).String(), item, "c%d %s: %v", c.id, what, err)
 }
 
 // backupOp creates a backup, uploads record chunks and files into it (with interruptions,
@@ -734,7 +734,11 @@ func (c *client) checkBackup(ctx context.Context, b *mBackup, why string) bool {
 		if status.Code(err) == codes.DataLoss {
 			item = "1"
 		}
-		c.t.v.add("every committed backup restores byte-identical", item, "%s (%s) backup %s: %s: %v", why, b.org, b.id, what, err)
+		check := "every committed backup restores byte-identical"
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+			check += ": " + st.Code().String()
+		}
+		c.t.v.add(check, item, "%s (%s) backup %s: %s: %v", why, b.org, b.id, what, err)
 		return false
 	}
 	for _, set := range b.sets {
