@@ -35,6 +35,10 @@ type Plan struct {
 	Missing []string
 }
 
+// DefaultMaxPlanIDs is Config.MaxPlanIDs' default: about 2.5 MB of ids in a
+// response (gRPC clients refuse messages over 4 MiB by default).
+const DefaultMaxPlanIDs = 100000
+
 // Root names records of one sObject to restore.
 type Root struct {
 	SObject string
@@ -49,13 +53,35 @@ const (
 
 // planner holds one PlanRestore's state.
 type planner struct {
-	s    *Service
-	ctx  context.Context
-	b    *metadata.Backup
-	st   storage.Store
-	sets map[string]*RecordSet
-	idx  map[string][]*recindex.Reader // per sObject, per chunk
-	role map[string]map[string]string  // sObject → id → role
+	s     *Service
+	ctx   context.Context
+	b     *metadata.Backup
+	st    storage.Store
+	sets  map[string]*RecordSet
+	idx   map[string][]*recindex.Reader // per sObject, per chunk
+	role  map[string]map[string]string  // sObject → id → role
+	n     int                           // ids in role
+	max   int                           // Config.MaxPlanIDs
+	depth int
+}
+
+// tooLarge is the answer to a plan that would hold more than MaxPlanIDs ids.
+func (p *planner) tooLarge(what string) error {
+	return fault.Invalid(fault.Violation{Field: "roots", Description: fmt.Sprintf(
+		"the plan would hold more than %d ids (%s); narrow it: fewer roots, a smaller depth (now %d), or plan each root sObject separately",
+		p.max, what, p.depth)})
+}
+
+// addChecked adds an id as add does, and fails once the plan holds more than
+// MaxPlanIDs ids.
+func (p *planner) addChecked(so, id, role string) (bool, error) {
+	if !p.add(so, id, role) {
+		return false, nil
+	}
+	if p.n > p.max {
+		return false, p.tooLarge("records")
+	}
+	return true, nil
 }
 
 // Plan builds parent-first steps for roots, their parents (transitively)
@@ -75,7 +101,8 @@ func (s *Service) Plan(ctx context.Context, tenant, backupID string, roots []Roo
 	if err != nil {
 		return nil, err
 	}
-	p := &planner{s: s, ctx: ctx, b: b, st: st, sets: sets, idx: map[string][]*recindex.Reader{}, role: map[string]map[string]string{}}
+	p := &planner{s: s, ctx: ctx, b: b, st: st, sets: sets, idx: map[string][]*recindex.Reader{}, role: map[string]map[string]string{},
+		max: s.cfg.MaxPlanIDs, depth: depth}
 	plan := &Plan{}
 	total := 0
 	for i, r := range roots {
@@ -99,7 +126,9 @@ func (s *Service) Plan(ctx context.Context, tenant, backupID string, roots []Roo
 				plan.Missing = append(plan.Missing, id)
 				continue
 			}
-			p.add(r.SObject, id, roleRoot)
+			if _, err := p.addChecked(r.SObject, id, roleRoot); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// Parents: the records the roots (and those parents) point at, transitively.
@@ -113,7 +142,11 @@ func (s *Service) Plan(ctx context.Context, tenant, backupID string, roots []Roo
 			}
 			for pso, pids := range parents {
 				for _, id := range pids {
-					if p.add(pso, id, roleParent) {
+					added, err := p.addChecked(pso, id, roleParent)
+					if err != nil {
+						return nil, err
+					}
+					if added {
 						next[pso] = append(next[pso], id)
 					}
 				}
@@ -142,9 +175,16 @@ func (s *Service) Plan(ctx context.Context, tenant, backupID string, roots []Roo
 							return nil, p.indexErr(so, err)
 						}
 						for _, k := range kids {
-							if p.add(so, k, roleChild) {
+							added, err := p.addChecked(so, k, roleChild)
+							if err != nil {
+								return nil, err
+							}
+							if added {
 								next[so] = append(next[so], k)
 							}
+						}
+						if err := p.ctx.Err(); err != nil {
+							return nil, err
 						}
 					}
 				}
@@ -168,6 +208,7 @@ func (p *planner) add(so, id, role string) bool {
 		return false
 	}
 	m[id] = role
+	p.n++
 	return true
 }
 
@@ -385,17 +426,28 @@ func (p *planner) steps(plan *Plan) error {
 		sort.Strings(ids)
 		plan.Steps = append(plan.Steps, Step{Kind: StepUpdate, SObject: so, IDs: ids, UpdateFields: omit[so]})
 	}
-	files, err := p.s.cfg.Catalog.FilesByParent(p.ctx, p.b.TenantID, p.b.ID, all)
-	if err != nil {
-		return err
-	}
-	if len(files) > 0 {
-		st := Step{Kind: StepFiles}
+	// Files count towards MaxPlanIDs too; their parents are asked a batch at a
+	// time so that no more than one batch's files are held past the limit.
+	slices.Sort(all)
+	st := Step{Kind: StepFiles}
+	for start := 0; start < len(all); start += planFileBatch {
+		files, err := p.s.cfg.Catalog.FilesByParent(p.ctx, p.b.TenantID, p.b.ID, all[start:min(start+planFileBatch, len(all))])
+		if err != nil {
+			return err
+		}
+		if p.n+len(st.FileIDs)+len(files) > p.max {
+			return p.tooLarge("records and their files")
+		}
 		for _, f := range files {
 			st.FileIDs = append(st.FileIDs, f.ID)
 		}
+	}
+	if len(st.FileIDs) > 0 {
 		plan.Steps = append(plan.Steps, st)
-		plan.Files = int64(len(files))
+		plan.Files = int64(len(st.FileIDs))
 	}
 	return nil
 }
+
+// planFileBatch is how many parent ids one FilesByParent call of a plan asks for.
+const planFileBatch = 1000

@@ -41,6 +41,10 @@ type Config struct {
 	MessageSize int
 	// MaxDepth caps PlanRestore's child levels. Default 5.
 	MaxDepth int
+	// MaxPlanIDs caps the record and file ids one PlanRestore may hold (and
+	// answer); a plan that would hold more is refused with what to narrow.
+	// Default DefaultMaxPlanIDs.
+	MaxPlanIDs int
 }
 
 // Service is the restore domain service. Safe for concurrent use.
@@ -79,6 +83,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxDepth <= 0 {
 		cfg.MaxDepth = 5
+	}
+	if cfg.MaxPlanIDs <= 0 {
+		cfg.MaxPlanIDs = DefaultMaxPlanIDs
 	}
 	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: newBlockCache(cfg.BlockCacheBytes)}, nil
 }
