@@ -552,7 +552,33 @@ func (t *tortureRun) checkAbandoned(ctx context.Context, cl *client) {
 	for _, b := range t.m.all() {
 		b.mu.Lock()
 		ups := slices.Clone(b.abandoned)
+		// Finished uploads of backups left OPEN stay committed with the result first answered.
+		done := map[string]string{} // upload id → sha256
+		if b.state == mOpen {
+			for _, s := range b.sets {
+				for _, ch := range s.chunks {
+					if ch.result != nil {
+						done[ch.uploadID] = ch.result.GetSha256()
+					}
+				}
+			}
+			for _, f := range b.files {
+				done[f.uploadID] = f.result.GetSha256()
+			}
+		}
 		b.mu.Unlock()
+		for up, sum := range done {
+			var u *pb.Upload
+			err := cl.unary(ctx, "QueryUploadStatus", func(actx context.Context, r *replica) error {
+				var err error
+				u, err = cl.query(actx, r, b.id, up)
+				return err
+			})
+			if err == nil && (u.GetState() != pb.UploadState_UPLOAD_STATE_COMMITTED || u.GetResult().GetSha256() != sum) {
+				t.v.add("every finished upload is durable", "1", "backup %s (OPEN) upload %s: %s, result %v; it finished with sha256 %s",
+					b.id, up, u.GetState(), u.GetResult(), sum)
+			}
+		}
 		for _, up := range ups {
 			var u *pb.Upload
 			err := cl.unary(ctx, "QueryUploadStatus", func(actx context.Context, r *replica) error {

@@ -414,6 +414,22 @@ func (c *client) uploadFile(ctx context.Context, b *mBackup, f *mFile, declareSH
 				return nil, errors.New("violation")
 			}
 			r := pickOther(c.rng, c.t.reps, q)
+			if !racing && offset+1 < int64(len(body)) && c.rng.IntN(6) == 0 {
+				// A resume at any offset but committed_size must be refused, never stored.
+				bad := offset + 1 + c.rng.Int64N(int64(len(body))-offset-1)
+				_, err := once(ctx, r, bad, 0)
+				c.t.count("wrong_offset_probes")
+				c.logf("UploadFile %s/%s probe at wrong offset %d (committed %d) on %s: %v", shortID(b.id), shortID(f.uploadID), bad, offset, r.name, err)
+				switch {
+				case err == nil:
+					c.t.v.add("a resume at a wrong offset is refused", "2", "backup %s upload %s: write_offset %d accepted with committed_size %d",
+						b.id, f.uploadID, bad, offset)
+					return nil, errors.New("violation")
+				case status.Code(err) == codes.OutOfRange, c.transient(ctx, err):
+				default:
+					c.unexpected(ctx, fmt.Sprintf("UploadFile %s at wrong offset %d", f.uploadID, bad), "2", err)
+				}
+			}
 			c.t.count("resumes")
 			res, err := once(ctx, r, offset, 0)
 			c.logf("UploadFile %s/%s resume at %d on %s (racing %v): %v", shortID(b.id), shortID(f.uploadID), offset, r.name, racing, err)
