@@ -49,9 +49,9 @@ type Config struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// MaxFrameBytes bounds the zstd decoder when Verify reads a record data
-	// object back: the most input one frame holds, which ingest makes
-	// max(FrameSize, MaxRowBytes) (default 8 MiB, ingest's defaults). A frame
-	// that declares a larger window is a corrupt object, not an allocation.
+	// object back: the most input one frame holds, FrameSize + MaxRowBytes
+	// of ingest (default DefaultMaxFrameBytes, 9 MiB). A frame that declares
+	// a larger window is a corrupt object, not an allocation.
 	MaxFrameBytes int
 	// CrashAt, for fault-injection tests only, kills the process at a named
 	// point of a deletion ("after-mark", "after-objects", "after-purge").

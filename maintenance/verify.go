@@ -87,9 +87,11 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 }
 
 // DefaultMaxFrameBytes is Config.MaxFrameBytes' default: ingest's default
-// largest frame (one row of its default MaxRowBytes, 8 MiB; frames hold about
-// 1 MiB of input otherwise).
-const DefaultMaxFrameBytes = 8 << 20
+// FrameSize (1 MiB) plus its default MaxRowBytes (8 MiB) — the largest frame
+// any ingest writes or wrote (earlier versions added a whole row to a frame
+// just under FrameSize). zstd frames larger than the encoder's window (8 MiB)
+// declare that window, so this bounds the decoder's memory either way.
+const DefaultMaxFrameBytes = 9 << 20
 
 // maxProblems caps the problems a VerifyReport lists; MoreProblems counts the
 // rest (every one is still flagged damaged in the catalog).

@@ -236,7 +236,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return err
 	}
 	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Logger: log,
-		Grace: c.gcGrace, UploadTTL: c.uploadTTL, CrashAt: os.Getenv("BACKUPD_TEST_CRASH_AT")})
+		Grace: c.gcGrace, UploadTTL: c.uploadTTL, CrashAt: os.Getenv("BACKUPD_TEST_CRASH_AT"),
+		MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
 		return err
 	}
