@@ -205,59 +205,69 @@ func TestResumedFileStaleCommitKeepsBody(t *testing.T) {
 	}
 }
 
-// Item 3: a stale stream that ends with a transport error after a resume
-// must not abort the new owner's multipart upload.
+// Item 3: a stale stream that ends after a resume — broken off by its
+// client, or with bad input — must not abort the new owner's multipart
+// upload: only the current generation may end an upload.
 func TestStaleStreamDoesNotAbortNewOwner(t *testing.T) {
-	parkB := newPark()
-	aDone := make(chan struct{})
-	var aborts atomic.Int32
-	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.ingestHooks = &ingest.Hooks{
-			AfterResume: func(*bsmeta.Upload) { parkB.hit() },
-			FileUploadDone: func(u *bsmeta.Upload) {
-				if u.Generation == 1 {
-					close(aDone)
+	for _, ending := range []string{"cancel", "bad input"} {
+		t.Run(ending, func(t *testing.T) {
+			parkB := newPark()
+			aDone := make(chan struct{})
+			var aborts atomic.Int32
+			e := newEnv(t, "sqlite", func(o *envOptions) {
+				o.ingestHooks = &ingest.Hooks{
+					AfterResume: func(*bsmeta.Upload) { parkB.hit() },
+					FileUploadDone: func(u *bsmeta.Upload) {
+						if u.Generation == 1 {
+							close(aDone)
+						}
+					},
 				}
-			},
-		}
-		o.wrapStore = func(s storage.Store) storage.Store { return &abortCounter{Store: s, n: &aborts} }
-	})
-	b := e.newBackup(t, "")
-	data := randomBytes(11 << 20)
-	size := int64(len(data))
-	uid := uuid.NewString()
-	h := func(off int64) *pb.FileHeader {
-		return &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "a.bin", UploadId: uid, DeclaredSize: &size, WriteOffset: off}
+				o.wrapStore = func(s storage.Store) storage.Store { return &abortCounter{Store: s, n: &aborts} }
+			})
+			b := e.newBackup(t, "")
+			data := randomBytes(11 << 20)
+			size := int64(len(data))
+			uid := uuid.NewString()
+			h := func(off int64) *pb.FileHeader {
+				return &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "a.bin", UploadId: uid, DeclaredSize: &size, WriteOffset: off}
+			}
+			actx, cancelA := context.WithCancel(as(tokenA))
+			defer cancelA()
+			stA := e.openFileStream(t, actx, h(0), data[:6<<20])
+			waitFor(t, "part 1 recorded", func() bool { return e.committedSize(t, b.Id, uid) == 5<<20 })
+			var resB *pb.UploadFileResponse
+			var errB error
+			bDone := make(chan struct{})
+			go func() {
+				defer close(bDone)
+				resB, errB = e.sendFile(as(tokenA), h(5<<20), data[5<<20:], 1<<20)
+			}()
+			parkB.wait(t, "stream B to resume")
+			if ending == "cancel" {
+				cancelA()
+			} else {
+				sendData(t, stA, randomBytes(6<<20)) // past the declared size
+				_, err := finish(stA)
+				wantCode(t, err, codes.InvalidArgument, "SIZE_MISMATCH")
+			}
+			select {
+			case <-aDone:
+			case <-time.After(time.Minute):
+				t.Fatal("stream A did not end")
+			}
+			close(parkB.release)
+			<-bDone
+			if errB != nil {
+				t.Fatalf("resumed stream B: %v", errB)
+			}
+			if n := aborts.Load(); n != 0 {
+				t.Fatalf("%d AbortMultipartUpload calls; the stale stream must not abort", n)
+			}
+			e.commit(t, b.Id)
+			e.mustReadFile(t, b.Id, resB.Result.FileId, data)
+		})
 	}
-	actx, cancelA := context.WithCancel(as(tokenA))
-	defer cancelA()
-	stA := e.openFileStream(t, actx, h(0), data[:6<<20])
-	waitFor(t, "part 1 recorded", func() bool { return e.committedSize(t, b.Id, uid) == 5<<20 })
-	var resB *pb.UploadFileResponse
-	var errB error
-	bDone := make(chan struct{})
-	go func() {
-		defer close(bDone)
-		resB, errB = e.sendFile(as(tokenA), h(5<<20), data[5<<20:], 1<<20)
-	}()
-	parkB.wait(t, "stream B to resume")
-	cancelA() // A breaks off after B took the upload over
-	_ = stA
-	select {
-	case <-aDone:
-	case <-time.After(time.Minute):
-		t.Fatal("stream A did not end")
-	}
-	close(parkB.release)
-	<-bDone
-	if errB != nil {
-		t.Fatalf("resumed stream B: %v", errB)
-	}
-	if n := aborts.Load(); n != 0 {
-		t.Fatalf("%d AbortMultipartUpload calls; the stale stream must not abort", n)
-	}
-	e.commit(t, b.Id)
-	e.mustReadFile(t, b.Id, resB.Result.FileId, data)
 }
 
 type abortCounter struct {
