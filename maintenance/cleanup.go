@@ -209,7 +209,18 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 			rep.UploadsAborted++
 			continue
 		}
-		state := metadata.UploadFailed
+		// Only the generation that was idle is ended: FAILED first, fenced
+		// by it (a worker that resumed the upload meanwhile keeps it), and
+		// only then is its multipart upload aborted. An abort that fails
+		// leaves a multipart upload no PENDING row owns, which garbage
+		// collection aborts later.
+		err := s.cfg.Catalog.FailUpload(ctx, tenant, u.BackupID, u.UploadID, u.Generation, metadata.UploadFailed, "aborted by cleanup: idle longer than the upload TTL")
+		if errors.Is(err, metadata.ErrStale) {
+			continue // resumed (or ended) since it was listed
+		}
+		if err != nil {
+			return err
+		}
 		if u.S3UploadID != "" {
 			b, err := s.cfg.Catalog.GetBackup(ctx, tenant, u.BackupID)
 			if err != nil {
@@ -221,16 +232,15 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 			}
 			if err := st.AbortMultipart(ctx, u.ObjectKey, u.S3UploadID); err != nil {
 				if !errors.Is(err, storage.ErrAbortDenied) {
-					return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 AbortMultipartUpload failed; the next cleanup retries")
+					return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 AbortMultipartUpload failed; garbage collection retries it")
 				}
-				state = metadata.UploadAbandoned
+				if err := s.cfg.Catalog.AbandonUpload(ctx, tenant, u.BackupID, u.UploadID, u.Generation); err != nil && !errors.Is(err, metadata.ErrStale) {
+					return err
+				}
 				it.Action = "skip"
 				it.Reason = "AbortMultipartUpload denied: its parts stay billed until a lifecycle rule AbortIncompleteMultipartUpload removes them (see backupctl storage policy)"
 				rep.Skip++
 			}
-		}
-		if err := s.cfg.Catalog.FailUpload(ctx, tenant, u.BackupID, u.UploadID, u.Generation, state, "aborted by cleanup: idle longer than the upload TTL"); err != nil && !errors.Is(err, metadata.ErrStale) {
-			return err
 		}
 		if it.Action == "abort" {
 			rep.UploadsAborted++
