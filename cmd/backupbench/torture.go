@@ -139,10 +139,19 @@ func tortureCommand(ctx context.Context, args []string, stderr io.Writer) (*repo
 	}
 	c.partSize = 5 << 20
 	t := &tortureRun{cfg: c, stderr: stderr, start: time.Now(), counts: map[string]int64{}, codes: map[codes.Code]int64{}, faultN: map[string]int64{}}
-	t.log = newOpLog(4000)
+	t.log = newOpLog(100000)
 	t.v = &violations{log: t.log, seed: c.seed}
 	err := t.run(ctx)
 	t.report(os.Stdout, err)
+	if len(t.v.snapshot()) > 0 {
+		// Every operation of the run (the last 100,000), for the violations' context.
+		if f, ferr := os.Create(t.v.file + ".ops"); ferr == nil {
+			for _, l := range t.log.last(100000) {
+				fmt.Fprintln(f, l)
+			}
+			f.Close()
+		}
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -787,7 +796,7 @@ func (t *tortureRun) report(w io.Writer, runErr error) {
 		}
 	}
 	if len(vs) > 0 {
-		fmt.Fprintf(w, "the operations before each violation are in %s\n", t.v.file)
+		fmt.Fprintf(w, "the operations before each violation are in %s (every operation: %s.ops)\n", t.v.file, t.v.file)
 	}
 	if runErr != nil {
 		fmt.Fprintf(w, "run failed: %v\n", runErr)

@@ -714,15 +714,22 @@ func (c *client) gone(ctx context.Context, b *mBackup) bool {
 	}
 	var st pb.BackupStatus
 	var nf bool
-	_ = c.unary(ctx, "GetBackup", func(actx context.Context, r *replica) error {
-		g, err := r.backups.GetBackup(actx, &pb.GetBackupRequest{Id: b.id})
-		if status.Code(err) == codes.NotFound {
-			nf = true
-			return nil
+	// Asked until answered: a wrong code here is reported by the operation that led here.
+	for n := 0; n < 10 && ctx.Err() == nil; n++ {
+		err := c.unary(ctx, "GetBackup", func(actx context.Context, r *replica) error {
+			g, err := r.backups.GetBackup(actx, &pb.GetBackupRequest{Id: b.id})
+			if status.Code(err) == codes.NotFound {
+				nf = true
+				return nil
+			}
+			st = g.GetBackup().GetStatus()
+			return err
+		})
+		if err == nil {
+			break
 		}
-		st = g.GetBackup().GetStatus()
-		return err
-	})
+		c.backoff(ctx, n)
+	}
 	if nf || st == pb.BackupStatus_BACKUP_STATUS_DELETING {
 		b.set(mGone)
 		c.t.count("backups_expired_seen")
