@@ -330,7 +330,9 @@ func uploadFile(ctx context.Context, c *cli, client pb.BackupServiceClient, job 
 				return out, nil
 			}
 		}
-		if !retryable(err) || n >= uploadRetry.attempts || ctx.Err() != nil {
+		// OUT_OF_RANGE: the committed size moved after it was asked (an
+		// older stream of this upload recorded a part meanwhile): ask again.
+		if !(retryable(err) || status.Code(err) == codes.OutOfRange) || n >= uploadRetry.attempts || ctx.Err() != nil {
 			return out, err
 		}
 		if err := uploadRetry.wait(ctx, n, err); err != nil {
