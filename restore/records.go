@@ -485,21 +485,39 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 		return s.damaged(ctx, b, obj, "record index names frame %d of %d", frame, len(frames))
 	}
 	f := frames[frame]
+	// The index is bucket content: its frame sizes are checked before anything
+	// is allocated, and the frame's buffers (stored and decoded) are charged to
+	// the budget on top of the stream's own reservation. Waiting for them while
+	// holding that reservation could deadlock readers against each other, so a
+	// budget in use answers ResourceExhausted (retryable) instead.
+	if f.StoredLen <= 0 || f.StoredLen > maxFrameBytes || f.InputLen < 0 || f.InputLen > maxFrameBytes {
+		return s.damaged(ctx, b, obj, "record index describes frame %d as %d bytes stored, %d decoded (at most %d)", frame, f.StoredLen, f.InputLen, maxFrameBytes)
+	}
+	need := f.StoredLen + f.InputLen
+	if !s.cfg.Budget.TryAcquire(need) {
+		return fault.New(fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
+	}
+	defer s.cfg.Budget.Release(need)
 	rc, err := st.Get(ctx, obj.Key, f.StoredOffset, f.StoredLen)
 	if err != nil {
 		return s.s3Fault(ctx, b, obj, err, "GetObject (range)")
 	}
-	raw, err := io.ReadAll(rc)
+	raw := make([]byte, f.StoredLen+1) // one more byte tells a body longer than asked (a store that ignored the range)
+	n, err := io.ReadFull(rc, raw)
 	rc.Close()
-	if err != nil {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return s.s3Fault(ctx, b, obj, err, "GetObject (range)")
+	}
+	raw = raw[:n]
+	if int64(n) > f.StoredLen {
+		return fault.New(fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 answered a ranged GET of %s with more than the range; retry", obj.Key)
 	}
 	s.frameGets.Add(1)
 	s.frameBytes.Add(int64(len(raw)))
 	if int64(len(raw)) != f.StoredLen {
 		return s.shortRead(ctx, b, st, obj, int64(len(raw)), f.StoredLen)
 	}
-	plain, err := frameDecoder().DecodeAll(raw, nil)
+	plain, err := frameDecoder().DecodeAll(raw, make([]byte, 0, f.InputLen))
 	if err != nil {
 		return s.damaged(ctx, b, obj, "frame %d does not decode: %v", frame, err)
 	}
@@ -549,8 +567,12 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 	return nil
 }
 
+// maxFrameBytes bounds a frame a by-id read will fetch or decode. The service
+// writes frames of at most max(FrameSize, --max-row-bytes) bytes of input.
+const maxFrameBytes = 256 << 20
+
 var frameDecoder = sync.OnceValue(func() *zstd.Decoder {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(64<<20))
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderMaxMemory(maxFrameBytes))
 	if err != nil {
 		panic(err)
 	}
