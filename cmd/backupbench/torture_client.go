@@ -639,6 +639,7 @@ func (c *client) commit(ctx context.Context, b *mBackup) {
 	c.logf("CommitBackup %s: %v", b.id, err)
 	if err != nil {
 		c.unexpected(ctx, "CommitBackup "+b.id, "5", err)
+		b.set(mGone) // the outcome is unknown: no longer checked
 		return
 	}
 	b.set(mCommitted)
@@ -674,6 +675,7 @@ func (c *client) abort(ctx context.Context, b *mBackup) {
 	c.logf("AbortBackup %s: %v", b.id, err)
 	if err != nil {
 		c.unexpected(ctx, "AbortBackup "+b.id, "8", err)
+		b.set(mGone) // the outcome is unknown: no longer checked
 		return
 	}
 	b.set(mAborted)
