@@ -185,6 +185,14 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 		return nil, nil, err
 	}
 	if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, u.Generation, objID, key, s.cfg.PartSize); err != nil {
+		if errors.Is(err, metadata.ErrConflict) {
+			// Another stream of this upload id committed it meanwhile: its
+			// result is the answer.
+			if cur, gerr := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID); gerr == nil && cur.State == metadata.UploadCommitted {
+				r, err := storedResult(cur)
+				return nil, r, err
+			}
+		}
 		return nil, nil, catalogFault(err, u)
 	}
 	if old.S3UploadID != "" && old.State == metadata.UploadPending {
