@@ -15,60 +15,20 @@ type FileWithKey struct {
 // whatever the number of files. Ordered by parent, lookups of consecutive files in a record
 // index touch the same blocks.
 func (c catalog) ForEachFileByParent(ctx context.Context, tenantID, backupID string, fn func(*FileWithKey) error) error {
-	const op = "ForEachFileByParent"
-	var lastParent, lastID string
-	first := true
-	for {
+	return forEachKeyset(ctx, "ForEachFileByParent", c, func(after *FileWithKey) ([]*FileWithKey, error) {
 		q := `SELECT f.tenant_id, f.backup_id, f.id, f.object_id, f.upload_id, f.parent_id, f.path, f.name,
  f.content_type, f.size, f.sha256, f.created_at, o.object_key
  FROM files f JOIN objects o ON o.tenant_id = f.tenant_id AND o.id = f.object_id
  WHERE f.tenant_id = ? AND f.backup_id = ?`
 		args := []any{tenantID, backupID}
-		if !first {
+		if after != nil {
 			q += " AND (f.parent_id > ? OR (f.parent_id = ? AND f.id > ?))"
-			args = append(args, lastParent, lastParent, lastID)
+			args = append(args, after.ParentID, after.ParentID, after.ID)
 		}
-		q += " ORDER BY f.parent_id, f.id LIMIT ?"
-		args = append(args, forEachFileBatch)
-		batch, err := c.queryFilesWithKey(ctx, q, args...)
-		if err != nil {
-			return c.fail(op, err, nil)
-		}
-		for _, f := range batch {
-			if err := ctx.Err(); err != nil {
-				return c.fail(op, err, nil)
-			}
-			if err := fn(f); err != nil {
-				return err
-			}
-		}
-		if len(batch) < forEachFileBatch {
-			return nil
-		}
-		first = false
-		lastParent, lastID = batch[len(batch)-1].ParentID, batch[len(batch)-1].ID
-	}
-}
-
-func (c catalog) queryFilesWithKey(ctx context.Context, q string, args ...any) ([]*FileWithKey, error) {
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []*FileWithKey
-	for rows.Next() {
-		var (
-			f       FileWithKey
-			created int64
-		)
-		if err := rows.Scan(&f.TenantID, &f.BackupID, &f.ID, &f.ObjectID, &f.UploadID, &f.ParentID,
-			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created, &f.ObjectKey); err != nil {
-			return nil, err
-		}
-		f.SHA256 = nilIfEmpty(f.SHA256)
-		f.CreatedAt = fromMicros(created)
-		list = append(list, &f)
-	}
-	return list, rows.Err()
+		return queryFileRows(c, ctx, q+" ORDER BY f.parent_id, f.id LIMIT ?", append(args, forEachFileBatch),
+			func() (*FileWithKey, *File, []any) {
+				fk := &FileWithKey{}
+				return fk, &fk.File, []any{&fk.ObjectKey}
+			})
+	}, fn)
 }

@@ -405,55 +405,66 @@ var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path,
 // error, which it returns. Like ForEachStorage it reads in batches and holds no rows open while fn
 // runs.
 func (c catalog) ForEachFile(ctx context.Context, tenantID, backupID string, fn func(*File) error) error {
-	const op = "ForEachFile"
-	last, first := "", true
-	for {
+	return forEachKeyset(ctx, "ForEachFile", c, func(after *File) ([]*File, error) {
 		q := "SELECT " + fileCols + " FROM files WHERE tenant_id = ? AND backup_id = ?"
 		args := []any{tenantID, backupID}
-		if !first {
+		if after != nil {
 			q += " AND id > ?"
-			args = append(args, last)
+			args = append(args, after.ID)
 		}
-		q += " ORDER BY id LIMIT ?"
-		args = append(args, forEachFileBatch)
-		batch, err := c.queryFiles(ctx, q, args...)
+		return c.queryFiles(ctx, q+" ORDER BY id LIMIT ?", append(args, forEachFileBatch)...)
+	}, fn)
+}
+
+// forEachKeyset calls fn for every item of successive keyset batches of forEachFileBatch items
+// (fetch gets the last item of the previous batch, nil for the first) and stops at the first
+// error, which it returns. No rows are open while fn runs.
+func forEachKeyset[T any](ctx context.Context, op string, c catalog, fetch func(after *T) ([]*T, error), fn func(*T) error) error {
+	var after *T
+	for {
+		batch, err := fetch(after)
 		if err != nil {
 			return c.fail(op, err, nil)
 		}
-		for _, f := range batch {
+		for _, it := range batch {
 			if err := ctx.Err(); err != nil {
 				return c.fail(op, err, nil)
 			}
-			if err := fn(f); err != nil {
+			if err := fn(it); err != nil {
 				return err
 			}
 		}
 		if len(batch) < forEachFileBatch {
 			return nil
 		}
-		first, last = false, batch[len(batch)-1].ID
+		after = batch[len(batch)-1]
 	}
 }
 
 func (c catalog) queryFiles(ctx context.Context, q string, args ...any) ([]*File, error) {
+	return queryFileRows(c, ctx, q, args, func() (*File, *File, []any) { f := &File{}; return f, f, nil })
+}
+
+// queryFileRows scans rows of fileCols, followed by the columns whose destinations item returns
+// with each new item and the File in it to fill.
+func queryFileRows[T any](c catalog, ctx context.Context, q string, args []any, item func() (*T, *File, []any)) ([]*T, error) {
 	rows, err := c.q.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var list []*File
+	var list []*T
 	for rows.Next() {
-		var (
-			f       File
-			created int64
-		)
-		if err := rows.Scan(&f.TenantID, &f.BackupID, &f.ID, &f.ObjectID, &f.UploadID, &f.ParentID,
-			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created); err != nil {
+		var created int64
+		it, f, extra := item()
+		dest := append([]any{&f.TenantID, &f.BackupID, &f.ID, &f.ObjectID, &f.UploadID, &f.ParentID,
+			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created}, extra...)
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		f.SHA256 = nilIfEmpty(f.SHA256)
 		f.CreatedAt = fromMicros(created)
-		list = append(list, &f)
+		list = append(list, it)
 	}
 	return list, rows.Err()
 }
