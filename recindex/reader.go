@@ -3,6 +3,7 @@ package recindex
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -171,6 +172,15 @@ func (r *Reader) field(name string) (int, error) {
 // without repeats. Per run whose range and bloom filter admit parent it reads the block where
 // parent's entries start, and the following ones while they continue.
 func (r *Reader) Children(field string, parent string) ([]string, error) {
+	return r.ChildrenMax(field, parent, 0)
+}
+
+// ErrTooMany: ChildrenMax found more entries than it may return.
+var ErrTooMany = errors.New("recindex: too many entries")
+
+// ChildrenMax is Children that stops with ErrTooMany once it has collected more than limit entries
+// (limit ≤ 0: no limit), so a parent with millions of children costs at most limit ids of memory.
+func (r *Reader) ChildrenMax(field string, parent string, limit int) ([]string, error) {
 	fi, err := r.field(field)
 	if err != nil {
 		return nil, fmt.Errorf("recindex.Children: %w", err)
@@ -209,6 +219,9 @@ func (r *Reader) Children(field string, parent string) ([]string, error) {
 					break blocks
 				}
 				out = append(out, string(k[IDLen:]))
+				if limit > 0 && len(out) > limit {
+					return nil, fmt.Errorf("recindex.Children %s %s: %w: more than %d", field, parent, ErrTooMany, limit)
+				}
 			}
 			if err != nil {
 				return nil, fmt.Errorf("recindex.Children %s %s: %w", field, parent, err)

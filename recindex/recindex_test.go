@@ -101,6 +101,16 @@ func TestRoundTrip(t *testing.T) {
 					if diff := cmp.Diff(kids, got); diff != "" {
 						t.Fatalf("Children(%s, %s) (-want +got):\n%s", field, parent, diff)
 					}
+					// ChildrenMax returns them all within its limit, and
+					// stops with ErrTooMany beyond it.
+					if got, err := rd.ChildrenMax(field, parent, len(kids)); err != nil || len(got) != len(kids) {
+						t.Fatalf("ChildrenMax(%s, %s, %d) = %d ids, %v", field, parent, len(kids), len(got), err)
+					}
+					if len(kids) > 1 {
+						if got, err := rd.ChildrenMax(field, parent, len(kids)-1); !errors.Is(err, ErrTooMany) || got != nil {
+							t.Fatalf("ChildrenMax(%s, %s, %d) = %d ids, %v; want ErrTooMany", field, parent, len(kids)-1, len(got), err)
+						}
+					}
 				}
 				got, err := rd.Children(field, sfID("001", 1<<50))
 				if err != nil || len(got) != 0 {

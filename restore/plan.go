@@ -2,6 +2,7 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -170,7 +171,13 @@ func (s *Service) Plan(ctx context.Context, tenant, backupID string, roots []Roo
 				}
 				for _, parent := range parents {
 					for _, r := range readers {
-						kids, err := r.Children(ref.Field, parent)
+						// At most what the plan may still hold (plus one, to know
+						// it is too many): a parent with millions of children
+						// never costs more memory than the plan's limit.
+						kids, err := r.ChildrenMax(ref.Field, parent, max(p.max-p.n, 0)+1)
+						if errors.Is(err, recindex.ErrTooMany) {
+							return nil, p.tooLarge("records")
+						}
 						if err != nil {
 							return nil, p.indexErr(so, err)
 						}
