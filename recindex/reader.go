@@ -179,7 +179,8 @@ func (r *Reader) Children(field string, parent string) ([]string, error) {
 var ErrTooMany = errors.New("recindex: too many entries")
 
 // ChildrenMax is Children that stops with ErrTooMany once it has collected more than limit entries
-// (limit ≤ 0: no limit), so a parent with millions of children costs at most limit ids of memory.
+// (limit ≤ 0: no limit), so a parent with millions of children costs at most about twice limit
+// ids of memory.
 func (r *Reader) ChildrenMax(field string, parent string, limit int) ([]string, error) {
 	fi, err := r.field(field)
 	if err != nil {
@@ -219,8 +220,12 @@ func (r *Reader) ChildrenMax(field string, parent string, limit int) ([]string, 
 					break blocks
 				}
 				out = append(out, string(k[IDLen:]))
-				if limit > 0 && len(out) > limit {
-					return nil, fmt.Errorf("recindex.Children %s %s: %w: more than %d", field, parent, ErrTooMany, limit)
+				if limit > 0 && len(out) > 2*limit {
+					// Runs may repeat an entry: count distinct ones.
+					slices.Sort(out)
+					if out = slices.Compact(out); len(out) > limit {
+						return nil, fmt.Errorf("recindex.Children %s %s: %w: more than %d", field, parent, ErrTooMany, limit)
+					}
 				}
 			}
 			if err != nil {
@@ -229,7 +234,10 @@ func (r *Reader) ChildrenMax(field string, parent string, limit int) ([]string, 
 		}
 	}
 	slices.Sort(out)
-	return slices.Compact(out), nil
+	if out = slices.Compact(out); limit > 0 && len(out) > limit {
+		return nil, fmt.Errorf("recindex.Children %s %s: %w: more than %d", field, parent, ErrTooMany, limit)
+	}
+	return out, nil
 }
 
 // ForEachRecord calls fn with every record id and its frame in ascending id order (a merge
