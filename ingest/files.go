@@ -341,7 +341,9 @@ func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *me
 func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, ownKeys ...string) (r *Result, cur *metadata.Upload) {
 	rctx, cancel := detached(ctx)
 	defer cancel()
-	cur, err := s.cfg.Catalog.GetUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
+	// A locking read: it waits for a commit still in flight on another
+	// connection, so "not committed" is the outcome, not a stale snapshot.
+	cur, err := s.cfg.Catalog.SettledUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
 	switch {
 	case err == nil && cur.State == metadata.UploadCommitted:
 		r, rerr := storedResult(cur)

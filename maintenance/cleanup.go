@@ -357,6 +357,10 @@ func (s *Service) strayMultipartIn(ctx context.Context, tenant, storageID string
 	return nil
 }
 
+// garbageBatch is how many stray keys garbage collection re-checks and
+// deletes at a time.
+const garbageBatch = 500
+
 func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st storage.Store, live map[string]bool, cutoff time.Time, rep *Report) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -375,14 +379,29 @@ func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st st
 	}()
 	next, more := <-known
 	var batch []string
+	// flush re-checks the batch against the catalog with a locking read
+	// (a commit still in flight when the listings were merged is waited
+	// for, a key claimed since is kept) and deletes what is still nobody's.
+	var sizes = map[string]int64{}
 	flush := func() error {
-		if len(batch) == 0 || rep.DryRun {
-			batch = batch[:0]
+		if len(batch) == 0 {
 			return nil
 		}
-		err := st.Delete(ctx, batch...)
+		unclaimed, err := s.cfg.Catalog.UnclaimedKeys(ctx, tenant, batch)
 		batch = batch[:0]
 		if err != nil {
+			return err
+		}
+		for _, k := range unclaimed {
+			rep.Items = append(rep.Items, Item{Action: "garbage", Key: k, Bytes: sizes[k], Reason: "no catalog row and older than the grace period"})
+			rep.GarbageDeleted++
+			rep.BytesFreed += sizes[k]
+		}
+		clear(sizes)
+		if len(unclaimed) == 0 || rep.DryRun {
+			return nil
+		}
+		if err := st.Delete(ctx, unclaimed...); err != nil {
 			return deleteFault(err)
 		}
 		return nil
@@ -402,11 +421,9 @@ func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st st
 			rep.Items = append(rep.Items, Item{Action: "skip", Key: o.Key, Bytes: o.Size, Reason: "no catalog row, but younger than the grace period"})
 			return nil
 		}
-		rep.Items = append(rep.Items, Item{Action: "garbage", Key: o.Key, Bytes: o.Size, Reason: "no catalog row and older than the grace period"})
-		rep.GarbageDeleted++
-		rep.BytesFreed += o.Size
 		batch = append(batch, o.Key)
-		if len(batch) == 1000 {
+		sizes[o.Key] = o.Size
+		if len(batch) == garbageBatch {
 			return flush()
 		}
 		return nil

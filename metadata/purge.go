@@ -149,3 +149,72 @@ func (c catalog) deleteUnreferencedObjects(ctx context.Context, tenantID string,
 	}
 	return nil
 }
+
+// SettledUpload reads the upload row with a locking read, in its own transaction: if a
+// transaction that writes the row is still open — a commit whose OK the caller never got, still
+// on its way through a proxy, say — it waits until that one has committed or rolled back, so the
+// row it returns is the outcome, not a snapshot from before it. Call it after a failed commit,
+// before deciding that the commit did not happen. ErrNotFound: no such upload.
+func (c catalog) SettledUpload(ctx context.Context, tenantID, backupID, uploadID string) (*Upload, error) {
+	var u *Upload
+	err := c.inTx(ctx, func(c catalog) error {
+		var err error
+		u, err = scanUpload(c.q.QueryRowContext(ctx, selectUpload+uploadKey+c.d.forUpdate(), tenantID, backupID, uploadID))
+		return err
+	})
+	return u, c.fail("SettledUpload", err, nil)
+}
+
+// UnclaimedKeys returns those of keys (at most purgeBatch) that no object row of the tenant names
+// and that are not the data key, or the index key beside it, of a PENDING upload. The object rows
+// are read with a locking read, so an insert of one of them that is still in flight (a commit
+// whose transaction has not ended) is waited for rather than missed. Garbage collection deletes
+// only what this returns.
+func (c catalog) UnclaimedKeys(ctx context.Context, tenantID string, keys []string) ([]string, error) {
+	const op = "UnclaimedKeys"
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	if len(keys) > purgeBatch {
+		return nil, c.fail(op, fmt.Errorf("%w: %d keys (at most %d)", ErrInvalid, len(keys), purgeBatch), nil)
+	}
+	// A PENDING records upload's index key is its data key with .idx for .csv.zst.
+	dataKeys := slices.Clone(keys)
+	for _, k := range keys {
+		if base, ok := strings.CutSuffix(k, ".idx"); ok {
+			dataKeys = append(dataKeys, base+".csv.zst")
+		}
+	}
+	claimed := map[string]bool{}
+	err := c.inTx(ctx, func(c catalog) error {
+		in, args := inList(tenantID, keys)
+		rows, err := c.queryStrings(ctx, "SELECT object_key FROM objects WHERE tenant_id = ? AND object_key IN ("+in+")"+c.d.forShare(), args...)
+		if err != nil {
+			return err
+		}
+		in, args = inList(tenantID, dataKeys)
+		pending, err := c.queryStrings(ctx, "SELECT object_key FROM uploads WHERE tenant_id = ? AND object_key IN ("+in+") AND state = ?",
+			append(args, UploadPending)...)
+		if err != nil {
+			return err
+		}
+		for _, k := range rows {
+			claimed[k] = true
+		}
+		for _, k := range pending {
+			claimed[k] = true
+			claimed[strings.TrimSuffix(k, ".csv.zst")+".idx"] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, c.fail(op, err, nil)
+	}
+	var out []string
+	for _, k := range keys {
+		if !claimed[k] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}

@@ -3,10 +3,14 @@ package metadata
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -31,7 +35,21 @@ var (
 	// ErrStale: a write fenced by an upload generation that is no longer current (the upload
 	// was reopened, which bumps it), or by an upload that is no longer PENDING.
 	ErrStale = errors.New("metadata: stale generation")
+	// ErrUnavailable: the catalog could not be reached, or the connection broke mid-call
+	// (network error, server restart, failover) — worth retrying. After a write that failed so,
+	// its outcome is unknown: it may have committed.
+	ErrUnavailable = errors.New("metadata: catalog unavailable")
 )
+
+// unreachable reports whether err says the connection to the catalog failed, not the SQL.
+func unreachable(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.As(err, &oe) || errors.As(err, &ne) || errors.Is(err, sql.ErrConnDone)
+}
 
 // releaseTimeout bounds cleanups that run on a detached context (rollback, lock release).
 const releaseTimeout = 10 * time.Second
@@ -253,6 +271,9 @@ func (c catalog) fail(op string, err error, fk error) error {
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("metadata.%s: %w", op, ErrNotFound)
+	}
+	if unreachable(err) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("metadata.%s: %w (%v)", op, ErrUnavailable, err)
 	}
 	var sentinel error
 	switch c.d.classify(err) {

@@ -64,6 +64,8 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		fe = fault.New(fault.Aborted, "STALE_GENERATION", "a newer stream owns this upload now")
 	case errors.Is(err, metadata.ErrReferenced):
 		fe = fault.New(fault.FailedPrecondition, "IN_USE", "still referenced")
+	case errors.Is(err, metadata.ErrUnavailable):
+		fe = fault.New(fault.Unavailable, "CATALOG_UNAVAILABLE", "the catalog database is unavailable; retry")
 	default:
 		log.ErrorContext(ctx, "internal error", "err", err)
 		fe = fault.New(fault.Internal, "INTERNAL", "internal error; the server log has the details")
