@@ -80,6 +80,15 @@ const purgePage = 500
 // ended first (FAILED, then their multipart uploads aborted).
 func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error) {
 	var d Deleted
+	// Nothing is deleted from the bucket for a backup that is not marked for
+	// it (both marks are final states, so reading the mark once suffices).
+	cur, err := s.cfg.Catalog.GetBackup(ctx, b.TenantID, b.ID)
+	if err != nil {
+		return d, err
+	}
+	if cur.Status != metadata.BackupAborted && cur.Status != metadata.BackupDeleting {
+		return d, fault.New(fault.FailedPrecondition, "BACKUP_NOT_DELETABLE", "backup %s is %s: only an ABORTED or DELETING backup is purged", b.ID, cur.Status)
+	}
 	st, err := s.storeOf(ctx, b.TenantID, b.StorageID)
 	if err != nil {
 		return d, err
