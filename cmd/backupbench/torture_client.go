@@ -85,13 +85,16 @@ func (c *client) unary(ctx context.Context, what string, fn func(ctx context.Con
 		}
 		c.backoff(ctx, n)
 	}
-	return fmt.Errorf("%s: gave up after 40 attempts: %w", what, err)
+	c.t.v.add("every operation completes within 40 attempts", "liveness", "c%d %s: 40 attempts failed with retryable codes, the last: %v", c.id, what, err)
+	return errGaveUp
 }
+
+var errGaveUp = errors.New("gave up after 40 attempts (reported)")
 
 // unexpected records a violation for an error the model did not expect, unless the run is
 // ending (errors caused by the run's own cancellation are not the service's).
 func (c *client) unexpected(ctx context.Context, what, item string, err error) {
-	if ctx.Err() != nil || err == nil {
+	if ctx.Err() != nil || err == nil || errors.Is(err, errGaveUp) {
 		return
 	}
 	c.t.v.add("no server error but the retryable codes: "+status.Code(err).String(), item, "c%d %s: %v", c.id, what, err)
@@ -796,7 +799,11 @@ func (c *client) checkBackup(ctx context.Context, b *mBackup, why string) bool {
 		}
 		gotMissing := append([]string(nil), sum.GetMissingIds()...)
 		if !bytes.Equal(got, want) || fmt.Sprint(sortedCopy(gotMissing)) != fmt.Sprint(wantMissing) {
-			return fail(fmt.Sprintf("ReadRecords by id %s %v", set.sobject, ids), "12",
+			item := "12"
+			if len(got) < len(want) && bytes.HasPrefix(want, got) && bytes.HasSuffix(want, []byte("\n")) && len(want)-len(got) <= 2 {
+				item = "4" // the row that ended its chunk without a line ending comes back without one
+			}
+			return fail(fmt.Sprintf("ReadRecords by id %s %v", set.sobject, ids), item,
 				fmt.Errorf("%s; missing ids %v, want %v", firstDiff(want, got), gotMissing, wantMissing))
 		}
 	}
@@ -908,13 +915,14 @@ func (c *client) verifyOp(ctx context.Context) {
 		return
 	}
 	var resp *pb.VerifyBackupResponse
+	pct := []int32{0, 10, 50, 100}[c.rng.IntN(4)]
 	err := c.unary(ctx, "VerifyBackup", func(actx context.Context, r *replica) error {
 		var err error
-		resp, err = r.maint.VerifyBackup(actx, &pb.VerifyBackupRequest{BackupId: b.id, ReadPercent: 100})
+		resp, err = r.maint.VerifyBackup(actx, &pb.VerifyBackupRequest{BackupId: b.id, ReadPercent: pct})
 		return err
 	})
 	c.t.count("verifies")
-	c.logf("VerifyBackup %s: %d problems, err %v", b.id, len(resp.GetProblems()), err)
+	c.logf("VerifyBackup %s (read %d%%): %d problems, err %v", b.id, pct, len(resp.GetProblems()), err)
 	if err != nil {
 		if !c.gone(ctx, b) {
 			c.unexpected(ctx, "VerifyBackup "+b.id, "new", err)
@@ -922,10 +930,10 @@ func (c *client) verifyOp(ctx context.Context) {
 		return
 	}
 	if len(resp.GetProblems()) > 0 || resp.GetBackup().GetDamaged() {
-		item := "1"
+		item := "6" // only the manifest is at fault: a stale manifest row
 		for _, p := range resp.GetProblems() {
-			if bytes.HasSuffix([]byte(p.GetKey()), []byte("manifest.json")) {
-				item = "6"
+			if !bytes.HasSuffix([]byte(p.GetKey()), []byte("manifest.json")) {
+				item = "1"
 			}
 		}
 		if c.gone(ctx, b) {
