@@ -95,13 +95,15 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 	sum := sha256.New()
 	cr := &countingReader{r: io.TeeReader(pr, sum)}
 	_, perr := st.Put(ctx, key, cr)
-	pr.CloseWithError(errors.New("manifest upload ended"))
+	pr.CloseWithError(errManifestUploadEnded)
 	berr := <-built
-	if berr != nil {
+	switch {
+	case berr != nil && !errors.Is(berr, errManifestUploadEnded):
 		return nil, nil, berr
-	}
-	if perr != nil {
+	case perr != nil:
 		return nil, nil, s3Fault(perr, "PutObject (manifest)")
+	case berr != nil:
+		return nil, nil, fault.Wrap(berr, fault.Unavailable, "STORAGE_UNAVAILABLE", "the manifest upload ended early; retry")
 	}
 	call(s.hooks().AfterManifest, id)
 	orphans := mb.orphans
@@ -137,6 +139,10 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 		"files", nb.FileCount, "bytes_in", nb.BytesIn, "bytes_stored", nb.BytesStored, "orphan_files", mb.orphanCount)
 	return nb, orphans, nil
 }
+
+// errManifestUploadEnded ends the manifest writer when the upload stopped
+// reading (it failed, or finished early).
+var errManifestUploadEnded = errors.New("manifest upload ended")
 
 type countingReader struct {
 	r io.Reader
@@ -224,8 +230,8 @@ func (s *Service) newManifestBuilder(ctx context.Context, b *metadata.Backup, st
 		mb.records += c.Records
 		r, err := recindex.Open(newBlockMemo(storage.NewReaderAt(ctx, st, idx.Key)), idx.Size)
 		if err != nil {
-			if errors.Is(err, recindex.ErrCorrupt) {
-				return nil, fault.Wrap(err, fault.DataLoss, "INDEX_CORRUPT", "record index %s is corrupt; this backup cannot be committed", idx.Key)
+			if errors.Is(err, recindex.ErrCorrupt) || errors.Is(err, storage.ErrNotFound) {
+				return nil, fault.Wrap(err, fault.DataLoss, "INDEX_CORRUPT", "record index %s is missing or corrupt; this backup cannot be committed", idx.Key)
 			}
 			return nil, s3Fault(fmt.Errorf("record index %s: %w", idx.Key, err), "GetObject (index)")
 		}
@@ -292,7 +298,10 @@ func (mb *manifestBuilder) hasRecord(id string) (bool, error) {
 			continue
 		}
 		if _, ok, err := r.Lookup(id); err != nil {
-			return false, err
+			if errors.Is(err, recindex.ErrCorrupt) || errors.Is(err, storage.ErrNotFound) {
+				return false, fault.Wrap(err, fault.DataLoss, "INDEX_CORRUPT", "a record index of backup %s is missing or corrupt; it cannot be committed", mb.b.ID)
+			}
+			return false, s3Fault(err, "GetObject (index block)")
 		} else if ok {
 			return true, nil
 		}

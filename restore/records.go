@@ -199,6 +199,15 @@ func owedEOL(b, eol []byte) []byte {
 	return eol
 }
 
+// endRow ends what was written with a line ending now, if it lacks one.
+func (o *sender) endRow() error {
+	o.pending = nil
+	if eol := owedEOL([]byte{o.last}, o.eol); o.wrote && eol != nil {
+		return o.write(eol)
+	}
+	return nil
+}
+
 func (o *sender) write(p []byte) error {
 	if len(p) == 0 {
 		return nil
@@ -447,7 +456,9 @@ func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.S
 				if err := out.write(r.Raw); err != nil {
 					return err
 				}
-				out.boundary() // the chunk's last row may lack a line ending
+				// A by-id read is a CSV of its own: every row ends with a line
+				// ending, the chunk's last row (which may lack one) too.
+				return out.endRow()
 			}
 			return nil
 		})
