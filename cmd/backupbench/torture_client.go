@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -931,9 +932,15 @@ func (c *client) verifyOp(ctx context.Context) {
 	}
 	if len(resp.GetProblems()) > 0 || resp.GetBackup().GetDamaged() {
 		item := "6" // only the manifest is at fault: a stale manifest row
+		if len(resp.GetProblems()) == 0 {
+			item = "new: damaged flag without a problem (set by an earlier verify)"
+		}
 		for _, p := range resp.GetProblems() {
 			if !bytes.HasSuffix([]byte(p.GetKey()), []byte("manifest.json")) {
 				item = "1"
+				if strings.Contains(p.GetDetail(), "s3.") || strings.Contains(p.GetDetail(), "request send failed") {
+					item = "new: a transient S3 failure reported as damage"
+				}
 			}
 		}
 		if c.gone(ctx, b) {
