@@ -5,6 +5,7 @@
 //	go run ./cmd/backupbench ingest [flags]
 //	go run ./cmd/backupbench restore [flags]
 //	go run ./cmd/backupbench maintenance [flags]
+//	go run ./cmd/backupbench torture --duration 10m [--seed N]
 //	go run ./cmd/backupbench all [-o json]
 //
 // The ingest benchmark starts its own versitygw (S3, posix backend) and backupd processes on
@@ -21,6 +22,10 @@
 // times PlanRestore for 1,000 roots with two child levels. The maintenance benchmark compares
 // DeleteBackup of a backup of 10,000 objects with one DeleteObject call per key, and times the
 // garbage collection of 100,000 stray keys. See docs/BENCHMARKS.md.
+//
+// The torture run is no benchmark but a proof: three backupd replicas on a private MariaDB and
+// a versitygw, random client operations, kill -9, a MariaDB restart and toxiproxy faults, checked
+// against a model of what the service acknowledged (torture*.go; README "Torture run").
 //
 // backupbench talks to backupd through the API only (it imports the generated proto package, the
 // storage package for the PutObject and DeleteObject baselines, csvgen, and recindex to read the

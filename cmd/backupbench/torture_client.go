@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -836,12 +837,8 @@ func (c *client) checkBackup(ctx context.Context, b *mBackup, why string) bool {
 }
 
 func sortedCopy(s []string) []string {
-	s = append([]string(nil), s...)
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	s = slices.Clone(s)
+	slices.Sort(s)
 	return s
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -338,5 +337,3 @@ func pickOther(rng *rand.Rand, rs []*replica, not *replica) *replica {
 		}
 	}
 }
-
-var errNoReplica = errors.New("no replica")
