@@ -36,7 +36,8 @@ var (
 	// was reopened, which bumps it), or by an upload that is no longer PENDING.
 	ErrStale = errors.New("metadata: stale generation")
 	// ErrUnavailable: the catalog could not be reached, or the connection broke mid-call
-	// (network error, server restart, failover) — worth retrying. After a write that failed so,
+	// (network error, server restart, failover), or a transaction kept losing deadlocks —
+	// worth retrying. After a write that failed so,
 	// its outcome is unknown: it may have committed.
 	ErrUnavailable = errors.New("metadata: catalog unavailable")
 )
@@ -241,6 +242,20 @@ func (c catalog) inTx(ctx context.Context, fn func(c catalog) error) (err error)
 	if c.tx != nil {
 		return fn(c)
 	}
+	// A transaction the server chose as a deadlock victim (or that waited
+	// too long for a lock) was rolled back whole: run it again, a few times.
+	for attempt := 1; ; attempt++ {
+		err = c.inTxOnce(ctx, fn)
+		if err == nil || !c.d.busy(err) || attempt == txAttempts || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// txAttempts is how often inTx runs a transaction that lost a deadlock.
+const txAttempts = 4
+
+func (c catalog) inTxOnce(ctx context.Context, fn func(c catalog) error) (err error) {
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -272,7 +287,7 @@ func (c catalog) fail(op string, err error, fk error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("metadata.%s: %w", op, ErrNotFound)
 	}
-	if unreachable(err) && !errors.Is(err, ErrUnavailable) {
+	if (unreachable(err) || c.d.busy(err)) && !errors.Is(err, ErrUnavailable) {
 		return fmt.Errorf("metadata.%s: %w (%v)", op, ErrUnavailable, err)
 	}
 	var sentinel error
