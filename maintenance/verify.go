@@ -257,8 +257,19 @@ func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.S
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			// Only what the bucket holds is a problem of the backup; a read
+			// that failed on the way (network, S3 5xx) is not damage.
+			var p Problem
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				p = Problem{Key: o.Key, Problem: "missing", Detail: "record index: no such key"}
+			case errors.Is(err, recindex.ErrCorrupt), errors.Is(err, recindex.ErrUnsupportedVersion), errors.Is(err, storage.ErrBadResponse):
+				p = Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()}
+			default:
+				return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "reading record index %s failed; retry", o.Key)
+			}
 			if len(rep.Problems) < maxProblems {
-				rep.Problems = append(rep.Problems, Problem{Key: o.Key, Problem: "checksum", Detail: "record index does not open: " + err.Error()})
+				rep.Problems = append(rep.Problems, p)
 			} else {
 				rep.MoreProblems++
 			}

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -688,4 +689,36 @@ func (g *getCounter) Get(ctx context.Context, key string, off, n int64) (io.Read
 		g.n.Add(1)
 	}
 	return g.Store.Get(ctx, key, off, n)
+}
+
+// A read that fails on the way (network, S3 5xx) while Verify opens a record index is not
+// damage: Verify answers Unavailable and flags nothing (found by the torture run).
+func TestVerifyTransientIndexReadIsNotDamage(t *testing.T) {
+	var failIdx atomic.Bool
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.wrapStore = func(s storage.Store) storage.Store { return &flakyIdx{Store: s, on: &failIdx} }
+	})
+	b := e.newBackup(t, "")
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n")
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, csv, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	failIdx.Store(true)
+	_, err := e.maint.VerifyBackup(as(tokenA), &pb.VerifyBackupRequest{BackupId: b.Id})
+	wantCode(t, err, codes.Unavailable, "STORAGE_UNAVAILABLE")
+	failIdx.Store(false)
+	e.verifyIntact(t, b.Id)
+}
+
+type flakyIdx struct {
+	storage.Store
+	on *atomic.Bool
+}
+
+func (f *flakyIdx) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if f.on.Load() && strings.HasSuffix(key, ".idx") {
+		return nil, fmt.Errorf("s3.GetObject %q: connection reset: %w", key, storage.ErrUnavailable)
+	}
+	return f.Store.Get(ctx, key, off, n)
 }
