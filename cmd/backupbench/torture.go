@@ -393,7 +393,9 @@ func (t *tortureRun) injector(ctx context.Context, rng *mrand.Rand) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(500+rng.IntN(2000)) * time.Millisecond):
+		// quiet gaps between faults, so that long operations (a verify reading every object) can
+		// complete between them, as they must when faults are rare
+		case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
 		}
 		proxy := []string{"s3", "mysql"}[rng.IntN(2)]
 		d := time.Duration(300+rng.IntN(2500)) * time.Millisecond
