@@ -34,6 +34,9 @@ func FuzzSenderKeepsRowsApart(f *testing.F) {
 		if !bytes.HasSuffix(header, []byte("\n")) {
 			return // a header row read from the catalog is whole
 		}
+		if ids, ok := rowsOf(header, nil); !ok || len(ids) != 0 {
+			return // and it is one row: "Id\n\n" is a header and a blank row
+		}
 		var want []string
 		for _, ch := range [][]byte{a, b, c} {
 			ids, ok := rowsOf(header, ch)
