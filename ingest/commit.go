@@ -200,6 +200,10 @@ type manifestFile struct {
 	Key         string `json:"key"`
 }
 
+// commitBlockCacheBytes bounds the index blocks one CommitBackup keeps for
+// its parent check (128 blocks of the default 16 KiB).
+const commitBlockCacheBytes = 2 << 20
+
 // manifestBuilder writes a backup's manifest and, on the way, finds files
 // whose parent id is in no record index of the backup.
 type manifestBuilder struct {
@@ -216,6 +220,9 @@ type manifestBuilder struct {
 
 func (s *Service) newManifestBuilder(ctx context.Context, b *metadata.Backup, st storage.Store, chunks []*metadata.RecordChunk) (*manifestBuilder, error) {
 	mb := &manifestBuilder{s: s, b: b}
+	// Lookups of parent ids in sorted order land in the same blocks: one GET
+	// per block, not per lookup, whatever the number of indexes.
+	blocks := recindex.NewBlockCache(commitBlockCacheBytes)
 	for _, c := range chunks {
 		data, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.DataObjectID)
 		if err != nil {
@@ -228,7 +235,7 @@ func (s *Service) newManifestBuilder(ctx context.Context, b *metadata.Backup, st
 		mb.chunks = append(mb.chunks, manifestChunk{SObject: c.SObject, Sequence: c.Sequence, DataKey: data.Key, IndexKey: idx.Key,
 			Records: c.Records, BytesIn: c.BytesIn, BytesStored: c.BytesStored, SHA256: hex.EncodeToString(c.SHA256), References: c.References})
 		mb.records += c.Records
-		r, err := recindex.Open(newBlockMemo(storage.NewReaderAt(ctx, st, idx.Key)), idx.Size)
+		r, err := recindex.Open(blocks.ReaderAt(idx.Key, storage.NewReaderAt(ctx, st, idx.Key)), idx.Size)
 		if err != nil {
 			if errors.Is(err, recindex.ErrCorrupt) || errors.Is(err, storage.ErrNotFound) {
 				return nil, fault.Wrap(err, fault.DataLoss, "INDEX_CORRUPT", "record index %s is missing or corrupt; this backup cannot be committed", idx.Key)
@@ -309,41 +316,6 @@ func (mb *manifestBuilder) hasRecord(id string) (bool, error) {
 	return false, nil
 }
 
-// blockMemo keeps the last few blocks an index reader read (each ReadAt of
-// the reader is one whole block), so lookups of ids in sorted order cost one
-// GET per block, not per lookup. Memory: blockMemoSize blocks of ~16 KiB.
-type blockMemo struct {
-	ra   io.ReaderAt
-	keys [blockMemoSize]int64
-	vals [blockMemoSize][]byte
-	next int
-}
-
-const blockMemoSize = 8
-
-func newBlockMemo(ra io.ReaderAt) *blockMemo {
-	m := &blockMemo{ra: ra}
-	for i := range m.keys {
-		m.keys[i] = -1
-	}
-	return m
-}
-
-func (m *blockMemo) ReadAt(p []byte, off int64) (int, error) {
-	for i, k := range m.keys {
-		if k == off && len(m.vals[i]) == len(p) {
-			return copy(p, m.vals[i]), nil
-		}
-	}
-	n, err := m.ra.ReadAt(p, off)
-	if err == nil && n == len(p) && len(p) <= 256<<10 {
-		i := m.next
-		m.next = (m.next + 1) % blockMemoSize
-		m.keys[i], m.vals[i] = off, append(m.vals[i][:0], p...)
-	}
-	return n, err
-}
-
 // AbortBackup marks an OPEN backup ABORTED (an ABORTED one is returned as
 // it is) and ends its PENDING uploads: each goes to FAILED fenced by its
 // generation, then its multipart upload is aborted. It deletes nothing: what
@@ -351,18 +323,31 @@ func (m *blockMemo) ReadAt(p []byte, off int64) (int, error) {
 // maintenance lock (maintenance.PurgeAborted, and cleanup for a purge that was
 // interrupted).
 func (s *Service) AbortBackup(ctx context.Context, tenant, id string) (*metadata.Backup, error) {
-	b, err := s.GetBackup(ctx, tenant, id)
-	if err != nil {
-		return nil, err
-	}
-	switch b.Status {
-	case metadata.BackupOpen:
-		if err := s.cfg.Catalog.SetBackupStatus(ctx, tenant, id, metadata.BackupOpen, metadata.BackupAborted); err != nil {
-			return nil, fault.Wrap(err, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s changed state meanwhile; retry", id)
+	var b *metadata.Backup
+	for attempt := 0; ; attempt++ {
+		var err error
+		if b, err = s.GetBackup(ctx, tenant, id); err != nil {
+			return nil, err
 		}
-	case metadata.BackupAborted:
-	default:
-		return nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; only an OPEN backup can be aborted", id, b.Status)
+		if b.Status == metadata.BackupAborted {
+			break
+		}
+		if b.Status != metadata.BackupOpen {
+			return nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; only an OPEN backup can be aborted", id, b.Status)
+		}
+		call(s.hooks().BeforeAbortMark, id)
+		err = s.cfg.Catalog.SetBackupStatus(ctx, tenant, id, metadata.BackupOpen, metadata.BackupAborted)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, metadata.ErrConflict) {
+			return nil, err
+		}
+		// A commit or another abort changed it between the read and the
+		// update: read it again and answer for what it is now.
+		if attempt == 2 {
+			return nil, fault.Wrap(err, fault.Aborted, "BACKUP_CHANGING", "backup %s keeps changing state; retry", id)
+		}
 	}
 	call(s.hooks().AfterAbortMark, id)
 	st, err := s.storeOf(ctx, b)

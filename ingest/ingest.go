@@ -85,6 +85,9 @@ type Hooks struct {
 	// succeeded, makes the stream act as if the commit's OK was lost (as
 	// after a failover): the outcome is uncertain, so nothing may be deleted.
 	LoseCommitOK func(u *metadata.Upload) bool
+	// BeforeAbortMark runs in AbortBackup when the backup was read OPEN,
+	// before the update that marks it ABORTED.
+	BeforeAbortMark func(backupID string)
 	// AfterAbortMark runs in AbortBackup once the backup is ABORTED, before
 	// anything is deleted.
 	AfterAbortMark func(backupID string)

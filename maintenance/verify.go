@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -102,30 +103,61 @@ const maxProblems = 1000
 // object may be checked again but memory stays bounded.
 const seenFiles = 100000
 
+// verifyWorkers is how many objects Verify checks at once: HeadObject and
+// GetObject are round trips, so a large backup (or a slow bucket) is checked
+// in a fraction of the time; each worker holds at most one zstd decoder
+// bounded by MaxFrameBytes.
+const verifyWorkers = 4
+
 // verify checks the backup's objects as the catalog lists them, page by page
-// (keyset pagination: one page of rows in memory, whatever the backup's size).
+// (keyset pagination: one page of rows in memory, whatever the backup's size),
+// verifyWorkers at a time.
 func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Store, readPercent int, rep *VerifyReport) error {
 	cat := s.cfg.Catalog
-	check := func(o *metadata.Object) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rep.Checked++
-		p, err := s.checkObject(ctx, st, o, readPercent, rep)
-		if err != nil {
-			return err
-		}
-		if p != nil {
-			if len(rep.Problems) < maxProblems {
-				rep.Problems = append(rep.Problems, *p)
-			} else {
-				rep.MoreProblems++
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+		objs     = make(chan *metadata.Object)
+	)
+	for range verifyWorkers {
+		wg.Go(func() {
+			for o := range objs {
+				var n objCounts
+				p, err := s.checkObjectRetrying(ctx, st, o, readPercent, &n)
+				mu.Lock()
+				rep.Checked++
+				rep.Read += n.read
+				rep.BytesRead += n.bytes
+				if err != nil && firstErr == nil {
+					firstErr = err
+					cancel(err)
+				}
+				if p != nil {
+					if len(rep.Problems) < maxProblems {
+						rep.Problems = append(rep.Problems, *p)
+					} else {
+						rep.MoreProblems++
+					}
+				}
+				mu.Unlock()
+				if p != nil {
+					dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					_ = cat.SetObjectDamaged(dctx, b.TenantID, o.ID)
+					dcancel()
+				}
 			}
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			_ = cat.SetObjectDamaged(dctx, b.TenantID, o.ID)
-			cancel()
+		})
+	}
+	check := func(o *metadata.Object) error {
+		select {
+		case objs <- o:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
-		return nil
 	}
 	err := cat.ForEachChunkObjects(ctx, b.TenantID, b.ID, func(co *metadata.ChunkObjects) error {
 		if err := check(co.Data); err != nil {
@@ -133,33 +165,58 @@ func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Sto
 		}
 		return check(co.Index)
 	})
-	if err != nil {
-		return err
+	if err == nil {
+		seen := map[string]bool{}
+		err = cat.ForEachFileObject(ctx, b.TenantID, b.ID, func(fo *metadata.FileObject) error {
+			if seen[fo.Object.ID] {
+				return nil
+			}
+			if len(seen) >= seenFiles {
+				clear(seen)
+			}
+			seen[fo.Object.ID] = true
+			return check(fo.Object)
+		})
 	}
-	seen := map[string]bool{}
-	err = cat.ForEachFileObject(ctx, b.TenantID, b.ID, func(fo *metadata.FileObject) error {
-		if seen[fo.Object.ID] {
-			return nil
-		}
-		if len(seen) >= seenFiles {
-			clear(seen)
-		}
-		seen[fo.Object.ID] = true
-		return check(fo.Object)
-	})
-	if err != nil {
-		return err
-	}
-	if b.ManifestKey != "" {
-		o, err := cat.GetObject(ctx, b.TenantID, "obj-manifest-"+b.ID)
+	if err == nil && b.ManifestKey != "" {
+		var o *metadata.Object
+		o, err = cat.GetObject(ctx, b.TenantID, "obj-manifest-"+b.ID)
 		if err == nil {
 			err = check(o)
-		}
-		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
-			return err
+		} else if errors.Is(err, metadata.ErrNotFound) {
+			err = nil
 		}
 	}
+	close(objs)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr // what the workers hit first, not the cancellation it caused
+	}
+	if err != nil {
+		return err
+	}
 	return s.dangling(ctx, b, st, rep)
+}
+
+// objCounts is what checking one object read.
+type objCounts struct{ read, bytes int64 }
+
+// checkObjectRetrying is checkObject, tried again (up to 3 times in all, with
+// a short backoff) when the store failed on the way: one dropped connection
+// among thousands of requests is not worth failing a whole verify for.
+func (s *Service) checkObjectRetrying(ctx context.Context, st storage.Store, o *metadata.Object, readPercent int, n *objCounts) (*Problem, error) {
+	for attempt := 0; ; attempt++ {
+		p, err := s.checkObject(ctx, st, o, readPercent, n)
+		var fe *fault.Error
+		if err == nil || attempt == 2 || !errors.As(err, &fe) || fe.Kind != fault.Unavailable {
+			return p, err
+		}
+		select {
+		case <-time.After(time.Duration(250<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
 }
 
 // sampled picks objects to read back deterministically from their id.
@@ -169,7 +226,7 @@ func sampled(id string, percent int) bool {
 	return int(h.Sum32()%100) < percent
 }
 
-func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata.Object, readPercent int, rep *VerifyReport) (*Problem, error) {
+func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata.Object, readPercent int, rep *objCounts) (*Problem, error) {
 	info, err := st.Head(ctx, o.Key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return &Problem{Key: o.Key, Problem: "missing", Detail: "HeadObject: no such key"}, nil
@@ -191,7 +248,7 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata
 		return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "GetObject %s failed; retry", o.Key)
 	}
 	defer rc.Close()
-	rep.Read++
+	rep.read++
 	h := sha256.New()
 	// The body is hostile input: never read more than the catalog's size of it.
 	counted := &countReader{r: storage.ExactBody("GetObject "+o.Key, rc, o.Size)}
@@ -209,7 +266,7 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata
 		src = dec
 	}
 	_, err = io.Copy(h, src)
-	rep.BytesRead += counted.n
+	rep.bytes += counted.n
 	if err != nil {
 		switch {
 		case errors.Is(err, storage.ErrBadResponse):
@@ -245,14 +302,22 @@ type reference struct {
 	Target string `json:"target"`
 }
 
+// verifyBlockCacheBytes bounds the index blocks one Verify keeps for its
+// dangling-reference check.
+const verifyBlockCacheBytes = 2 << 20
+
 // dangling counts, per declared reference, the parent ids that are in no
 // record set of the target sObject in this backup.
 func (s *Service) dangling(ctx context.Context, b *metadata.Backup, st storage.Store, rep *VerifyReport) error {
 	readers := map[string][]*recindex.Reader{}
 	refsOf := map[string][]reference{}
+	// Parent ids come in ascending order and land in the same target blocks:
+	// one GET per block, not one per reference (a verify that makes fewer
+	// requests also finishes on a flaky network).
+	blocks := recindex.NewBlockCache(verifyBlockCacheBytes)
 	err := s.cfg.Catalog.ForEachChunkObjects(ctx, b.TenantID, b.ID, func(c *metadata.ChunkObjects) error {
 		o := c.Index
-		r, err := recindex.Open(storage.NewReaderAt(ctx, st, o.Key), o.Size)
+		r, err := recindex.Open(blocks.ReaderAt(o.Key, storage.NewReaderAt(ctx, st, o.Key)), o.Size)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

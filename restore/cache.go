@@ -15,22 +15,17 @@ import (
 	"backupstore/storage"
 )
 
-// objectReaderAt reads an object with ranged GETs through the block cache.
-// It is not tied to any request's context (readers are cached and shared);
-// each read has its own timeout.
+// objectReaderAt reads an object with ranged GETs (the block cache is put in
+// front of it). It is not tied to any request's context (readers are cached
+// and shared); each read has its own timeout.
 type objectReaderAt struct {
-	st     storage.Reader
-	key    string
-	blocks *blockCache
-	reads  *atomic.Int64 // GETs issued, for tests and benchmarks
-	bytes  *atomic.Int64
+	st    storage.Reader
+	key   string
+	reads *atomic.Int64 // GETs issued, for tests and benchmarks
+	bytes *atomic.Int64
 }
 
 func (o *objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	ck := cacheKey{key: o.key, off: off, n: len(p)}
-	if b, ok := o.blocks.get(ck); ok {
-		return copy(p, b), nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rc, err := o.st.Get(ctx, o.key, off, int64(len(p)))
@@ -44,65 +39,7 @@ func (o *objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		err = io.EOF
 	}
-	if err == nil {
-		o.blocks.put(ck, p[:n])
-	}
 	return n, err
-}
-
-type cacheKey struct {
-	key string
-	off int64
-	n   int
-}
-
-// blockCache is an LRU of byte ranges read from index objects, bounded in bytes.
-type blockCache struct {
-	mu    sync.Mutex
-	max   int64
-	size  int64
-	ll    *list.List
-	items map[cacheKey]*list.Element
-}
-
-type blockEntry struct {
-	k cacheKey
-	b []byte
-}
-
-func newBlockCache(max int64) *blockCache {
-	return &blockCache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}}
-}
-
-func (c *blockCache) get(k cacheKey) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[k]; ok {
-		c.ll.MoveToFront(e)
-		return e.Value.(*blockEntry).b, true
-	}
-	return nil, false
-}
-
-func (c *blockCache) put(k cacheKey, b []byte) {
-	if int64(len(b)) > c.max/8 {
-		return // big reads (footers of huge indexes) are held by the index cache instead
-	}
-	cp := append([]byte(nil), b...)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.items[k]; ok {
-		return
-	}
-	c.items[k] = c.ll.PushFront(&blockEntry{k: k, b: cp})
-	c.size += int64(len(cp))
-	for c.size > c.max {
-		e := c.ll.Back()
-		be := e.Value.(*blockEntry)
-		c.ll.Remove(e)
-		delete(c.items, be.k)
-		c.size -= int64(len(be.b))
-	}
 }
 
 // indexCache keeps opened record indexes (their footers and blooms) by object id.
@@ -134,7 +71,7 @@ func (s *Service) openIndex(st storage.Reader, obj *metadata.Object) (*recindex.
 		return e.Value.(*indexEntry).r, nil
 	}
 	c.mu.Unlock()
-	r, err := recindex.Open(&objectReaderAt{st: st, key: obj.Key, blocks: s.blocks, reads: &c.Reads, bytes: &c.Bytes}, obj.Size)
+	r, err := recindex.Open(s.blocks.ReaderAt(obj.Key, &objectReaderAt{st: st, key: obj.Key, reads: &c.Reads, bytes: &c.Bytes}), obj.Size)
 	if err != nil {
 		return nil, fmt.Errorf("record index %s: %w", obj.Key, err)
 	}
@@ -166,9 +103,5 @@ func (s *Service) DropCaches() {
 	s.idx.ll.Init()
 	s.idx.items = map[string]*list.Element{}
 	s.idx.mu.Unlock()
-	s.blocks.mu.Lock()
-	s.blocks.ll.Init()
-	s.blocks.items = map[cacheKey]*list.Element{}
-	s.blocks.size = 0
-	s.blocks.mu.Unlock()
+	s.blocks.Reset()
 }

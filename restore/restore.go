@@ -21,6 +21,7 @@ import (
 	"backupstore/budget"
 	"backupstore/fault"
 	"backupstore/metadata"
+	"backupstore/recindex"
 	"backupstore/registry"
 	"backupstore/sfid"
 	"backupstore/storage"
@@ -51,7 +52,7 @@ type Config struct {
 type Service struct {
 	cfg    Config
 	idx    *indexCache
-	blocks *blockCache
+	blocks *recindex.BlockCache
 
 	frameGets, frameBytes atomic.Int64
 	sent                  atomic.Int64 // bytes handed to gRPC streams
@@ -87,7 +88,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxPlanIDs <= 0 {
 		cfg.MaxPlanIDs = DefaultMaxPlanIDs
 	}
-	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: newBlockCache(cfg.BlockCacheBytes)}, nil
+	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: recindex.NewBlockCache(cfg.BlockCacheBytes)}, nil
 }
 
 // readable returns a COMMITTED backup of the tenant and its store.

@@ -47,6 +47,10 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	var fe *fault.Error
 	switch {
+	case errors.Is(err, metadata.ErrUnavailable):
+		// Before any domain wrapping: whatever the caller meant to answer, a
+		// catalog it could not reach is worth a retry, not a verdict.
+		fe = fault.New(fault.Unavailable, "CATALOG_UNAVAILABLE", "the catalog database is unavailable; retry")
 	case errors.As(err, &fe):
 	case errors.Is(err, context.Canceled):
 		fe = fault.New(fault.Internal, "CANCELLED", "request cancelled")
@@ -64,8 +68,6 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		fe = fault.New(fault.Aborted, "STALE_GENERATION", "a newer stream owns this upload now")
 	case errors.Is(err, metadata.ErrReferenced):
 		fe = fault.New(fault.FailedPrecondition, "IN_USE", "still referenced")
-	case errors.Is(err, metadata.ErrUnavailable):
-		fe = fault.New(fault.Unavailable, "CATALOG_UNAVAILABLE", "the catalog database is unavailable; retry")
 	default:
 		log.ErrorContext(ctx, "internal error", "err", err)
 		fe = fault.New(fault.Internal, "INTERNAL", "internal error; the server log has the details")

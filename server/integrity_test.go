@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"backupstore/ingest"
 	bsmeta "backupstore/metadata"
@@ -587,6 +588,60 @@ func TestAbortAndDeleteOfSharedBodyLeakNothing(t *testing.T) {
 	}
 }
 
+// An AbortBackup that read the backup OPEN and lost the race to change it
+// answers for what it became: OK when another abort marked it ABORTED,
+// FailedPrecondition naming COMMITTED when a commit won — never a vague
+// "changed state meanwhile".
+func TestAbortThatLosesTheRaceAnswersTheNewState(t *testing.T) {
+	for _, winner := range []string{"abort", "commit"} {
+		t.Run(winner, func(t *testing.T) {
+			parked := newPark()
+			e := newEnv(t, "sqlite", func(o *envOptions) {
+				var calls atomic.Int32
+				o.ingestHooks = &ingest.Hooks{BeforeAbortMark: func(string) {
+					if calls.Add(1) == 1 { // only the first abort parks
+						parked.hit()
+					}
+				}}
+			})
+			b := e.newBackup(t, "")
+			var abortErr error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, abortErr = e.backups.AbortBackup(as(tokenA), &pb.AbortBackupRequest{BackupId: b.Id})
+			}()
+			parked.wait(t, "the first abort, read OPEN")
+			if winner == "abort" {
+				if _, err := e.backups.AbortBackup(as(tokenA), &pb.AbortBackupRequest{BackupId: b.Id}); err != nil {
+					t.Fatalf("second AbortBackup: %v", err)
+				}
+			} else {
+				e.commit(t, b.Id)
+			}
+			close(parked.release)
+			<-done
+			got, err := e.backups.GetBackup(as(tokenA), &pb.GetBackupRequest{Id: b.Id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if winner == "abort" {
+				if abortErr != nil || got.Backup.Status != pb.BackupStatus_BACKUP_STATUS_ABORTED {
+					t.Fatalf("AbortBackup after another abort: %v, backup %v", abortErr, got.Backup.Status)
+				}
+				return
+			}
+			wantCode(t, abortErr, codes.FailedPrecondition, "BACKUP_NOT_OPEN")
+			if !strings.Contains(status.Convert(abortErr).Message(), "COMMITTED") {
+				t.Fatalf("message %q does not say the backup is COMMITTED", status.Convert(abortErr).Message())
+			}
+			if got.Backup.Status != pb.BackupStatus_BACKUP_STATUS_COMMITTED {
+				t.Fatalf("backup is %v after a commit won", got.Backup.Status)
+			}
+		})
+	}
+}
+
 // An AbortBackup that died after marking the backup ABORTED is finished by
 // cleanup.
 func TestCleanupFinishesInterruptedAbort(t *testing.T) {
@@ -678,6 +733,52 @@ func TestCommitParentCheckReadsBlocksNotFiles(t *testing.T) {
 	t.Logf("%d index GETs for %d files over %d records", idxGets.Load(), files, records)
 }
 
+// VerifyBackup's dangling-reference check reads each target index block once,
+// not once per reference: a verify of many references is a few requests, so
+// it also completes on a network that drops some (found by the torture run:
+// verifies that made one GET per reference never finished under faults).
+func TestVerifyDanglingCheckReadsBlocksNotReferences(t *testing.T) {
+	var idxGets atomic.Int64
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.wrapStore = func(s storage.Store) storage.Store { return &getCounter{Store: s, suffix: ".idx", n: &idxGets} }
+	})
+	b := e.newBackup(t, "")
+	const accounts, contacts = 20000, 2000
+	var acc, con strings.Builder
+	acc.WriteString("Id,Name\n")
+	for i := 1; i <= accounts; i++ {
+		acc.WriteString(sfid18("001", i) + ",n\n")
+	}
+	con.WriteString("Id,AccountId\n")
+	for i := 1; i <= contacts; i++ {
+		parent := sfid18("001", i*(accounts/contacts))
+		if i == contacts {
+			parent = sfid18("001", accounts+3) // one dangling
+		}
+		con.WriteString(sfid18("003", i) + "," + parent + "\n")
+	}
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte(acc.String()), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Contact",
+		References: []*pb.ReferenceField{{Field: "AccountId", Target: "Account"}}}, []byte(con.String()), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	idxGets.Store(0)
+	r, err := e.maint.VerifyBackup(as(tokenA), &pb.VerifyBackupRequest{BackupId: b.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Dangling) != 1 || r.Dangling[0].Count != 1 {
+		t.Fatalf("dangling %v, want one reference", r.Dangling)
+	}
+	if n := idxGets.Load(); n > 80 {
+		t.Fatalf("%d index GETs for %d references: the dangling check reads per reference", n, contacts)
+	}
+	t.Logf("%d index GETs for %d references over %d records", idxGets.Load(), contacts, accounts)
+}
+
 type getCounter struct {
 	storage.Store
 	suffix string
@@ -718,6 +819,70 @@ type flakyIdx struct {
 
 func (f *flakyIdx) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
 	if f.on.Load() && strings.HasSuffix(key, ".idx") {
+		return nil, fmt.Errorf("s3.GetObject %q: connection reset: %w", key, storage.ErrUnavailable)
+	}
+	return f.Store.Get(ctx, key, off, n)
+}
+
+// One HeadObject or GetObject that fails on the way is tried again inside
+// Verify: a verify of a whole backup does not start over (and, on a flaky
+// network, never finish) because one request of thousands was dropped.
+func TestVerifyRetriesAnObjectOnce(t *testing.T) {
+	var on atomic.Bool
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.wrapStore = func(s storage.Store) storage.Store { return &failFirst{Store: s, on: &on, seen: map[string]bool{}} }
+	})
+	b := e.newBackup(t, "")
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n")
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, csv, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString()}, []byte("body"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	on.Store(true)
+	r, err := e.maint.VerifyBackup(as(tokenA), &pb.VerifyBackupRequest{BackupId: b.Id, ReadPercent: 100})
+	if err != nil {
+		t.Fatalf("VerifyBackup with every object's first request dropped: %v", err)
+	}
+	if len(r.Problems) != 0 || r.Backup.Damaged || r.ObjectsRead == 0 {
+		t.Fatalf("verify: problems %v, damaged %v, read %d", r.Problems, r.Backup.Damaged, r.ObjectsRead)
+	}
+}
+
+// failFirst fails the first HeadObject and the first whole GetObject of every
+// key as a dropped connection does (a fake: a real server cannot be made to
+// drop exactly these).
+type failFirst struct {
+	storage.Store
+	on   *atomic.Bool
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (f *failFirst) first(op, key string) bool {
+	if !f.on.Load() {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seen[op+key] {
+		return false
+	}
+	f.seen[op+key] = true
+	return true
+}
+
+func (f *failFirst) Head(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	if f.first("head", key) {
+		return storage.ObjectInfo{}, fmt.Errorf("s3.HeadObject %q: connection reset: %w", key, storage.ErrUnavailable)
+	}
+	return f.Store.Head(ctx, key)
+}
+
+func (f *failFirst) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if n < 0 && f.first("get", key) {
 		return nil, fmt.Errorf("s3.GetObject %q: connection reset: %w", key, storage.ErrUnavailable)
 	}
 	return f.Store.Get(ctx, key, off, n)
