@@ -215,14 +215,17 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 		// leaves a multipart upload no PENDING row owns, which garbage
 		// collection aborts later.
 		err := s.cfg.Catalog.FailUpload(ctx, tenant, u.BackupID, u.UploadID, u.Generation, metadata.UploadFailed, "aborted by cleanup: idle longer than the upload TTL")
-		if errors.Is(err, metadata.ErrStale) {
-			continue // resumed (or ended) since it was listed
+		if errors.Is(err, metadata.ErrStale) || errors.Is(err, metadata.ErrNotFound) {
+			continue // resumed, ended or purged since it was listed
 		}
 		if err != nil {
 			return err
 		}
 		if u.S3UploadID != "" {
 			b, err := s.cfg.Catalog.GetBackup(ctx, tenant, u.BackupID)
+			if errors.Is(err, metadata.ErrNotFound) {
+				continue // purged meanwhile; garbage collection aborts what is left
+			}
 			if err != nil {
 				return err
 			}

@@ -83,6 +83,11 @@ func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error
 	// Nothing is deleted from the bucket for a backup that is not marked for
 	// it (both marks are final states, so reading the mark once suffices).
 	cur, err := s.cfg.Catalog.GetBackup(ctx, b.TenantID, b.ID)
+	if errors.Is(err, metadata.ErrNotFound) {
+		// The lock makes two purges at once rare, not impossible (a lost
+		// MySQL session frees it): the other one finished this backup.
+		return d, nil
+	}
 	if err != nil {
 		return d, err
 	}
@@ -118,7 +123,9 @@ func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error
 				return Deleted{}, deleteFault(err)
 			}
 			s.crash("after-objects")
-			if err := s.cfg.Catalog.PurgeObjectRows(ctx, b.TenantID, b.ID, ids); err != nil {
+			if err := s.cfg.Catalog.PurgeObjectRows(ctx, b.TenantID, b.ID, ids); errors.Is(err, metadata.ErrNotFound) {
+				return d, nil // purged meanwhile by another run
+			} else if err != nil {
 				return Deleted{}, err
 			}
 		}
@@ -136,7 +143,7 @@ func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error
 		d.Objects++
 		d.Bytes += manifest.Size
 	}
-	if err := s.cfg.Catalog.PurgeBackupRows(ctx, b.TenantID, b.ID, ids); err != nil {
+	if err := s.cfg.Catalog.PurgeBackupRows(ctx, b.TenantID, b.ID, ids); err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return Deleted{}, err
 	}
 	return d, nil
