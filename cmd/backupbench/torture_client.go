@@ -644,7 +644,7 @@ func (c *client) commit(ctx context.Context, b *mBackup) {
 	c.logf("CommitBackup %s: %v", b.id, err)
 	if err != nil {
 		c.unexpected(ctx, "CommitBackup "+b.id, "5", err)
-		b.set(mGone) // the outcome is unknown: no longer checked
+		b.set(mUnknown) // the outcome is unknown: no longer checked
 		return
 	}
 	b.set(mCommitted)
@@ -680,7 +680,7 @@ func (c *client) abort(ctx context.Context, b *mBackup) {
 	c.logf("AbortBackup %s: %v", b.id, err)
 	if err != nil {
 		c.unexpected(ctx, "AbortBackup "+b.id, "8", err)
-		b.set(mGone) // the outcome is unknown: no longer checked
+		b.set(mUnknown) // the outcome is unknown: no longer checked
 		return
 	}
 	b.set(mAborted)
@@ -970,7 +970,7 @@ func (c *client) deleteOp(ctx context.Context) {
 	if err != nil {
 		c.unexpected(ctx, "DeleteBackup "+b.id, "8", err)
 		// the model no longer knows whether it exists
-		b.set(mGone)
+		b.set(mUnknown)
 		return
 	}
 	b.set(mDeleted)

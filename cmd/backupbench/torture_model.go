@@ -27,6 +27,7 @@ const (
 	mAborted   // AbortBackup answered OK
 	mDeleted   // DeleteBackup answered OK
 	mGone      // expired by retention (seen NOT_FOUND or DELETING), only for orgs with a policy
+	mUnknown   // a commit or delete whose answer never came: it may or may not have happened
 )
 
 type mBackup struct {
