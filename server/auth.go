@@ -123,6 +123,9 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 		return handler(ctx, req)
 	}
 	tenant, err := s.auth.Tenant(ctx)
+	if err == nil {
+		err = s.conns.admit(ctx, tenant)
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
@@ -141,6 +144,9 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return handler(srv, ss)
 	}
 	tenant, err := s.auth.Tenant(ss.Context())
+	if err == nil {
+		err = s.conns.admit(ss.Context(), tenant)
+	}
 	if err != nil {
 		return toStatus(ss.Context(), s.log, err)
 	}

@@ -3,10 +3,15 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -31,7 +36,16 @@ type Config struct {
 	Logger      *slog.Logger
 	// MaxRecvMsgSize caps one request message. Default 4 MiB + 64 KiB.
 	MaxRecvMsgSize int
+	// MaxConnectionIdle closes a connection that has had no call for this
+	// long. Default 5 minutes.
+	MaxConnectionIdle time.Duration
+	// Conns limits connections per address and per tenant, and how long an
+	// anonymous one stays open; they apply on the listener Listener returns.
+	Conns ConnLimits
 }
+
+// MaxHeaderListSize caps the request headers (metadata) of one call, in bytes.
+const MaxHeaderListSize = 8 << 10
 
 // Server implements the backupstore gRPC services.
 type Server struct {
@@ -48,6 +62,7 @@ type Server struct {
 	log    *slog.Logger
 	health *health.Server
 	cfg    Config
+	conns  *connGuard // nil until Listener
 }
 
 // New returns a Server.
@@ -70,6 +85,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = 4<<20 + 64<<10
 	}
+	if cfg.MaxConnectionIdle <= 0 {
+		cfg.MaxConnectionIdle = 5 * time.Minute
+	}
 	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, rst: cfg.Restore, mnt: cfg.Maintenance, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
 }
 
@@ -79,12 +97,23 @@ func New(cfg Config) (*Server, error) {
 // commonly drop connections idle for 60 s or more).
 func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.unaryLog, s.unaryAuth),
-		grpc.ChainStreamInterceptor(s.streamLog, s.streamAuth),
+		// A panic in auth or a handler is answered Internal (and logged
+		// with its stack) like any other error, instead of taking the
+		// process, and every tenant's calls, down. (A goroutine a handler
+		// starts must recover on its own.)
+		grpc.ChainUnaryInterceptor(s.unaryLog, recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)), s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamLog, recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)), s.streamAuth),
 		grpc.MaxRecvMsgSize(s.cfg.MaxRecvMsgSize),
+		// Request headers are read before any call is authenticated: a few
+		// KiB is plenty for a token and tracing headers (gRPC's default is 16
+		// MiB per connection, which lets anonymous clients hold memory).
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second, // ping an idle connection every 30 s
 			Timeout: 20 * time.Second,
+			// A connection with no call for this long is closed (GOAWAY): an
+			// idle connection holds a slot of --max-connections.
+			MaxConnectionIdle: s.cfg.MaxConnectionIdle,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             10 * time.Second, // clients may ping every 10 s
@@ -106,6 +135,13 @@ func (s *Server) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	s.health.SetServingStatus(pb.BackupService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.RestoreService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return gs
+}
+
+// recovered answers a handler's panic: Internal to the caller, the value
+// and stack to the log.
+func (s *Server) recovered(ctx context.Context, p any) error {
+	s.log.ErrorContext(ctx, "handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	return status.Error(codes.Internal, "internal error; the server log has the details")
 }
 
 // Shutdown marks the server NOT_SERVING so load balancers drain it.

@@ -100,6 +100,8 @@ func hashLine(tok, tenant string) string {
 type envOptions struct {
 	ingestHooks *ingest.Hooks
 	wrapStore   func(storage.Store) storage.Store
+	conns       *server.ConnLimits // serve on the guarded listener with these limits
+	maxIdle     time.Duration
 }
 
 func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
@@ -171,7 +173,12 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Maintenance: e.mnt, Logger: log})
+	cfg := server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Maintenance: e.mnt, Logger: log}
+	if o.conns != nil {
+		cfg.Conns = *o.conns
+	}
+	cfg.MaxConnectionIdle = o.maxIdle
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +186,9 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.conns != nil {
+		lis = srv.Listener(lis)
 	}
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)

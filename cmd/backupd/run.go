@@ -58,6 +58,8 @@ type config struct {
 	spoolDir        string
 	maxFieldBytes   bytesize.Flag
 	maxRowBytes     bytesize.Flag
+	conns           server.ConnLimits
+	maxConnIdle     time.Duration
 	compressWorkers int
 	benchNoIndex    bool
 	indexCache      bytesize.Flag
@@ -94,6 +96,10 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
 	fs.IntVar(&c.maxConns, "max-connections", 64, "concurrent client connections accepted")
 	fs.IntVar(&c.maxStreams, "max-streams-per-connection", 16, "concurrent calls per connection")
+	fs.IntVar(&c.conns.PerAddress, "max-connections-per-address", 16, "connections open from one source IP address (0: no cap; behind a proxy or sidecar every connection has its address)")
+	fs.IntVar(&c.conns.PerTenant, "max-connections-per-tenant", 16, "connections carrying one tenant's calls; a call on one more answers RESOURCE_EXHAUSTED (0: no cap)")
+	fs.DurationVar(&c.conns.FirstCall, "first-call-timeout", 10*time.Second, "a connection without an authenticated call this long after it opened is closed (TLS handshake included)")
+	fs.DurationVar(&c.maxConnIdle, "max-connection-idle", 5*time.Minute, "a connection with no call this long is closed")
 	fs.StringVar(&c.spoolDir, "spool-dir", "", "temporary files (record indexes being built, very large parts); default DATA_DIR/spool")
 	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
 	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
@@ -241,7 +247,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize})
+	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize,
+		MaxConnectionIdle: c.maxConnIdle, Conns: c.conns})
 	if err != nil {
 		return err
 	}
@@ -249,6 +256,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		grpc.InitialWindowSize(streamWindow), // static windows: no BDP growth beyond the budget
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.MaxConcurrentStreams(uint32(c.maxStreams)),
+		grpc.ConnectionTimeout(c.conns.FirstCall), // the TLS and HTTP/2 handshakes
 	}
 	if c.tlsCert != "" || c.tlsKey != "" {
 		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
@@ -263,9 +271,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	lis = netutil.LimitListener(lis, c.maxConns)
+	lis = srv.Listener(netutil.LimitListener(lis, c.maxConns))
 	log.Info("backupd serving", "addr", lis.Addr().String(), "catalog", driver, "auth", c.auth,
-		"default_storage", c.defaultStorage, "tls", c.tlsCert != "")
+		"default_storage", c.defaultStorage, "tls", c.tlsCert != "", "connections", fmt.Sprintf("%d (%s)", c.maxConns, c.conns))
 	if ready != nil {
 		ready <- lis.Addr().String()
 	}

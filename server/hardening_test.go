@@ -1,0 +1,254 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"backupstore/ingest"
+	pb "backupstore/proto/backupstore/v1"
+	"backupstore/server"
+)
+
+// A handler that panics answers Internal with nothing of the panic in the
+// answer, logs the stack, and the server goes on serving every tenant.
+func TestHandlerPanicAnswersInternalAndServes(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.ingestHooks = &ingest.Hooks{BeforeAbortMark: func(string) { panic("handler bug: secret-ish detail") }}
+	})
+	b := e.newBackup(t, "")
+	_, err := e.backups.AbortBackup(as(tokenA), &pb.AbortBackupRequest{BackupId: b.Id})
+	if status.Code(err) != codes.Internal || strings.Contains(status.Convert(err).Message(), "secret-ish") {
+		t.Fatalf("AbortBackup with a panicking handler: %v, want Internal without the panic's text", err)
+	}
+	if !strings.Contains(e.logs.String(), "handler panicked") || !strings.Contains(e.logs.String(), "goroutine") {
+		t.Fatal("the panic and its stack are not in the log")
+	}
+	for _, tok := range []string{tokenA, tokenB} {
+		if _, err := e.backups.ListBackups(as(tok), &pb.ListBackupsRequest{}); err != nil {
+			t.Fatalf("the server stopped serving after a panic: %v", err)
+		}
+	}
+}
+
+// Request headers are capped before auth: a call with 64 KiB of metadata is
+// refused (gRPC's default would take 16 MiB per call), and the server serves
+// the next call.
+func TestHugeRequestHeadersAreRefused(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	ctx := metadata.AppendToOutgoingContext(as(tokenA), "x-padding", strings.Repeat("a", 64<<10))
+	if _, err := e.backups.ListBackups(ctx, &pb.ListBackupsRequest{}); err == nil {
+		t.Fatal("a call with 64 KiB of headers was served")
+	} else {
+		t.Logf("64 KiB of headers: %v", err)
+	}
+	// A client that ignores the server's SETTINGS gets the stream or the
+	// connection closed, not served; a small call on the same path is.
+	addr := e.conn.Target()
+	if got := rawHeaders(t, addr, 100); !strings.HasPrefix(got, "HEADERS") {
+		t.Fatalf("a small raw call: %s, want it taken", got)
+	}
+	for range 4 {
+		if got := rawHeaders(t, addr, 1<<20); strings.HasPrefix(got, "HEADERS") {
+			t.Fatalf("1 MiB of headers from a raw client: %s", got)
+		} else {
+			t.Logf("1 MiB of headers from a raw client: %s", got)
+		}
+	}
+	if _, err := e.backups.ListBackups(as(tokenB), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("after huge headers: %v", err)
+	}
+}
+
+// rawHeaders opens a plain HTTP/2 connection that ignores the server's
+// SETTINGS (as an attacker's client would) and sends one call whose headers
+// hold padding bytes; it reports what the server answered.
+func rawHeaders(t *testing.T, addr string, padding int) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/backupstore.v1.BackupService/ListBackups"}, {Name: ":authority", Value: "x"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "x-padding", Value: strings.Repeat("a", padding)}} {
+		enc.WriteField(f)
+	}
+	block := hb.Bytes()
+	first := true
+	for len(block) > 0 {
+		n := min(len(block), 16<<10)
+		frag := block[:n]
+		block = block[n:]
+		if first {
+			err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: frag, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			err = fr.WriteContinuation(1, len(block) == 0, frag)
+		}
+		if err != nil {
+			return "write refused: " + err.Error() // the server closed the connection mid-headers
+		}
+	}
+	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil { // an empty request message
+		return "write refused: " + err.Error()
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return "connection closed: " + err.Error()
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			return "GOAWAY " + f.ErrCode.String()
+		case *http2.RSTStreamFrame:
+			return "RST_STREAM " + f.ErrCode.String()
+		case *http2.HeadersFrame:
+			return "HEADERS (the call was taken)"
+		}
+	}
+}
+
+// dialFrom opens a TCP connection to addr from the loopback address src.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedByServer waits (at most 10 s, a deadlock guard) for the server to
+// close c, reporting whether it did.
+func closedByServer(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
+	}
+}
+
+// Anonymous connections cannot hold the server: one address gets its share
+// and no more, and a connection on which no call authenticates is closed
+// after the first-call timeout; a tenant connecting meanwhile is served.
+func TestAnonymousConnectionsCannotHoldTheServer(t *testing.T) {
+	lim := server.ConnLimits{PerAddress: 4, FirstCall: time.Second}
+	e := newEnv(t, "sqlite", func(o *envOptions) { o.conns = &lim })
+	addr := e.conn.Target()
+	var held []net.Conn
+	for range 4 {
+		held = append(held, dialFrom(t, "127.0.0.2", addr))
+	}
+	if over := dialFrom(t, "127.0.0.2", addr); !closedByServer(over) {
+		t.Fatal("a fifth connection from one address was kept")
+	}
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("tenant A while an address holds its share: %v", err)
+	}
+	for i, c := range held {
+		if !closedByServer(c) {
+			t.Fatalf("anonymous connection %d was not closed after the first-call timeout", i)
+		}
+	}
+	// The address's share is free again, and the tenant's connection, which
+	// authenticated a call, was not closed with the anonymous ones.
+	c := dialFrom(t, "127.0.0.2", addr)
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	for {
+		_, err := c.Read(make([]byte, 4096)) // the server's SETTINGS, then nothing
+		if err != nil {
+			if !os.IsTimeout(err) {
+				t.Fatalf("a new connection after the others were closed: %v", err)
+			}
+			break
+		}
+	}
+	time.Sleep(2 * lim.FirstCall) // past the timeout, the authenticated connection stays
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("tenant A after the first-call timeout: %v", err)
+	}
+}
+
+// A tenant at its share of connections gets ResourceExhausted on one more;
+// another tenant is served; a closed connection frees the share.
+func TestTenantConnectionShare(t *testing.T) {
+	lim := server.ConnLimits{PerTenant: 2, FirstCall: time.Minute}
+	e := newEnv(t, "sqlite", func(o *envOptions) { o.conns = &lim })
+	dial := func() (*grpc.ClientConn, pb.BackupServiceClient) {
+		conn, err := grpc.NewClient(e.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn, pb.NewBackupServiceClient(conn)
+	}
+	var first *grpc.ClientConn
+	for i := range 2 {
+		conn, c := dial()
+		if _, err := c.ListBackups(as(tokenB), &pb.ListBackupsRequest{}); err != nil {
+			t.Fatalf("tenant B connection %d: %v", i+1, err)
+		}
+		if first == nil {
+			first = conn
+		}
+	}
+	_, third := dial()
+	_, err := third.ListBackups(as(tokenB), &pb.ListBackupsRequest{})
+	wantCode(t, err, codes.ResourceExhausted, "TOO_MANY_CONNECTIONS")
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("tenant A while B is at its share: %v", err)
+	}
+	first.Close()
+	waitFor(t, "B's closed connection to free its share", func() bool {
+		_, err := third.ListBackups(as(tokenB), &pb.ListBackupsRequest{})
+		return err == nil
+	})
+}
+
+// A connection with no call for MaxConnectionIdle is closed by the server
+// (GOAWAY): idle connections do not hold slots of --max-connections.
+func TestIdleConnectionIsClosed(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) { o.maxIdle = 300 * time.Millisecond })
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a deadlock guard
+	defer cancel()
+	for s := e.conn.GetState(); s != connectivity.Idle; s = e.conn.GetState() {
+		if !e.conn.WaitForStateChange(ctx, s) {
+			t.Fatalf("the idle connection is still %v", s)
+		}
+	}
+}
