@@ -29,7 +29,11 @@ import (
 	"backupstore/storage"
 )
 
-// LockName is the catalog lock every maintenance run holds.
+// LockName prefixes the catalog lock a maintenance run holds: one per tenant
+// (LockName + ":" + tenant), so one tenant's slow bucket never holds up another
+// tenant's deletes and cleanups. Tenants' key spaces are disjoint (a storage's
+// bucket and prefix are claimed by one tenant), so nothing two tenants'
+// maintenance does at once can collide.
 const LockName = "backupstore_maintenance"
 
 // Config configures the maintenance Service.
@@ -117,12 +121,12 @@ func (s *Service) storeOf(ctx context.Context, tenant, storageID string) (storag
 
 // locked runs fn under the maintenance lock and records the run.
 func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, fn func(run *metadata.MaintenanceRun) (string, error)) (*metadata.MaintenanceRun, error) {
-	release, ok, err := s.cfg.Catalog.TryLock(ctx, LockName)
+	release, ok, err := s.cfg.Catalog.TryLock(ctx, LockName+":"+tenant)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, fault.Wrap(errLockBusy, fault.Aborted, "MAINTENANCE_RUNNING", "maintenance is running on another replica (or call); retry later")
+		return nil, fault.Wrap(errLockBusy, fault.Aborted, "MAINTENANCE_RUNNING", "maintenance of your backups is running on another replica (or call); retry later")
 	}
 	defer release()
 	run := &metadata.MaintenanceRun{TenantID: tenant, ID: "run-" + uuid.NewString(), Kind: kind, Replica: s.cfg.Replica,
@@ -136,7 +140,7 @@ func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, 
 	msg, ferr := fn(run)
 	outcome := "ok"
 	if ferr != nil {
-		outcome, msg = "failed", ferr.Error()
+		outcome, msg = "failed", s.runMessage(ctx, run.ID, ferr)
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -146,6 +150,23 @@ func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, 
 	run.Outcome, run.Message = outcome, msg
 	s.cfg.Logger.InfoContext(ctx, "maintenance run", "tenant", tenant, "kind", kind, "run", run.ID, "dry_run", dryRun, "outcome", outcome, "message", msg)
 	return run, ferr
+}
+
+// runMessage is what a failed run's record says: the stable reason and our
+// own message — never an error's text from S3, the network or the database,
+// which the tenant reads back with ListMaintenanceRuns; that goes to the log.
+func (s *Service) runMessage(ctx context.Context, runID string, err error) string {
+	s.cfg.Logger.WarnContext(ctx, "maintenance run failed", "run", runID, "err", err)
+	var fe *fault.Error
+	switch {
+	case errors.Is(err, metadata.ErrUnavailable):
+		return "CATALOG_UNAVAILABLE: the catalog database was unavailable; the run is retried"
+	case errors.As(err, &fe):
+		return fe.Reason + ": " + fe.Msg
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "CANCELLED: the run was interrupted"
+	}
+	return "INTERNAL: the run failed; the server log has the details (run " + runID + ")"
 }
 
 // Runs lists a tenant's maintenance runs.

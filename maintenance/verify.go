@@ -70,7 +70,7 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 	err = s.verify(ctx, b, st, readPercent, rep)
 	outcome, msg := "ok", fmt.Sprintf("backup %s: %d objects checked, %d read, %d problems", id, rep.Checked, rep.Read, int64(len(rep.Problems))+rep.MoreProblems)
 	if err != nil {
-		outcome, msg = "failed", err.Error()
+		outcome, msg = "failed", s.runMessage(ctx, run.ID, err)
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -21,8 +22,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"backupstore/ingest"
+	"backupstore/maintenance"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/server"
+	"backupstore/storage"
 )
 
 // A handler that panics answers Internal with nothing of the panic in the
@@ -251,4 +254,56 @@ func TestIdleConnectionIsClosed(t *testing.T) {
 			t.Fatalf("the idle connection is still %v", s)
 		}
 	}
+}
+
+// Maintenance is locked per tenant: while a run of tenant acme holds its lock
+// (a slow bucket), globex's cleanup runs; acme's second run is told its own
+// maintenance is running, and nothing names another tenant.
+func TestMaintenanceLockIsPerTenant(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	release, ok, err := e.catalog.TryLock(context.Background(), maintenance.LockName+":acme")
+	if err != nil || !ok {
+		t.Fatalf("taking acme's lock: %v %v", ok, err)
+	}
+	defer release()
+	if _, err := e.maint.RunCleanup(as(tokenB), &pb.RunCleanupRequest{}); err != nil {
+		t.Fatalf("globex's cleanup while acme's maintenance runs: %v", err)
+	}
+	_, err = e.maint.RunCleanup(as(tokenA), &pb.RunCleanupRequest{})
+	wantCode(t, err, codes.Aborted, "MAINTENANCE_RUNNING")
+	if strings.Contains(status.Convert(err).Message(), "globex") {
+		t.Fatalf("the answer names another tenant: %v", err)
+	}
+}
+
+// A failed maintenance run's record, which the tenant reads back, holds a
+// stable reason and our own words, never the remote's error text.
+func TestMaintenanceRunRecordHoldsNoRemoteText(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.wrapStore = func(s storage.Store) storage.Store { return leakyList{s} }
+	})
+	if _, err := e.maint.RunCleanup(as(tokenA), &pb.RunCleanupRequest{}); err == nil {
+		t.Fatal("cleanup with a failing bucket listing succeeded")
+	}
+	runs, err := e.maint.ListMaintenanceRuns(as(tokenA), &pb.ListMaintenanceRunsRequest{})
+	if err != nil || len(runs.Runs) == 0 {
+		t.Fatalf("runs: %v %v", runs, err)
+	}
+	for _, r := range runs.Runs {
+		if r.Outcome != "failed" || strings.Contains(r.Message, "10.0.0.7") || strings.Contains(r.Message, "StatusCode") {
+			t.Fatalf("run record: %s %q", r.Outcome, r.Message)
+		}
+		t.Logf("run record: %s %q", r.Outcome, r.Message)
+	}
+	if !strings.Contains(e.logs.String(), "10.0.0.7") {
+		t.Fatal("the detail is not in the server log")
+	}
+}
+
+// leakyList fails listings with the text an internal service would answer
+// (a fake: the point is the text, which no real server in the test produces).
+type leakyList struct{ storage.Store }
+
+func (l leakyList) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	return fmt.Errorf("operation error S3: ListObjectsV2, https response error StatusCode: 0, request send failed, Get \"http://10.0.0.7/internal\": %w", storage.ErrUnavailable)
 }

@@ -406,8 +406,8 @@ func scheduleCleanup(ctx context.Context, cat *metadata.Store, mnt *maintenance.
 		for _, tenant := range tenants {
 			if _, err := mnt.Cleanup(ctx, tenant, false); err != nil {
 				if fe, ok := fault.As(err); ok && fe.Reason == "MAINTENANCE_RUNNING" {
-					log.InfoContext(ctx, "scheduled cleanup skipped: another replica is running maintenance")
-					break
+					log.InfoContext(ctx, "scheduled cleanup skipped for a tenant: another replica is running its maintenance", "tenant", tenant)
+					continue
 				}
 				log.ErrorContext(ctx, "scheduled cleanup failed", "tenant", tenant, "err", err)
 			}
