@@ -259,6 +259,7 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 // finds them in memory bounded by one batch.
 func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report) error {
 	storages := []string{""}
+	rows := map[string]*metadata.Storage{}
 	tok := ""
 	for {
 		page, next, err := s.cfg.Catalog.ListStorages(ctx, tenant, 1000, tok)
@@ -267,6 +268,7 @@ func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report
 		}
 		for _, st := range page {
 			storages = append(storages, st.ID)
+			rows[st.ID] = st
 		}
 		if next == "" {
 			break
@@ -292,7 +294,16 @@ func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report
 			}
 			return err
 		}
-		if err := s.garbageIn(ctx, tenant, sid, st, live, cutoff, rep); err != nil {
+		// Key spaces of other storages inside this one's (claimed before
+		// claims were checked across tenants) are not this tenant's to
+		// collect.
+		var foreign []string
+		if row := rows[sid]; row != nil {
+			if foreign, err = s.cfg.Registry.NestedKeySpaces(ctx, row); err != nil {
+				return err
+			}
+		}
+		if err := s.garbageIn(ctx, tenant, sid, st, live, foreign, cutoff, rep); err != nil {
 			return err
 		}
 		if err := s.strayMultipartIn(ctx, tenant, sid, st, cutoff, rep); err != nil {
@@ -364,7 +375,7 @@ func (s *Service) strayMultipartIn(ctx context.Context, tenant, storageID string
 // deletes at a time.
 const garbageBatch = 500
 
-func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st storage.Store, live map[string]bool, cutoff time.Time, rep *Report) error {
+func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st storage.Store, live map[string]bool, foreign []string, cutoff time.Time, rep *Report) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	known := make(chan string, 1024)
@@ -418,6 +429,11 @@ func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st st
 		}
 		if live[o.Key] || strings.Contains(o.Key, "/.tmp-") {
 			return nil
+		}
+		for _, p := range foreign {
+			if strings.HasPrefix(o.Key, p) {
+				return nil
+			}
 		}
 		if o.LastModified.After(cutoff) {
 			rep.Skip++

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -137,7 +136,15 @@ func (r *Registry) Register(ctx context.Context, tenant string, in RegisterInput
 	if err := r.cfg.Catalog.EnsureTenant(ctx, tenant); err != nil {
 		return nil, rep, err
 	}
-	if err := r.cfg.Catalog.CreateStorage(ctx, st); err != nil {
+	// Checked again under the claim lock: a registration that overlaps and
+	// was probed at the same time must not be saved beside this one.
+	err = r.withClaimLock(ctx, func() error {
+		if err := r.checkOverlap(ctx, tenant, &in); err != nil {
+			return err
+		}
+		return r.cfg.Catalog.CreateStorage(ctx, st)
+	})
+	if err != nil {
 		if errors.Is(err, metadata.ErrConflict) {
 			return nil, rep, nameTaken(in.Name)
 		}
@@ -164,32 +171,24 @@ func keySpace(prefix, tenant string) string {
 	return prefix + "/" + tenant + "/"
 }
 
-// checkOverlap refuses a storage whose key space overlaps one the tenant
-// already registered on the same bucket: garbage collection of either would
-// take the other's objects for strays.
+// checkOverlap refuses a storage whose key space overlaps one already
+// claimed, by this tenant or any other, on the same bucket of the same S3
+// service: garbage collection of either would take the other's objects for
+// strays. Another tenant is never named.
 func (r *Registry) checkOverlap(ctx context.Context, tenant string, in *RegisterInput) error {
-	mine := keySpace(in.Prefix, tenant)
-	tok := ""
-	for {
-		page, next, err := r.cfg.Catalog.ListStorages(ctx, tenant, 1000, tok)
-		if err != nil {
-			return err
-		}
-		for _, st := range page {
-			if st.Bucket != in.Bucket || st.Endpoint != in.Endpoint {
-				continue
-			}
-			theirs := keySpace(st.Prefix, tenant)
-			if strings.HasPrefix(mine, theirs) || strings.HasPrefix(theirs, mine) {
-				return fault.New(fault.AlreadyExists, "STORAGE_OVERLAPS",
-					"storage %s (%s) already uses bucket %s with prefix %q, which overlaps %q; use another prefix, or rotate that storage's credentials instead", st.ID, st.Name, st.Bucket, st.Prefix, in.Prefix)
-			}
-		}
-		if next == "" {
-			return nil
-		}
-		tok = next
+	ks := KeySpaceOf(&metadata.Storage{TenantID: tenant, Endpoint: in.Endpoint, Bucket: in.Bucket, Prefix: in.Prefix})
+	st, err := r.claimed(ctx, ks)
+	switch {
+	case err != nil:
+		return err
+	case st == nil:
+		return nil
+	case st.TenantID == tenant:
+		return fault.New(fault.AlreadyExists, "STORAGE_OVERLAPS",
+			"storage %s (%s) already uses bucket %s with prefix %q, which overlaps %q; use another prefix, or rotate that storage's credentials instead", st.ID, st.Name, st.Bucket, st.Prefix, in.Prefix)
 	}
+	return fault.New(fault.AlreadyExists, "STORAGE_OVERLAPS",
+		"bucket %s with prefix %q overlaps keys another account of this service uses; use another bucket or prefix", in.Bucket, in.Prefix)
 }
 
 // probe builds a client for st with secret and runs the checks. It returns a
