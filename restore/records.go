@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -130,7 +129,12 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	if err != nil {
 		return nil, err
 	}
+	// Messages being built and sent, and (whole reads) one zstd window or
+	// (reads by id) the frame buffers, which frameRows charges on top.
 	reserve := int64(3 * s.cfg.MessageSize)
+	if len(ids) == 0 {
+		reserve += int64(s.cfg.MaxFrameBytes)
+	}
 	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
 		return nil, fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
 	}
@@ -281,11 +285,20 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 	}
 	defer rc.Close()
 	src := &sourceErr{r: rc}
-	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+	// The object is bucket content: a frame that declares a window larger
+	// than any frame ingest writes is refused before the window is allocated
+	// (the reservation of the read covers this much).
+	limit := uint64(max(s.cfg.MaxFrameBytes, zstd.MinWindowSize))
+	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))
 	if err != nil {
 		return err
 	}
 	defer dec.Close()
+	// The chunk decodes to exactly the bytes that came in: one more is
+	// damage (a bomb in the bucket), found before it is sent on.
+	decoded := io.LimitReader(dec, c.BytesIn+1)
+	var total int64
 	h := sha256.New()
 	buf := make([]byte, s.cfg.MessageSize)
 	var held []byte // the last piece read, sent only once the next read succeeds
@@ -294,7 +307,10 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 	// ending) adds nothing.
 	var skip csvscan.RowSkipper
 	for {
-		n, rerr := io.ReadFull(dec, buf)
+		n, rerr := io.ReadFull(decoded, buf)
+		if total += int64(n); total > c.BytesIn {
+			return s.damaged(ctx, b, obj, "decodes to more than the %d bytes stored", c.BytesIn)
+		}
 		piece := buf[:n]
 		h.Write(piece)
 		if skipHeader {
@@ -484,6 +500,36 @@ func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.S
 	return nil
 }
 
+// decodeFrame decodes one stored frame that the index says holds n bytes of
+// input, never producing more than n+1 (the frame is bucket content): a
+// frame that declares its content size (ingest's frames of 256 bytes and
+// more) must declare n and is decoded in one allocation; one that does not
+// (tiny frames) is decoded through a reader that stops one byte past n.
+func (s *Service) decodeFrame(raw []byte, n int64) ([]byte, error) {
+	var fh zstd.Header
+	if err := fh.Decode(raw); err != nil {
+		return nil, err
+	}
+	if fh.HasFCS {
+		if fh.FrameContentSize != uint64(n) {
+			return nil, fmt.Errorf("the frame declares %d bytes, the index %d", fh.FrameContentSize, n)
+		}
+		return s.frames.DecodeAll(raw, make([]byte, 0, n))
+	}
+	limit := uint64(max(s.cfg.MaxFrameBytes, zstd.MinWindowSize))
+	dec, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	plain, err := io.ReadAll(io.LimitReader(dec, n+1))
+	if err == nil && int64(len(plain)) > n {
+		err = fmt.Errorf("the frame decodes to more than the index's %d bytes", n)
+	}
+	return plain, err
+}
+
 // frameRows reads one frame with one ranged GET, decodes it (the frame's own
 // checksum verifies it) and scans its rows.
 func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.Store, c *metadata.RecordChunk, r *recindex.Reader, frame uint32, header []byte, refs []string, emit func(*csvscan.Row) error) error {
@@ -501,8 +547,9 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 	// the budget on top of the stream's own reservation. Waiting for them while
 	// holding that reservation could deadlock readers against each other, so a
 	// budget in use answers ResourceExhausted (retryable) instead.
-	if f.StoredLen <= 0 || f.StoredLen > maxFrameBytes || f.InputLen < 0 || f.InputLen > maxFrameBytes {
-		return s.damaged(ctx, b, obj, "record index describes frame %d as %d bytes stored, %d decoded (at most %d)", frame, f.StoredLen, f.InputLen, maxFrameBytes)
+	// A frame stores at most its input plus zstd's few bytes of framing.
+	if limit := int64(s.cfg.MaxFrameBytes); f.StoredLen <= 0 || f.StoredLen > limit+limit/64+1024 || f.InputLen < 0 || f.InputLen > limit {
+		return s.damaged(ctx, b, obj, "record index describes frame %d as %d bytes stored, %d decoded (at most %d)", frame, f.StoredLen, f.InputLen, limit)
 	}
 	need := f.StoredLen + f.InputLen
 	if !s.cfg.Budget.TryAcquire(need) {
@@ -528,7 +575,7 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 	if int64(len(raw)) != f.StoredLen {
 		return s.shortRead(ctx, b, st, obj, int64(len(raw)), f.StoredLen)
 	}
-	plain, err := frameDecoder().DecodeAll(raw, make([]byte, 0, f.InputLen))
+	plain, err := s.decodeFrame(raw, f.InputLen)
 	if err != nil {
 		return s.damaged(ctx, b, obj, "frame %d does not decode: %v", frame, err)
 	}
@@ -577,15 +624,3 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 	}
 	return nil
 }
-
-// maxFrameBytes bounds a frame a by-id read will fetch or decode. The service
-// writes frames of at most max(FrameSize, --max-row-bytes) bytes of input.
-const maxFrameBytes = 256 << 20
-
-var frameDecoder = sync.OnceValue(func() *zstd.Decoder {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(64<<20), zstd.WithDecoderMaxMemory(maxFrameBytes))
-	if err != nil {
-		panic(err)
-	}
-	return d
-})

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"backupstore/budget"
 	"backupstore/fault"
 	"backupstore/metadata"
@@ -46,13 +48,24 @@ type Config struct {
 	// answer); a plan that would hold more is refused with what to narrow.
 	// Default DefaultMaxPlanIDs.
 	MaxPlanIDs int
+	// MaxFrameBytes bounds what one stored zstd frame may decode to and the
+	// window a decoder may hold for it: the most input ingest puts in one
+	// frame, its FrameSize + MaxRowBytes (default DefaultMaxFrameBytes, 9 MiB).
+	// A frame read back from the bucket that asks for more is damage,
+	// refused before anything is allocated for it.
+	MaxFrameBytes int
 }
+
+// DefaultMaxFrameBytes is Config.MaxFrameBytes' default: ingest's default
+// FrameSize (1 MiB) plus its default MaxRowBytes (8 MiB).
+const DefaultMaxFrameBytes = 9 << 20
 
 // Service is the restore domain service. Safe for concurrent use.
 type Service struct {
 	cfg    Config
 	idx    *indexCache
 	blocks *recindex.BlockCache
+	frames *zstd.Decoder // DecodeAll of one frame, bounded by MaxFrameBytes
 
 	frameGets, frameBytes atomic.Int64
 	sent                  atomic.Int64 // bytes handed to gRPC streams
@@ -88,7 +101,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxPlanIDs <= 0 {
 		cfg.MaxPlanIDs = DefaultMaxPlanIDs
 	}
-	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: recindex.NewBlockCache(cfg.BlockCacheBytes)}, nil
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	limit := uint64(max(cfg.MaxFrameBytes, zstd.MinWindowSize))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: recindex.NewBlockCache(cfg.BlockCacheBytes), frames: dec}, nil
 }
 
 // readable returns a COMMITTED backup of the tenant and its store.

@@ -3,10 +3,14 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -362,5 +366,78 @@ func TestKeySpaceIsClaimedOnceAcrossTenants(t *testing.T) {
 	}
 	if err := head(stray); err == nil {
 		t.Fatal("acme's own stray key was not collected (the test proves nothing)")
+	}
+}
+
+// rleBomb is a valid zstd frame header (no content size, a 1 MiB window) and
+// RLE blocks that decode to n bytes of 'a' — a few bytes per 128 KiB.
+func rleBomb(n int) []byte {
+	f := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte((20 - 10) << 3)}
+	const blk = 128 << 10
+	for n > 0 {
+		size := min(n, blk)
+		n -= size
+		last := 0
+		if n == 0 {
+			last = 1
+		}
+		h := uint32(size)<<3 | 1<<1 | uint32(last) // RLE block
+		f = append(f, byte(h), byte(h>>8), byte(h>>16), 'a')
+	}
+	return f
+}
+
+// A decompression bomb planted by the tenant in its own bucket, in place of a
+// stored chunk (same length, so only decoding can tell): a read by id and a
+// whole read answer DataLoss naming the object, neither allocates more than
+// a frame's bound, and the server serves the other tenant throughout.
+func TestDecompressionBombInTheBucketIsDataLoss(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	b := e.newBackup(t, "")
+	var csv strings.Builder
+	csv.WriteString("Id,Name\n")
+	for i := 1; i <= 2000; i++ {
+		csv.WriteString(sfid18("001", i) + "," + hex.EncodeToString(randomBytes(20)) + "\n") // does not compress away
+	}
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte(csv.String()), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	var data string
+	filepath.WalkDir(e.local, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".csv.zst") {
+			data = p
+		}
+		return nil
+	})
+	orig, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := rleBomb(200 << 20) // 200 MiB from ~6 KiB
+	if len(bomb) > len(orig) {
+		t.Fatalf("the chunk (%d bytes) is too small to plant a %d-byte bomb", len(orig), len(bomb))
+	}
+	planted := append(bomb, orig[len(bomb):]...)
+	if err := os.WriteFile(data, planted, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ids := range [][]string{{sfid18("001", 1)}, nil} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, _, err := e.readRecords(t, as(tokenA), &pb.ReadRecordsRequest{BackupId: b.Id, Sobject: "Account", Ids: ids})
+		runtime.ReadMemStats(&after)
+		if status.Code(err) != codes.DataLoss || !strings.Contains(status.Convert(err).Message(), ".csv.zst") {
+			t.Fatalf("read (ids %v) of a bomb: %v, want DataLoss naming the object", ids, err)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 { // the frame bound is 9 MiB
+			t.Fatalf("read (ids %v) of a bomb allocated %d MiB", ids, grew>>20)
+		} else {
+			t.Logf("read (ids %v) of a 200 MiB bomb: %v; allocated %d MiB", ids, status.Code(err), grew>>20)
+		}
+		if _, err := e.backups.ListBackups(as(tokenB), &pb.ListBackupsRequest{}); err != nil {
+			t.Fatalf("the other tenant after a bomb: %v", err)
+		}
 	}
 }

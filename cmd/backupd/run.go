@@ -231,7 +231,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	mem := budget.New(int64(c.memoryBudget) - windows)
 	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Budget: mem, Logger: log,
-		BlockCacheBytes: int64(c.indexCache)})
+		BlockCacheBytes: int64(c.indexCache), MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
 		return err
 	}
