@@ -7,9 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -76,14 +80,120 @@ func ParseTokens(text []byte) (*TokenAuth, error) {
 	return a, nil
 }
 
-// LoadTokens reads a tokens file from disk.
+// LoadTokens reads a tokens file from disk; see TokenFile.Load.
 func LoadTokens(path string) (*TokenAuth, error) {
-	b, err := os.ReadFile(path)
+	return readTokenFile(path)
+}
+
+func readTokenFile(path string) (*TokenAuth, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// The file holds hashes, not tokens, but which tenants exist and how
+	// many tokens each has is still the operator's business only.
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("tokens file %s has mode %v: group or others may read it; run chmod 600 on it", path, fi.Mode().Perm())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxTokensFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxTokensFile {
+		return nil, fmt.Errorf("tokens file %s is larger than %d bytes", path, maxTokensFile)
+	}
 	return ParseTokens(b)
 }
+
+// maxTokensFile bounds the tokens file (about 100,000 lines).
+const maxTokensFile = 10 << 20
+
+// MinTokenLen is the shortest bearer token accepted: tokens are random
+// 256-bit values (e.g. `openssl rand -base64 32`, 44 characters), which is
+// also why their SHA-256, unsalted, is a safe thing to store: it cannot be
+// searched back to a token. A shorter one is refused before any lookup.
+const MinTokenLen = 32
+
+// TokenFile is a TokenAuth read from a file and read again on Reload (SIGHUP,
+// or Watch noticing the file changed): tokens are added and revoked without a
+// restart. A file that fails to load (unreadable, bad line, group- or
+// world-readable) leaves the tokens in force as they were, and says why.
+type TokenFile struct {
+	path string
+	cur  atomic.Pointer[TokenAuth]
+	seen atomic.Value // fileStamp of the file last loaded
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+}
+
+func stampOf(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	st := fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
+}
+
+// OpenTokenFile loads path; a file that does not load is an error here.
+func OpenTokenFile(path string) (*TokenFile, error) {
+	t := &TokenFile{path: path}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads the file again; on error the previous tokens stay in force.
+func (t *TokenFile) Reload() error {
+	st, _ := stampOf(t.path)
+	a, err := readTokenFile(t.path)
+	if err != nil {
+		return err
+	}
+	t.cur.Store(a)
+	t.seen.Store(st)
+	return nil
+}
+
+// Watch reloads the file when its modification time, size or inode change
+// (an editor's rename-into-place included), checking every interval until
+// ctx ends. Reload errors are passed to report.
+func (t *TokenFile) Watch(ctx context.Context, interval time.Duration, report func(error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := stampOf(t.path)
+		if err != nil || st == t.seen.Load().(fileStamp) {
+			continue
+		}
+		t.seen.Store(st) // a broken file is reported once, not every tick
+		report(t.Reload())
+	}
+}
+
+// Tokens is how many tokens are in force.
+func (t *TokenFile) Tokens() int { return len(t.cur.Load().byHash) }
+
+// Tenant implements Authenticator with the tokens in force.
+func (t *TokenFile) Tenant(ctx context.Context) (string, error) { return t.cur.Load().Tenant(ctx) }
 
 // Tenant implements Authenticator.
 func (a *TokenAuth) Tenant(ctx context.Context) (string, error) {
@@ -95,6 +205,9 @@ func (a *TokenAuth) Tenant(ctx context.Context) (string, error) {
 	tok, ok := strings.CutPrefix(vals[0], "Bearer ")
 	if !ok || tok == "" {
 		return "", fault.New(fault.Unauthenticated, "UNAUTHENTICATED", "authorization metadata must be \"Bearer <token>\"")
+	}
+	if len(tok) < MinTokenLen {
+		return "", fault.New(fault.Unauthenticated, "UNAUTHENTICATED", "token too short: tokens are random 256-bit values of at least %d characters", MinTokenLen)
 	}
 	// The lookup is keyed by the token's SHA-256, so lookup timing reveals
 	// nothing usable about the token itself.

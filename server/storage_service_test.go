@@ -85,8 +85,8 @@ type env struct {
 }
 
 const (
-	tokenA = "token-for-tenant-acme"
-	tokenB = "token-for-tenant-globex"
+	tokenA = "token-for-tenant-acme-0123456789abcdef"
+	tokenB = "token-for-tenant-globex-0123456789abcdef"
 )
 
 func hashLine(tok, tenant string) string {

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -203,9 +205,37 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		if c.tokensFile == "" {
 			return errors.New("--auth=token needs --tokens-file")
 		}
-		if auth, err = server.LoadTokens(c.tokensFile); err != nil {
+		tf, err := server.OpenTokenFile(c.tokensFile)
+		if err != nil {
 			return fmt.Errorf("tokens file: %w", err)
 		}
+		auth = tf
+		// Tokens are added and revoked without a restart: on SIGHUP, and
+		// when the file changes. A file that does not load leaves the
+		// tokens in force as they were.
+		reloaded := func(how string) func(error) {
+			return func(err error) {
+				if err != nil {
+					log.Error("tokens file not reloaded; the previous tokens stay in force", "how", how, "err", err)
+					return
+				}
+				log.Info("tokens file reloaded", "how", how, "tokens", tf.Tokens())
+			}
+		}
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					reloaded("SIGHUP")(tf.Reload())
+				}
+			}
+		}()
+		go tf.Watch(ctx, 5*time.Second, reloaded("file changed"))
 	default:
 		return fmt.Errorf("--auth must be none or token, not %q", c.auth)
 	}

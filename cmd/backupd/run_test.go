@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,7 +126,7 @@ func TestTokenAuthMySQLAndSecretsStayOutOfLogs(t *testing.T) {
 	gw := testenv.VersityGW(t)
 	bucket := gw.NewBucket(t)
 	dir := t.TempDir()
-	tok := "backupd-test-token"
+	tok := "backupd-test-token-0123456789abcdef"
 	sum := sha256.Sum256([]byte(tok))
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte(hex.EncodeToString(sum[:])+" acme\n"), 0o600)
@@ -241,5 +242,46 @@ func TestEnvOverridesAndBadFlags(t *testing.T) {
 		if err == nil {
 			t.Errorf("run %v: want an error", args)
 		}
+	}
+}
+
+// SIGHUP reloads the tokens file: a revoked token stops working and a new one
+// works, without a restart (SIGHUP used to end backupd).
+func TestSIGHUPReloadsTokens(t *testing.T) {
+	dir := t.TempDir()
+	line := func(tok, tenant string) string {
+		sum := sha256.Sum256([]byte(tok))
+		return hex.EncodeToString(sum[:]) + " " + tenant + "\n"
+	}
+	old, added := "sighup-old-token-0123456789abcdef", "sighup-new-token-0123456789abcdef"
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte(line(old, "acme")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn, logs, _ := start(t, "--data-dir", dir, "--auth", "token", "--tokens-file", tokens)
+	c := pb.NewStorageServiceClient(conn)
+	call := func(tok string) codes.Code {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+		_, err := c.ListStorages(ctx, &pb.ListStoragesRequest{})
+		return status.Code(err)
+	}
+	if call(old) != codes.OK || call(added) != codes.Unauthenticated {
+		t.Fatal("tokens before the reload")
+	}
+	if err := os.WriteFile(tokens, []byte(line(added, "acme")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for call(added) != codes.OK || call(old) != codes.Unauthenticated {
+		if time.Now().After(deadline) {
+			t.Fatalf("tokens not reloaded after SIGHUP\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "tokens file reloaded") || !strings.Contains(logs.String(), "SIGHUP") {
+		t.Fatalf("the reload on SIGHUP is not in the log:\n%s", logs.String())
 	}
 }
