@@ -40,6 +40,9 @@ type globals struct {
 	tokenFile     string
 	tls           bool
 	tlsCA         string
+	tlsCert       string // client certificate (mutual TLS)
+	tlsKey        string
+	insecure      bool // send a token in plaintext to a non-loopback server
 	timeout       time.Duration
 	timeoutSet    bool   // --timeout was given; cleanup, verify and backup delete default longer
 	output        string // "table" or "json"
@@ -58,7 +61,7 @@ func defaultGlobals(getenv func(string) string) globals {
 
 var globalFlagNames = map[string]bool{
 	"server": true, "token": true, "token-file": true, "tls": true,
-	"tls-ca": true, "timeout": true, "o": true, "output": true,
+	"tls-ca": true, "tls-cert": true, "tls-key": true, "insecure": true, "timeout": true, "o": true, "output": true,
 }
 
 func isGlobalFlag(name string) bool { return globalFlagNames[name] }
@@ -93,6 +96,19 @@ func (g *globals) bind(fs *flag.FlagSet) {
 	fs.Func("tls-ca", "use TLS, verifying the server with the CA certificates (PEM) in `file`", func(s string) error {
 		g.tlsCA = s
 		return nil
+	})
+	fs.Func("tls-cert", "mutual TLS: client certificate `file` (PEM), with --tls-key; implies TLS", func(s string) error {
+		g.tlsCert = s
+		return nil
+	})
+	fs.Func("tls-key", "mutual TLS: the client certificate's private key `file` (PEM)", func(s string) error {
+		g.tlsKey = s
+		return nil
+	})
+	fs.BoolFunc("insecure", "send the token in plaintext to a server that is not on loopback (a proxy on the way terminates TLS)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		g.insecure = v
+		return err
 	})
 	fs.Func("timeout", "`duration` of each call, e.g. 30s or 2m; 0 for none (default 1m0s)", func(s string) error {
 		d, err := time.ParseDuration(s)
@@ -155,10 +171,17 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	secure := c.g.tls || c.g.tlsCA != ""
+	secure := c.g.tls || c.g.tlsCA != "" || c.g.tlsCert != ""
 	var tc credentials.TransportCredentials
 	if secure {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.g.tlsCert != "" || c.g.tlsKey != "" {
+			pair, err := tls.LoadX509KeyPair(c.g.tlsCert, c.g.tlsKey)
+			if err != nil {
+				return nil, usagef("", "--tls-cert/--tls-key: %v", err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
 		if c.g.tlsCA != "" {
 			pem, err := readSmallFile(c.g.tlsCA)
 			if err != nil {
@@ -174,7 +197,10 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	} else {
 		tc = insecure.NewCredentials()
 		if token != "" && !isLoopback(c.g.server) {
-			fmt.Fprintf(c.stderr, "backupctl: warning: sending the token in plaintext to %s; use --tls or --tls-ca\n", c.g.server)
+			if !c.g.insecure {
+				return nil, usagef("", "refusing to send the token in plaintext to %s: use --tls or --tls-ca (or --insecure when a proxy on the way terminates TLS)", c.g.server)
+			}
+			fmt.Fprintf(c.stderr, "backupctl: warning: sending the token in plaintext to %s (--insecure)\n", c.g.server)
 		}
 	}
 	opts := []grpc.DialOption{

@@ -107,3 +107,13 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// A token is never sent in plaintext to a server off loopback unless
+// --insecure says a proxy terminates TLS: the refusal comes before any dial
+// (nothing here leaves the machine).
+func TestTokenNotSentInPlaintextOffLoopback(t *testing.T) {
+	r := runCLI(t, "", "--server", "backupd.example:50051", "--token", "tok", "storage", "list")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "refusing to send the token in plaintext") || !strings.Contains(r.stderr, "--insecure") {
+		t.Fatalf("token in plaintext off loopback: %v", r)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +46,9 @@ type config struct {
 	tokensFile      string
 	devTenant       string
 	tlsCert, tlsKey string
+	tlsClientCA     string
+	tlsClientMap    string
+	insecureListen  bool
 	logFormat       string
 	logLevel        string
 	shutdownTimeout time.Duration
@@ -80,11 +84,14 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.dataDir, "data-dir", "./backupd-data", "directory for the embedded catalog, the dev master key and local storage")
 	fs.StringVar(&c.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB catalog DSN, e.g. user:pass@tcp(db:3306)/backupstore (default: embedded SQLite in --data-dir)")
 	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file of base64 AES-256 master keys, first is primary (env BACKUPD_MASTER_KEY may hold the key itself); default in dev: DATA_DIR/master.key, generated once with mode 0600")
-	fs.StringVar(&c.auth, "auth", "none", "authentication: none (one dev tenant) or token (bearer tokens from --tokens-file)")
+	fs.StringVar(&c.auth, "auth", "none", "authentication: none (one dev tenant), token (bearer tokens from --tokens-file) or mtls (client certificates, --tls-client-ca and --tls-client-map)")
 	fs.StringVar(&c.tokensFile, "tokens-file", "", "with --auth=token: lines of \"<sha256 hex of token> <tenant id>\"")
 	fs.StringVar(&c.devTenant, "dev-tenant", "dev", "the tenant of every call with --auth=none")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key enables TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "mutual TLS: CA certificates (PEM) client certificates must chain to; required with --auth=mtls")
+	fs.StringVar(&c.tlsClientMap, "tls-client-map", "", "with --auth=mtls: lines \"<spiffe://… or CN=…> <tenant id>\" mapping client certificates to tenants")
+	fs.BoolVar(&c.insecureListen, "insecure-listen", false, "allow --auth=token or none without TLS on a non-loopback address (a proxy or mesh terminates TLS in front)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight calls may take to finish")
@@ -122,6 +129,19 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.BoolVar(&c.s3.PathStyle, "default-s3-path-style", false, "with --default-storage=s3: path-style addressing")
 	fs.StringVar(&c.s3.AccessKeyID, "default-s3-access-key-id", "", "with --default-storage=s3: access key id")
 	fs.StringVar(&c.s3SecretFile, "default-s3-secret-file", "", "with --default-storage=s3: file holding the secret access key (or env BACKUPD_DEFAULT_S3_SECRET_ACCESS_KEY; never a flag, flags show in ps)")
+}
+
+// loopbackListen reports whether addr listens on loopback only.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // applyEnv sets every flag not given on the command line from BACKUPD_<NAME>.
@@ -236,8 +256,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 			}
 		}()
 		go tf.Watch(ctx, 5*time.Second, reloaded("file changed"))
+	case "mtls":
+		if c.tlsClientCA == "" || c.tlsClientMap == "" || c.tlsCert == "" {
+			return errors.New("--auth=mtls needs --tls-cert, --tls-key, --tls-client-ca and --tls-client-map")
+		}
+		if auth, err = server.LoadCertMap(c.tlsClientMap); err != nil {
+			return fmt.Errorf("client certificate map: %w", err)
+		}
 	default:
-		return fmt.Errorf("--auth must be none or token, not %q", c.auth)
+		return fmt.Errorf("--auth must be none, token or mtls, not %q", c.auth)
+	}
+	if c.tlsCert == "" && !c.insecureListen && !loopbackListen(c.listen) {
+		return fmt.Errorf("refusing to serve --auth=%s in plaintext on %s: tokens and backups would cross the network in the clear; give --tls-cert and --tls-key, or --insecure-listen when a proxy or mesh terminates TLS in front of backupd", c.auth, c.listen)
 	}
 
 	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log,
@@ -293,7 +323,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		if err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+		cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+		if c.tlsClientCA != "" {
+			pem, err := os.ReadFile(c.tlsClientCA)
+			if err != nil {
+				return fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("--tls-client-ca %s: no PEM certificates found", c.tlsClientCA)
+			}
+			cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
 	gs := srv.GRPCServer(opts...)
 

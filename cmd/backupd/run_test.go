@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"flag"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -283,5 +286,71 @@ func TestSIGHUPReloadsTokens(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "tokens file reloaded") || !strings.Contains(logs.String(), "SIGHUP") {
 		t.Fatalf("the reload on SIGHUP is not in the log:\n%s", logs.String())
+	}
+}
+
+// --auth=mtls: the tenant comes from the verified client certificate's SPIFFE
+// ID (or CN) through the map; a certificate of another CA, none, or an
+// unmapped identity gets nothing; TLS below 1.3 is refused.
+func TestMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, other := testenv.NewCA(t), testenv.NewCA(t)
+	srvCert := ca.Server(t)
+	mapFile := filepath.Join(dir, "clients")
+	os.WriteFile(mapFile, []byte("# workers\nspiffe://example.org/ns/acme/sa/worker acme\nCN=globex-job globex\n"), 0o600)
+	conn, _, _ := start(t, "--data-dir", dir, "--auth", "mtls", "--tls-cert", srvCert.CertFile, "--tls-key", srvCert.KeyFile,
+		"--tls-client-ca", ca.File, "--tls-client-map", mapFile)
+	addr := conn.Target()
+	call := func(cfg *tls.Config) error {
+		cfg.RootCAs = ca.Pool()
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = pb.NewBackupServiceClient(c).ListBackups(ctx, &pb.ListBackupsRequest{})
+		return err
+	}
+	with := func(l *testenv.Leaf) *tls.Config { return &tls.Config{Certificates: []tls.Certificate{l.Pair}} }
+	if err := call(with(ca.Client(t, "worker", "spiffe://example.org/ns/acme/sa/worker"))); err != nil {
+		t.Fatalf("mapped SPIFFE ID: %v", err)
+	}
+	if err := call(with(ca.Client(t, "globex-job", ""))); err != nil {
+		t.Fatalf("mapped CN: %v", err)
+	}
+	if err := call(with(ca.Client(t, "stranger", "spiffe://example.org/ns/x/sa/y"))); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("unmapped identity: %v", err)
+	}
+	for name, cfg := range map[string]*tls.Config{
+		"another CA's certificate": with(other.Client(t, "globex-job", "")),
+		"no certificate":           {},
+		"TLS 1.2":                  {Certificates: []tls.Certificate{ca.Client(t, "globex-job", "").Pair}, MaxVersion: tls.VersionTLS12},
+	} {
+		if err := call(cfg); status.Code(err) != codes.Unavailable {
+			t.Fatalf("%s: %v, want the handshake refused", name, err)
+		}
+	}
+}
+
+// Bearer tokens, or no auth, are not served in plaintext on a non-loopback
+// address unless --insecure-listen says a proxy terminates TLS (checked
+// before anything listens).
+func TestPlaintextOnTheNetworkIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	err := run(context.Background(), []string{"--data-dir", dir, "--listen", "0.0.0.0:0"}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "--insecure-listen") {
+		t.Fatalf("--auth=none on 0.0.0.0 without TLS: %v", err)
+	}
+	for _, addr := range []string{"127.0.0.1:1", "[::1]:1", "localhost:1"} {
+		if !loopbackListen(addr) {
+			t.Fatalf("%s is loopback", addr)
+		}
+	}
+	for _, addr := range []string{"0.0.0.0:1", ":1", "10.0.0.1:1", "[::]:1", "example.org:1"} {
+		if loopbackListen(addr) {
+			t.Fatalf("%s is not loopback", addr)
+		}
 	}
 }
