@@ -308,11 +308,13 @@ func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *me
 	if ownKey != "" {
 		own = append(own, ownKey)
 	}
-	r, cur := s.settleFailedCommit(ctx, st, u, own...)
+	r, cur, serr := s.settleFailedCommit(ctx, st, u, own...)
 	if r != nil {
 		return r, nil
 	}
 	switch {
+	case serr != nil:
+		return nil, serr
 	case errors.Is(cerr, metadata.ErrStale):
 		return nil, catalogFault(cerr, u)
 	case errors.Is(cerr, metadata.ErrConflict):
@@ -338,17 +340,20 @@ func (s *Service) afterFailedCommit(ctx context.Context, st storage.Store, u *me
 // left to its owner: the next generation, or garbage collection after its
 // grace period. Nothing is deleted on "my commit failed" alone. cur is the
 // row as re-read (nil if that failed or there is none).
-func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, ownKeys ...string) (r *Result, cur *metadata.Upload) {
+func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *metadata.Upload, ownKeys ...string) (r *Result, cur *metadata.Upload, err error) {
 	rctx, cancel := detached(ctx)
 	defer cancel()
 	// A locking read: it waits for a commit still in flight on another
 	// connection, so "not committed" is the outcome, not a stale snapshot.
-	cur, err := s.cfg.Catalog.SettledUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
+	cur, err = s.cfg.Catalog.SettledUpload(rctx, u.TenantID, u.BackupID, u.UploadID)
+	if f := s.hooks().LoseSettleRead; f != nil && f(u) {
+		cur, err = nil, fmt.Errorf("test: the re-read was lost: %w", metadata.ErrUnavailable)
+	}
 	switch {
 	case err == nil && cur.State == metadata.UploadCommitted:
 		r, rerr := storedResult(cur)
 		if rerr != nil {
-			return nil, cur
+			return nil, cur, rerr
 		}
 		var drop []string
 		for _, k := range ownKeys {
@@ -359,7 +364,7 @@ func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *m
 		if len(drop) > 0 {
 			_ = st.Delete(rctx, drop...)
 		}
-		return r, cur
+		return r, cur, nil
 	case err == nil || errors.Is(err, metadata.ErrNotFound):
 		if len(ownKeys) > 0 {
 			_ = st.Delete(rctx, ownKeys...)
@@ -367,9 +372,13 @@ func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *m
 		if err != nil {
 			cur = nil
 		}
-		return nil, cur
+		return nil, cur, nil
 	}
-	return nil, nil
+	// The re-read failed: whether the commit happened is unknown. Nothing
+	// is deleted, and the stream is told to retry (the same upload id
+	// answers the committed result if it did).
+	return nil, nil, fault.Wrap(err, fault.Unavailable, "COMMIT_OUTCOME_UNKNOWN",
+		"upload %s: the catalog could not say whether the commit happened; retry with the same upload id", u.UploadID)
 }
 
 // smallFile buffers a file that may fit one part: if it ends within PartSize

@@ -85,6 +85,9 @@ type Hooks struct {
 	// succeeded, makes the stream act as if the commit's OK was lost (as
 	// after a failover): the outcome is uncertain, so nothing may be deleted.
 	LoseCommitOK func(u *metadata.Upload) bool
+	// LoseSettleRead, when it returns true, makes the re-read after a failed
+	// commit fail as a dropped catalog connection does.
+	LoseSettleRead func(u *metadata.Upload) bool
 	// BeforeAbortMark runs in AbortBackup when the backup was read OPEN,
 	// before the update that marks it ABORTED.
 	BeforeAbortMark func(backupID string)

@@ -758,8 +758,12 @@ func (w *recWriter) finish() (*Result, error) {
 	if err != nil {
 		// Not fail(): the outcome may be uncertain, and only a re-read
 		// may decide whether the keys are referenced.
-		if r, _ := s.settleFailedCommit(ctx, w.st, u, cleanup...); r != nil {
+		r, _, serr := s.settleFailedCommit(ctx, w.st, u, cleanup...)
+		if r != nil {
 			return r, nil
+		}
+		if serr != nil {
+			return nil, serr
 		}
 		if errors.Is(err, metadata.ErrConflict) {
 			if b, gerr := s.cfg.Catalog.GetBackup(ctx, u.TenantID, u.BackupID); gerr == nil && b.Status == metadata.BackupOpen {

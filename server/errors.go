@@ -47,6 +47,8 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	var fe *fault.Error
 	switch {
+	case errors.As(err, &fe) && fe.Kind == fault.Unavailable:
+		// Already a retry, with its own reason.
 	case errors.Is(err, metadata.ErrUnavailable):
 		// Before any domain wrapping: whatever the caller meant to answer, a
 		// catalog it could not reach is worth a retry, not a verdict.

@@ -28,11 +28,12 @@ func TestToStatusCatalogUnavailableWins(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		"bare":               {down, codes.Unavailable, "CATALOG_UNAVAILABLE"},
-		"wrapped in a fault": {fault.Wrap(down, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "changed"), codes.Unavailable, "CATALOG_UNAVAILABLE"},
-		"a fault on its own": {fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "is COMMITTED"), codes.FailedPrecondition, "BACKUP_NOT_OPEN"},
-		"a conflict":         {fmt.Errorf("x: %w", metadata.ErrConflict), codes.AlreadyExists, "ALREADY_EXISTS"},
-		"anything else":      {errors.New("boom"), codes.Internal, "INTERNAL"},
+		"bare":                                  {down, codes.Unavailable, "CATALOG_UNAVAILABLE"},
+		"wrapped in a fault":                    {fault.Wrap(down, fault.FailedPrecondition, "BACKUP_NOT_OPEN", "changed"), codes.Unavailable, "CATALOG_UNAVAILABLE"},
+		"an Unavailable fault keeps its reason": {fault.Wrap(down, fault.Unavailable, "COMMIT_OUTCOME_UNKNOWN", "unknown"), codes.Unavailable, "COMMIT_OUTCOME_UNKNOWN"},
+		"a fault on its own":                    {fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "is COMMITTED"), codes.FailedPrecondition, "BACKUP_NOT_OPEN"},
+		"a conflict":                            {fmt.Errorf("x: %w", metadata.ErrConflict), codes.AlreadyExists, "ALREADY_EXISTS"},
+		"anything else":                         {errors.New("boom"), codes.Internal, "INTERNAL"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			st, _ := status.FromError(toStatus(context.Background(), log, tc.err))

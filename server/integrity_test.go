@@ -438,6 +438,49 @@ func TestLostCommitOKDeletesNothing(t *testing.T) {
 	e.verifyIntact(t, b.Id)
 }
 
+// A commit whose OK was lost and whose re-read failed too (the catalog
+// connection dropped) answers Unavailable — the outcome is unknown — and
+// deletes nothing; the retry with the same upload id answers the committed
+// result. (Found by the torture run: a records stream answered
+// AlreadyExists "another upload id committed it", which a worker does not
+// retry.)
+func TestUnknownCommitOutcomeIsUnavailable(t *testing.T) {
+	var lose atomic.Int32
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.ingestHooks = &ingest.Hooks{
+			LoseCommitOK:   func(*bsmeta.Upload) bool { return lose.Load() > 0 },
+			LoseSettleRead: func(*bsmeta.Upload) bool { return lose.Add(-1) >= 0 },
+		}
+	})
+	b := e.newBackup(t, "")
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n")
+	body := randomBytes(64 << 10)
+	for _, kind := range []string{"records", "file"} {
+		lose.Store(1)
+		uid := uuid.NewString()
+		send := func() (*pb.UploadResult, error) {
+			if kind == "records" {
+				r, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", UploadId: uid}, csv, 1<<20)
+				return r.GetResult(), err
+			}
+			r, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uid}, body, 1<<20)
+			return r.GetResult(), err
+		}
+		_, err := send()
+		wantCode(t, err, codes.Unavailable, "COMMIT_OUTCOME_UNKNOWN")
+		r, err := send()
+		if err != nil || r.GetSha256() == "" {
+			t.Fatalf("%s retry with the same upload id: %v %v", kind, r, err)
+		}
+	}
+	e.commit(t, b.Id)
+	got, _, err := e.readRecords(t, as(tokenA), &pb.ReadRecordsRequest{BackupId: b.Id, Sobject: "Account"})
+	if err != nil || !bytes.Equal(got, csv) {
+		t.Fatalf("records: %q %v, want %q", got, err, csv)
+	}
+	e.verifyIntact(t, b.Id)
+}
+
 // Item 5: a single-PUT file committed after the manifest was built and
 // before the backup's commit must be in the manifest.
 func TestManifestListsFileCommittedDuringCommit(t *testing.T) {
