@@ -68,6 +68,10 @@ commands:
   maintenance   DeleteBackup against per-key DeleteObject, garbage collection of stray keys
   torture       three replicas, random operations and faults (kill -9, MariaDB restart, toxiproxy);
                 checks that nothing acknowledged is lost (flags: --duration, --seed, --replicas, --clients)
+  abuse         two tenants on one backupd: A's backup+restore loop alone, then while B runs every
+                resource attack at once (bombs, idle streams, anonymous connections, huge headers,
+                SSRF, overlapping key spaces, a stalled bucket, quotas); reports A's throughput
+                and p99 attacked ÷ alone, A's errors, backupd's RSS (flags: --phase, --workers)
   all           ingest, restore and maintenance one after the other, each with its defaults
                 (flags: -o, --mysql, --tmp, --keep, --skip-rclone)
 `
@@ -81,6 +85,7 @@ var commands = map[string]command{
 	"restore":     restoreCommand,
 	"maintenance": maintenanceCommand,
 	"torture":     tortureCommand,
+	"abuse":       abuseCommand,
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
