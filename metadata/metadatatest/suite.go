@@ -75,6 +75,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"TryLock", testTryLock},
 		{"BackupObjectPages", testBackupObjectPages},
 		{"PendingUploadOwns", testPendingUploadOwns},
+		{"CountTenant", testCountTenant},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })
