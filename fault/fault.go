@@ -9,6 +9,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind says which class of failure an Error is. The server maps each to one gRPC code.
@@ -82,6 +83,10 @@ func Invalid(vs ...Violation) *Error {
 	}
 	return &Error{Kind: InvalidArgument, Reason: "INVALID_ARGUMENT", Msg: msg, Violations: vs}
 }
+
+// RetryDelay, as an Error's Detail, is how long the caller should wait before
+// retrying (the server sends it as a google.rpc.RetryInfo).
+type RetryDelay time.Duration
 
 // As returns the *Error in err's chain, if any.
 func As(err error) (*Error, bool) {

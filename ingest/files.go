@@ -106,6 +106,11 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 	if err != nil || prev != nil {
 		return prev, err
 	}
+	if u == nil {
+		if err := s.checkNewUpload(ctx, tenant); err != nil {
+			return nil, err
+		}
+	}
 	if h.DeclaredSHA256 != "" && h.WriteOffset == 0 {
 		if res, err := s.dedup(ctx, b, st, u, &h); res != nil || err != nil {
 			if err != nil {
@@ -386,25 +391,20 @@ func (s *Service) settleFailedCommit(ctx context.Context, st storage.Store, u *m
 // multipart upload (its PENDING row written before the first S3 call).
 func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, src Source) (*Result, error) {
 	limit := s.cfg.PartSize
-	reserve := 2 * limit
+	// The reservation follows the buffer: a declared size at once, else a
+	// step at a time as the body arrives (growth never waits).
+	first := int64(growStep)
 	if h.DeclaredSize >= 0 {
-		reserve = max(h.DeclaredSize, 1)
+		first = max(h.DeclaredSize, 1)
 	}
-	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
-		return nil, budgetFault(err)
+	res := newReservation(s.cfg.Budget, b.TenantID, 0)
+	if err := res.acquire(ctx, first); err != nil {
+		return nil, err
 	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			s.cfg.Budget.Release(reserve)
-		}
-	}
+	release := res.release
 	defer release()
 	var buf bytes.Buffer
-	if h.DeclaredSize >= 0 {
-		buf.Grow(int(h.DeclaredSize))
-	}
+	buf.Grow(int(first))
 	sum := sha256.New()
 	for {
 		data, fin, err := src.Next()
@@ -416,6 +416,14 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 		}
 		if h.DeclaredSize >= 0 && int64(buf.Len()+len(data)) > h.DeclaredSize {
 			return nil, sizeMismatch(h.DeclaredSize, int64(buf.Len()+len(data)), false)
+		}
+		if need := buf.Len() + len(data); need > buf.Cap() {
+			// Grow explicitly (not by Write's doubling), reserving first.
+			size := max(need, min(2*buf.Cap(), int(limit)+len(data)))
+			if err := res.fit(int64(size)); err != nil {
+				return nil, err
+			}
+			buf.Grow(size - buf.Len())
 		}
 		sum.Write(data)
 		buf.Write(data)
@@ -492,10 +500,10 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 	}
 	maxPart := partSizeFor(u, 10000)
 	reserve := s.fileReservation(maxPart)
-	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
-		return nil, budgetFault(err)
+	if err := s.cfg.Budget.AcquireFor(ctx, u.TenantID, reserve); err != nil {
+		return nil, budgetFault(err, s.cfg.Budget)
 	}
-	defer s.cfg.Budget.Release(reserve)
+	defer s.cfg.Budget.ReleaseFor(u.TenantID, reserve)
 	var bufs [2]*partBuf
 	for i := range bufs {
 		pb, err := newPartBuf(maxPart, s.cfg.MaxMemoryPart, s.cfg.SpoolDir)

@@ -55,6 +55,8 @@ type Config struct {
 	BenchmarkWithoutIndex bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Quotas cap what one tenant may have in the catalog; zero: no limits.
+	Quotas Quotas
 	// Hooks are testing knobs; nil in production.
 	Hooks *Hooks
 }
@@ -168,8 +170,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxMemoryPart < cfg.PartSize {
 		cfg.MaxMemoryPart = cfg.PartSize
 	}
-	if need := recordsReservation(&cfg); need > cfg.Budget.Size() {
-		return nil, fmt.Errorf("ingest: the memory budget (%d bytes) is below what one record stream needs (%d bytes)", cfg.Budget.Size(), need)
+	if need := recordsReservation(&cfg); need > cfg.Budget.TenantShare() {
+		return nil, fmt.Errorf("ingest: a tenant's share of the memory budget (%d bytes) is below what one record stream may need (%d bytes)", cfg.Budget.TenantShare(), need)
 	}
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ingest: spool dir: %w", err)
@@ -239,6 +241,21 @@ func (s *Service) CreateBackup(ctx context.Context, tenant string, in CreateInpu
 	if st != nil && st.Status == registry.StatusUnavailable {
 		return nil, false, fault.New(fault.FailedPrecondition, "STORAGE_UNAVAILABLE",
 			"storage %s is marked unavailable (%s); fix it and run ValidateStorage before starting backups", st.ID, st.StatusMessage)
+	}
+	if err := s.checkNewBackup(ctx, tenant); err != nil {
+		// A retry of a create that happened answers the backup it made.
+		if _, quota := fault.As(err); !quota || in.IdempotencyKey == "" {
+			return nil, false, err
+		}
+		got, gerr := s.cfg.Catalog.BackupByIdempotencyKey(ctx, tenant, in.IdempotencyKey)
+		if gerr != nil {
+			return nil, false, err
+		}
+		if got.OrgID != org || (in.StorageID != "" && got.StorageID != in.StorageID) {
+			return nil, false, fault.New(fault.AlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+				"idempotency key %q already created backup %s for another org or storage", in.IdempotencyKey, got.ID)
+		}
+		return got, false, nil
 	}
 	b := &metadata.Backup{
 		TenantID: tenant, ID: "bkp-" + uuid.NewString(), OrgID: org, StorageID: storageID, Labels: in.Labels,

@@ -154,6 +154,9 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 	u, err := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
 	switch {
 	case errors.Is(err, metadata.ErrNotFound):
+		if err := s.checkNewUpload(ctx, b.TenantID); err != nil {
+			return nil, nil, err
+		}
 		u = &metadata.Upload{TenantID: b.TenantID, BackupID: b.ID, UploadID: h.UploadID, Kind: metadata.KindRecords,
 			State: metadata.UploadPending, Generation: 1, ObjectID: objID, ObjectKey: key, PartSize: s.cfg.PartSize,
 			SObject: h.SObject, Sequence: h.Sequence, References: refs, DeclaredSize: -1}
@@ -236,6 +239,8 @@ type recWriter struct {
 	headerSet bool
 
 	mem      recMem
+	res      *reservation // the stream's part of the budget, fitted to held
+	memMu    sync.Mutex   // orders account's updates of held and res
 	big      chan struct{} // the oversized frame slot: a token while it is free
 	held     atomic.Int64  // bytes of buffer capacity held now (frames, parts, scanner, schema)
 	peakHeld atomic.Int64
@@ -274,10 +279,14 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	}
 	mem := newRecMem(&s.cfg)
 	need := mem.total + int64(cap(schema))
-	if err := s.cfg.Budget.Acquire(ctx, need); err != nil {
-		return nil, budgetFault(err)
+	// The stream reserves what it holds: the index run and the first frame
+	// at the start (waiting for them, holding nothing), the rest as its
+	// buffers grow (see recWriter.account).
+	res := newReservation(s.cfg.Budget, b.TenantID, mem.fixed)
+	if err := res.acquire(ctx, mem.fixed+int64(cap(schema))+int64(mem.frameIn+mem.frameOut)); err != nil {
+		return nil, err
 	}
-	defer s.cfg.Budget.Release(need)
+	defer res.release()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -296,9 +305,11 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	}
 	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: spool,
 		sum: sha256.New(), schema: schema, failed: make(chan struct{}), done: make(chan struct{}),
-		m: &mpu{s: s, st: st, u: u}, mem: mem, big: make(chan struct{}, 1)}
+		m: &mpu{s: s, st: st, u: u}, mem: mem, big: make(chan struct{}, 1), res: res}
 	w.big <- struct{}{}
-	w.account(int64(cap(schema)))
+	if err := w.account(int64(cap(schema))); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if testHookRecordsMemory != nil {
 			testHookRecordsMemory(w.peakHeld.Load(), need)
@@ -309,7 +320,7 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	w.jobs = make(chan *frameJob, s.cfg.CompressWorkers)
 	w.results = make(chan *frameJob, n)
 	for i := 0; i < n; i++ {
-		w.free <- w.newFrame()
+		w.free <- &frameJob{} // buffers allocated when first filled (ready)
 	}
 	var workers sync.WaitGroup
 	for i := 0; i < s.cfg.CompressWorkers; i++ {
@@ -321,7 +332,9 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 				// EncodeAll does not grow it; if it ever did, the accounting shows it.
 				c := cap(j.out)
 				j.out = encoder().EncodeAll(j.in, j.out[:0])
-				w.account(int64(cap(j.out) - c))
+				if err := w.account(int64(cap(j.out) - c)); err != nil {
+					w.setErr(err)
+				}
 				w.results <- j
 			}
 		}()
@@ -334,7 +347,11 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 		<-w.done
 	}
 	w.frame = <-w.free
-	if err := w.receive(src); err != nil {
+	err = w.ready(w.frame)
+	if err == nil {
+		err = w.receive(src)
+	}
+	if err != nil {
 		w.setErr(err)
 		cancel()
 		stop()
@@ -382,7 +399,9 @@ func (w *recWriter) receive(src Source) error {
 		w.bytesIn += int64(len(data))
 		held := w.scan.Held()
 		err = w.scan.Feed(data, w.emit)
-		w.account(int64(w.scan.Held() - held))
+		if aerr := w.account(int64(w.scan.Held() - held)); err == nil {
+			err = aerr
+		}
 		if err != nil {
 			return err
 		}
@@ -473,8 +492,10 @@ func (w *recWriter) flushFrame() error {
 	f := w.frame
 	if need := zstdBound(len(f.in)); cap(f.out) < need {
 		// Only the oversized frame gets here (a baseline out holds the bound of a
-		// baseline in), and it holds the big slot, which reserved this.
-		w.account(int64(need - cap(f.out)))
+		// baseline in), and it holds the big slot.
+		if err := w.account(int64(need - cap(f.out))); err != nil {
+			return err
+		}
 		f.out = make([]byte, 0, need)
 	}
 	f.seq = w.frameNo
@@ -489,7 +510,7 @@ func (w *recWriter) flushFrame() error {
 	select {
 	case w.frame = <-w.free:
 		w.frame.in, w.frame.rows, w.frame.firstRow = w.frame.in[:0], 0, 0
-		return nil
+		return w.ready(w.frame)
 	case <-w.failed:
 		w.frame = nil
 		return w.err
@@ -519,40 +540,58 @@ func (w *recWriter) put(b []byte) error {
 			return w.ctx.Err()
 		}
 		f.big = true
-		w.account(int64(len(b) - cap(f.in)))
+		if err := w.account(int64(len(b) - cap(f.in))); err != nil {
+			return err
+		}
 		f.in = make([]byte, 0, len(b))
 	}
 	f.in = append(f.in, b...)
 	return nil
 }
 
-// newFrame returns a frame job with baseline buffers, accounted.
-func (w *recWriter) newFrame() *frameJob {
-	f := &frameJob{in: make([]byte, 0, w.mem.frameIn), out: make([]byte, 0, w.mem.frameOut)}
-	w.account(int64(cap(f.in) + cap(f.out)))
-	return f
+// ready gives a frame job taken for filling its baseline buffers, accounted,
+// if it has none yet: frames are allocated as the stream needs them, so a
+// stream that sent little holds little.
+func (w *recWriter) ready(f *frameJob) error {
+	if cap(f.in) > 0 {
+		return nil
+	}
+	if err := w.account(int64(w.mem.frameIn + w.mem.frameOut)); err != nil {
+		return err
+	}
+	f.in, f.out = make([]byte, 0, w.mem.frameIn), make([]byte, 0, w.mem.frameOut)
+	return nil
 }
 
 // recycle returns a frame job to the free list; an oversized one gives its
-// buffers up (back to baseline) and frees the big slot.
+// buffers up (ready allocates baseline ones again) and frees the big slot.
 func (w *recWriter) recycle(f *frameJob) {
 	if f.big {
-		w.account(-int64(cap(f.in) + cap(f.out)))
-		*f = *w.newFrame()
+		_ = w.account(-int64(cap(f.in) + cap(f.out)))
+		*f = frameJob{}
 		w.big <- struct{}{}
 	}
 	w.free <- f
 }
 
-// account adds delta bytes of buffer capacity to what the stream holds.
-func (w *recWriter) account(delta int64) {
+// account adds delta bytes of buffer capacity to what the stream holds, and
+// fits the stream's reservation to it: growth the budget cannot give now is
+// an error (ResourceExhausted) that ends the stream, and is not counted.
+// Callers account before they allocate.
+func (w *recWriter) account(delta int64) error {
+	w.memMu.Lock()
+	defer w.memMu.Unlock()
 	n := w.held.Add(delta)
-	for {
-		p := w.peakHeld.Load()
-		if n <= p || w.peakHeld.CompareAndSwap(p, n) {
-			return
+	if w.res != nil {
+		if err := w.res.fit(n); err != nil {
+			w.held.Add(-delta)
+			return err
 		}
 	}
+	if n > w.peakHeld.Load() {
+		w.peakHeld.Store(n)
+	}
+	return nil
 }
 
 // testAcceptHeaderLineBreaks, set by tests only, stores header rows whose
@@ -590,6 +629,7 @@ type recMem struct {
 	frameIn, frameOut int // baseline capacities
 	bigExtra          int // the oversized slot, beyond one baseline frame
 	partBase, partMax int
+	fixed             int64 // the record index's run and buffers, held from the start
 	total             int64
 }
 
@@ -599,8 +639,9 @@ func newRecMem(c *Config) recMem {
 	m.bigExtra = bigIn - m.frameIn + zstdBound(bigIn) - m.frameOut
 	m.partBase = int(c.PartSize) + m.frameOut
 	m.partMax = max(m.partBase, storage.MinPartSize+zstdBound(bigIn))
+	m.fixed = int64(c.IndexRunBytes) + indexBuffers
 	m.total = int64(m.frames)*int64(m.frameIn+m.frameOut) + int64(m.bigExtra) + 2*int64(m.partMax) +
-		2*int64(c.Limits.MaxRowBytes) + int64(c.IndexRunBytes) + indexBuffers
+		2*int64(c.Limits.MaxRowBytes) + m.fixed
 	return m
 }
 
@@ -623,8 +664,7 @@ func (w *recWriter) assemble() {
 	defer close(w.done)
 	pending := map[uint32]*frameJob{}
 	var next uint32
-	bufs := [2]*partBuf{{mem: make([]byte, 0, w.mem.partBase)}, {mem: make([]byte, 0, w.mem.partBase)}}
-	w.account(2 * int64(w.mem.partBase))
+	bufs := [2]*partBuf{{}, {}} // allocated when first filled
 	cur := 0
 	var partInputStart, partInputEnd int64
 	cut := func() bool {
@@ -661,11 +701,20 @@ func (w *recWriter) assemble() {
 			}
 			buf := bufs[cur]
 			if need := len(buf.mem) + len(f.out); need > cap(buf.mem) {
-				// Below S3's minimum part size an oversized frame must still go
+				// A part buffer is allocated when first filled (partBase);
+				// below S3's minimum part size an oversized frame must still go
 				// in: grow to exactly what it needs (within recMem.partMax).
-				grown := make([]byte, len(buf.mem), need)
+				size := need
+				if cap(buf.mem) == 0 {
+					size = max(need, w.mem.partBase)
+				}
+				if err := w.account(int64(size - cap(buf.mem))); err != nil {
+					w.setErr(err)
+					w.recycle(f)
+					continue
+				}
+				grown := make([]byte, len(buf.mem), size)
 				copy(grown, buf.mem)
-				w.account(int64(need - cap(buf.mem)))
 				buf.mem = grown
 			}
 			buf.Write(f.out)
@@ -785,11 +834,4 @@ func rowFault(re *csvscan.RowError) error {
 	}
 	return &fault.Error{Kind: fault.InvalidArgument, Reason: re.Reason, Msg: "malformed CSV: " + re.Error(),
 		Violations: []fault.Violation{{Field: field, Description: re.Reason + ": " + re.Detail}}, Err: re}
-}
-
-func budgetFault(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use by other uploads; retry later")
-	}
-	return fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the upload needs more memory than the server's whole budget")
 }

@@ -65,10 +65,10 @@ func (s *Service) ReadFile(ctx context.Context, tenant string, req FileRead, inf
 		return nil, fault.Invalid(fault.Violation{Field: "selector", Description: "file_id or parent_id is required"})
 	}
 	reserve := int64(2 * s.cfg.MessageSize)
-	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
-		return nil, fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
+	if err := s.cfg.Budget.AcquireFor(ctx, tenant, reserve); err != nil {
+		return nil, budgetFault(err)
 	}
-	defer s.cfg.Budget.Release(reserve)
+	defer s.cfg.Budget.ReleaseFor(tenant, reserve)
 	sum := &FileSummary{}
 	for _, f := range files {
 		if err := info(f); err != nil {

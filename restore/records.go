@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -135,10 +136,10 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	if len(ids) == 0 {
 		reserve += int64(s.cfg.MaxFrameBytes)
 	}
-	if err := s.cfg.Budget.Acquire(ctx, reserve); err != nil {
-		return nil, fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
+	if err := s.cfg.Budget.AcquireFor(ctx, tenant, reserve); err != nil {
+		return nil, budgetFault(err)
 	}
-	defer s.cfg.Budget.Release(reserve)
+	defer s.cfg.Budget.ReleaseFor(tenant, reserve)
 	sum := &Summary{}
 	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum, eol: lineEnding(header)}
 	if len(ids) == 0 {
@@ -552,10 +553,12 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 		return s.damaged(ctx, b, obj, "record index describes frame %d as %d bytes stored, %d decoded (at most %d)", frame, f.StoredLen, f.InputLen, limit)
 	}
 	need := f.StoredLen + f.InputLen
-	if !s.cfg.Budget.TryAcquire(need) {
-		return fault.New(fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry later")
+	if !s.cfg.Budget.TryAcquireFor(b.TenantID, need) {
+		e := fault.New(fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget (or this tenant's share of it) is in use; retry in a few seconds")
+		e.Detail = fault.RetryDelay(2 * time.Second)
+		return e
 	}
-	defer s.cfg.Budget.Release(need)
+	defer s.cfg.Budget.ReleaseFor(b.TenantID, need)
 	rc, err := st.Get(ctx, obj.Key, f.StoredOffset, f.StoredLen)
 	if err != nil {
 		return s.s3Fault(ctx, b, obj, err, "GetObject (range)")

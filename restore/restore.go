@@ -185,3 +185,23 @@ func (s *Service) s3Fault(ctx context.Context, b *metadata.Backup, obj *metadata
 	}
 	return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 %s of %s failed; retry", op, obj.Key)
 }
+
+// budgetFault answers a read whose reservation the budget refused: the
+// tenant at its share, the budget in use by others past the bound on
+// waiting, or the read's context ended while it waited.
+func budgetFault(err error) error {
+	var be *budget.BusyError
+	if errors.As(err, &be) && be.AtShare {
+		e := fault.Wrap(err, fault.ResourceExhausted, "TENANT_MEMORY_SHARE",
+			"this tenant's streams hold its whole share of the server's memory budget; finish some of them, or retry in %s", be.RetryAfter.Round(time.Second))
+		e.Detail = fault.RetryDelay(be.RetryAfter)
+		return e
+	}
+	delay := 2 * time.Second
+	if be != nil {
+		delay = be.RetryAfter
+	}
+	e := fault.Wrap(err, fault.ResourceExhausted, "MEMORY_BUDGET", "the server's memory budget is in use; retry in %s", delay.Round(time.Second))
+	e.Detail = fault.RetryDelay(delay)
+	return e
+}

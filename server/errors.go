@@ -5,11 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"backupstore/fault"
 	"backupstore/metadata"
@@ -101,6 +103,9 @@ func detailed(code codes.Code, fe *fault.Error) error {
 		if len(pf.Violations) > 0 {
 			details = append(details, pf)
 		}
+	}
+	if d, ok := fe.Detail.(fault.RetryDelay); ok && d > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(d))})
 	}
 	withDetails, err := st.WithDetails(details...)
 	if err != nil {
