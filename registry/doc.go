@@ -3,8 +3,10 @@
 // the service will need (probe.go), seals the secret before the catalog sees
 // it, caches one S3 client per storage (replaced when credentials rotate),
 // re-validates storages on an interval, and writes the least-privilege IAM
-// policy a customer should attach (policy.go).
+// policy a customer should attach (policy.go). Tenant storages' S3 clients
+// connect only where the operator's endpoint policy allows (endpoints.go).
 //
 // registry sits between server and the adapters: it imports storage,
-// metadata, secrets and fault, and never server.
+// metadata, secrets and fault (and the SDK's HTTP transport defaults), and
+// never server.
 package registry

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -107,7 +108,11 @@ var errStopList = errors.New("stop")
 // probe runs every API check against t. region is the region the customer
 // named; kms says whether SSE-KMS is configured. Each step gets its own
 // timeout so an endpoint that never answers costs a bounded time.
-func probe(ctx context.Context, t target, region, bucket string, kms bool, stepTimeout time.Duration) *Report {
+//
+// The report names only known S3 error codes and this package's own codes and
+// hints, never the endpoint's text (see explain); the endpoint's error, as it
+// came, goes to log.
+func probe(ctx context.Context, t target, region, bucket string, kms bool, stepTimeout time.Duration, log *slog.Logger) *Report {
 	r := &Report{At: time.Now().UTC()}
 	step := func(fn func(ctx context.Context) error) error {
 		sctx, cancel := context.WithTimeout(ctx, stepTimeout)
@@ -120,6 +125,7 @@ func probe(ctx context.Context, t target, region, bucket string, kms bool, stepT
 			return true
 		}
 		code, hint := explain(err, action, bucket, region)
+		log.InfoContext(ctx, "storage probe failed", "api", api, "code", code, "err", err)
 		if code == "Unreachable" {
 			r.Unreachable = true
 		}
@@ -251,6 +257,7 @@ func probe(ctx context.Context, t target, region, bucket string, kms bool, stepT
 		}
 	default:
 		code, hint := explain(abortErr, "s3:AbortMultipartUpload", bucket, region)
+		log.InfoContext(ctx, "storage probe failed", "api", "AbortMultipartUpload", "code", code, "err", abortErr)
 		r.Probes = append(r.Probes, Probe{API: "AbortMultipartUpload", Outcome: Warning, Code: code, Hint: hint})
 	}
 	r.finish()
@@ -274,7 +281,7 @@ func addKMS(r *Report, api string, err error) {
 		r.Probes = append(r.Probes, Probe{API: api, Outcome: OK})
 		return
 	}
-	code := storage.ErrorCode(err)
+	code := knownCode(storage.ErrorCode(err))
 	if strings.Contains(strings.ToUpper(code), "KMS") {
 		r.Probes = append(r.Probes, Probe{API: api, Outcome: Failed, Code: code,
 			Hint: "the credentials may not use the KMS key for " + api + "; grant it on the key (see backupctl storage policy) and check the key is enabled and in the bucket's region"})
@@ -289,22 +296,37 @@ type regionMismatch struct{ got string }
 
 func (e *regionMismatch) Error() string { return "bucket is in region " + e.got }
 
-// explain turns an error into an AWS error code and a hint a person can act on.
+// explain turns an error into an error code and a hint a person can act on.
+// The code is a known S3 error code (knownS3Codes) or one of this package's
+// own; the hint is ours. Nothing the endpoint wrote reaches either: an
+// endpoint can be anything that speaks HTTP, and its text (an internal
+// service's error page, a host name, a secret) must not come back to the
+// tenant.
 func explain(err error, action, bucket, region string) (code, hint string) {
+	var refused *EndpointRefusedError
+	if errors.As(err, &refused) {
+		return codeEndpointNotAllowed, "this service does not connect to this endpoint's addresses; ask its operator to add the endpoint to --allow-endpoints if it is your on-premises S3 service"
+	}
 	var rm *regionMismatch
 	if errors.As(err, &rm) {
+		if checkRegion(rm.got) != nil { // not a region code: the endpoint's own text
+			return codeUnexpected, "GetBucketLocation answered with something that is not a region code; check that the endpoint is an S3 service"
+		}
 		return "RegionMismatch", fmt.Sprintf("the bucket is in %s, not %s: register it with region %s", rm.got, region, rm.got)
 	}
 	if errors.Is(err, errContentMismatch) {
 		return "ContentMismatch", "the object read back differs from what was written; check for a proxy or gateway rewriting objects"
 	}
-	code = storage.ErrorCode(err)
+	raw := storage.ErrorCode(err)
+	code = knownCode(raw)
 	switch code {
 	case "":
 		if isNetwork(err) {
 			return "Unreachable", "the endpoint did not answer in time; check the endpoint URL, DNS and firewall"
 		}
-		return "Error", "unexpected error; see the server log"
+		return codeUnexpected, "the endpoint's answer to " + action + " is not an S3 response this service understands; check that the endpoint is an S3 service (the answer is in the server log)"
+	case codeUnexpected:
+		return code, "the endpoint refused " + action + " with an error that is not a known S3 error code; check that the endpoint is an S3 service (the answer is in the server log)"
 	case "AccessDenied", "Forbidden":
 		return code, fmt.Sprintf("grant %s on arn:aws:s3:::%s to these credentials (see backupctl storage policy)", action, bucketARN(bucket, action))
 	case "InvalidAccessKeyId":
@@ -317,9 +339,87 @@ func explain(err error, action, bucket, region string) (code, hint string) {
 		return code, "the bucket is not in region " + region + "; register it with the bucket's region code"
 	case "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
 		return code, "the credentials have expired; register long-lived access keys"
+	case "TemporaryRedirect", "Redirect", "MovedPermanently", "Found":
+		return code, "the endpoint answered with a redirect, which this service does not follow; register the endpoint it redirects to (on AWS, the bucket's region)"
 	}
 	return code, "S3 refused " + action
 }
+
+// Codes of this package's own, beside the S3 error codes in knownS3Codes.
+const (
+	codeEndpointNotAllowed = "EndpointNotAllowed"
+	codeUnexpected         = "UnexpectedResponse"
+)
+
+// errEndpointRefusedAtDial stands for a refusal that passed the registration
+// check and was refused at connect time (the name resolves elsewhere now).
+var errEndpointRefusedAtDial = errors.New("endpoint refused at connect time")
+
+// knownS3Codes are the error codes a report may name: Amazon S3's documented
+// error codes, the codes the SDK derives from a bare HTTP status (HEAD
+// answers have no body), and the KMS codes S3 passes on. Any other code is
+// the endpoint's own text and becomes UnexpectedResponse.
+var knownS3Codes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, c := range strings.Fields(`
+		AccessDenied AccessControlListNotSupported AccountProblem AllAccessDisabled AmbiguousGrantByEmailAddress
+		AuthorizationHeaderMalformed AuthorizationQueryParametersError BadDigest BadRequest BucketAlreadyExists
+		BucketAlreadyOwnedByYou BucketNotEmpty ConditionalRequestConflict CredentialsNotSupported
+		CrossLocationLoggingProhibited EntityTooLarge EntityTooSmall ExpiredToken IllegalLocationConstraintException
+		IllegalVersioningConfigurationException IncompleteBody IncorrectNumberOfFilesInPostRequest InlineDataTooLarge
+		InternalError InvalidAccessKeyId InvalidAccessPoint InvalidArgument InvalidBucketName InvalidBucketState
+		InvalidDigest InvalidEncryptionAlgorithmError InvalidLocationConstraint InvalidObjectState InvalidPart
+		InvalidPartOrder InvalidPayer InvalidPolicyDocument InvalidRange InvalidRegion InvalidRequest InvalidSecurity
+		InvalidStorageClass InvalidToken InvalidURI KeyTooLongError MalformedACLError MalformedPOSTRequest
+		MalformedXML MaxMessageLengthExceeded MetadataTooLarge MethodNotAllowed MissingContentLength
+		MissingRequestBodyError MissingSecurityHeader NoSuchBucket NoSuchBucketPolicy NoSuchKey NoSuchUpload
+		NoSuchVersion NotImplemented NotModified NotSignedUp OperationAborted PermanentRedirect PreconditionFailed
+		Redirect RequestHeaderSectionTooLarge RequestIsNotMultiPartContent RequestTimeTooSkewed RequestTimeout
+		RequestTorrentOfBucketError ServiceUnavailable SignatureDoesNotMatch SlowDown TemporaryRedirect
+		TokenRefreshRequired TooManyBuckets UnexpectedContent UnresolvableGrantByEmailAddress
+		UserKeyMustBeSpecified XAmzContentSHA256Mismatch
+		Forbidden NotFound MovedPermanently Found
+		KMS.AccessDeniedException KMS.DisabledException KMS.InvalidKeyUsageException KMS.KMSInvalidStateException
+		KMS.KeyUnavailableException KMS.NotFoundException KMS.ThrottlingException KMS.UnrecognizedClientException`) {
+		m[c] = true
+	}
+	return m
+}()
+
+// knownCode is code if it is a known S3 error code, "" for none, and
+// UnexpectedResponse for anything else.
+func knownCode(code string) string {
+	if code == "" || knownS3Codes[code] {
+		return code
+	}
+	return codeUnexpected
+}
+
+// refusedTarget stands for an endpoint the policy refused: every call fails
+// with the refusal, so the report says so and nothing is sent.
+type refusedTarget struct{ err error }
+
+func (t refusedTarget) BucketLocation(context.Context) (string, error) { return "", t.err }
+func (t refusedTarget) List(context.Context, string, func(storage.ObjectInfo) error) error {
+	return t.err
+}
+func (t refusedTarget) Put(context.Context, string, io.Reader) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{}, t.err
+}
+func (t refusedTarget) Get(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, t.err
+}
+func (t refusedTarget) DeleteObject(context.Context, string) error { return t.err }
+func (t refusedTarget) CreateMultipart(context.Context, string) (string, error) {
+	return "", t.err
+}
+func (t refusedTarget) UploadPart(context.Context, string, string, int32, io.Reader, int64, uint32) (string, error) {
+	return "", t.err
+}
+func (t refusedTarget) CompleteMultipart(context.Context, string, string, []storage.CompletedPart) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{}, t.err
+}
+func (t refusedTarget) AbortMultipart(context.Context, string, string) error { return t.err }
 
 func bucketARN(bucket, action string) string {
 	switch action {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -39,7 +41,15 @@ type Config struct {
 	// DialTimeout bounds connecting to an endpoint. Default 5s.
 	DialTimeout time.Duration
 	// HTTPClient, if set, is used by every S3 client (tests record requests with it).
+	// It bypasses the endpoint policy at connect time (registration still checks it).
 	HTTPClient *http.Client
+	// AllowEndpoints opens non-public addresses to tenant storages, in
+	// --allow-endpoints syntax (ParseEndpointPolicy): comma-separated CIDRs,
+	// addresses and host names. Empty: public addresses only.
+	AllowEndpoints string
+	// LookupIP, if set, resolves endpoint host names instead of the system
+	// resolver (tests stub it).
+	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 func (c *Config) withDefaults() {
@@ -59,7 +69,8 @@ func (c *Config) withDefaults() {
 
 // Registry manages customer storages. It is safe for concurrent use.
 type Registry struct {
-	cfg Config
+	cfg       Config
+	endpoints *EndpointPolicy
 
 	mu      sync.Mutex
 	clients map[string]cachedClient // storage id → client
@@ -86,7 +97,14 @@ func New(cfg Config) (*Registry, error) {
 		return nil, errors.New("registry: Keyring is required")
 	}
 	cfg.withDefaults()
-	return &Registry{cfg: cfg, clients: map[string]cachedClient{}}, nil
+	endpoints, err := ParseEndpointPolicy(cfg.AllowEndpoints)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if cfg.LookupIP != nil {
+		endpoints = endpoints.withLookup(cfg.LookupIP)
+	}
+	return &Registry{cfg: cfg, endpoints: endpoints, clients: map[string]cachedClient{}}, nil
 }
 
 // RegisterInput is a storage registration as the customer gives it.
@@ -194,14 +212,40 @@ func (r *Registry) checkOverlap(ctx context.Context, tenant string, in *Register
 // probe builds a client for st with secret and runs the checks. It returns a
 // fault error when the endpoint is unreachable (Unavailable) or a required
 // probe failed (FailedPrecondition, with the report as detail).
+//
+// An endpoint the policy refuses (checked here before anything is sent, and
+// again by every connection) fails the first probe with EndpointNotAllowed and
+// answers InvalidArgument ENDPOINT_NOT_ALLOWED: the tenant must change the
+// endpoint, or the operator the policy. Not PermissionDenied: the caller is
+// authorised to register storages; the value it gave is what is refused, and
+// PermissionDenied would read as a token or identity problem.
 func (r *Registry) probe(ctx context.Context, st *metadata.Storage, secret secrets.Secret) (*Report, *storage.S3, error) {
-	s3, err := r.newClient(st, secret)
-	if err != nil {
-		return nil, nil, fault.Wrap(err, fault.InvalidArgument, "INVALID_ARGUMENT", "cannot build an S3 client for this storage")
+	log := r.cfg.Logger.With("tenant", st.TenantID, "storage", st.ID)
+	var t target
+	var s3 *storage.S3
+	refused := r.endpoints.checkEndpoint(ctx, st.Endpoint)
+	if refused != nil {
+		t = refusedTarget{refused}
+	} else {
+		var err error
+		if s3, err = r.newClient(st, secret); err != nil {
+			return nil, nil, fault.Wrap(err, fault.InvalidArgument, "INVALID_ARGUMENT", "cannot build an S3 client for this storage")
+		}
+		t = s3
 	}
-	rep := probe(ctx, s3, st.Region, st.Bucket, st.KMSKeyID != "", r.cfg.StepTimeout)
+	rep := probe(ctx, t, st.Region, st.Bucket, st.KMSKeyID != "", r.cfg.StepTimeout, log)
 	if err := ctx.Err(); err != nil {
 		return rep, nil, err
+	}
+	if len(rep.Probes) > 0 && rep.Probes[0].Code == codeEndpointNotAllowed {
+		msg := "it resolves only to addresses this service does not connect to; ask the operator of this backupstore service to add it to --allow-endpoints if it is your on-premises S3 service"
+		var cause error = errEndpointRefusedAtDial
+		if refused != nil {
+			msg, cause = refused.message(), refused
+		}
+		return rep, nil, &fault.Error{Kind: fault.InvalidArgument, Reason: "ENDPOINT_NOT_ALLOWED", Err: cause,
+			Msg:        "endpoint " + endpointName(st) + " is not allowed: " + msg,
+			Violations: []fault.Violation{{Field: "endpoint", Description: "not allowed by this service's endpoint policy (--allow-endpoints)"}}}
 	}
 	if rep.Unreachable && len(rep.Probes) > 0 && rep.Probes[0].Code == "Unreachable" {
 		return rep, nil, &fault.Error{Kind: fault.Unavailable, Reason: "STORAGE_UNREACHABLE", Detail: rep,
@@ -225,7 +269,7 @@ func (r *Registry) newClient(st *metadata.Storage, secret secrets.Secret) (*stor
 	return storage.NewS3(storage.S3Config{
 		Region: st.Region, Bucket: st.Bucket, AccessKeyID: st.AccessKeyID, SecretAccessKey: secret.Reveal(),
 		Endpoint: st.Endpoint, PathStyle: st.PathStyle, Prefix: st.Prefix, KMSKeyID: st.KMSKeyID,
-		DialTimeout: r.cfg.DialTimeout, HTTPClient: r.cfg.HTTPClient,
+		DialTimeout: r.cfg.DialTimeout, HTTPClient: cmp.Or(r.cfg.HTTPClient, r.endpoints.httpClient(r.cfg.DialTimeout, storage.DefaultResponseTimeout)),
 	})
 }
 

@@ -140,7 +140,8 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.reg, err = registry.New(registry.Config{Catalog: catalog, Keyring: ring, Logger: log,
-		FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second})
+		FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
+		AllowEndpoints: "127.0.0.1/32"}) // the test gateway, as an operator would allow an on-prem S3
 	if err != nil {
 		t.Fatal(err)
 	}

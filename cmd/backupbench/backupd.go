@@ -57,6 +57,7 @@ func startDaemon(ctx context.Context, c daemonConfig, name string, extraArgs ...
 			"--memory-budget", c.budget,
 			"--part-size", c.partSize,
 			"--revalidate-interval", "0", // no background S3 probes during measurements
+			"--allow-endpoints", "127.0.0.1/32", // versitygw and its proxies
 		}, extraArgs...)
 		cmd := exec.Command(c.bin, args...)
 		cmd.Env = minimalEnv("BACKUPD_MASTER_KEY=" + c.masterKey)

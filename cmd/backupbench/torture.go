@@ -241,7 +241,7 @@ func (t *tortureRun) run(ctx context.Context) error {
 	proxied := &privateDB{port: strings.TrimPrefix(mysqlProxy, "127.0.0.1:")}
 	dsn := proxied.dsn("torture") + "&readTimeout=30s&writeTimeout=30s"
 	args := []string{"--mysql-dsn", dsn, "--memory-budget", c.budget.String(), "--part-size", fmt.Sprint(c.partSize),
-		"--max-connections", "16", "--revalidate-interval", "0", "--cleanup-interval", "7s",
+		"--max-connections", "16", "--revalidate-interval", "0", "--allow-endpoints", "127.0.0.1/32", "--cleanup-interval", "7s",
 		"--gc-grace", c.gcGrace.String(), "--upload-ttl", c.uploadTTL.String(), "--shutdown-timeout", "2s", "--log-level", "warn"}
 	env := minimalEnv("BACKUPD_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key))
 	for i := range c.replicas {

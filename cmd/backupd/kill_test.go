@@ -57,7 +57,7 @@ func startChild(t *testing.T, addr string, args ...string) *exec.Cmd {
 func startChildEnv(t *testing.T, addr string, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), env...), "BACKUPD_TEST_CHILD=1", "BACKUPD_TEST_ARGS="+strings.Join(append([]string{"--listen", addr}, args...), " "))
+	cmd.Env = append(append(os.Environ(), env...), "BACKUPD_TEST_CHILD=1", "BACKUPD_TEST_ARGS="+strings.Join(append([]string{"--listen", addr, "--allow-endpoints", "127.0.0.1/32"}, args...), " "))
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {

@@ -73,6 +73,8 @@ type config struct {
 	gcGrace         time.Duration
 	uploadTTL       time.Duration
 
+	allowEndpoints string
+
 	defaultStorage string // local | s3
 	localDir       string
 	s3             storage.S3Config
@@ -119,6 +121,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	c.indexCache = 32 << 20
 	fs.Var(&c.indexCache, "index-block-cache", "restore: bytes of record-index blocks kept in memory (LRU)")
 	fs.BoolVar(&c.benchNoIndex, "benchmark-without-index", false, "benchmarks only: do not index record ids and references (duplicates go undetected)")
+	fs.StringVar(&c.allowEndpoints, "allow-endpoints", "", "tenant storages may use these non-public endpoints besides public addresses: comma-separated CIDRs (10.0.0.0/8, 127.0.0.1/32) and host names (s3.corp.example and names under it); link-local and cloud metadata addresses only by a CIDR inside them")
 	fs.StringVar(&c.defaultStorage, "default-storage", "local", "service-managed default storage for tenants without one: local or s3")
 	fs.StringVar(&c.localDir, "default-local-dir", "", "with --default-storage=local: directory (default DATA_DIR/objects)")
 	fs.StringVar(&c.s3.Endpoint, "default-s3-endpoint", "", "with --default-storage=s3: custom S3-compatible endpoint URL")
@@ -271,7 +274,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 
 	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log,
-		FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout})
+		FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints})
 	if err != nil {
 		return err
 	}

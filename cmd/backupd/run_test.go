@@ -55,7 +55,10 @@ func start(t *testing.T, args ...string) (*grpc.ClientConn, *lockedBuffer, func(
 	logs := &lockedBuffer{}
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), logs, ready) }()
+	// The tests' versitygw is on 127.0.0.1, as an operator would allow an on-prem S3.
+	go func() {
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--allow-endpoints", "127.0.0.1/32"}, args...), logs, ready)
+	}()
 	var addr string
 	select {
 	case addr = <-ready:
@@ -218,11 +221,12 @@ func TestEnvOverridesAndBadFlags(t *testing.T) {
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:1"}); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"BACKUPD_LISTEN": "0.0.0.0:9", "BACKUPD_MYSQL_DSN": "u@tcp(db)/x", "BACKUPD_REVALIDATE_INTERVAL": "5m"}
+	env := map[string]string{"BACKUPD_LISTEN": "0.0.0.0:9", "BACKUPD_MYSQL_DSN": "u@tcp(db)/x", "BACKUPD_REVALIDATE_INTERVAL": "5m",
+		"BACKUPD_ALLOW_ENDPOINTS": "10.0.0.0/8,s3.corp.example"}
 	if err := applyEnv(fs, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
-	if c.listen != "127.0.0.1:1" || c.mysqlDSN != "u@tcp(db)/x" || c.revalidateEvery != 5*time.Minute {
+	if c.listen != "127.0.0.1:1" || c.mysqlDSN != "u@tcp(db)/x" || c.revalidateEvery != 5*time.Minute || c.allowEndpoints != "10.0.0.0/8,s3.corp.example" {
 		t.Fatalf("config %+v", c)
 	}
 	if err := applyEnv(fs, func(k string) string {
@@ -238,6 +242,8 @@ func TestEnvOverridesAndBadFlags(t *testing.T) {
 		{"--auth", "token"},
 		{"--mysql-dsn", "root@tcp(127.0.0.1:3306)/test"}, // production catalog without a master key
 		{"--default-storage", "s3"},
+		{"--allow-endpoints", "10.0.0.0/33"},
+		{"--allow-endpoints", "http://s3.corp:9000"},
 		{"stray"},
 	} {
 		var buf bytes.Buffer
