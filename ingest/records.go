@@ -239,8 +239,8 @@ type recWriter struct {
 	headerSet bool
 
 	mem      recMem
-	res      *reservation // the stream's part of the budget, fitted to held
-	memMu    sync.Mutex   // orders account's updates of held and res
+	res      *reservation  // the stream's part of the budget, fitted to held
+	memMu    sync.Mutex    // orders account's updates of held and res
 	big      chan struct{} // the oversized frame slot: a token while it is free
 	held     atomic.Int64  // bytes of buffer capacity held now (frames, parts, scanner, schema)
 	peakHeld atomic.Int64

@@ -13,7 +13,7 @@ import (
 
 // growStep is the granularity a stream's reservation grows and shrinks by,
 // so that buffer growth of a few KiB does not take the budget's lock each time.
-const growStep = 1 << 20
+const growStep = 256 << 10
 
 // reservation is one stream's part of the memory budget, on its tenant's
 // share. It starts with a base acquired (waiting, before the stream holds
@@ -47,22 +47,27 @@ func (r *reservation) acquire(ctx context.Context, base int64) error {
 }
 
 // fit grows or shrinks the reservation to cover held bytes of buffers (plus
-// the fixed part). Growing never waits.
+// the fixed part). Growing never waits: it takes a step's worth if free,
+// else exactly what is needed, else fails.
 func (r *reservation) fit(held int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	want := max(roundUp(r.fixed+held, growStep), r.base)
+	need := max(r.fixed+held, r.base)
 	switch {
-	case want > r.reserved:
+	case need > r.reserved:
+		want := roundUp(need, growStep)
 		if !r.b.TryAcquireFor(r.tenant, want-r.reserved) {
-			return growFault(r.b, r.tenant, want-r.reserved)
+			want = need
+			if !r.b.TryAcquireFor(r.tenant, want-r.reserved) {
+				return growFault(r.b, r.tenant, want-r.reserved)
+			}
 		}
-	case r.reserved-want >= 2*growStep:
+		r.reserved = want
+	case r.reserved-need >= 2*growStep:
+		want := max(roundUp(need, growStep), r.base)
 		r.b.ReleaseFor(r.tenant, r.reserved-want)
-	default:
-		return nil
+		r.reserved = want
 	}
-	r.reserved = want
 	return nil
 }
 

@@ -74,7 +74,13 @@ func recvErr(err error) error {
 // UploadRecords implements pb.BackupServiceServer.
 func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	leave, err := s.enterStream(ctx)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	defer leave()
+	in := newIdleRecv(ctx, s.cfg.Streams.idleTimeout(), stream.Recv)
+	first, err := in.Recv()
 	if err != nil {
 		return toStatus(ctx, s.log, recvErr(err))
 	}
@@ -88,7 +94,7 @@ func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) erro
 		hdr.References = append(hdr.References, ingest.Reference{Field: r.GetField(), Target: r.GetTarget()})
 	}
 	src := streamSource{recv: func() ([]byte, bool, bool, error) {
-		m, err := stream.Recv()
+		m, err := in.Recv()
 		if err != nil {
 			return nil, false, false, recvErr(err)
 		}
@@ -108,7 +114,13 @@ const UploadGoHeader = "backupstore-upload"
 // UploadFile implements pb.BackupServiceServer.
 func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 	ctx := stream.Context()
-	first, err := stream.Recv()
+	leave, err := s.enterStream(ctx)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	defer leave()
+	in := newIdleRecv(ctx, s.cfg.Streams.idleTimeout(), stream.Recv)
+	first, err := in.Recv()
 	if err != nil {
 		return toStatus(ctx, s.log, recvErr(err))
 	}
@@ -133,7 +145,7 @@ func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 			asked = true
 			_ = stream.SendHeader(grpcmd.Pairs(UploadGoHeader, "send-data"))
 		}
-		m, err := stream.Recv()
+		m, err := in.Recv()
 		if err != nil {
 			return nil, false, false, recvErr(err)
 		}

@@ -51,6 +51,11 @@ func (s *Server) FindBackup(ctx context.Context, req *pb.FindBackupRequest) (*pb
 // ReadRecords implements pb.RestoreServiceServer.
 func (s *Server) ReadRecords(req *pb.ReadRecordsRequest, stream pb.RestoreService_ReadRecordsServer) error {
 	ctx := stream.Context()
+	leave, err := s.enterStream(ctx)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	defer leave()
 	sum, err := s.rst.ReadRecords(ctx, TenantFrom(ctx), req.GetBackupId(), req.GetSobject(), req.GetIds(), func(b []byte) error {
 		return stream.Send(&pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Data{Data: b}})
 	})
@@ -64,6 +69,11 @@ func (s *Server) ReadRecords(req *pb.ReadRecordsRequest, stream pb.RestoreServic
 // ReadFile implements pb.RestoreServiceServer.
 func (s *Server) ReadFile(req *pb.ReadFileRequest, stream pb.RestoreService_ReadFileServer) error {
 	ctx := stream.Context()
+	leave, err := s.enterStream(ctx)
+	if err != nil {
+		return toStatus(ctx, s.log, err)
+	}
+	defer leave()
 	sum, err := s.rst.ReadFile(ctx, TenantFrom(ctx), restore.FileRead{BackupID: req.GetBackupId(), FileID: req.GetFileId(),
 		ParentID: req.GetParentId(), Offset: req.GetReadOffset(), Limit: req.GetReadLimit()},
 		func(f *metadata.File) error {

@@ -42,6 +42,9 @@ type Config struct {
 	// Conns limits connections per address and per tenant, and how long an
 	// anonymous one stays open; they apply on the listener Listener returns.
 	Conns ConnLimits
+	// Streams caps each tenant's open streams and ends idle uploads; nil:
+	// no cap, idle uploads end after DefaultStreamIdleTimeout.
+	Streams *StreamGuard
 }
 
 // MaxHeaderListSize caps the request headers (metadata) of one call, in bytes.

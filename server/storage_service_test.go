@@ -73,7 +73,8 @@ type env struct {
 	offset  time.Duration // the test clock runs this far ahead of real time
 	restore pb.RestoreServiceClient
 	budget  *budget.Budget
-	local   string // root of the service-default local storage
+	streams *server.StreamGuard // nil unless envOptions.streams
+	local   string              // root of the service-default local storage
 	conn    *grpc.ClientConn
 	gw      *testenv.GW
 	reg     *registry.Registry
@@ -102,6 +103,9 @@ type envOptions struct {
 	wrapStore   func(storage.Store) storage.Store
 	conns       *server.ConnLimits // serve on the guarded listener with these limits
 	maxIdle     time.Duration
+	budget      *budget.Config       // a shared budget (tenant shares, bounded waits) instead of 512 MiB
+	quotas      ingest.Quotas        // per-tenant catalog quotas
+	streams     *server.StreamLimits // per-tenant stream cap and idle timeout
 }
 
 func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
@@ -159,9 +163,14 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 		local = o.wrapStore(local)
 	}
 	e.budget = budget.New(512 << 20)
+	if o.budget != nil {
+		if e.budget, err = budget.NewShared(*o.budget); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget,
 		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20},
-		Hooks: o.ingestHooks})
+		Hooks: o.ingestHooks, Quotas: o.quotas})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +188,12 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 		cfg.Conns = *o.conns
 	}
 	cfg.MaxConnectionIdle = o.maxIdle
+	if o.streams != nil {
+		if cfg.Streams, err = server.NewStreamGuard(*o.streams); err != nil {
+			t.Fatal(err)
+		}
+		e.streams = cfg.Streams
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,11 @@ type config struct {
 	maxRecvMsgSize  int
 
 	memoryBudget    bytesize.Flag
+	tenantShare     bytesize.Flag
+	budgetWait      time.Duration
+	tenantStreams   int
+	streamIdle      time.Duration
+	quotas          ingest.Quotas
 	partSize        bytesize.Flag
 	maxConns        int
 	maxStreams      int
@@ -105,6 +110,13 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = 1<<30, 8<<20, 4<<20, 8<<20
 	fs.Var(&c.memoryBudget, "memory-budget", "service-wide budget for buffered bytes (upload parts, frames, gRPC flow-control windows), e.g. 1GiB; GOMEMLIMIT is set to it plus 256MiB unless given")
 	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
+	fs.Var(&c.tenantShare, "tenant-memory-share", "most of the memory budget one tenant's streams may hold at once; default a quarter of the budget (at least 128MiB), the whole budget with --auth=none")
+	fs.DurationVar(&c.budgetWait, "memory-wait", 10*time.Second, "longest a stream waits for memory before it is answered RESOURCE_EXHAUSTED with a retry delay")
+	fs.IntVar(&c.tenantStreams, "max-streams-per-tenant", 32, "upload and restore streams one tenant may have open; one more answers RESOURCE_EXHAUSTED (0: no cap)")
+	fs.DurationVar(&c.streamIdle, "stream-idle-timeout", server.DefaultStreamIdleTimeout, "an upload stream that sends nothing this long is ended (ABORTED, the upload stays PENDING and resumable) and its memory released")
+	fs.Int64Var(&c.quotas.MaxOpenBackups, "max-open-backups-per-tenant", 1000, "OPEN backups one tenant may have; CreateBackup past it answers RESOURCE_EXHAUSTED (0: no limit)")
+	fs.Int64Var(&c.quotas.MaxPendingUploads, "max-pending-uploads-per-tenant", 10000, "PENDING uploads one tenant may have; a new upload id past it answers RESOURCE_EXHAUSTED (0: no limit)")
+	fs.Int64Var(&c.quotas.MaxCatalogRows, "max-objects-per-tenant", 0, "object plus file rows one tenant may have in the catalog; a new upload past it answers RESOURCE_EXHAUSTED (0: no limit; counting costs a scan of the tenant's rows per new upload)")
 	fs.IntVar(&c.maxConns, "max-connections", 64, "concurrent client connections accepted")
 	fs.IntVar(&c.maxStreams, "max-streams-per-connection", 16, "concurrent calls per connection")
 	fs.IntVar(&c.conns.PerAddress, "max-connections-per-address", 16, "connections open from one source IP address (0: no cap; behind a proxy or sidecar every connection has its address)")
@@ -292,7 +304,20 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if spool == "" {
 		spool = filepath.Join(c.dataDir, "spool")
 	}
-	mem := budget.New(int64(c.memoryBudget) - windows)
+	usable := int64(c.memoryBudget) - windows
+	share := int64(c.tenantShare)
+	switch {
+	case share == 0 && c.auth == "none":
+		share = usable // one tenant
+	case share == 0:
+		share = min(usable, max(usable/4, 128<<20))
+	case share > usable:
+		return fmt.Errorf("--tenant-memory-share %s is more than the memory budget left after flow-control windows (%d MiB)", c.tenantShare.String(), usable>>20)
+	}
+	mem, err := budget.NewShared(budget.Config{Size: usable, TenantShare: share, MaxWait: c.budgetWait})
+	if err != nil {
+		return err
+	}
 	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Budget: mem, Logger: log,
 		BlockCacheBytes: int64(c.indexCache), MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
@@ -300,7 +325,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	}
 	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore,
 		Budget: mem, Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
-		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}})
+		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)},
+		Quotas: c.quotas})
 	if err != nil {
 		return err
 	}
@@ -310,8 +336,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	streams, err := server.NewStreamGuard(server.StreamLimits{MaxPerTenant: c.tenantStreams, IdleTimeout: c.streamIdle})
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize,
-		MaxConnectionIdle: c.maxConnIdle, Conns: c.conns})
+		MaxConnectionIdle: c.maxConnIdle, Conns: c.conns, Streams: streams})
 	if err != nil {
 		return err
 	}

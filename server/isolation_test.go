@@ -1,0 +1,243 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+
+	"backupstore/budget"
+	"backupstore/ingest"
+	pb "backupstore/proto/backupstore/v1"
+	"backupstore/server"
+)
+
+// idleRecords opens a records stream of tok's tenant that sends its header
+// and one line (the CSV header row) and then nothing.
+func (e *env) idleRecords(t *testing.T, ctx context.Context, backupID, uploadID string) pb.BackupService_UploadRecordsClient {
+	t.Helper()
+	st, err := e.backups.UploadRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Header{Header: &pb.RecordsHeader{
+		BackupId: backupID, Sobject: "Account", UploadId: uploadID}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.UploadRecordsRequest{Message: &pb.UploadRecordsRequest_Data{Data: []byte("Id,Name\n")}}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// answer waits for the server's answer to an upload stream without closing
+// the sending side (CloseSend would end the upload without a finish).
+func answer(st interface{ RecvMsg(any) error }) error {
+	var resp pb.UploadRecordsResponse // either response type: only the error matters here
+	return st.RecvMsg(&resp)
+}
+
+func backupOf(t *testing.T, e *env, tok string) *pb.Backup {
+	t.Helper()
+	resp, err := e.backups.CreateBackup(as(tok), &pb.CreateBackupRequest{OrgId: org})
+	if err != nil {
+		t.Fatalf("CreateBackup: %v", err)
+	}
+	return resp.Backup
+}
+
+// Item 2: tenant B opens idle record streams (header and one line) up to
+// its share of the memory budget and its stream cap; its next stream waits
+// and is answered ResourceExhausted, one past the cap at once; tenant A's
+// small upload and restore complete within a normal deadline meanwhile.
+func TestIdleStreamsOfOneTenantDoNotBlockAnother(t *testing.T) {
+	const share = 40 << 20
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.budget = &budget.Config{Size: 100 << 20, TenantShare: share, MaxWait: 500 * time.Millisecond}
+		o.streams = &server.StreamLimits{MaxPerTenant: 7, IdleTimeout: time.Minute}
+	})
+	bb := backupOf(t, e, tokenB)
+	ctxB, cancelB := context.WithCancel(as(tokenB))
+	defer cancelB()
+	// Each idle stream holds its base: the index run and one frame (~6.3 MiB
+	// here), not the ~36 MiB a stream may need at worst.
+	var idle []pb.BackupService_UploadRecordsClient
+	for i := 0; i < 6; i++ {
+		idle = append(idle, e.idleRecords(t, ctxB, bb.Id, uuid.NewString()))
+		waitFor(t, "B's idle stream to reserve", func() bool { return e.budget.UsedBy("globex") > int64(i+1)*6<<20 })
+	}
+	held := e.budget.UsedBy("globex")
+	t.Logf("6 idle record streams of B hold %.1f MiB (share %d MiB)", float64(held)/(1<<20), share>>20)
+	if held > 6*7<<20 {
+		t.Fatalf("6 idle streams hold %d MiB: reservations do not follow what is buffered", held>>20)
+	}
+	// B's 7th stream needs more than is left of its share: it waits, then
+	// is answered ResourceExhausted with a retry hint.
+	seventh := make(chan error, 1)
+	go func() {
+		seventh <- answer(e.idleRecords(t, ctxB, bb.Id, uuid.NewString()))
+	}()
+	waitFor(t, "B's 7th stream to be counted", func() bool { return e.streams.Open("globex") == 7 })
+	// Past the cap: at once.
+	_, err := e.sendRecords(ctxB, &pb.RecordsHeader{BackupId: bb.Id, Sobject: "Account"}, []byte("Id\n"), 1<<20)
+	st := wantCode(t, err, codes.ResourceExhausted, "TOO_MANY_STREAMS")
+	if !strings.Contains(st.Message(), "limit is 7") {
+		t.Errorf("message %q does not name the limit", st.Message())
+	}
+
+	// Tenant A is served meanwhile, within a normal deadline.
+	ctxA, cancelA := context.WithTimeout(as(tokenA), 10*time.Second)
+	defer cancelA()
+	ba := e.newBackup(t, "")
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n" + sfid18("001", 2) + ",b\n")
+	if _, err := e.sendRecords(ctxA, &pb.RecordsHeader{BackupId: ba.Id, Sobject: "Account"}, csv, 1<<20); err != nil {
+		t.Fatalf("A's upload while B idles at its share: %v", err)
+	}
+	body := randomBytes(100 << 10)
+	if _, err := e.sendFile(ctxA, &pb.FileHeader{BackupId: ba.Id, ParentId: sfid18("001", 1), Path: "a.bin", UploadId: uuid.NewString()}, body, 64<<10); err != nil {
+		t.Fatalf("A's file while B idles at its share: %v", err)
+	}
+	if _, err := e.backups.CommitBackup(ctxA, &pb.CommitBackupRequest{BackupId: ba.Id}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := e.readRecords(t, ctxA, &pb.ReadRecordsRequest{BackupId: ba.Id, Sobject: "Account"})
+	if err != nil || !bytes.Equal(got, csv) {
+		t.Fatalf("A's restore while B idles at its share: %q %v", got, err)
+	}
+
+	select {
+	case err := <-seventh:
+		st := wantCode(t, err, codes.ResourceExhausted, "TENANT_MEMORY_SHARE")
+		if !hasRetryInfo(st.Details()) {
+			t.Errorf("no RetryInfo in %v", st.Details())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("B's stream past its share was never answered")
+	}
+	if b := e.budget.UsedBy("globex"); b != held {
+		t.Errorf("B holds %d bytes, want %d (its idle streams')", b, held)
+	}
+	cancelB()
+	for _, s := range idle {
+		s.CloseAndRecv()
+	}
+	waitFor(t, "every reservation to be returned", func() bool { return e.budget.Used() == 0 })
+}
+
+func hasRetryInfo(details []any) bool {
+	for _, d := range details {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Item 2: an upload stream that sends nothing for the idle timeout is
+// ended (Aborted STREAM_IDLE), its reservation returned; the upload stays
+// PENDING and resumes.
+func TestIdleStreamEndedAndResumable(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.streams = &server.StreamLimits{IdleTimeout: 300 * time.Millisecond}
+	})
+	b := e.newBackup(t, "")
+
+	// A record chunk: header and one line, then silence.
+	uid := uuid.NewString()
+	err := answer(e.idleRecords(t, as(tokenA), b.Id, uid))
+	wantCode(t, err, codes.Aborted, "STREAM_IDLE")
+	waitFor(t, "the reservation to be returned", func() bool { return e.budget.Used() == 0 })
+	q, err := e.backups.QueryUploadStatus(as(tokenA), &pb.QueryUploadStatusRequest{BackupId: b.Id, UploadId: uid})
+	if err != nil || q.GetUpload().GetState() != pb.UploadState_UPLOAD_STATE_PENDING {
+		t.Fatalf("after the idle timeout: %v %v, want PENDING", q, err)
+	}
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n")
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", UploadId: uid}, csv, 1<<20); err != nil {
+		t.Fatalf("resuming the idle chunk: %v", err)
+	}
+
+	// A multipart file: a part's worth and more, then silence.
+	fid := uuid.NewString()
+	body := randomBytes(7 << 20)
+	h := &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "big.bin", UploadId: fid}
+	fs, err := e.backups.UploadFile(as(tokenA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Send(&pb.UploadFileRequest{Message: &pb.UploadFileRequest_Header{Header: h}})
+	for off := 0; off < 6<<20; off += 1 << 20 {
+		fs.Send(&pb.UploadFileRequest{Message: &pb.UploadFileRequest_Data{Data: body[off : off+1<<20]}})
+	}
+	err = answer(fs)
+	wantCode(t, err, codes.Aborted, "STREAM_IDLE")
+	waitFor(t, "the reservation to be returned", func() bool { return e.budget.Used() == 0 })
+	q, err = e.backups.QueryUploadStatus(as(tokenA), &pb.QueryUploadStatusRequest{BackupId: b.Id, UploadId: fid})
+	if err != nil || q.GetUpload().GetState() != pb.UploadState_UPLOAD_STATE_PENDING {
+		t.Fatalf("after the idle timeout: %v %v, want PENDING", q, err)
+	}
+	off := q.GetUpload().GetCommittedSize()
+	t.Logf("idle file upload ended at committed_size %d", off)
+	h.WriteOffset = off
+	if _, err := e.sendFile(as(tokenA), h, body[off:], 1<<20); err != nil {
+		t.Fatalf("resuming the idle file at %d: %v", off, err)
+	}
+	e.commit(t, b.Id)
+	e.verifyIntact(t, b.Id)
+	if e.budget.Used() != 0 {
+		t.Fatalf("budget holds %d bytes after every stream ended", e.budget.Used())
+	}
+}
+
+// Item 12: quotas on open backups, pending uploads and catalog rows answer
+// ResourceExhausted naming the limit; another tenant is not counted.
+func TestQuotas(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.quotas = ingest.Quotas{MaxOpenBackups: 2, MaxPendingUploads: 1, MaxCatalogRows: 3}
+		o.streams = &server.StreamLimits{IdleTimeout: 200 * time.Millisecond}
+	})
+	b := e.newBackup(t, "")
+	keyed, err := e.backups.CreateBackup(as(tokenA), &pb.CreateBackupRequest{OrgId: org, IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.backups.CreateBackup(as(tokenA), &pb.CreateBackupRequest{OrgId: org})
+	st := wantCode(t, err, codes.ResourceExhausted, "QUOTA_OPEN_BACKUPS")
+	if !strings.Contains(st.Message(), "limit is 2") {
+		t.Errorf("message %q does not name the limit", st.Message())
+	}
+	// A retried create at the limit answers the backup it made.
+	again, err := e.backups.CreateBackup(as(tokenA), &pb.CreateBackupRequest{OrgId: org, IdempotencyKey: "k1"})
+	if err != nil || again.GetBackup().GetId() != keyed.GetBackup().GetId() || again.GetCreated() {
+		t.Fatalf("idempotent retry at the limit: %v %v", again, err)
+	}
+	backupOf(t, e, tokenB) // another tenant is not counted
+
+	// One PENDING upload (a stream that went idle): a new upload id is refused,
+	// the pending one resumes.
+	uid := uuid.NewString()
+	err = answer(e.idleRecords(t, as(tokenA), b.Id, uid))
+	wantCode(t, err, codes.Aborted, "STREAM_IDLE")
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n")
+	_, err = e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Contact"}, csv, 1<<20)
+	wantCode(t, err, codes.ResourceExhausted, "QUOTA_PENDING_UPLOADS")
+	_, err = e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "x", UploadId: uuid.NewString()}, []byte("x"), 1)
+	wantCode(t, err, codes.ResourceExhausted, "QUOTA_PENDING_UPLOADS")
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", UploadId: uid}, csv, 1<<20); err != nil {
+		t.Fatalf("resuming the pending upload at the quota: %v", err)
+	}
+	// Two objects (data and index) now; a file makes three rows of objects
+	// and files... and one file row: four, past the limit of three.
+	if _, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "y", UploadId: uuid.NewString()}, []byte("y"), 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "z", UploadId: uuid.NewString()}, []byte("z"), 1)
+	st = wantCode(t, err, codes.ResourceExhausted, "QUOTA_CATALOG_ROWS")
+	if !strings.Contains(st.Message(), "limit is 3") {
+		t.Errorf("message %q does not name the limit", st.Message())
+	}
+}
