@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,8 +49,26 @@ type TokenAuth struct {
 //	printf %s "$TOKEN" | sha256sum | cut -d' ' -f1
 func ParseTokens(text []byte) (*TokenAuth, error) {
 	a := &TokenAuth{byHash: map[[32]byte]string{}}
+	err := parseTenantMap(text, "tokens file", "<sha256 hex> <tenant>", func(key, tenant string) error {
+		raw, err := hex.DecodeString(key)
+		if err != nil || len(raw) != 32 {
+			return errors.New("first field must be 64 hex digits (the SHA-256 of the token, not the token)")
+		}
+		a.byHash[[32]byte(raw)] = tenant
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// parseTenantMap reads lines "<key> <tenant id>" (blank lines and # comments
+// ignored), checks each tenant id, and hands each pair to add, which checks
+// the key; what names the file in errors, form the line's expected shape.
+func parseTenantMap(text []byte, what, form string, add func(key, tenant string) error) error {
 	sc := bufio.NewScanner(bytes.NewReader(text))
-	n := 0
+	n, pairs := 0, 0
 	for sc.Scan() {
 		n++
 		line := strings.TrimSpace(sc.Text())
@@ -58,26 +77,23 @@ func ParseTokens(text []byte) (*TokenAuth, error) {
 		}
 		f := strings.Fields(line)
 		if len(f) != 2 {
-			return nil, fmt.Errorf("tokens file line %d: want \"<sha256 hex> <tenant>\"", n)
-		}
-		raw, err := hex.DecodeString(f[0])
-		if err != nil || len(raw) != 32 {
-			return nil, fmt.Errorf("tokens file line %d: first field must be 64 hex digits (the SHA-256 of the token, not the token)", n)
+			return fmt.Errorf("%s line %d: want %q", what, n, form)
 		}
 		if !tenantRE.MatchString(f[1]) {
-			return nil, fmt.Errorf("tokens file line %d: tenant id must match %s", n, tenantRE)
+			return fmt.Errorf("%s line %d: tenant id must match %s", what, n, tenantRE)
 		}
-		var h [32]byte
-		copy(h[:], raw)
-		a.byHash[h] = f[1]
+		if err := add(f[0], f[1]); err != nil {
+			return fmt.Errorf("%s line %d: %w", what, n, err)
+		}
+		pairs++
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return err
 	}
-	if len(a.byHash) == 0 {
-		return nil, fmt.Errorf("tokens file has no tokens")
+	if pairs == 0 {
+		return fmt.Errorf("%s has no entries", what)
 	}
-	return a, nil
+	return nil
 }
 
 // LoadTokens reads a tokens file from disk; see TokenFile.Load.

@@ -1,11 +1,9 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/x509"
-	"fmt"
+	"errors"
 	"os"
 	"strings"
 
@@ -29,28 +27,15 @@ type CertAuth struct {
 // or "CN=<common name>"; blank lines and # comments ignored.
 func ParseCertMap(text []byte) (*CertAuth, error) {
 	a := &CertAuth{byIdentity: map[string]string{}}
-	sc := bufio.NewScanner(bytes.NewReader(text))
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+	err := parseTenantMap(text, "client certificate map", "<spiffe://… or CN=…> <tenant>", func(id, tenant string) error {
+		if !strings.HasPrefix(id, "spiffe://") && !strings.HasPrefix(id, "CN=") {
+			return errors.New("the identity must be a SPIFFE ID (spiffe://…) or CN=<common name>")
 		}
-		f := strings.Fields(line)
-		if len(f) != 2 || !(strings.HasPrefix(f[0], "spiffe://") || strings.HasPrefix(f[0], "CN=")) {
-			return nil, fmt.Errorf("client certificate map line %d: want \"<spiffe://… or CN=…> <tenant>\"", n)
-		}
-		if !tenantRE.MatchString(f[1]) {
-			return nil, fmt.Errorf("client certificate map line %d: tenant id must match %s", n, tenantRE)
-		}
-		a.byIdentity[f[0]] = f[1]
-	}
-	if err := sc.Err(); err != nil {
+		a.byIdentity[id] = tenant
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	if len(a.byIdentity) == 0 {
-		return nil, fmt.Errorf("client certificate map has no entries")
 	}
 	return a, nil
 }

@@ -101,3 +101,30 @@ func TestTokenFileReloads(t *testing.T) {
 		t.Fatal("a broken file revoked the tokens in force")
 	}
 }
+
+// The tokens file and the client certificate map say which line is wrong and why.
+func TestTenantMapFilesNameTheBadLine(t *testing.T) {
+	good := hashLine(strings.Repeat("x", 40), "acme")
+	for _, c := range []struct {
+		name, text, want string
+		parse            func([]byte) error
+	}{
+		{"token not hashed", good + "a-raw-token acme\n", "line 2: first field must be 64 hex digits", parseTokens},
+		{"bad tenant", good + hashLine("y", "Acme!"), "line 2: tenant id must match", parseTokens},
+		{"three fields", "# c\n" + strings.TrimSpace(good) + " extra\n", "line 2: want", parseTokens},
+		{"no tokens", "# only a comment\n\n", "has no entries", parseTokens},
+		{"identity form", "spiffe://x/y acme\nworker globex\n", "line 2: the identity must be a SPIFFE ID", parseCertMap},
+		{"no identities", "", "has no entries", parseCertMap},
+	} {
+		err := c.parse([]byte(c.text))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	if err := parseCertMap([]byte("spiffe://x/y acme\nCN=job globex\n")); err != nil {
+		t.Errorf("a good map: %v", err)
+	}
+}
+
+func parseTokens(b []byte) error  { _, err := server.ParseTokens(b); return err }
+func parseCertMap(b []byte) error { _, err := server.ParseCertMap(b); return err }
