@@ -17,8 +17,11 @@ type Deleted struct {
 	Bytes   int64
 }
 
-// DeleteBackup deletes a COMMITTED or ABORTED backup now (and finishes one
-// left DELETING by a crash).
+// DeleteBackup deletes a COMMITTED or ABORTED backup (and finishes one left
+// DELETING by a crash): it marks it DELETING, then purges it under the
+// tenant's maintenance lock — or, when another run holds the lock for longer
+// than DeleteWait, answers with the backup DELETING and nothing deleted yet,
+// and the next cleanup purges it.
 func (s *Service) DeleteBackup(ctx context.Context, tenant, id string) (*metadata.Backup, Deleted, error) {
 	if id == "" {
 		return nil, Deleted{}, fault.Invalid(fault.Violation{Field: "backup_id", Description: "required"})
@@ -33,23 +36,49 @@ func (s *Service) DeleteBackup(ctx context.Context, tenant, id string) (*metadat
 	if b.Status == metadata.BackupOpen {
 		return nil, Deleted{}, fault.New(fault.FailedPrecondition, "BACKUP_OPEN", "backup %s is OPEN: abort it (AbortBackup) instead", id)
 	}
-	var d Deleted
-	_, err = s.locked(ctx, tenant, "delete", false, func(*metadata.MaintenanceRun) (string, error) {
-		if b.Status != metadata.BackupDeleting {
-			if err := s.cfg.Catalog.SetBackupStatus(ctx, tenant, id, b.Status, metadata.BackupDeleting); err != nil {
-				return "", fault.Wrap(err, fault.Aborted, "BACKUP_CHANGED", "backup %s changed state meanwhile; retry", id)
+	// The mark is a compare-and-set and final: taken outside the lock, it
+	// takes the backup out of restores and retention at once, and the purge
+	// (under the tenant's maintenance lock) follows now or, if another run
+	// holds the lock past DeleteWait, in the next cleanup.
+	if b.Status != metadata.BackupDeleting {
+		if err := s.cfg.Catalog.SetBackupStatus(ctx, tenant, id, b.Status, metadata.BackupDeleting); err != nil {
+			if errors.Is(err, metadata.ErrConflict) {
+				return nil, Deleted{}, fault.Wrap(err, fault.Aborted, "BACKUP_CHANGED", "backup %s changed state meanwhile; retry", id)
 			}
-			b.Status = metadata.BackupDeleting
+			return nil, Deleted{}, err
 		}
-		var err error
-		d, err = s.finishDeletion(ctx, b)
-		return fmt.Sprintf("deleted backup %s: %d objects, %d bytes", id, d.Objects, d.Bytes), err
-	})
+		b.Status = metadata.BackupDeleting
+	}
+	var d Deleted
+	deadline := s.cfg.Now().Add(DeleteWait)
+	for {
+		_, err = s.locked(ctx, tenant, "delete", false, func(*metadata.MaintenanceRun) (string, error) {
+			var err error
+			d, err = s.finishDeletion(ctx, b)
+			return fmt.Sprintf("deleted backup %s: %d objects, %d bytes", id, d.Objects, d.Bytes), err
+		})
+		if !errors.Is(err, errLockBusy) {
+			break
+		}
+		if !s.cfg.Now().Before(deadline) || ctx.Err() != nil {
+			// Marked DELETING: the next cleanup finishes it.
+			s.cfg.Logger.InfoContext(ctx, "backup deletion deferred to cleanup: the tenant's maintenance is running", "tenant", tenant, "backup", id)
+			return b, Deleted{}, nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return nil, d, err
 	}
 	return b, d, nil
 }
+
+// DeleteWait is how long DeleteBackup waits for the tenant's maintenance
+// lock before leaving the marked backup to the next cleanup.
+const DeleteWait = 10 * time.Second
 
 // finishDeletion deletes the objects only a DELETING backup references (its
 // manifest last), then its rows, and then the backup row. Every step is

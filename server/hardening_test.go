@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/uuid"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -440,4 +441,51 @@ func TestDecompressionBombInTheBucketIsDataLoss(t *testing.T) {
 			t.Fatalf("the other tenant after a bomb: %v", err)
 		}
 	}
+}
+
+// DeleteBackup while the tenant's maintenance runs (a cleanup stuck on a slow
+// bucket) marks the backup DELETING, waits a while for the lock, and then
+// answers with the deletion left to the next cleanup — rather than failing
+// MAINTENANCE_RUNNING for as long as the cleanup runs (found by the torture
+// run). The backup is out of restores at once; the cleanup purges it.
+func TestDeleteBackupDuringMaintenanceIsFinishedByCleanup(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	b := e.newBackup(t, "")
+	rf, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString()}, []byte("body"), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	e.mustReadFile(t, b.Id, rf.Result.FileId, []byte("body"))
+	release, ok, err := e.catalog.TryLock(context.Background(), maintenance.LockName+":acme")
+	if err != nil || !ok {
+		t.Fatalf("taking acme's lock: %v %v", ok, err)
+	}
+	var resp *pb.DeleteBackupResponse
+	var derr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, derr = e.maint.DeleteBackup(as(tokenA), &pb.DeleteBackupRequest{BackupId: b.Id})
+	}()
+	waitFor(t, "the backup to be marked DELETING", func() bool {
+		g, err := e.backups.GetBackup(as(tokenA), &pb.GetBackupRequest{Id: b.Id})
+		return err == nil && g.Backup.Status == pb.BackupStatus_BACKUP_STATUS_DELETING
+	})
+	e.setClock(e.now().Add(maintenance.DeleteWait + time.Second)) // past the wait, without waiting
+	<-done
+	if derr != nil || resp.Backup.Status != pb.BackupStatus_BACKUP_STATUS_DELETING || resp.ObjectsDeleted != 0 {
+		t.Fatalf("DeleteBackup while maintenance runs: %v %v", resp, derr)
+	}
+	if _, _, err := e.readFile(t, as(tokenA), &pb.ReadFileRequest{BackupId: b.Id, Selector: &pb.ReadFileRequest_FileId{FileId: rf.Result.FileId}}); err == nil {
+		t.Fatal("a DELETING backup is still readable")
+	}
+	release()
+	if _, err := e.maint.RunCleanup(as(tokenA), &pb.RunCleanupRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.backups.GetBackup(as(tokenA), &pb.GetBackupRequest{Id: b.Id}); status.Code(err) != codes.NotFound {
+		t.Fatalf("after cleanup the backup is still there: %v", err)
+	}
+	e.assertNothingStored(t)
 }
