@@ -16,6 +16,11 @@ import (
 // closed unless a call authenticates on them soon, one source address and
 // one tenant may hold only a share of the connections.
 type ConnLimits struct {
+	// Max caps the connections open at once (0: no cap). At the cap, a new
+	// connection takes the place of the oldest one on which no call has
+	// authenticated yet, or is closed at once if every connection carries a
+	// tenant's calls: anonymous connections can never keep a tenant out.
+	Max int
 	// PerAddress caps the connections open from one source IP address (0:
 	// no cap). Behind a proxy or sidecar every connection comes from its
 	// address: raise it or set 0 there.
@@ -37,12 +42,15 @@ type connGuard struct {
 	byIP     map[string]int
 	byTenant map[string]int
 	conns    map[string]*guardedConn // remote address → connection
+	total    int
+	seq      uint64
 }
 
 type guardedConn struct {
 	net.Conn
 	g      *connGuard
 	ip     string
+	seq    uint64 // accept order
 	once   sync.Once
 	timer  *time.Timer
 	tenant string // set by the first authenticated call
@@ -53,6 +61,7 @@ func (c *guardedConn) Close() error {
 		c.timer.Stop()
 		g := c.g
 		g.mu.Lock()
+		g.total--
 		if g.byIP[c.ip]--; g.byIP[c.ip] <= 0 {
 			delete(g.byIP, c.ip)
 		}
@@ -91,8 +100,19 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		var evict *guardedConn
+		if g.lim.Max > 0 && g.total >= g.lim.Max {
+			evict = g.oldestAnonymous()
+			if evict == nil {
+				g.mu.Unlock()
+				c.Close() // every slot carries a tenant's calls
+				continue
+			}
+		}
 		g.byIP[ip]++
-		gc := &guardedConn{Conn: c, g: g, ip: ip}
+		g.total++
+		g.seq++
+		gc := &guardedConn{Conn: c, g: g, ip: ip, seq: g.seq}
 		g.conns[c.RemoteAddr().String()] = gc
 		gc.timer = time.AfterFunc(g.lim.FirstCall, func() {
 			g.mu.Lock()
@@ -103,8 +123,23 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			}
 		})
 		g.mu.Unlock()
+		if evict != nil {
+			evict.Close() // counted out by its Close, outside the lock
+		}
 		return gc, nil
 	}
+}
+
+// oldestAnonymous is the connection accepted first among those on which no
+// call has authenticated, or nil. Called with g.mu held.
+func (g *connGuard) oldestAnonymous() *guardedConn {
+	var old *guardedConn
+	for _, c := range g.conns {
+		if c.tenant == "" && (old == nil || c.seq < old.seq) {
+			old = c
+		}
+	}
+	return old
 }
 
 // admit counts the call's connection to tenant on its first authenticated
@@ -147,5 +182,5 @@ func (s *Server) Listener(l net.Listener) net.Listener {
 
 // String describes the limits, for the startup log.
 func (l ConnLimits) String() string {
-	return fmt.Sprintf("per address %d, per tenant %d, first call within %s", l.PerAddress, l.PerTenant, l.FirstCall)
+	return fmt.Sprintf("at most %d, per address %d, per tenant %d, first call within %s", l.Max, l.PerAddress, l.PerTenant, l.FirstCall)
 }

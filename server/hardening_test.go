@@ -489,3 +489,38 @@ func TestDeleteBackupDuringMaintenanceIsFinishedByCleanup(t *testing.T) {
 	}
 	e.assertNothingStored(t)
 }
+
+// At --max-connections, a new connection takes the place of the oldest
+// anonymous one: anonymous clients from many addresses cannot keep a tenant
+// from connecting. When every connection carries a tenant's calls, the new
+// one is closed.
+func TestAnonymousConnectionsGiveWayAtTheCap(t *testing.T) {
+	lim := server.ConnLimits{Max: 4, FirstCall: time.Minute}
+	e := newEnv(t, "sqlite", func(o *envOptions) { o.conns = &lim })
+	addr := e.conn.Target()
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil { // slot 1: acme's
+		t.Fatal(err)
+	}
+	var anon []net.Conn
+	for i := range 3 { // slots 2-4, from three addresses
+		anon = append(anon, dialFrom(t, fmt.Sprintf("127.0.0.%d", 2+i), addr))
+	}
+	// A new tenant connection evicts the oldest anonymous one and is served.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(as(tokenB), 10*time.Second)
+	defer cancel()
+	if _, err := pb.NewBackupServiceClient(conn).ListBackups(ctx, &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("globex connecting at the cap: %v", err)
+	}
+	if !closedByServer(anon[0]) {
+		t.Fatal("the oldest anonymous connection was not evicted")
+	}
+	// acme's first connection was not touched.
+	if _, err := e.backups.ListBackups(as(tokenA), &pb.ListBackupsRequest{}); err != nil {
+		t.Fatalf("acme's connection after the eviction: %v", err)
+	}
+}

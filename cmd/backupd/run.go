@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -340,6 +339,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
+	c.conns.Max = c.maxConns
 	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize,
 		MaxConnectionIdle: c.maxConnIdle, Conns: c.conns, Streams: streams})
 	if err != nil {
@@ -376,7 +376,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	lis = srv.Listener(netutil.LimitListener(lis, c.maxConns))
+	lis = srv.Listener(lis) // --max-connections and the shares: see server.ConnLimits
 	log.Info("backupd serving", "addr", lis.Addr().String(), "catalog", driver, "auth", c.auth,
 		"default_storage", c.defaultStorage, "tls", c.tlsCert != "", "connections", fmt.Sprintf("%d (%s)", c.maxConns, c.conns))
 	if ready != nil {
