@@ -143,7 +143,7 @@ func hasRetryInfo(details []any) bool {
 // PENDING and resumes.
 func TestIdleStreamEndedAndResumable(t *testing.T) {
 	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.streams = &server.StreamLimits{IdleTimeout: 300 * time.Millisecond}
+		o.streams = &server.StreamLimits{IdleTimeout: 2 * time.Second} // long beside any pause between one client's sends on a loaded machine
 	})
 	b := e.newBackup(t, "")
 
@@ -198,7 +198,7 @@ func TestIdleStreamEndedAndResumable(t *testing.T) {
 func TestQuotas(t *testing.T) {
 	e := newEnv(t, "sqlite", func(o *envOptions) {
 		o.quotas = ingest.Quotas{MaxOpenBackups: 2, MaxPendingUploads: 1, MaxCatalogRows: 3}
-		o.streams = &server.StreamLimits{IdleTimeout: 200 * time.Millisecond}
+		o.streams = &server.StreamLimits{IdleTimeout: 2 * time.Second}
 	})
 	b := e.newBackup(t, "")
 	keyed, err := e.backups.CreateBackup(as(tokenA), &pb.CreateBackupRequest{OrgId: org, IdempotencyKey: "k1"})
