@@ -584,7 +584,9 @@ func hugeHeaders(ctx context.Context, addr string, c *abuseCounts) {
 		if rawHugeCall(addr, 1<<20) {
 			c.headersTaken.Add(1)
 		}
-		sleepCtx(ctx, 20*time.Millisecond)
+		// Five a second: encoding 1 MiB of headers costs the attacker's CPU,
+		// which shares this machine's cores with backupd.
+		sleepCtx(ctx, 200*time.Millisecond)
 	}
 }
 
