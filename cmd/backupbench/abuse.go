@@ -41,14 +41,18 @@ type abuseConfig struct {
 	workers int
 	idle    int
 	anon    int
+	control bool
+	rounds  int
 }
 
 func abuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	commonFlags(fs, &c.commonConfig, 20*time.Minute)
-	fs.DurationVar(&c.phase, "phase", 30*time.Second, "length of each phase: tenant A alone, then A while B attacks")
+	fs.DurationVar(&c.phase, "phase", 15*time.Second, "length of each attacked phase (and of each alone phase between two of them; the first and last alone phases are half as long)")
+	fs.IntVar(&c.rounds, "rounds", 4, "attacked phases, each between two alone phases")
 	fs.IntVar(&c.workers, "workers", 2, "tenant A's concurrent backup-and-restore loops")
 	fs.IntVar(&c.idle, "idle-streams", 24, "tenant B's idle upload streams")
 	fs.IntVar(&c.anon, "anonymous", 200, "anonymous TCP connections held open (from 127.0.0.3-127.0.0.6)")
+	fs.BoolVar(&c.control, "control", false, "a control run: B stays idle in the second phase too, so the ratio shows the benchmark's own drift")
 }
 
 // abuseCommand runs two tenants on one backupd: tenant A runs a steady backup +
@@ -60,15 +64,15 @@ func abuseCommand(ctx context.Context, args []string, stderr io.Writer) (*report
 	var c abuseConfig
 	abuseFlags(fs, &c)
 	if err := parseFlags(fs, args, stderr, func() error {
-		if c.phase <= 0 || c.workers < 1 {
-			return errors.New("--phase and --workers must be positive")
+		if c.phase <= 0 || c.workers < 1 || c.rounds < 1 {
+			return errors.New("--phase, --rounds and --workers must be positive")
 		}
 		return nil
 	}); err != nil {
 		return nil, "", err
 	}
 	h := newHarness("abuse", "backupbench abuse "+strings.Join(args, " "), c.commonConfig, stderr,
-		map[string]any{"phase": c.phase.String(), "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
+		map[string]any{"phase": c.phase.String(), "rounds": c.rounds, "control": c.control, "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
 	err := h.execute(ctx, func(ctx context.Context) error { return runAbuse(ctx, h, &c) })
 	return h.rep, c.output, err
 }
@@ -178,32 +182,72 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 		}
 	}()
 
-	base := runTenantA(ctx, A, c.workers, c.phase)
-	h.logf("A alone: %d cycles, %d errors, p99 %s", len(base.lat), base.errors, base.p99())
-
-	actx, stopAttacks := context.WithCancel(ctx)
-	var attacks sync.WaitGroup
+	// A alone and A attacked alternate, starting and ending alone with half
+	// phases (A/2 B A B … B A/2): A's catalog and bucket grow as it runs and
+	// the shared cores drift, so a later phase is slower on its own (a control
+	// run, --control, once measured 0.89 for "alone then alone" in one pair);
+	// with every attacked phase between two alone ones a steady drift cancels,
+	// and several rounds average the noise.
+	half := c.phase / 2
+	base, under := &tenantRun{}, &tenantRun{}
+	useAlone, useUnder := cpuUse{}, cpuUse{}
 	counts := &abuseCounts{}
-	attacks.Go(func() { bombReads(actx, B, bombBackup, counts) })
-	attacks.Go(func() { idleStreams(actx, B, c.idle, counts) })
-	attacks.Go(func() { anonymousConns(actx, d.addr, c.anon, counts) })
-	attacks.Go(func() { hugeHeaders(actx, d.addr, counts) })
-	attacks.Go(func() { ssrfRegistrations(actx, B, ssrf.Addr().String(), counts) })
-	attacks.Go(func() { overlapRegistrations(actx, B, h, counts) })
-	attacks.Go(func() { stalledCleanup(actx, B, fp, counts) })
-	attacks.Go(func() { openBackupsFlood(actx, B, counts) })
-	time.Sleep(2 * time.Second) // the attacks take hold before A is measured again
-	under := runTenantA(ctx, A, c.workers, c.phase)
-	stopAttacks()
-	attacks.Wait()
-	h.logf("A while B attacks: %d cycles, %d errors (%v), p99 %s", len(under.lat), under.errors, under.firstErr, under.p99())
+	measure := func(run *tenantRun, use cpuUse, d time.Duration) int {
+		s0 := h.cpu.snap()
+		r := runTenantA(ctx, A, c.workers, d)
+		for k, v := range h.cpu.snap().since(s0, nil) {
+			use[k] += v
+		}
+		run.add(r)
+		return len(r.lat)
+	}
+	var rounds []string
+	aloneBefore := measure(base, useAlone, half)
+	for round := range c.rounds {
+		actx, stopAttacks := context.WithCancel(ctx)
+		if c.control {
+			stopAttacks()
+		}
+		var attacks sync.WaitGroup
+		attacks.Go(func() { bombReads(actx, B, bombBackup, counts) })
+		attacks.Go(func() { idleStreams(actx, B, c.idle, counts) })
+		attacks.Go(func() { anonymousConns(actx, d.addr, c.anon, counts) })
+		attacks.Go(func() { hugeHeaders(actx, d.addr, counts) })
+		attacks.Go(func() { ssrfRegistrations(actx, B, ssrf.Addr().String(), counts) })
+		attacks.Go(func() { overlapRegistrations(actx, B, h, counts) })
+		attacks.Go(func() { stalledCleanup(actx, B, fp, counts) })
+		attacks.Go(func() { openBackupsFlood(actx, B, counts) })
+		time.Sleep(2 * time.Second) // the attacks take hold before A is measured again
+		attacked := measure(under, useUnder, c.phase)
+		stopAttacks()
+		attacks.Wait()
+		time.Sleep(2 * time.Second) // the server lets go of B's connections and streams
+		d := c.phase
+		if round == c.rounds-1 {
+			d = c.phase - half
+		}
+		aloneAfter := measure(base, useAlone, d)
+		// This round's ratio: the attacked phase against the alone time around it.
+		around := float64(aloneBefore)/half.Seconds()/2 + float64(aloneAfter)/d.Seconds()/2
+		if round > 0 {
+			around = float64(aloneBefore)/c.phase.Seconds()/2 + float64(aloneAfter)/d.Seconds()/2
+		}
+		rounds = append(rounds, fmt.Sprintf("%.2f", float64(attacked)/c.phase.Seconds()/max(around, 1e-9)))
+		h.logf("round %d: %d cycles attacked, ratio %s", round+1, attacked, rounds[len(rounds)-1])
+		aloneBefore = aloneAfter
+	}
+	total := time.Duration(c.rounds) * c.phase
+	h.logf("A alone (%s in all): %d cycles, %d errors (%v), p99 %s; %s", total,
+		len(base.lat), base.errors, base.firstErr, base.p99(), useAlone)
+	h.logf("A while B attacks (%s in all): %d cycles, %d errors (%v), p99 %s; %s", total, len(under.lat), under.errors, under.firstErr, under.p99(), useUnder)
 	h.logf("B's attacks: %s", counts)
 	alive := d.alive()
 
 	rep := h.rep
 	thr := float64(len(under.lat)) / float64(max(len(base.lat), 1))
-	rep.addRatio("abuse", "tenant A backup+restore cycles/s, B attacking ÷ B idle", float64(len(under.lat))/c.phase.Seconds(), "cycles/s", ptr(thr), "≥ 0.8",
-		fmt.Sprintf("%d cycles alone, %d while attacked, in %s each", len(base.lat), len(under.lat), c.phase))
+	rep.addRatio("abuse", "tenant A backup+restore cycles/s, B attacking ÷ B idle", float64(len(under.lat))/(time.Duration(c.rounds)*c.phase).Seconds(), "cycles/s", ptr(thr), "≥ 0.8",
+		fmt.Sprintf("%d cycles alone, %d while attacked, in %s each; %d rounds of %s attacked between alone phases, per-round ratios %s",
+			len(base.lat), len(under.lat), time.Duration(c.rounds)*c.phase, c.rounds, c.phase, strings.Join(rounds, ", ")))
 	p99r := under.p99().Seconds() / max(base.p99().Seconds(), 1e-9)
 	rep.addRatio("abuse", "tenant A cycle p99, B attacking ÷ B idle", under.p99().Seconds()*1000, "ms", ptr(p99r), "",
 		fmt.Sprintf("p99 alone %s", base.p99()))
@@ -216,7 +260,8 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 	}
 	rep.addValue("abuse", "backupd exits during the run", restarted, "exits", "≤ 0", errText(alive))
 	rep.addValue("abuse", "connections that reached B's SSRF target (127.0.0.2)", float64(ssrfHits.Load()), "connections", "≤ 0", "")
-	rep.Notes = append(rep.Notes, "B's attacks, all at once: "+counts.String())
+	rep.Notes = append(rep.Notes, "B's attacks, all at once: "+counts.String(),
+		"A alone: "+useAlone.String(), "A while B attacks: "+useUnder.String()+" (client is this process: A's loops and every attack)")
 	if alive != nil {
 		return alive
 	}
@@ -246,6 +291,14 @@ type tenantRun struct {
 	lat      []time.Duration
 	errors   int
 	firstErr error
+}
+
+func (r *tenantRun) add(o *tenantRun) {
+	r.lat = append(r.lat, o.lat...)
+	r.errors += o.errors
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
 }
 
 func (r *tenantRun) p99() time.Duration {
