@@ -57,7 +57,7 @@ func (s *Service) DeleteBackup(ctx context.Context, tenant, id string) (*metadat
 			d, err = s.finishDeletion(ctx, b)
 			return fmt.Sprintf("deleted backup %s: %d objects, %d bytes", id, d.Objects, d.Bytes), err
 		})
-		if !errors.Is(err, errLockBusy) {
+		if !errors.Is(err, ErrBusy) {
 			break
 		}
 		if !s.cfg.Now().Before(deadline) || ctx.Err() != nil {
@@ -231,7 +231,7 @@ func (s *Service) PurgeAborted(ctx context.Context, tenant, id string, wait time
 			d, err = s.purge(ctx, b)
 			return fmt.Sprintf("purged aborted backup %s: %d objects, %d bytes", id, d.Objects, d.Bytes), err
 		})
-		if !errors.Is(err, errLockBusy) {
+		if !errors.Is(err, ErrBusy) {
 			return d, false, err
 		}
 		if !s.cfg.Now().Before(deadline) {

@@ -62,8 +62,10 @@ type Config struct {
 	CrashAt string
 }
 
-// errLockBusy: another replica (or call) holds the maintenance lock.
-var errLockBusy = errors.New("maintenance: lock busy")
+// ErrBusy is the cause of the Aborted MAINTENANCE_RUNNING error a run answers
+// when another replica (or call) holds the tenant's maintenance lock; callers
+// that retry later (the cleanup scheduler) test it with errors.Is.
+var ErrBusy = errors.New("maintenance: lock busy")
 
 // Service runs maintenance. Safe for concurrent use.
 type Service struct{ cfg Config }
@@ -126,7 +128,7 @@ func (s *Service) locked(ctx context.Context, tenant, kind string, dryRun bool, 
 		return nil, err
 	}
 	if !ok {
-		return nil, fault.Wrap(errLockBusy, fault.Aborted, "MAINTENANCE_RUNNING", "maintenance of your backups is running on another replica (or call); retry later")
+		return nil, fault.Wrap(ErrBusy, fault.Aborted, "MAINTENANCE_RUNNING", "maintenance of your backups is running on another replica (or call); retry later")
 	}
 	defer release()
 	run := &metadata.MaintenanceRun{TenantID: tenant, ID: "run-" + uuid.NewString(), Kind: kind, Replica: s.cfg.Replica,
