@@ -5,7 +5,7 @@
 //
 // Callers pass keys relative to the storage's key prefix; the stores apply the prefix and
 // validate keys (ValidateKey). SDK and filesystem errors are translated at the boundary into
-// this package's sentinels (ErrNotFound, ErrAbortDenied, ErrPartTooSmall, ErrChecksumMismatch,
+// this package's sentinels (ErrNotFound, ErrAccessDenied, ErrAbortDenied, ErrPartTooSmall, ErrChecksumMismatch,
 // ErrInvalidKey, ErrInvalidPart, ErrInvalidRange, ErrUnavailable), to be classified with
 // errors.Is/As; ErrorCode exposes the S3 error code for reports.
 //

@@ -246,6 +246,9 @@ func fail(ctx context.Context, op string, err error) error {
 func classify(ctx context.Context, err error) error {
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
+		if slices.Contains(RefusalCodes, apiErr.ErrorCode()) {
+			return ErrAccessDenied
+		}
 		switch apiErr.ErrorCode() {
 		case "NoSuchKey", "NotFound", "NoSuchUpload":
 			return ErrNotFound

@@ -344,8 +344,11 @@ func TestS3DeleteDenied(t *testing.T) {
 	if !slices.ContainsFunc(de.Keys, func(k *storage.DeleteObjectError) bool { return k.Key == "kept" }) {
 		t.Errorf("DeleteError does not name key kept (relative to the prefix): %v", de)
 	}
-	if err := s.DeleteObject(ctx, "kept"); storage.ErrorCode(err) != "AccessDenied" {
-		t.Errorf("DeleteObject without s3:DeleteObject: %v, want AccessDenied", err)
+	if !errors.Is(err, storage.ErrAccessDenied) {
+		t.Errorf("Delete without s3:DeleteObject: %v is not ErrAccessDenied", err)
+	}
+	if err := s.DeleteObject(ctx, "kept"); storage.ErrorCode(err) != "AccessDenied" || !errors.Is(err, storage.ErrAccessDenied) {
+		t.Errorf("DeleteObject without s3:DeleteObject: %v, want AccessDenied (ErrAccessDenied)", err)
 	}
 	if _, err := s.Head(ctx, "kept"); err != nil {
 		t.Errorf("object gone after denied deletes: %v", err)
@@ -381,15 +384,27 @@ func TestS3ErrorCodes(t *testing.T) {
 			if storage.IsUnavailable(err) {
 				t.Errorf("%s classified as unavailable", tc.want)
 			}
+			if !errors.Is(err, storage.ErrAccessDenied) {
+				t.Errorf("BucketLocation: %v is not ErrAccessDenied", err)
+			}
 			_, err = s.Put(t.Context(), "k", strings.NewReader("x"))
 			if got := storage.ErrorCode(err); got != tc.want {
 				t.Errorf("Put: code %q (%v), want %s", got, err, tc.want)
+			}
+			if !errors.Is(err, storage.ErrAccessDenied) {
+				t.Errorf("Put: %v is not ErrAccessDenied", err)
 			}
 			if strings.Contains(err.Error(), secretMarker) {
 				t.Errorf("error shows the secret: %v", err)
 			}
 		})
 	}
+	t.Run("MissingKeyIsNotRefused", func(t *testing.T) {
+		_, err := newS3(t, base).Get(t.Context(), "missing", 0, -1)
+		if !errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrAccessDenied) {
+			t.Fatalf("Get of a missing key: %v, want ErrNotFound and not ErrAccessDenied", err)
+		}
+	})
 	t.Run("EURegion", func(t *testing.T) {
 		s := newS3(t, storage.S3Config{Region: "eu-west-1", Bucket: euBucket, AccessKeyID: eu.RootKey,
 			SecretAccessKey: eu.RootSecret, Endpoint: eu.Endpoint, PathStyle: true})

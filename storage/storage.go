@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -119,6 +120,11 @@ var (
 	// file is missing. A missing bucket is not ErrNotFound (see ErrorCode: NoSuchBucket),
 	// except for Head: a HEAD answer has no body, so S3 cannot tell the two apart there.
 	ErrNotFound = errors.New("storage: not found")
+	// ErrAccessDenied: the server refused the request for what the storage is configured with
+	// — its credentials, their permissions, the bucket or its region — so retrying will not
+	// help until the storage is fixed (see RefusalCodes). The SDK's error stays wrapped beside
+	// it: ErrorCode names the S3 code, and the log has the detail.
+	ErrAccessDenied = errors.New("storage: access denied")
 	// ErrAbortDenied: the server refused AbortMultipartUpload (see AbortDeniedError).
 	ErrAbortDenied = errors.New("storage: abort of multipart upload denied")
 	// ErrPartTooSmall: a part other than the last is below MinPartSize (S3 EntityTooSmall).
@@ -146,6 +152,17 @@ var (
 // IsUnavailable reports whether err is a transient failure to reach the store
 // (errors.Is(err, ErrUnavailable)). A cancelled or expired caller context is not.
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// RefusalCodes are the S3 error codes that are ErrAccessDenied: a refusal of the credentials
+// (InvalidAccessKeyId, SignatureDoesNotMatch), of their permissions (AccessDenied; Forbidden is
+// what a body-less HEAD 403 reports), of the account (AllAccessDisabled, AccountProblem), of
+// the bucket (NoSuchBucket) or of its region (AuthorizationHeaderMalformed, PermanentRedirect).
+// This is the one list: callers test errors.Is(err, ErrAccessDenied), never codes.
+var RefusalCodes = []string{
+	"AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+	"AllAccessDisabled", "AccountProblem", "NoSuchBucket",
+	"AuthorizationHeaderMalformed", "PermanentRedirect",
+}
 
 // ErrorCode returns the S3 error code carried by err (e.g. AccessDenied, NoSuchBucket,
 // InvalidAccessKeyId, SignatureDoesNotMatch, AuthorizationHeaderMalformed), or "" if it carries
@@ -196,6 +213,11 @@ func (e *DeleteObjectError) ErrorMessage() string { return e.Message }
 
 // ErrorFault implements smithy.APIError.
 func (e *DeleteObjectError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
+
+// Is makes errors.Is(err, ErrAccessDenied) true for a key refused with one of RefusalCodes.
+func (e *DeleteObjectError) Is(target error) bool {
+	return target == ErrAccessDenied && slices.Contains(RefusalCodes, e.Code)
+}
 
 // DeleteError lists the keys a Delete could not remove. Every other key was deleted.
 type DeleteError struct {
