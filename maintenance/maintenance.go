@@ -57,9 +57,17 @@ type Config struct {
 	// of ingest (default DefaultMaxFrameBytes, 9 MiB). A frame that declares
 	// a larger window is a corrupt object, not an allocation.
 	MaxFrameBytes int
-	// CrashAt, for fault-injection tests only, kills the process at a named
-	// point of a deletion ("after-mark", "after-objects", "after-purge").
-	CrashAt string
+	// Hooks are testing knobs; nil in production.
+	Hooks *Hooks
+}
+
+// Hooks are testing knobs for fault injection.
+type Hooks struct {
+	// Crash is called at each named point of a deletion ("after-mark",
+	// "after-objects", "after-purge"). A crash test's process ends itself
+	// there (the package never exits the process), so that the test can
+	// prove the next run finishes what the killed one left.
+	Crash func(point string)
 }
 
 // ErrBusy is the cause of the Aborted MAINTENANCE_RUNNING error a run answers
@@ -103,9 +111,8 @@ func New(cfg Config) (*Service, error) {
 }
 
 func (s *Service) crash(point string) {
-	if s.cfg.CrashAt == point {
-		s.cfg.Logger.Error("fault injection: crashing", "point", point)
-		os.Exit(137)
+	if s.cfg.Hooks != nil && s.cfg.Hooks.Crash != nil {
+		s.cfg.Hooks.Crash(point)
 	}
 }
 

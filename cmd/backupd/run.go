@@ -23,7 +23,6 @@ import (
 
 	"backupstore/budget"
 	"backupstore/csvscan"
-	"backupstore/fault"
 	"backupstore/ingest"
 	"backupstore/internal/bytesize"
 	"backupstore/maintenance"
@@ -330,7 +329,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return err
 	}
 	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Logger: log,
-		Grace: c.gcGrace, UploadTTL: c.uploadTTL, CrashAt: os.Getenv("BACKUPD_TEST_CRASH_AT"),
+		Grace: c.gcGrace, UploadTTL: c.uploadTTL, Hooks: crashHooks(log, os.Getenv("BACKUPD_TEST_CRASH_AT")),
 		MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
 		return err
@@ -389,7 +388,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		go reg.Run(bg, c.revalidateEvery)
 	}
 	if c.cleanupEvery > 0 {
-		go scheduleCleanup(bg, catalog, mnt, log, c.cleanupEvery)
+		go mnt.Run(bg, c.cleanupEvery)
 	}
 
 	serveErr := make(chan error, 1)
@@ -492,30 +491,16 @@ func defaultStorage(ctx context.Context, c *config, log *slog.Logger) (storage.S
 	return nil, fmt.Errorf("--default-storage must be local or s3, not %q", c.defaultStorage)
 }
 
-// scheduleCleanup runs cleanup for every tenant each interval. Replicas
-// share the maintenance lock: when another holds it, this pass is skipped.
-func scheduleCleanup(ctx context.Context, cat *metadata.Store, mnt *maintenance.Service, log *slog.Logger, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		tenants, err := cat.ListTenants(ctx)
-		if err != nil {
-			log.ErrorContext(ctx, "scheduled cleanup: listing tenants", "err", err)
-			continue
-		}
-		for _, tenant := range tenants {
-			if _, err := mnt.Cleanup(ctx, tenant, false); err != nil {
-				if fe, ok := fault.As(err); ok && fe.Reason == "MAINTENANCE_RUNNING" {
-					log.InfoContext(ctx, "scheduled cleanup skipped for a tenant: another replica is running its maintenance", "tenant", tenant)
-					continue
-				}
-				log.ErrorContext(ctx, "scheduled cleanup failed", "tenant", tenant, "err", err)
-			}
-		}
+// crashHooks, for fault-injection tests only (BACKUPD_TEST_CRASH_AT), kill
+// the process at the named point of a deletion, as a power cut would.
+func crashHooks(log *slog.Logger, at string) *maintenance.Hooks {
+	if at == "" {
+		return nil
 	}
+	return &maintenance.Hooks{Crash: func(point string) {
+		if point == at {
+			log.Error("fault injection: crashing", "point", point)
+			os.Exit(137)
+		}
+	}}
 }
