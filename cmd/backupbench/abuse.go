@@ -147,6 +147,14 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 	}
 	h.onCleanup(func() { dA.conn.Close() })
 	A, B := tenantClient{dA, tokA}, tenantClient{d, tokB}
+	// B's idle streams fill their connection's 16 stream slots; B's other
+	// attacks use a second connection so that they reach the server.
+	dB2 := &daemon{proc: d.proc, addr: d.addr}
+	if err := dB2.dial(ctx); err != nil {
+		return err
+	}
+	h.onCleanup(func() { dB2.conn.Close() })
+	B2 := tenantClient{dB2, tokB}
 	for _, reg := range []struct {
 		t        tenantClient
 		name     string
@@ -209,14 +217,14 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 			stopAttacks()
 		}
 		var attacks sync.WaitGroup
-		attacks.Go(func() { bombReads(actx, B, bombBackup, counts) })
+		attacks.Go(func() { bombReads(actx, B2, bombBackup, counts) })
 		attacks.Go(func() { idleStreams(actx, B, c.idle, counts) })
 		attacks.Go(func() { anonymousConns(actx, d.addr, c.anon, counts) })
 		attacks.Go(func() { hugeHeaders(actx, d.addr, counts) })
-		attacks.Go(func() { ssrfRegistrations(actx, B, ssrf.Addr().String(), counts) })
-		attacks.Go(func() { overlapRegistrations(actx, B, h, counts) })
-		attacks.Go(func() { stalledCleanup(actx, B, fp, counts) })
-		attacks.Go(func() { openBackupsFlood(actx, B, counts) })
+		attacks.Go(func() { ssrfRegistrations(actx, B2, ssrf.Addr().String(), counts) })
+		attacks.Go(func() { overlapRegistrations(actx, B2, h, counts) })
+		attacks.Go(func() { stalledCleanup(actx, B2, fp, counts) })
+		attacks.Go(func() { openBackupsFlood(actx, B2, counts) })
 		time.Sleep(2 * time.Second) // the attacks take hold before A is measured again
 		attacked := measure(under, useUnder, c.phase)
 		stopAttacks()
@@ -241,6 +249,7 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 		len(base.lat), base.errors, base.firstErr, base.p99(), useAlone)
 	h.logf("A while B attacks (%s in all): %d cycles, %d errors (%v), p99 %s; %s", total, len(under.lat), under.errors, under.firstErr, under.p99(), useUnder)
 	h.logf("B's attacks: %s", counts)
+	h.logf("B's outcomes: %s", counts.outcomeString())
 	alive := d.alive()
 
 	rep := h.rep
@@ -463,6 +472,36 @@ type abuseCounts struct {
 	ssrfTries, ssrfRefused                       atomic.Int64
 	overlapTries, overlapRefused                 atomic.Int64
 	stalledCleanups, openBackups, openBackupsOut atomic.Int64
+
+	mu       sync.Mutex
+	outcomes map[string]int           // "attack: code" → calls
+	slowest  map[string]time.Duration // attack → longest call
+}
+
+// outcome records how one call of an attack ended and how long it took.
+func (c *abuseCounts) outcome(attack string, err error, took time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.outcomes == nil {
+		c.outcomes, c.slowest = map[string]int{}, map[string]time.Duration{}
+	}
+	c.outcomes[attack+": "+status.Code(err).String()]++
+	c.slowest[attack] = max(c.slowest[attack], took)
+}
+
+// outcomeString lists the recorded outcomes and the slowest call of each attack.
+func (c *abuseCounts) outcomeString() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	for k, v := range c.outcomes {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	for k, v := range c.slowest {
+		parts = append(parts, fmt.Sprintf("%s slowest %s", k, v.Round(time.Millisecond)))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
 }
 
 func (c *abuseCounts) String() string {
@@ -703,11 +742,13 @@ func rawHugeCall(addr string, padding int) bool {
 func ssrfRegistrations(ctx context.Context, B tenantClient, target string, c *abuseCounts) {
 	for i := 0; ctx.Err() == nil; i++ {
 		rctx, cancel := context.WithTimeout(B.ctx(ctx), 20*time.Second)
+		start := time.Now()
 		_, err := B.d.stores.RegisterStorage(rctx, &pb.RegisterStorageRequest{Name: fmt.Sprintf("ssrf-%d", i), Region: "us-east-1",
 			Bucket: "internal", AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: "not-a-secret-at-all", Endpoint: "http://" + target, PathStyle: true})
 		cancel()
+		c.outcome("SSRF registration", err, time.Since(start))
 		c.ssrfTries.Add(1)
-		if err != nil {
+		if status.Code(err) == codes.InvalidArgument {
 			c.ssrfRefused.Add(1)
 		}
 		sleepCtx(ctx, 50*time.Millisecond)
@@ -719,10 +760,12 @@ func ssrfRegistrations(ctx context.Context, B tenantClient, target string, c *ab
 func overlapRegistrations(ctx context.Context, B tenantClient, h *harness, c *abuseCounts) {
 	for i := 0; ctx.Err() == nil; i++ {
 		rctx, cancel := context.WithTimeout(B.ctx(ctx), 20*time.Second)
+		start := time.Now()
 		_, err := B.d.stores.RegisterStorage(rctx, &pb.RegisterStorageRequest{Name: fmt.Sprintf("overlap-%d", i), Region: h.gw.region,
 			Bucket: h.bucket, AccessKeyId: h.gw.key, SecretAccessKey: h.gw.secret, Endpoint: strings.ToUpper(h.gw.endpoint) + "/",
 			PathStyle: true, Prefix: "acme"})
 		cancel()
+		c.outcome("overlapping registration", err, time.Since(start))
 		c.overlapTries.Add(1)
 		if status.Code(err) == codes.AlreadyExists {
 			c.overlapRefused.Add(1)
