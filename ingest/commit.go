@@ -44,7 +44,7 @@ func (s *Service) CommitBackup(ctx context.Context, tenant, id string, requirePa
 	if b.Status != metadata.BackupOpen {
 		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s and cannot be committed", id, b.Status)
 	}
-	st, err := s.storeOf(ctx, b)
+	st, err := s.cfg.Registry.StoreFor(ctx, b.TenantID, b.StorageID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -350,7 +350,7 @@ func (s *Service) AbortBackup(ctx context.Context, tenant, id string) (*metadata
 		}
 	}
 	call(s.hooks().AfterAbortMark, id)
-	st, err := s.storeOf(ctx, b)
+	st, err := s.cfg.Registry.StoreFor(ctx, b.TenantID, b.StorageID)
 	if err != nil {
 		return nil, err
 	}

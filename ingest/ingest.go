@@ -24,11 +24,10 @@ import (
 
 // Config configures the ingest Service. Zero values take the defaults in withDefaults.
 type Config struct {
-	Catalog  *metadata.Store
+	Catalog *metadata.Store
+	// Registry resolves the store a backup lives on (StoreFor), the
+	// service-managed default storage included.
 	Registry *registry.Registry
-	// ServiceStore is the service-managed default storage, for tenants
-	// without a storage of their own.
-	ServiceStore storage.Store
 	// Budget is the service-wide budget of buffered bytes.
 	Budget *budget.Budget
 	Logger *slog.Logger
@@ -158,8 +157,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("ingest: Catalog is required")
 	case cfg.Registry == nil:
 		return nil, errors.New("ingest: Registry is required")
-	case cfg.ServiceStore == nil:
-		return nil, errors.New("ingest: ServiceStore is required")
 	case cfg.Budget == nil:
 		return nil, errors.New("ingest: Budget is required")
 	}
@@ -318,21 +315,8 @@ func (s *Service) openBackup(ctx context.Context, tenant, id string) (*metadata.
 	if b.Status != metadata.BackupOpen {
 		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_OPEN", "backup %s is %s; uploads need an OPEN backup", id, b.Status)
 	}
-	st, err := s.storeOf(ctx, b)
+	st, err := s.cfg.Registry.StoreFor(ctx, b.TenantID, b.StorageID)
 	return b, st, err
-}
-
-// storeOf returns the object store a backup lives on: it stays on the storage
-// it was written to, whatever the default becomes.
-func (s *Service) storeOf(ctx context.Context, b *metadata.Backup) (storage.Store, error) {
-	if b.StorageID == "" {
-		return s.cfg.ServiceStore, nil
-	}
-	c, _, err := s.cfg.Registry.Client(ctx, b.TenantID, b.StorageID)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // Keys. Every element is one of the service's ids or a validated name.

@@ -199,7 +199,7 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 		return nil, nil, catalogFault(err, u)
 	}
 	if old.S3UploadID != "" && old.State == metadata.UploadPending {
-		if st, err := s.storeOf(ctx, b); err == nil {
+		if st, err := s.cfg.Registry.StoreFor(ctx, b.TenantID, b.StorageID); err == nil {
 			actx, cancel := detached(ctx)
 			_ = st.AbortMultipart(actx, old.ObjectKey, old.S3UploadID)
 			cancel()

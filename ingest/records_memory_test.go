@@ -38,15 +38,15 @@ func testService(t *testing.T, cfg Config) (*Service, storage.Store) {
 	rand.Read(key)
 	ring, _ := secrets.NewKeyring(key)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, AllowEndpoints: "127.0.0.1/32"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Catalog, cfg.Registry, cfg.ServiceStore, cfg.Logger, cfg.SpoolDir = cat, reg, local, log, t.TempDir()
+	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: local, AllowEndpoints: "127.0.0.1/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Catalog, cfg.Registry, cfg.Logger, cfg.SpoolDir = cat, reg, log, t.TempDir()
 	if cfg.Budget == nil {
 		cfg.Budget = budget.New(1 << 30)
 	}

@@ -21,7 +21,7 @@ import (
 func TestHeaderWithLineBreakStoredEarlierRestores(t *testing.T) {
 	testAcceptHeaderLineBreaks = true
 	defer func() { testAcceptHeaderLineBreaks = false }()
-	s, st := testService(t, Config{FrameSize: 4 << 10})
+	s, _ := testService(t, Config{FrameSize: 4 << 10})
 	ctx := context.Background()
 	b, _, err := s.CreateBackup(ctx, "t1", CreateInput{OrgID: "00D000000000001"})
 	if err != nil {
@@ -48,7 +48,7 @@ func TestHeaderWithLineBreakStoredEarlierRestores(t *testing.T) {
 	if _, _, err := s.CommitBackup(ctx, "t1", b.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	rst, err := restore.New(restore.Config{Catalog: s.cfg.Catalog, Registry: s.cfg.Registry, ServiceStore: st, Budget: budget.New(64 << 20)})
+	rst, err := restore.New(restore.Config{Catalog: s.cfg.Catalog, Registry: s.cfg.Registry, Budget: budget.New(64 << 20)})
 	if err != nil {
 		t.Fatal(err)
 	}

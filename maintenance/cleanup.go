@@ -229,7 +229,7 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 			if err != nil {
 				return err
 			}
-			st, err := s.storeOf(ctx, tenant, b.StorageID)
+			st, err := s.cfg.Registry.StoreFor(ctx, tenant, b.StorageID)
 			if err != nil {
 				return err
 			}
@@ -285,7 +285,7 @@ func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report
 	}
 	cutoff := s.cfg.Now().Add(-s.cfg.Grace)
 	for _, sid := range storages {
-		st, err := s.storeOf(ctx, tenant, sid)
+		st, err := s.cfg.Registry.StoreFor(ctx, tenant, sid)
 		if err != nil {
 			if fe, ok := fault.As(err); ok && fe.Kind == fault.FailedPrecondition {
 				rep.Skip++

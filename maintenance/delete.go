@@ -123,7 +123,7 @@ func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error
 	if cur.Status != metadata.BackupAborted && cur.Status != metadata.BackupDeleting {
 		return d, fault.New(fault.FailedPrecondition, "BACKUP_NOT_DELETABLE", "backup %s is %s: only an ABORTED or DELETING backup is purged", b.ID, cur.Status)
 	}
-	st, err := s.storeOf(ctx, b.TenantID, b.StorageID)
+	st, err := s.cfg.Registry.StoreFor(ctx, b.TenantID, b.StorageID)
 	if err != nil {
 		return d, err
 	}

@@ -65,16 +65,16 @@ func newEnv(t *testing.T, driver string, wrap func(storage.Store) storage.Store)
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, AllowEndpoints: "127.0.0.1/32"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &env{catalog: cat, store: st, now: time.Now()}
 	var svcStore storage.Store = st
 	if wrap != nil {
 		svcStore = wrap(st)
 	}
-	e.svc, err = maintenance.New(maintenance.Config{Catalog: cat, Registry: reg, ServiceStore: svcStore, Logger: log,
+	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: svcStore, AllowEndpoints: "127.0.0.1/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc, err = maintenance.New(maintenance.Config{Catalog: cat, Registry: reg, Logger: log,
 		Replica: "test", Grace: time.Hour, Now: e.clock})
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,6 @@ import (
 	"backupstore/fault"
 	"backupstore/metadata"
 	"backupstore/registry"
-	"backupstore/storage"
 )
 
 // LockName prefixes the catalog lock a maintenance run holds: one per tenant
@@ -38,10 +37,11 @@ const LockName = "backupstore_maintenance"
 
 // Config configures the maintenance Service.
 type Config struct {
-	Catalog      *metadata.Store
-	Registry     *registry.Registry
-	ServiceStore storage.Store
-	Logger       *slog.Logger
+	Catalog *metadata.Store
+	// Registry resolves the store a backup lives on (StoreFor), the
+	// service-managed default storage included.
+	Registry *registry.Registry
+	Logger   *slog.Logger
 	// Replica names this process in maintenance runs. Default hostname:pid.
 	Replica string
 	// Grace is how old a key without a catalog row must be before garbage
@@ -85,8 +85,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("maintenance: Catalog is required")
 	case cfg.Registry == nil:
 		return nil, errors.New("maintenance: Registry is required")
-	case cfg.ServiceStore == nil:
-		return nil, errors.New("maintenance: ServiceStore is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -114,18 +112,6 @@ func (s *Service) crash(point string) {
 	if s.cfg.Hooks != nil && s.cfg.Hooks.Crash != nil {
 		s.cfg.Hooks.Crash(point)
 	}
-}
-
-// storeOf returns the store a backup lives on.
-func (s *Service) storeOf(ctx context.Context, tenant, storageID string) (storage.Store, error) {
-	if storageID == "" {
-		return s.cfg.ServiceStore, nil
-	}
-	c, _, err := s.cfg.Registry.Client(ctx, tenant, storageID)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 // locked runs fn under the maintenance lock and records the run.

@@ -57,7 +57,7 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 	if b.Status != metadata.BackupCommitted {
 		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_COMMITTED", "backup %s is %s; only COMMITTED backups are verified", id, b.Status)
 	}
-	st, err := s.storeOf(ctx, tenant, b.StorageID)
+	st, err := s.cfg.Registry.StoreFor(ctx, tenant, b.StorageID)
 	if err != nil {
 		return nil, nil, err
 	}

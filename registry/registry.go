@@ -33,6 +33,10 @@ type Config struct {
 	Catalog *metadata.Store
 	Keyring *secrets.Keyring
 	Logger  *slog.Logger
+	// ServiceStore is the operator's service-managed default storage, for
+	// tenants without a storage of their own: where backups with no storage
+	// id live (StoreFor ""). Required.
+	ServiceStore storage.Store
 	// FailureThreshold is how many validations in a row must fail before a
 	// storage is marked unavailable (one network blip is not enough). Default 3.
 	FailureThreshold int
@@ -95,6 +99,9 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.Keyring == nil {
 		return nil, errors.New("registry: Keyring is required")
+	}
+	if cfg.ServiceStore == nil {
+		return nil, errors.New("registry: ServiceStore is required")
 	}
 	cfg.withDefaults()
 	endpoints, err := ParseEndpointPolicy(cfg.AllowEndpoints)
@@ -442,6 +449,22 @@ func (r *Registry) Client(ctx context.Context, tenant, id string) (*storage.S3, 
 	}
 	r.remember(st, s3)
 	return s3, st, nil
+}
+
+// StoreFor returns the store a backup of tenant on storageID lives on: the
+// tenant's registered storage (its cached client), or the service-managed
+// default storage for "". A backup stays on the storage it was written to,
+// whatever the tenant's default becomes, so every read and write of a backup
+// resolves its store here, from the backup's own storage id.
+func (r *Registry) StoreFor(ctx context.Context, tenant, storageID string) (storage.Store, error) {
+	if storageID == "" {
+		return r.cfg.ServiceStore, nil
+	}
+	c, _, err := r.Client(ctx, tenant, storageID)
+	if err != nil {
+		return nil, err // not c: a nil *storage.S3 in a Store would not be nil
+	}
+	return c, nil
 }
 
 // remember caches s3 for st unless a client for the same credentials is

@@ -31,11 +31,12 @@ import (
 
 // Config configures the restore Service.
 type Config struct {
-	Catalog      *metadata.Store
-	Registry     *registry.Registry
-	ServiceStore storage.Store
-	Budget       *budget.Budget
-	Logger       *slog.Logger
+	Catalog *metadata.Store
+	// Registry resolves the store a backup lives on (StoreFor), the
+	// service-managed default storage included.
+	Registry *registry.Registry
+	Budget   *budget.Budget
+	Logger   *slog.Logger
 	// IndexCache is how many opened record indexes (footers, blooms) are kept. Default 256.
 	IndexCache int
 	// BlockCacheBytes bounds the cache of index blocks. Default 32 MiB.
@@ -78,8 +79,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("restore: Catalog is required")
 	case cfg.Registry == nil:
 		return nil, errors.New("restore: Registry is required")
-	case cfg.ServiceStore == nil:
-		return nil, errors.New("restore: ServiceStore is required")
 	case cfg.Budget == nil:
 		return nil, errors.New("restore: Budget is required")
 	}
@@ -127,14 +126,11 @@ func (s *Service) readable(ctx context.Context, tenant, id string) (*metadata.Ba
 	if b.Status != metadata.BackupCommitted {
 		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_COMMITTED", "backup %s is %s; only COMMITTED backups can be read", id, b.Status)
 	}
-	if b.StorageID == "" {
-		return b, s.cfg.ServiceStore, nil
-	}
-	c, _, err := s.cfg.Registry.Client(ctx, tenant, b.StorageID)
+	st, err := s.cfg.Registry.StoreFor(ctx, tenant, b.StorageID)
 	if err != nil {
 		return nil, nil, err
 	}
-	return b, c, nil
+	return b, st, nil
 }
 
 // Find returns the latest COMMITTED backup of an org that started at or before at.

@@ -10,7 +10,6 @@ import (
 	"backupstore/fault"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/restore"
-	"backupstore/storage"
 )
 
 // PlanRestore holds at most MaxPlanIDs record and file ids: a plan that would hold more is
@@ -40,12 +39,8 @@ func TestPlanRestoreIsBounded(t *testing.T) {
 	if _, err := e.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Id}); err != nil {
 		t.Fatal(err)
 	}
-	local, err := storage.NewLocal(storage.LocalConfig{Root: e.local})
-	if err != nil {
-		t.Fatal(err)
-	}
 	plan := func(max, depth int) (*restore.Plan, error) {
-		rst, err := restore.New(restore.Config{Catalog: e.catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget, MaxPlanIDs: max})
+		rst, err := restore.New(restore.Config{Catalog: e.catalog, Registry: e.reg, Budget: e.budget, MaxPlanIDs: max})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +57,7 @@ func TestPlanRestoreIsBounded(t *testing.T) {
 	if p, err := plan(54, 1); err != nil || p.Records != 51 || p.Files != 3 {
 		t.Fatalf("plan within the limit: %+v, %v", p, err)
 	}
-	_, err = plan(53, 1)
+	_, err := plan(53, 1)
 	wantRefused(err, "records and their files")
 	_, err = plan(20, 1)
 	wantRefused(err, "(records)")

@@ -143,12 +143,6 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.reg, err = registry.New(registry.Config{Catalog: catalog, Keyring: ring, Logger: log,
-		FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
-		AllowEndpoints: "127.0.0.1/32"}) // the test gateway, as an operator would allow an on-prem S3
-	if err != nil {
-		t.Fatal(err)
-	}
 	auth, err := server.ParseTokens([]byte("# test tokens\n" + hashLine(tokenA, "acme") + hashLine(tokenB, "globex")))
 	if err != nil {
 		t.Fatal(err)
@@ -162,23 +156,29 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	if o.wrapStore != nil {
 		local = o.wrapStore(local)
 	}
+	e.reg, err = registry.New(registry.Config{Catalog: catalog, Keyring: ring, Logger: log, ServiceStore: local,
+		FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
+		AllowEndpoints: "127.0.0.1/32"}) // the test gateway, as an operator would allow an on-prem S3
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.budget = budget.New(512 << 20)
 	if o.budget != nil {
 		if e.budget, err = budget.NewShared(*o.budget); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget,
+	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, Budget: e.budget,
 		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20},
 		Hooks: o.ingestHooks, Quotas: o.quotas})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rst, err = restore.New(restore.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Budget: e.budget, Logger: log})
+	e.rst, err = restore.New(restore.Config{Catalog: catalog, Registry: e.reg, Budget: e.budget, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.mnt, err = maintenance.New(maintenance.Config{Catalog: catalog, Registry: e.reg, ServiceStore: local, Logger: log,
+	e.mnt, err = maintenance.New(maintenance.Config{Catalog: catalog, Registry: e.reg, Logger: log,
 		Now: e.now, Grace: 2 * time.Second, Replica: "test"})
 	if err != nil {
 		t.Fatal(err)

@@ -56,24 +56,24 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 	defer cat.Close()
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: kr, Logger: log, AllowEndpoints: "127.0.0.1/32"})
+	def, err := storage.NewLocal(storage.LocalConfig{Root: filepath.Join(b.dir, "inproc", "objects")})
 	if err != nil {
 		return err
 	}
-	def, err := storage.NewLocal(storage.LocalConfig{Root: filepath.Join(b.dir, "inproc", "objects")})
+	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: kr, Logger: log, ServiceStore: def, AllowEndpoints: "127.0.0.1/32"})
 	if err != nil {
 		return err
 	}
 	const maxConns, streamWindow, connWindow = 64, 1 << 20, 2 << 20 // backupd's defaults
 	mem := budget.New(int64(b.c.budget) - maxConns*connWindow)
-	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg, ServiceStore: def,
+	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg,
 		Budget: mem, Logger: log, PartSize: int64(b.c.partSize),
 		SpoolDir: filepath.Join(b.dir, "inproc", "spool"), CompressWorkers: 2,
 		Limits: csvscan.Limits{MaxFieldBytes: 4 << 20, MaxRowBytes: 8 << 20}})
 	if err != nil {
 		return err
 	}
-	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, ServiceStore: def, Budget: mem, Logger: log})
+	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, Budget: mem, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -42,20 +42,20 @@ func realServer(t *testing.T) (addr string, st storage.Store) {
 	rand.Read(key)
 	ring, _ := secrets.NewKeyring(key)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, AllowEndpoints: "127.0.0.1/32"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg, ServiceStore: local, Budget: budget.New(256 << 20),
+	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: local, AllowEndpoints: "127.0.0.1/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg, Budget: budget.New(256 << 20),
 		Logger: log, PartSize: 5 << 20, SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, ServiceStore: local, Budget: budget.New(64 << 20), Logger: log})
+	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, Budget: budget.New(64 << 20), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

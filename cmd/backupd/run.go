@@ -283,7 +283,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return fmt.Errorf("refusing to serve --auth=%s in plaintext on %s: tokens and backups would cross the network in the clear; give --tls-cert and --tls-key, or --insecure-listen when a proxy or mesh terminates TLS in front of backupd", c.auth, c.listen)
 	}
 
-	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log,
+	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log, ServiceStore: defStore,
 		FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints})
 	if err != nil {
 		return err
@@ -316,19 +316,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Budget: mem, Logger: log,
+	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, Budget: mem, Logger: log,
 		BlockCacheBytes: int64(c.indexCache), MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
 		return err
 	}
-	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore,
+	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg,
 		Budget: mem, Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
 		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)},
 		Quotas: c.quotas})
 	if err != nil {
 		return err
 	}
-	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, ServiceStore: defStore, Logger: log,
+	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, Logger: log,
 		Grace: c.gcGrace, UploadTTL: c.uploadTTL, Hooks: crashHooks(log, os.Getenv("BACKUPD_TEST_CRASH_AT")),
 		MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
 	if err != nil {
