@@ -17,6 +17,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/fault"
 	"backupstore/metadata"
+	"backupstore/recindex"
 	"backupstore/registry"
 	"backupstore/sfid"
 	"backupstore/storage"
@@ -32,21 +33,26 @@ type Config struct {
 	Budget *budget.Budget
 	Logger *slog.Logger
 
-	// PartSize is the target stored size of a multipart part (≥ 5 MiB). Default 8 MiB.
+	// PartSize is the target stored size of a multipart part (≥ 5 MiB).
+	// Default DefaultPartSize.
 	PartSize int64
 	// MaxMemoryPart is the largest part kept in memory; larger parts (only
 	// very large files need them) are staged in SpoolDir. Default 64 MiB.
 	MaxMemoryPart int64
-	// FrameSize is the input bytes per zstd frame (frames never split a row). Default 1 MiB.
+	// FrameSize is the input bytes per zstd frame (frames never split a
+	// row). Default DefaultFrameSize.
 	FrameSize int
-	// CompressWorkers is the zstd goroutines per record stream. Default 2.
+	// CompressWorkers is the zstd goroutines per record stream. Default
+	// DefaultCompressWorkers.
 	CompressWorkers int
-	// Limits caps CSV field and row sizes.
+	// Limits caps CSV field and row sizes. Defaults
+	// csvscan.DefaultMaxFieldBytes and csvscan.DefaultMaxRowBytes.
 	Limits csvscan.Limits
 	// SpoolDir holds record-index objects while they are built, and
 	// oversized parts. Default os.TempDir().
 	SpoolDir string
-	// IndexRunBytes is the memory of one record-index run. Default 4 MiB.
+	// IndexRunBytes is the memory of one record-index run. Default
+	// recindex.DefaultRunBytes.
 	IndexRunBytes int
 	// BenchmarkWithoutIndex skips record and reference entries (frames are
 	// still indexed), so a benchmark can measure what indexing costs. Never
@@ -112,24 +118,36 @@ func call[T any](f func(T), v T) {
 	}
 }
 
+// Defaults of Config.
+const (
+	// DefaultPartSize is storage's multipart part size: one part size for
+	// every upload the service makes.
+	DefaultPartSize = storage.DefaultPartSize
+	// DefaultFrameSize is the input bytes per zstd frame: small enough that
+	// reading one record back is one ranged GET of about this much.
+	DefaultFrameSize = 1 << 20
+	// DefaultCompressWorkers is the zstd goroutines per record stream.
+	DefaultCompressWorkers = 2
+)
+
 func (c *Config) withDefaults() {
 	if c.PartSize <= 0 {
-		c.PartSize = 8 << 20
+		c.PartSize = DefaultPartSize
 	}
 	if c.MaxMemoryPart <= 0 {
 		c.MaxMemoryPart = 64 << 20
 	}
 	if c.FrameSize <= 0 {
-		c.FrameSize = 1 << 20
+		c.FrameSize = DefaultFrameSize
 	}
 	if c.CompressWorkers <= 0 {
-		c.CompressWorkers = 2
+		c.CompressWorkers = DefaultCompressWorkers
 	}
 	if c.SpoolDir == "" {
 		c.SpoolDir = os.TempDir()
 	}
 	if c.IndexRunBytes <= 0 {
-		c.IndexRunBytes = 4 << 20
+		c.IndexRunBytes = recindex.DefaultRunBytes
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -138,10 +156,10 @@ func (c *Config) withDefaults() {
 		c.Logger = slog.Default()
 	}
 	if c.Limits.MaxFieldBytes <= 0 {
-		c.Limits.MaxFieldBytes = 4 << 20
+		c.Limits.MaxFieldBytes = csvscan.DefaultMaxFieldBytes
 	}
 	if c.Limits.MaxRowBytes <= 0 {
-		c.Limits.MaxRowBytes = 8 << 20
+		c.Limits.MaxRowBytes = csvscan.DefaultMaxRowBytes
 	}
 }
 
