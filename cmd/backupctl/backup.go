@@ -4,13 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -126,18 +126,11 @@ pending (with the committed size a file resumes at) and what failed.`,
 	}
 }
 
-// backupClient dials and returns the BackupService client and a close
+// backupClient connects and returns the BackupService client and a close
 // function for the connection.
 func (c *cli) backupClient() (pb.BackupServiceClient, func(), error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewBackupServiceClient(conn), func() { _ = conn.Close() }, nil
+	return stub(c, (*client.Client).Backup)
 }
-
-// sObjectName is an sObject API name; the service uses it in object keys.
-var sObjectName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,79}$`)
 
 // pairList is a repeatable KEY=VALUE flag (--label, --ref), in the order
 // given; a key may appear once.
@@ -184,7 +177,7 @@ func (l *pairList) labels() map[string]string {
 func (l *pairList) references(cmd *command) ([]*pb.ReferenceField, error) {
 	var refs []*pb.ReferenceField
 	for _, p := range l.pairs {
-		if !sObjectName.MatchString(p[1]) {
+		if !client.ValidSObjectName(p[1]) {
 			return nil, usagef(cmd.path(), "--ref %s=%s: %q is not an sObject API name", p[0], p[1], p[1])
 		}
 		refs = append(refs, &pb.ReferenceField{Field: p[0], Target: p[1]})
@@ -450,12 +443,12 @@ func backupUploads(ctx context.Context, c *cli, cmd *command, args []string) err
 	if err != nil {
 		return err
 	}
-	client, done, err := c.backupClient()
+	cl, err := c.connect()
 	if err != nil {
 		return err
 	}
-	defer done()
-	uploads, err := listAllUploads(ctx, c, client, id, pb.UploadState(st))
+	defer cl.Close()
+	uploads, err := client.Collect(cl.Uploads(ctx, id, pb.UploadState(st)))
 	if err != nil {
 		return err
 	}
@@ -467,20 +460,4 @@ func backupUploads(ctx context.Context, c *cli, cmd *command, args []string) err
 		return nil
 	}
 	return printUploads(c.stdout, uploads)
-}
-
-// listAllUploads follows every page of ListUploads.
-func listAllUploads(ctx context.Context, c *cli, client pb.BackupServiceClient, backupID string, state pb.UploadState) ([]*pb.Upload, error) {
-	req := &pb.ListUploadsRequest{BackupId: backupID, State: state, PageSize: 1000}
-	var out []*pb.Upload
-	_, err := c.followPages(ctx, "uploads", "", true, func(ctx context.Context, token string) (string, error) {
-		req.PageToken = token
-		resp, err := client.ListUploads(ctx, req)
-		out = append(out, resp.GetUploads()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -124,7 +125,7 @@ func (f *fakeBackup) snapshotCalls() []string {
 	return slices.Clone(f.calls)
 }
 
-func validID(s string) bool { return salesforceID.MatchString(s) }
+func validID(s string) bool { return client.ValidRecordID(s) }
 
 func (f *fakeBackup) CreateBackup(ctx context.Context, req *pb.CreateBackupRequest) (*pb.CreateBackupResponse, error) {
 	f.call("CreateBackup")
@@ -220,7 +221,7 @@ func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRe
 	f.mu.Lock()
 	f.headers = append(f.headers, proto.Clone(h))
 	e, err := f.openBackup(h.GetBackupId())
-	if err == nil && !sObjectName.MatchString(h.GetSobject()) {
+	if err == nil && !client.ValidSObjectName(h.GetSobject()) {
 		err = status.Errorf(codes.InvalidArgument, "sobject %q", h.GetSobject())
 	}
 	if err == nil && h.GetWriteOffset() != 0 {
@@ -394,8 +395,9 @@ func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileR
 	}
 	hook := f.failStream
 	f.mu.Unlock()
-	// Like the real service: ask for the body once it is needed.
-	if err := stream.SendHeader(metadata.Pairs(uploadGoHeader, "send-data")); err != nil {
+	// Like the real service: ask for the body once it is needed, with the
+	// response header backup.proto names.
+	if err := stream.SendHeader(metadata.Pairs("backupstore-upload", "send-data")); err != nil {
 		return err
 	}
 

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"backupstore/client"
 	"backupstore/csvscan"
 	"backupstore/csvscan/csvgen"
 	pb "backupstore/proto/backupstore/v1"
@@ -30,7 +33,7 @@ const testOrg = "00D000000000001"
 func fastRetry(t *testing.T, attempts int) {
 	t.Helper()
 	old := uploadRetry
-	uploadRetry = retryPolicy{attempts: attempts, base: time.Millisecond, max: 5 * time.Millisecond}
+	uploadRetry = client.RetryPolicy{Attempts: attempts, Base: time.Millisecond, Max: 5 * time.Millisecond}
 	t.Cleanup(func() { uploadRetry = old })
 }
 
@@ -109,17 +112,6 @@ func makeExport(t *testing.T, bigSize int) *testExport {
 		writeFile(t, filepath.Join(ex.dir, name), data)
 	}
 	return ex
-}
-
-func TestUUIDv5(t *testing.T) {
-	dns := [16]byte{0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}
-	if got, want := uuidV5(dns, "www.example.com"), "2ed6657d-e927-568b-95e1-2665a8aea6a2"; got != want {
-		t.Errorf("uuidV5 = %s, want %s", got, want)
-	}
-	a, b := uuidV4(), uuidV4()
-	if a == b || !uuidPattern.MatchString(a) || a[14] != '4' {
-		t.Errorf("uuidV4: %s, %s", a, b)
-	}
 }
 
 func TestParseSize(t *testing.T) {
@@ -386,23 +378,8 @@ func TestBackupUploadFile(t *testing.T) {
 }
 
 func sha256Hex(b []byte) string {
-	s, _, err := hashFile(context.Background(), writeTemp(b))
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
-func writeTemp(b []byte) string {
-	f, err := os.CreateTemp("", "backupctl-test-")
-	if err != nil {
-		panic(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(b); err != nil {
-		panic(err)
-	}
-	return f.Name()
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // recordChunks returns a backup's committed chunks of one sObject, in
@@ -474,39 +451,6 @@ func TestBackupRunChunking(t *testing.T) {
 	}
 }
 
-func TestPlanChunks(t *testing.T) {
-	header := "Id,Description\n"
-	rows := []string{
-		accountID(0) + ",short\n",
-		accountID(1) + ",\"" + strings.Repeat("long, \"\"quoted\"\"\n", 20) + "\"\n", // larger than the chunk size
-		accountID(2) + ",a\n",
-		accountID(3) + ",b\n",
-		accountID(4) + ",\"c\r\nd\"", // no terminator at the end
-	}
-	data := header + strings.Join(rows, "")
-	file := filepath.Join(t.TempDir(), "Account.csv")
-	writeFile(t, file, []byte(data))
-	rs := &recordSet{name: "Account", local: file, size: int64(len(data))}
-	if err := rs.plan(t.Context(), 80); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, ch := range rs.chunks {
-		got = append(got, data[ch.start:ch.end])
-	}
-	want := []string{rows[0], rows[1], rows[2] + rows[3], rows[4]}
-	if rs.headerLen != int64(len(header)) || !slices.Equal(got, want) {
-		t.Errorf("header %d, chunks %q\nwant %q", rs.headerLen, got, want)
-	}
-
-	// A header without rows is one chunk of just the header row.
-	writeFile(t, file, []byte("Id,Name"))
-	rs = &recordSet{name: "Account", local: file, size: 7}
-	if err := rs.plan(t.Context(), 80); err != nil || len(rs.chunks) != 1 || rs.chunks[0] != (chunkRange{7, 7}) {
-		t.Errorf("header only: %v, %v", rs.chunks, err)
-	}
-}
-
 // scanRows calls row for each data row of a CSV chunk.
 func scanRows(chunk []byte, row func([]byte)) error {
 	sc := csvscan.New(nil, csvscan.Limits{})
@@ -574,7 +518,7 @@ func TestBackupRun(t *testing.T) {
 		}
 		h := up.file
 		if h.GetParentId() != parent || h.GetDeclaredSize() != int64(len(body)) || h.GetDeclaredSha256() != sha256Hex(body) ||
-			h.GetUploadId() != uuidV5(uuidNamespace, b.GetId()+"/file/"+p) {
+			h.GetUploadId() != client.FileUploadID(b.GetId(), p) {
 			t.Errorf("file %s: header %v", p, h)
 		}
 	}
@@ -621,17 +565,13 @@ func TestBackupRunResume(t *testing.T) {
 	addr := startBackupFake(t, f)
 	args := []string{"--server", addr, "backup", "run", "--org", testOrg, "--chunk-size", "2KiB", "--concurrency", "1", ex.dir}
 
-	// Run 1: Contact's last chunk fails every time.
-	rs := &recordSet{name: "Contact", local: filepath.Join(ex.dir, "Contact.csv"), size: int64(len(ex.content["Contact.csv"]))}
-	if err := rs.plan(t.Context(), 2<<10); err != nil {
-		t.Fatal(err)
-	}
-	lastContact := int32(len(rs.chunks) - 1)
+	// Run 1: Contact's chunks but the first (its ~2.8 KiB make two chunks of
+	// 2 KiB) fail every time.
 	var phase atomic.Int32
 	phase.Store(1)
 	f.setFail(func(up *fakeUpload, received int64) error {
 		switch {
-		case phase.Load() == 1 && up.rec.GetSobject() == "Contact" && up.rec.GetSequence() == lastContact:
+		case phase.Load() == 1 && up.rec.GetSobject() == "Contact" && up.rec.GetSequence() >= 1:
 			return status.Error(codes.Unavailable, "catalog unreachable")
 		case phase.Load() == 2 && up.file.GetPath() == ex.big && received >= 1<<20:
 			return status.Error(codes.Unavailable, "S3 went away")
@@ -659,7 +599,7 @@ func TestBackupRunResume(t *testing.T) {
 	}
 	h2 := f.snapshotHeaders()[len(h1):]
 	assertNoneOf(t, "run 2", h2, committed1)
-	bigID := uuidV5(uuidNamespace, id+"/file/"+ex.big)
+	bigID := client.FileUploadID(id, ex.big)
 	big := f.uploadsOf(id)[bigID]
 	if big == nil || big.u.GetState() != pb.UploadState_UPLOAD_STATE_PENDING || big.u.GetCommittedSize() != 2<<20 {
 		t.Fatalf("big file after run 2: %v", big)
@@ -756,7 +696,7 @@ func TestBackupRunInterrupt(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "bk-001" {
 		t.Fatalf("resume: %v", r)
 	}
-	if !bytes.Equal(f.uploadsOf("bk-001")[uuidV5(uuidNamespace, "bk-001/file/"+ex.big)].data, ex.content["files/"+ex.big]) {
+	if !bytes.Equal(f.uploadsOf("bk-001")[client.FileUploadID("bk-001", ex.big)].data, ex.content["files/"+ex.big]) {
 		t.Errorf("big file: other bytes")
 	}
 }
@@ -988,12 +928,10 @@ func TestBackupCommands(t *testing.T) {
 
 func TestProgressLine(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, false, 4<<30, 1<<30, 10)
+	p := newProgress(&buf, false, 4<<30, 1<<30, 10, "uploads")
 	p.start = time.Now().Add(-10 * time.Second)
-	tr := p.tracker()
-	tr(1 << 30)
-	tr(1 << 30) // idempotent: the upload's total so far
-	p.uploaded("file a: 1.0 GiB, sent")
+	p.add(1 << 30)
+	p.completed("file a: 1.0 GiB, sent")
 	got := p.line(p.start.Add(10 * time.Second))
 	want := "[##########----------]  50%  2.0 GiB / 4.0 GiB  102.4 MiB/s  ETA 20.0s  1/10 uploads"
 	if got != want {

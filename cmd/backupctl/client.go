@@ -9,20 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -164,16 +161,17 @@ func (g *globals) bearerToken() (string, error) {
 	return tok, nil
 }
 
-// dial connects to the server lazily (the first call dials), with the
-// transport and per-call credentials the global flags ask for.
-func (c *cli) dial() (*grpc.ClientConn, error) {
+// connect returns a client of the server, which dials lazily (the first
+// call dials), with the transport and per-call credentials the global flags
+// ask for.
+func (c *cli) connect() (*client.Client, error) {
 	token, err := c.g.bearerToken()
 	if err != nil {
 		return nil, err
 	}
-	secure := c.g.tls || c.g.tlsCA != "" || c.g.tlsCert != ""
-	var tc credentials.TransportCredentials
-	if secure {
+	opts := []client.Option{client.WithToken(token), client.WithCallTimeout(c.g.timeout),
+		client.WithRetry(uploadRetry), client.WithUserAgent("backupctl")}
+	if c.g.tls || c.g.tlsCA != "" || c.g.tlsCert != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.g.tlsCert != "" || c.g.tlsKey != "" {
 			pair, err := tls.LoadX509KeyPair(c.g.tlsCert, c.g.tlsKey)
@@ -193,38 +191,39 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 			}
 			cfg.RootCAs = pool
 		}
-		tc = credentials.NewTLS(cfg)
-	} else {
-		tc = insecure.NewCredentials()
-		if token != "" && !isLoopback(c.g.server) {
-			if !c.g.insecure {
-				return nil, usagef("", "refusing to send the token in plaintext to %s: use --tls or --tls-ca (or --insecure when a proxy on the way terminates TLS)", c.g.server)
-			}
-			fmt.Fprintf(c.stderr, "backupctl: warning: sending the token in plaintext to %s (--insecure)\n", c.g.server)
-		}
+		opts = append(opts, client.WithTLS(cfg))
+	} else if token != "" && !client.IsLoopback(c.g.server) && c.g.insecure {
+		fmt.Fprintf(c.stderr, "backupctl: warning: sending the token in plaintext to %s (--insecure)\n", c.g.server)
+		opts = append(opts, client.WithInsecure())
 	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(tc),
-		grpc.WithUserAgent("backupctl"),
+	cl, err := client.Dial(c.g.server, opts...)
+	if errors.Is(err, client.ErrPlaintextToken) {
+		return nil, usagef("", "refusing to send the token in plaintext to %s: use --tls or --tls-ca (or --insecure when a proxy on the way terminates TLS)", c.g.server)
 	}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: token, secure: secure}))
-	}
-	conn, err := grpc.NewClient(c.g.server, opts...)
 	if err != nil {
 		return nil, usagef("", "--server %s: %v", c.g.server, err)
 	}
-	return conn, nil
+	return cl, nil
 }
 
-// storageClient dials and returns the StorageService client and a close
+// uploadRetry is the retry policy of uploads and reads; tests shorten it.
+var uploadRetry = client.DefaultRetry
+
+// stub connects and returns one service's stub and a close function for
+// the connection.
+func stub[T any](c *cli, get func(*client.Client) T) (T, func(), error) {
+	cl, err := c.connect()
+	if err != nil {
+		var zero T
+		return zero, nil, err
+	}
+	return get(cl), func() { _ = cl.Close() }, nil
+}
+
+// storageClient connects and returns the StorageService client and a close
 // function for the connection.
 func (c *cli) storageClient() (pb.StorageServiceClient, func(), error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewStorageServiceClient(conn), func() { _ = conn.Close() }, nil
+	return stub(c, (*client.Client).Storage)
 }
 
 // callCtx bounds one RPC by --timeout.
@@ -233,38 +232,6 @@ func (c *cli) callCtx(ctx context.Context) (context.Context, context.CancelFunc)
 		return context.WithTimeout(ctx, c.g.timeout)
 	}
 	return context.WithCancel(ctx)
-}
-
-// bearer sends "authorization: Bearer <token>" with every call, unary and
-// streaming alike.
-type bearer struct {
-	token  string
-	secure bool
-}
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + b.token}, nil
-}
-
-// RequireTransportSecurity is false only when the user chose plaintext.
-func (b bearer) RequireTransportSecurity() bool { return b.secure }
-
-func isLoopback(target string) bool {
-	if strings.HasPrefix(target, "unix:") {
-		return true
-	}
-	if i := strings.Index(target, ":///"); i >= 0 {
-		target = target[i+4:]
-	}
-	host, _, err := net.SplitHostPort(target)
-	if err != nil {
-		host = target
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func readSmallFile(name string) ([]byte, error) {
@@ -412,23 +379,24 @@ func reasonOf(st *status.Status) string {
 	return ""
 }
 
-// followPages calls fetch with token, then with each next page token fetch
-// returns, until the last page — or only once when all is false. It returns
-// the token of the first page not fetched ("" after the last page). A token
-// seen twice is a server bug, reported rather than looped on forever.
+// followPages calls fetch with token, each call bounded by --timeout, then
+// with each next page token fetch returns, until the last page — or only
+// once when all is false. It returns the token of the first page not
+// fetched ("" after the last page).
 func (c *cli) followPages(ctx context.Context, what, token string, all bool, fetch func(ctx context.Context, token string) (next string, err error)) (string, error) {
-	seen := map[string]bool{}
-	for {
+	bounded := func(ctx context.Context, token string) (string, error) {
 		cctx, cancel := c.callCtx(ctx)
-		next, err := fetch(cctx, token)
-		cancel()
-		if err != nil || !all || next == "" {
-			return next, err
-		}
-		if seen[next] {
-			return "", fmt.Errorf("%s: the server returned page token %q twice", what, next)
-		}
-		seen[next] = true
-		token = next
+		defer cancel()
+		return fetch(cctx, token)
 	}
+	if !all {
+		return bounded(ctx, token)
+	}
+	if err := client.FollowPages(ctx, token, bounded); err != nil {
+		if _, ok := status.FromError(err); !ok {
+			err = fmt.Errorf("%s: %w", what, err)
+		}
+		return "", err
+	}
+	return "", nil
 }

@@ -91,23 +91,6 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-func TestIsLoopback(t *testing.T) {
-	for target, loopback := range map[string]bool{
-		"127.0.0.1:50051":             true,
-		"localhost:50051":             true,
-		"[::1]:50051":                 true,
-		"dns:///localhost:50051":      true,
-		"unix:///run/backupd.sock":    true,
-		"backupd.internal:50051":      false,
-		"10.0.0.7:50051":              false,
-		"dns:///backupd.internal:443": false,
-	} {
-		if got := isLoopback(target); got != loopback {
-			t.Errorf("isLoopback(%q) = %v, want %v", target, got, loopback)
-		}
-	}
-}
-
 // A token is never sent in plaintext to a server off loopback unless
 // --insecure says a proxy terminates TLS: the refusal comes before any dial
 // (nothing here leaves the machine).

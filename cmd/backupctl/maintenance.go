@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -161,14 +162,10 @@ backup, the number of objects deleted and the bytes freed.
 
 ` + maintenanceTimeoutHelp
 
-// maintenanceClient dials and returns the MaintenanceService client and a
+// maintenanceClient connects and returns the MaintenanceService client and a
 // close function for the connection.
 func (c *cli) maintenanceClient() (pb.MaintenanceServiceClient, func(), error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewMaintenanceServiceClient(conn), func() { _ = conn.Close() }, nil
+	return stub(c, (*client.Client).Maintenance)
 }
 
 // longCallCtx bounds one maintenance call by --timeout when given, else by

@@ -44,12 +44,9 @@ type progress struct {
 	stopped  chan struct{}
 }
 
-func newProgress(w io.Writer, tty bool, total, base int64, uploads int) *progress {
-	return newProgressOf(w, tty, total, base, uploads, "uploads")
-}
-
-// newProgressOf is newProgress for transfers called noun in the bar.
-func newProgressOf(w io.Writer, tty bool, total, base int64, uploads int, noun string) *progress {
+// newProgress starts the report of a run: total bytes, of which base are
+// done already, in transfers called noun in the bar ("uploads", "downloads").
+func newProgress(w io.Writer, tty bool, total, base int64, uploads int, noun string) *progress {
 	p := &progress{w: w, tty: tty, start: time.Now(), total: total, base: base, uploads: uploads, noun: noun}
 	p.done.Store(base)
 	if tty {
@@ -75,17 +72,12 @@ func (p *progress) loop() {
 	}
 }
 
-// tracker returns the progressFunc of one upload.
-func (p *progress) tracker() progressFunc {
-	var prev int64
-	return func(done int64) {
-		p.done.Add(done - prev)
-		prev = done
-	}
-}
+// add counts bytes done (negative when a transfer starts over).
+func (p *progress) add(delta int64) { p.done.Add(delta) }
 
-// uploaded records a finished upload; line describes it for the plain form.
-func (p *progress) uploaded(line string) {
+// completed records a finished transfer; line describes it for the plain
+// form.
+func (p *progress) completed(line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.finished++

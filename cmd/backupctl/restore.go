@@ -5,22 +5,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"hash"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -104,249 +102,18 @@ stderr.`,
 	}
 }
 
-// restoreClient dials and returns the RestoreService client and a close
+// restoreClient connects and returns the RestoreService client and a close
 // function for the connection.
 func (c *cli) restoreClient() (pb.RestoreServiceClient, func(), error) {
-	conn, err := c.dial()
-	if err != nil {
-		return nil, nil, err
-	}
-	return pb.NewRestoreServiceClient(conn), func() { _ = conn.Close() }, nil
+	return stub(c, (*client.Client).Restore)
 }
-
-// maxRecvMsgSize is what restore calls accept per message: a data message
-// may hold 4 MiB plus framing, and a contents page up to 1000 files.
-const maxRecvMsgSize = 64 << 20
 
 // maxIDs is how many ids one ReadRecords or PlanRestore request may name.
 const maxIDs = 10_000
 
-// recvStream receives a server stream's messages. A stream may run for
-// hours, so --timeout does not bound it as a whole: Recv fails with
-// DeadlineExceeded when no message arrives for that long. Time spent
-// writing what arrived does not count.
-type recvStream[T any] struct {
-	s      grpc.ServerStreamingClient[T]
-	ctx    context.Context // the caller's
-	sctx   context.Context // the stream's
-	cancel context.CancelCauseFunc
-	idle   time.Duration
-	timer  *time.Timer
-}
-
-func openRecv[Req, T any](ctx context.Context, idle time.Duration,
-	call func(context.Context, *Req, ...grpc.CallOption) (grpc.ServerStreamingClient[T], error), req *Req,
-) (*recvStream[T], error) {
-	sctx, cancel := context.WithCancelCause(ctx)
-	r := &recvStream[T]{ctx: ctx, sctx: sctx, cancel: cancel, idle: idle}
-	if idle > 0 {
-		r.timer = time.AfterFunc(idle, func() { cancel(errStalled) })
-	}
-	s, err := call(sctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
-	if err != nil {
-		err = r.fail(err)
-		r.close()
-		return nil, err
-	}
-	r.s = s
-	return r, nil
-}
-
-// recv returns the next message; io.EOF when the stream ended without an
-// error.
-func (r *recvStream[T]) recv() (*T, error) {
-	if r.timer != nil {
-		r.timer.Reset(r.idle)
-	}
-	m, err := r.s.Recv()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
-	if err != nil {
-		return nil, r.fail(err)
-	}
-	return m, nil
-}
-
-// end checks that nothing follows a stream's summary.
-func (r *recvStream[T]) end(what string) error {
-	_, err := r.recv()
-	switch {
-	case errors.Is(err, io.EOF):
-		return nil
-	case err != nil:
-		return err
-	}
-	return fmt.Errorf("%s: a message followed the summary, which must be the last", what)
-}
-
-func (r *recvStream[T]) fail(err error) error {
-	if errors.Is(err, io.EOF) {
-		return err
-	}
-	if r.ctx.Err() == nil && errors.Is(context.Cause(r.sctx), errStalled) {
-		return status.Errorf(codes.DeadlineExceeded, "no message for %s (--timeout)", r.idle)
-	}
-	return err
-}
-
-func (r *recvStream[T]) close() {
-	if r.timer != nil {
-		r.timer.Stop()
-	}
-	r.cancel(nil)
-}
-
-// cutShort is a read stream that ended without its summary message. The
-// protocol makes it a failure: what arrived is incomplete. It is reported
-// as Unavailable (exit 5), like a broken connection: try again.
-func cutShort(what string, n int64) error {
-	return status.Errorf(codes.Unavailable,
-		"%s: the stream ended after %d data bytes without its summary message: it was cut short and the data is incomplete", what, n)
-}
-
-// readRecords runs one ReadRecords stream, writing the CSV bytes to w, and
-// returns its summary. progress is told the bytes written so far.
-func readRecords(ctx context.Context, c *cli, client pb.RestoreServiceClient, req *pb.ReadRecordsRequest,
-	w io.Writer, progress func(int64),
-) (*pb.ReadRecordsSummary, error) {
-	what := "ReadRecords " + req.GetSobject()
-	s, err := openRecv(ctx, c.g.timeout, client.ReadRecords, req)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	var n int64
-	for {
-		m, err := s.recv()
-		if errors.Is(err, io.EOF) {
-			return nil, cutShort(what, n)
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch msg := m.GetMessage().(type) {
-		case *pb.ReadRecordsResponse_Data:
-			if _, err := w.Write(msg.Data); err != nil {
-				return nil, err
-			}
-			n += int64(len(msg.Data))
-			progress(n)
-		case *pb.ReadRecordsResponse_Summary:
-			sum := msg.Summary
-			if sum.GetBytes() != n {
-				return nil, status.Errorf(codes.DataLoss, "%s: the summary counts %d bytes but %d arrived", what, sum.GetBytes(), n)
-			}
-			if err := s.end(what); err != nil {
-				return nil, err
-			}
-			return sum, nil
-		default:
-			return nil, fmt.Errorf("%s: a message with neither data nor summary", what)
-		}
-	}
-}
-
-// fileSink receives the files of a ReadFile stream: begin is called with
-// each file's FileInfo and returns where its data goes; end is called when
-// its data ended (at the next FileInfo or the summary) with its length.
-type fileSink struct {
-	begin func(info *pb.FileInfo) (io.Writer, error)
-	end   func(info *pb.FileInfo, n int64) error
-}
-
-// readFiles runs one ReadFile stream into sink and returns its summary.
-// progress is told the data bytes received so far.
-func readFiles(ctx context.Context, c *cli, client pb.RestoreServiceClient, req *pb.ReadFileRequest,
-	sink fileSink, progress func(int64),
-) (*pb.ReadFileSummary, error) {
-	what := "ReadFile " + req.GetFileId() + req.GetParentId()
-	s, err := openRecv(ctx, c.g.timeout, client.ReadFile, req)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	var cur *pb.FileInfo
-	var w io.Writer
-	var n, total int64
-	var files int32
-	finish := func() error {
-		if cur == nil {
-			return nil
-		}
-		info := cur
-		cur = nil
-		return sink.end(info, n)
-	}
-	for {
-		m, err := s.recv()
-		if errors.Is(err, io.EOF) {
-			return nil, cutShort(what, total)
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch msg := m.GetMessage().(type) {
-		case *pb.ReadFileResponse_Info:
-			if err := finish(); err != nil {
-				return nil, err
-			}
-			cur, n = msg.Info, 0
-			files++
-			if w, err = sink.begin(cur); err != nil {
-				return nil, err
-			}
-		case *pb.ReadFileResponse_Data:
-			if cur == nil {
-				return nil, fmt.Errorf("%s: data before the first FileInfo", what)
-			}
-			if _, err := w.Write(msg.Data); err != nil {
-				return nil, err
-			}
-			n += int64(len(msg.Data))
-			total += int64(len(msg.Data))
-			progress(total)
-		case *pb.ReadFileResponse_Summary:
-			if err := finish(); err != nil {
-				return nil, err
-			}
-			sum := msg.Summary
-			if sum.GetFiles() != files || sum.GetBytes() != total {
-				return nil, status.Errorf(codes.DataLoss, "%s: the summary counts %d files and %d bytes but %d and %d arrived",
-					what, sum.GetFiles(), sum.GetBytes(), files, total)
-			}
-			if err := s.end(what); err != nil {
-				return nil, err
-			}
-			return sum, nil
-		default:
-			return nil, fmt.Errorf("%s: a message with neither info, data nor summary", what)
-		}
-	}
-}
-
-// listContents follows every page of ListBackupContents. Record sets come
-// with every page: those of the first are kept.
-func listContents(ctx context.Context, c *cli, client pb.RestoreServiceClient, backupID string) (*pb.ListBackupContentsResponse, error) {
-	req := &pb.ListBackupContentsRequest{BackupId: backupID, PageSize: 1000}
-	var out *pb.ListBackupContentsResponse
-	_, err := c.followPages(ctx, "contents", "", true, func(ctx context.Context, token string) (string, error) {
-		req.PageToken = token
-		resp, err := client.ListBackupContents(ctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
-		if err != nil {
-			return "", err
-		}
-		if out == nil {
-			out = &pb.ListBackupContentsResponse{Backup: resp.GetBackup(), RecordSets: resp.GetRecordSets()}
-		}
-		out.Files = append(out.Files, resp.GetFiles()...)
-		return resp.GetNextPageToken(), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
+// outBufSize is the buffer of data written to stdout or a file: one data
+// message.
+const outBufSize = 1 << 20
 
 func restoreContents(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
@@ -358,12 +125,12 @@ func restoreContents(ctx context.Context, c *cli, cmd *command, args []string) e
 	if err != nil {
 		return err
 	}
-	client, done, err := c.restoreClient()
+	cl, err := c.connect()
 	if err != nil {
 		return err
 	}
-	defer done()
-	out, err := listContents(ctx, c, client, id)
+	defer cl.Close()
+	out, err := cl.Contents(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -388,14 +155,14 @@ func restoreFind(ctx context.Context, c *cli, cmd *command, args []string) error
 	if err := required(cmd, [2]string{"org", req.OrgId}); err != nil {
 		return err
 	}
-	client, done, err := c.restoreClient()
+	rc, done, err := c.restoreClient()
 	if err != nil {
 		return err
 	}
 	defer done()
 	cctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := client.FindBackup(cctx, req)
+	resp, err := rc.FindBackup(cctx, req)
 	if err != nil {
 		return err
 	}
@@ -419,7 +186,7 @@ func parseIDs(cmd *command, flagName, s string) ([]string, error) {
 	var ids []string
 	seen := map[string]bool{}
 	for _, f := range fields {
-		if !salesforceID.MatchString(f) {
+		if !client.ValidRecordID(f) {
 			return nil, usagef(cmd.path(), "%s: %q is not a 15- or 18-character Salesforce id", flagName, f)
 		}
 		if !seen[f] {
@@ -524,7 +291,7 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 	if err := required(cmd, [2]string{"backup", req.BackupId}, [2]string{"sobject", req.Sobject}); err != nil {
 		return err
 	}
-	if !sObjectName.MatchString(req.Sobject) {
+	if !client.ValidSObjectName(req.Sobject) {
 		return usagef(cmd.path(), "--sobject %q: not an sObject API name ([A-Za-z][A-Za-z0-9_]{0,79})", req.Sobject)
 	}
 	setFlags := map[string]bool{}
@@ -549,17 +316,17 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 		return usagef(cmd.path(), "-O: empty file name")
 	}
 
-	client, done, err := c.restoreClient()
+	cl, err := c.connect()
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer cl.Close()
 
 	var sum *pb.ReadRecordsSummary
-	rows := &rowCounter{}
+	rows := &client.RowCounter{}
 	if outFile == "" {
-		w := bufio.NewWriterSize(c.stdout, dataMessageSize)
-		sum, err = readRecords(ctx, c, client, req, io.MultiWriter(w, rows), func(int64) {})
+		w := bufio.NewWriterSize(c.stdout, outBufSize)
+		sum, err = cl.ReadRecordsTo(ctx, req, io.MultiWriter(w, rows))
 		if ferr := w.Flush(); err == nil {
 			err = ferr
 		}
@@ -572,8 +339,8 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 		if err != nil {
 			return err
 		}
-		w := bufio.NewWriterSize(out, dataMessageSize)
-		sum, err = readRecords(ctx, c, client, req, io.MultiWriter(w, rows), func(int64) {})
+		w := bufio.NewWriterSize(out, outBufSize)
+		sum, err = cl.ReadRecordsTo(ctx, req, io.MultiWriter(w, rows))
 		if err == nil {
 			err = w.Flush()
 		}
@@ -596,19 +363,9 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 		if c.json() {
 			return printJSON(c.stdout, sum)
 		}
-		fmt.Fprintf(c.stderr, "Wrote %d records (%s) to %s.\n", rows.records(), humanBytes(sum.GetBytes()), outFile)
+		fmt.Fprintf(c.stderr, "Wrote %d records (%s) to %s.\n", rows.Records(), humanBytes(sum.GetBytes()), outFile)
 	}
 	return nil
-}
-
-// localFilePath reports whether p, a stored file path, is one backupctl
-// may write under a directory: relative, clean, slash-separated, without
-// control characters, and not leaving the directory. backup run only
-// stores such paths; upload-file may store others.
-func localFilePath(p string) bool {
-	return p != "" && !strings.Contains(p, `\`) && !path.IsAbs(p) && path.Clean(p) == p &&
-		p != ".." && !strings.HasPrefix(p, "../") && filepath.IsLocal(filepath.FromSlash(p)) &&
-		strings.IndexFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f }) < 0
 }
 
 // fileCheck verifies a file read as it is written: its length and, for a
@@ -656,7 +413,7 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 	case fileID != "":
 		req.Selector = &pb.ReadFileRequest_FileId{FileId: fileID}
 	case parentID != "":
-		if !salesforceID.MatchString(parentID) {
+		if !client.ValidRecordID(parentID) {
 			return usagef(cmd.path(), "--parent %q: not a 15- or 18-character Salesforce id", parentID)
 		}
 		req.Selector = &pb.ReadFileRequest_ParentId{ParentId: parentID}
@@ -675,21 +432,21 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 		}
 	}
 
-	client, done, err := c.restoreClient()
+	cl, err := c.connect()
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer cl.Close()
 
 	var stdout *bufio.Writer
 	if out == "" {
-		stdout = bufio.NewWriterSize(c.stdout, dataMessageSize)
+		stdout = bufio.NewWriterSize(c.stdout, outBufSize)
 	}
 	var cur *atomicFile // the file being written, with -O
 	var check *fileCheck
 	var infos []*pb.FileInfo
-	sink := fileSink{
-		begin: func(info *pb.FileInfo) (io.Writer, error) {
+	sink := client.FileSink{
+		Begin: func(info *pb.FileInfo) (io.Writer, error) {
 			if fileID != "" && (info.GetFileId() != fileID || len(infos) > 0) {
 				return nil, fmt.Errorf("ReadFile %s: the stream sent file %q", fileID, info.GetFileId())
 			}
@@ -707,7 +464,7 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 			if out != "" {
 				target := out
 				if parentID != "" {
-					if !localFilePath(info.GetPath()) {
+					if !client.LocalFilePath(info.GetPath()) {
 						return nil, fmt.Errorf("file %s: stored path %q cannot be written under a directory", info.GetFileId(), info.GetPath())
 					}
 					target = filepath.Join(out, filepath.FromSlash(info.GetPath()))
@@ -723,7 +480,7 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 			}
 			return io.MultiWriter(w, check.h), nil
 		},
-		end: func(info *pb.FileInfo, n int64) error {
+		End: func(info *pb.FileInfo, n int64) error {
 			err := check.verify(info, n, wantBytes(info, req))
 			if cur != nil {
 				if err == nil {
@@ -736,7 +493,7 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 			return err
 		},
 	}
-	sum, err := readFiles(ctx, c, client, req, sink, func(int64) {})
+	sum, err := cl.ReadFiles(ctx, req, sink)
 	if cur != nil {
 		cur.abort()
 	}
@@ -789,7 +546,7 @@ func (l *rootList) Set(s string) error {
 	if !ok || obj == "" {
 		return fmt.Errorf("%q: want SObject=ID,ID,...", s)
 	}
-	if !sObjectName.MatchString(obj) {
+	if !client.ValidSObjectName(obj) {
 		return fmt.Errorf("%q: %q is not an sObject API name", s, obj)
 	}
 	var ids []string
@@ -798,7 +555,7 @@ func (l *rootList) Set(s string) error {
 		if f == "" {
 			continue
 		}
-		if !salesforceID.MatchString(f) {
+		if !client.ValidRecordID(f) {
 			return fmt.Errorf("%q: %q is not a 15- or 18-character Salesforce id", s, f)
 		}
 		ids = append(ids, f)
@@ -846,14 +603,14 @@ func restorePlan(ctx context.Context, c *cli, cmd *command, args []string) error
 	}
 	req.Roots, req.Depth = roots.roots, int32(depth)
 
-	client, done, err := c.restoreClient()
+	rc, done, err := c.restoreClient()
 	if err != nil {
 		return err
 	}
 	defer done()
 	cctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := client.PlanRestore(cctx, req, grpc.MaxCallRecvMsgSize(maxRecvMsgSize))
+	resp, err := rc.PlanRestore(cctx, req, grpc.MaxCallRecvMsgSize(client.MaxRecvMsgSize))
 	if err != nil {
 		return err
 	}

@@ -611,32 +611,6 @@ func TestRestoreHelp(t *testing.T) {
 	}
 }
 
-func TestRowCounter(t *testing.T) {
-	for in, want := range map[string]int64{
-		"Id,Name":                            0,
-		"Id,Name\n":                          0,
-		"Id,Name\r\na,b\r\n":                 1,
-		"Id,Name\na,\"x\ny\"\nb,c":           2,
-		"Id,D\na,\"he said \"\"\nhi\"\"\"\n": 1,
-		"":                                   0,
-		// Blank lines hold no record (a hand-edited Data Loader export).
-		"Id,Name\r\na,b\r\n\r\n":  1,
-		"Id,Name\n\na,b\n\nc,d":   2,
-		"Id,Name\r\na,b\r\n\r":    1,
-		"Id,Name\r\na,b\r":        1,
-		"Id,Name\na,\"\n\n\"\n\n": 1,
-	} {
-		for split := range len(in) + 1 { // any message boundary
-			c := &rowCounter{}
-			c.Write([]byte(in[:split]))
-			c.Write([]byte(in[split:]))
-			if got := c.records(); got != want {
-				t.Errorf("%q split at %d: %d records, want %d", in, split, got, want)
-			}
-		}
-	}
-}
-
 func TestRestoreStreamStallTimesOut(t *testing.T) {
 	_, f, addr := restoreFixture(t, 10)
 	f.cutRecords = func(sobject string, sent int64) bool {

@@ -1,4 +1,4 @@
-package main
+package client
 
 import (
 	"bufio"
@@ -83,14 +83,14 @@ func (p *problems) add(format string, args ...any) {
 	p.list = append(p.list, fmt.Sprintf(format, args...))
 }
 
+// maxProblems is how many problems an error message lists.
 const maxProblems = 20
 
-func (p *problems) err(cmd *command, dir string) error {
-	if len(p.list) == 0 {
-		return nil
-	}
+// message is what a LayoutError or a restore layout error says: title, then
+// the problems one a line, at most maxProblems of them.
+func (p *problems) message(title string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s is not a valid export directory:", dir)
+	b.WriteString(title)
 	for i, s := range p.list {
 		if i == maxProblems {
 			fmt.Fprintf(&b, "\n  ... and %d more", len(p.list)-maxProblems)
@@ -98,33 +98,63 @@ func (p *problems) err(cmd *command, dir string) error {
 		}
 		b.WriteString("\n  " + s)
 	}
-	return usagef(cmd.path(), "%s", b.String())
+	return b.String()
 }
+
+// LayoutError is an export directory BackupDir refuses before sending
+// anything: every problem found, one per line of Problems.
+type LayoutError struct {
+	Dir      string
+	Problems []string
+}
+
+func (e *LayoutError) Error() string {
+	p := problems{e.Problems}
+	return p.message(e.Dir + " is not a valid export directory:")
+}
+
+// PathError is a local file or directory BackupDir or RestoreDir cannot use
+// as given (missing, not a directory, unreadable); nothing was sent.
+type PathError struct{ Err error }
+
+func (e *PathError) Error() string { return e.Err.Error() }
+func (e *PathError) Unwrap() error { return e.Err }
 
 const layoutHint = "an export directory holds <sObject>.csv files, references.csv, files.csv and files/"
 
-// salesforceID is a 15- or 18-character record id.
-var salesforceID = regexp.MustCompile(`^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$`)
+var (
+	salesforceID = regexp.MustCompile(`^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$`)
+	sObjectName  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,79}$`)
+)
+
+// ValidRecordID reports whether s has the shape of a Salesforce record id:
+// 15 or 18 letters and digits.
+func ValidRecordID(s string) bool { return salesforceID.MatchString(s) }
+
+// ValidSObjectName reports whether s is an sObject API name
+// ([A-Za-z][A-Za-z0-9_]{0,79}), as the service requires: it becomes part of
+// object keys.
+func ValidSObjectName(s string) bool { return sObjectName.MatchString(s) }
 
 // readExport checks the layout of an export directory and reads its small
 // parts (CSV header rows, references.csv, files.csv). It reads no record or
 // file body. Every mistake is a usage error (exit 2), reported together.
-func readExport(cmd *command, dir string) (*export, error) {
+func readExport(dir string) (*export, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, usagef(cmd.path(), "%s: %v", dir, err)
+		return nil, &PathError{fmt.Errorf("%s: %v", dir, err)}
 	}
 	if real, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = real // one directory, one idempotency key, however it is reached
 	}
 	if fi, err := os.Stat(abs); err != nil {
-		return nil, usagef(cmd.path(), "%v", err)
+		return nil, &PathError{err}
 	} else if !fi.IsDir() {
-		return nil, usagef(cmd.path(), "%s: not a directory", dir)
+		return nil, &PathError{fmt.Errorf("%s: not a directory", dir)}
 	}
 	ents, err := os.ReadDir(abs)
 	if err != nil {
-		return nil, usagef(cmd.path(), "%v", err)
+		return nil, &PathError{err}
 	}
 	ex := &export{dir: abs}
 	var p problems
@@ -221,8 +251,8 @@ func readExport(cmd *command, dir string) (*export, error) {
 	if len(ex.sobjects) == 0 && len(ex.files) == 0 && len(p.list) == 0 {
 		p.add("nothing to back up: no <sObject>.csv and no files")
 	}
-	if err := p.err(cmd, dir); err != nil {
-		return nil, err
+	if len(p.list) > 0 {
+		return nil, &LayoutError{Dir: dir, Problems: p.list}
 	}
 	return ex, nil
 }
@@ -417,19 +447,21 @@ func (ex *export) fingerprint() string {
 // the same backup).
 func runIdempotencyKey(org, storage, dir string, chunkSize int64, fingerprint string) string {
 	h := sha256.New()
+	// The "backupctl" in it predates this package: changing it would make
+	// interrupted runs start over.
 	fmt.Fprintf(h, "backupctl run v1\x00%s\x00%s\x00%s\x00%d\x00%s", org, storage, dir, chunkSize, fingerprint)
 	return "backupctl-run-" + hex.EncodeToString(h.Sum(nil))[:40]
 }
 
-// scanError is a record set that csvscan rejects: bad local input, found
-// before anything was sent.
-type scanError struct {
-	file string
-	err  error
+// ScanError is a record set that the CSV scanner rejects: bad local input,
+// found before anything was sent. Err is the scanner's error.
+type ScanError struct {
+	File string
+	Err  error
 }
 
-func (e *scanError) Error() string { return e.file + ": " + e.err.Error() }
-func (e *scanError) Unwrap() error { return e.err }
+func (e *ScanError) Error() string { return e.File + ": " + e.Err.Error() }
+func (e *ScanError) Unwrap() error { return e.Err }
 
 // plan finds the chunk boundaries of a record set (pass 1): it scans the file
 // for row boundaries, quote-aware, and cuts a chunk before a row that would
@@ -475,7 +507,7 @@ func (rs *recordSet) plan(ctx context.Context, chunkSize int64) error {
 		n, err := r.Read(buf)
 		if n > 0 {
 			if ferr := sc.Feed(buf[:n], emit); ferr != nil {
-				return &scanError{rs.name + ".csv", ferr}
+				return &ScanError{rs.name + ".csv", ferr}
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -486,7 +518,7 @@ func (rs *recordSet) plan(ctx context.Context, chunkSize int64) error {
 		}
 	}
 	if err := sc.Close(emit); err != nil {
-		return &scanError{rs.name + ".csv", err}
+		return &ScanError{rs.name + ".csv", err}
 	}
 	begin()
 	rs.chunks = append(chunks, chunkRange{start, pos})
