@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,22 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	"backupstore/budget"
 	"backupstore/csvscan"
 	"backupstore/ingest"
+	"backupstore/internal/app"
 	"backupstore/internal/bytesize"
 	"backupstore/maintenance"
-	"backupstore/metadata"
 	"backupstore/registry"
 	"backupstore/restore"
 	"backupstore/secrets"
@@ -105,7 +96,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 10*time.Second, "timeout of each S3 API probe during validation")
 	fs.IntVar(&c.maxRecvMsgSize, "max-recv-msg-size", 4<<20+64<<10, "largest request message accepted, bytes")
 
-	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = 1<<30, 8<<20, 4<<20, 8<<20
+	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = 1<<30, ingest.DefaultPartSize, csvscan.DefaultMaxFieldBytes, csvscan.DefaultMaxRowBytes
 	fs.Var(&c.memoryBudget, "memory-budget", "service-wide budget for buffered bytes (upload parts, frames, gRPC flow-control windows), e.g. 1GiB; GOMEMLIMIT is set to it plus 256MiB unless given")
 	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
 	fs.Var(&c.tenantShare, "tenant-memory-share", "most of the memory budget one tenant's streams may hold at once; default a quarter of the budget (at least 128MiB), the whole budget with --auth=none")
@@ -124,7 +115,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.spoolDir, "spool-dir", "", "temporary files (record indexes being built, very large parts); default DATA_DIR/spool")
 	fs.Var(&c.maxFieldBytes, "max-field-bytes", "largest CSV field accepted")
 	fs.Var(&c.maxRowBytes, "max-row-bytes", "largest CSV row accepted")
-	fs.IntVar(&c.compressWorkers, "compress-workers", 2, "zstd goroutines per record upload")
+	fs.IntVar(&c.compressWorkers, "compress-workers", ingest.DefaultCompressWorkers, "zstd goroutines per record upload")
 	fs.DurationVar(&c.cleanupEvery, "cleanup-interval", time.Hour, "run cleanup (retention, deletions, stale uploads, garbage) for every tenant this often; 0 disables (RunCleanup still works)")
 	fs.DurationVar(&c.gcGrace, "gc-grace", 24*time.Hour, "garbage collection only deletes keys without a catalog row older than this")
 	fs.DurationVar(&c.uploadTTL, "upload-ttl", 7*24*time.Hour, "cleanup aborts PENDING uploads idle longer than this")
@@ -176,16 +167,6 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return err
 }
 
-// Flow-control windows are static (setting them turns off gRPC's BDP
-// estimator), so a connection never buffers more than connWindow bytes.
-const (
-	streamWindow = 1 << 20
-	connWindow   = 2 << 20
-	// memOverhead is what the process needs beyond the budget: code, the
-	// catalog driver, gRPC's per-connection structures, S3 clients.
-	memOverhead = 256 << 20
-)
-
 // run starts backupd and blocks until ctx ends, then shuts down gracefully.
 // If ready is non-nil, the bound listen address is sent on it once serving.
 func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- string) error {
@@ -218,196 +199,61 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 	if c.mysqlDSN != "" {
 		driver, dsn = "mysql", c.mysqlDSN
 	}
-	catalog, err := metadata.Open(ctx, driver, dsn)
-	if err != nil {
-		return fmt.Errorf("catalog (%s): %w", driver, err)
-	}
-	defer catalog.Close()
-
 	defStore, err := defaultStorage(ctx, &c, log)
 	if err != nil {
 		return err
 	}
-
-	var auth server.Authenticator
-	switch c.auth {
-	case "none":
-		auth = server.NoAuth{TenantID: c.devTenant}
-		log.Warn("authentication disabled (--auth=none): every caller is tenant " + c.devTenant)
-	case "token":
-		if c.tokensFile == "" {
-			return errors.New("--auth=token needs --tokens-file")
-		}
-		tf, err := server.OpenTokenFile(c.tokensFile)
-		if err != nil {
-			return fmt.Errorf("tokens file: %w", err)
-		}
-		auth = tf
-		// Tokens are added and revoked without a restart: on SIGHUP, and
-		// when the file changes. A file that does not load leaves the
-		// tokens in force as they were.
-		reloaded := func(how string) func(error) {
-			return func(err error) {
-				if err != nil {
-					log.Error("tokens file not reloaded; the previous tokens stay in force", "how", how, "err", err)
-					return
-				}
-				log.Info("tokens file reloaded", "how", how, "tokens", tf.Tokens())
-			}
-		}
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					reloaded("SIGHUP")(tf.Reload())
-				}
-			}
-		}()
-		go tf.Watch(ctx, 5*time.Second, reloaded("file changed"))
-	case "mtls":
-		if c.tlsClientCA == "" || c.tlsClientMap == "" || c.tlsCert == "" {
-			return errors.New("--auth=mtls needs --tls-cert, --tls-key, --tls-client-ca and --tls-client-map")
-		}
-		if auth, err = server.LoadCertMap(c.tlsClientMap); err != nil {
-			return fmt.Errorf("client certificate map: %w", err)
-		}
-	default:
-		return fmt.Errorf("--auth must be none, token or mtls, not %q", c.auth)
-	}
 	if c.tlsCert == "" && !c.insecureListen && !loopbackListen(c.listen) {
 		return fmt.Errorf("refusing to serve --auth=%s in plaintext on %s: tokens and backups would cross the network in the clear; give --tls-cert and --tls-key, or --insecure-listen when a proxy or mesh terminates TLS in front of backupd", c.auth, c.listen)
-	}
-
-	reg, err := registry.New(registry.Config{Catalog: catalog, Keyring: keyring, Logger: log, ServiceStore: defStore,
-		FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints})
-	if err != nil {
-		return err
-	}
-	// Memory: the static flow-control windows of every connection are taken
-	// out of the budget first; the rest is for upload buffers.
-	windows := int64(c.maxConns) * connWindow
-	if int64(c.memoryBudget) < windows+64<<20 {
-		return fmt.Errorf("--memory-budget %s is too small: %d connections' flow-control windows alone take %d MiB; raise it or lower --max-connections",
-			c.memoryBudget.String(), c.maxConns, windows>>20)
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(c.memoryBudget) + memOverhead)
 	}
 	spool := c.spoolDir
 	if spool == "" {
 		spool = filepath.Join(c.dataDir, "spool")
 	}
-	usable := int64(c.memoryBudget) - windows
-	share := int64(c.tenantShare)
-	switch {
-	case share == 0 && c.auth == "none":
-		share = usable // one tenant
-	case share == 0:
-		share = min(usable, max(usable/4, 128<<20))
-	case share > usable:
-		return fmt.Errorf("--tenant-memory-share %s is more than the memory budget left after flow-control windows (%d MiB)", c.tenantShare.String(), usable>>20)
-	}
-	mem, err := budget.NewShared(budget.Config{Size: usable, TenantShare: share, MaxWait: c.budgetWait})
-	if err != nil {
-		return err
-	}
-	rst, err := restore.New(restore.Config{Catalog: catalog, Registry: reg, Budget: mem, Logger: log,
-		BlockCacheBytes: int64(c.indexCache), MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
-	if err != nil {
-		return err
-	}
-	ing, err := ingest.New(ingest.Config{Catalog: catalog, Registry: reg,
-		Budget: mem, Logger: log, PartSize: int64(c.partSize), SpoolDir: spool,
-		CompressWorkers: c.compressWorkers, BenchmarkWithoutIndex: c.benchNoIndex, Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)},
-		Quotas: c.quotas})
-	if err != nil {
-		return err
-	}
-	mnt, err := maintenance.New(maintenance.Config{Catalog: catalog, Registry: reg, Logger: log,
-		Grace: c.gcGrace, UploadTTL: c.uploadTTL, Hooks: crashHooks(log, os.Getenv("BACKUPD_TEST_CRASH_AT")),
-		MaxFrameBytes: 1<<20 + int(c.maxRowBytes)}) // ingest's FrameSize + --max-row-bytes
-	if err != nil {
-		return err
-	}
-	streams, err := server.NewStreamGuard(server.StreamLimits{MaxPerTenant: c.tenantStreams, IdleTimeout: c.streamIdle})
-	if err != nil {
-		return err
-	}
 	c.conns.Max = c.maxConns
-	srv, err := server.New(server.Config{Auth: auth, Registry: reg, Ingest: ing, Restore: rst, Maintenance: mnt, Logger: log, MaxRecvMsgSize: c.maxRecvMsgSize,
-		MaxConnectionIdle: c.maxConnIdle, Conns: c.conns, Streams: streams})
+	a, err := app.New(ctx, app.Config{
+		Catalog: app.CatalogConfig{Driver: driver, DSN: dsn}, Keyring: keyring, ServiceStore: defStore, Logger: log,
+		Auth: app.AuthConfig{Mode: c.auth, DevTenant: c.devTenant, TokensFile: c.tokensFile, ReloadOnSIGHUP: true, ClientMap: c.tlsClientMap},
+		GRPC: app.GRPCConfig{StaticWindows: true, MaxStreamsPerConnection: c.maxStreams,
+			CertFile: c.tlsCert, KeyFile: c.tlsKey, ClientCAFile: c.tlsClientCA},
+		Memory:   app.MemoryConfig{Total: int64(c.memoryBudget), TenantShare: int64(c.tenantShare), MaxWait: c.budgetWait, SetMemoryLimit: true},
+		Streams:  &server.StreamLimits{MaxPerTenant: c.tenantStreams, IdleTimeout: c.streamIdle},
+		Registry: registry.Config{FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints},
+		Ingest: ingest.Config{PartSize: int64(c.partSize), SpoolDir: spool, CompressWorkers: c.compressWorkers,
+			BenchmarkWithoutIndex: c.benchNoIndex, Quotas: c.quotas,
+			Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}},
+		Restore:         restore.Config{BlockCacheBytes: int64(c.indexCache)},
+		Maintenance:     maintenance.Config{Grace: c.gcGrace, UploadTTL: c.uploadTTL},
+		Server:          server.Config{MaxRecvMsgSize: c.maxRecvMsgSize, MaxConnectionIdle: c.maxConnIdle, Conns: c.conns},
+		RevalidateEvery: c.revalidateEvery,
+		CleanupEvery:    c.cleanupEvery,
+		ShutdownTimeout: c.shutdownTimeout,
+		Hooks:           app.Hooks{Crash: crashAt(log, os.Getenv("BACKUPD_TEST_CRASH_AT"))},
+	})
 	if err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{
-		grpc.InitialWindowSize(streamWindow), // static windows: no BDP growth beyond the budget
-		grpc.InitialConnWindowSize(connWindow),
-		grpc.MaxConcurrentStreams(uint32(c.maxStreams)),
-		grpc.ConnectionTimeout(c.conns.FirstCall), // the TLS and HTTP/2 handshakes
-	}
-	if c.tlsCert != "" || c.tlsKey != "" {
-		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		if err != nil {
-			return fmt.Errorf("TLS: %w", err)
-		}
-		cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
-		if c.tlsClientCA != "" {
-			pem, err := os.ReadFile(c.tlsClientCA)
-			if err != nil {
-				return fmt.Errorf("--tls-client-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("--tls-client-ca %s: no PEM certificates found", c.tlsClientCA)
-			}
-			cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
-	}
-	gs := srv.GRPCServer(opts...)
 
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
+		a.Close()
 		return err
 	}
-	lis = srv.Listener(lis) // --max-connections and the shares: see server.ConnLimits
 	log.Info("backupd serving", "addr", lis.Addr().String(), "catalog", driver, "auth", c.auth,
 		"default_storage", c.defaultStorage, "tls", c.tlsCert != "", "connections", fmt.Sprintf("%d (%s)", c.maxConns, c.conns))
 	if ready != nil {
 		ready <- lis.Addr().String()
 	}
-
-	bg, cancelBG := context.WithCancel(ctx)
-	defer cancelBG()
-	if c.revalidateEvery > 0 {
-		go reg.Run(bg, c.revalidateEvery)
-	}
-	if c.cleanupEvery > 0 {
-		go mnt.Run(bg, c.cleanupEvery)
-	}
-
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- gs.Serve(lis) }()
+	go func() { serveErr <- a.Serve(lis) }()
 	select {
 	case err := <-serveErr:
+		a.Close()
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: letting in-flight calls finish", "timeout", c.shutdownTimeout)
-	srv.Shutdown()
-	cancelBG()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(c.shutdownTimeout):
-		log.Warn("shutdown timeout: cancelling remaining calls")
-		gs.Stop()
+	if err := a.Close(); err != nil {
+		log.Warn("closing the catalog", "err", err)
 	}
 	log.Info("stopped")
 	return nil
@@ -491,16 +337,16 @@ func defaultStorage(ctx context.Context, c *config, log *slog.Logger) (storage.S
 	return nil, fmt.Errorf("--default-storage must be local or s3, not %q", c.defaultStorage)
 }
 
-// crashHooks, for fault-injection tests only (BACKUPD_TEST_CRASH_AT), kill
+// crashAt, for fault-injection tests only (BACKUPD_TEST_CRASH_AT), kills
 // the process at the named point of a deletion, as a power cut would.
-func crashHooks(log *slog.Logger, at string) *maintenance.Hooks {
+func crashAt(log *slog.Logger, at string) func(point string) {
 	if at == "" {
 		return nil
 	}
-	return &maintenance.Hooks{Crash: func(point string) {
+	return func(point string) {
 		if point == at {
 			log.Error("fault injection: crashing", "point", point)
 			os.Exit(137)
 		}
-	}}
+	}
 }
