@@ -93,7 +93,7 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 		built <- err
 	}()
 	sum := sha256.New()
-	cr := &countingReader{r: io.TeeReader(pr, sum)}
+	cr := &storage.CountingReader{R: io.TeeReader(pr, sum)}
 	_, perr := st.Put(ctx, key, cr)
 	pr.CloseWithError(errManifestUploadEnded)
 	berr := <-built
@@ -120,7 +120,7 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 			"%d file(s) have no parent record in this backup: %s", mb.orphanCount, strings.Join(lines, "; "))
 	}
 	obj := &metadata.Object{TenantID: tenant, ID: "obj-manifest-" + b.ID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
-		Key: key, Kind: metadata.ObjManifest, Size: cr.n, SHA256: sum.Sum(nil), CreatedAt: s.cfg.Now().UTC()}
+		Key: key, Kind: metadata.ObjManifest, Size: cr.N, SHA256: sum.Sum(nil), CreatedAt: s.cfg.Now().UTC()}
 	nb, err := s.cfg.Catalog.CommitBackupManifest(ctx, tenant, id,
 		metadata.ManifestCommit{Object: obj, Files: mb.files, Chunks: int64(len(chunks))}, s.cfg.Now().UTC())
 	var pe *metadata.PendingUploadsError
@@ -143,17 +143,6 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 // errManifestUploadEnded ends the manifest writer when the upload stopped
 // reading (it failed, or finished early).
 var errManifestUploadEnded = errors.New("manifest upload ended")
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
 
 func pendingFault(ids []string) error {
 	shown := ids

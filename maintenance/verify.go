@@ -251,7 +251,7 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata
 	rep.read++
 	h := sha256.New()
 	// The body is hostile input: never read more than the catalog's size of it.
-	counted := &countReader{r: storage.ExactBody("GetObject "+o.Key, rc, o.Size)}
+	counted := &storage.CountingReader{R: storage.ExactBody("GetObject "+o.Key, rc, o.Size)}
 	var src io.Reader = counted
 	if o.Kind == metadata.ObjRecords {
 		// Frames hold at most MaxFrameBytes of input: a frame that asks for a larger window
@@ -266,12 +266,12 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata
 		src = dec
 	}
 	_, err = io.Copy(h, src)
-	rep.bytes += counted.n
+	rep.bytes += counted.N
 	if err != nil {
 		switch {
 		case errors.Is(err, storage.ErrBadResponse):
 			return &Problem{Key: o.Key, Problem: "size", Detail: "GetObject: " + err.Error()}, nil
-		case counted.err != nil:
+		case counted.Err != nil && !errors.Is(counted.Err, storage.ErrBadResponse):
 			return nil, fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "reading %s failed; retry", o.Key)
 		}
 		return &Problem{Key: o.Key, Problem: "checksum", Detail: fmt.Sprintf("%s does not decode: %v", o.Key, err)}, nil
@@ -280,21 +280,6 @@ func (s *Service) checkObject(ctx context.Context, st storage.Store, o *metadata
 		return &Problem{Key: o.Key, Problem: "checksum", Detail: "SHA-256 differs from the catalog"}, nil
 	}
 	return nil, nil
-}
-
-type countReader struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if err != nil && err != io.EOF && !errors.Is(err, storage.ErrBadResponse) {
-		c.err = err
-	}
-	return n, err
 }
 
 type reference struct {

@@ -2,10 +2,7 @@ package restore
 
 import (
 	"container/list"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,33 +11,6 @@ import (
 	"backupstore/recindex"
 	"backupstore/storage"
 )
-
-// objectReaderAt reads an object with ranged GETs (the block cache is put in
-// front of it). It is not tied to any request's context (readers are cached
-// and shared); each read has its own timeout.
-type objectReaderAt struct {
-	st    storage.Reader
-	key   string
-	reads *atomic.Int64 // GETs issued, for tests and benchmarks
-	bytes *atomic.Int64
-}
-
-func (o *objectReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rc, err := o.st.Get(ctx, o.key, off, int64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	o.reads.Add(1)
-	n, err := io.ReadFull(rc, p)
-	o.bytes.Add(int64(n))
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return n, err
-}
 
 // indexCache keeps opened record indexes (their footers and blooms) by object id.
 type indexCache struct {
@@ -71,7 +41,11 @@ func (s *Service) openIndex(st storage.Reader, obj *metadata.Object) (*recindex.
 		return e.Value.(*indexEntry).r, nil
 	}
 	c.mu.Unlock()
-	r, err := recindex.Open(s.blocks.ReaderAt(obj.Key, &objectReaderAt{st: st, key: obj.Key, reads: &c.Reads, bytes: &c.Bytes}), obj.Size)
+	// Readers are cached and shared by requests, so reads are tied to none
+	// of them: each has its own timeout.
+	ra := storage.NewDetachedReaderAt(st, obj.Key, time.Minute)
+	ra.Reads, ra.Bytes = &c.Reads, &c.Bytes
+	r, err := recindex.Open(s.blocks.ReaderAt(obj.Key, ra), obj.Size)
 	if err != nil {
 		return nil, fmt.Errorf("record index %s: %w", obj.Key, err)
 	}

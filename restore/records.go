@@ -255,23 +255,6 @@ func (o *sender) flush() error {
 	return err
 }
 
-// sourceErr remembers an error of the S3 body itself, so a decode failure
-// caused by the network is told apart from corrupt content.
-type sourceErr struct {
-	r   io.Reader
-	err error
-	n   int64
-}
-
-func (s *sourceErr) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	s.n += int64(n)
-	if err != nil && err != io.EOF {
-		s.err = err
-	}
-	return n, err
-}
-
 // streamChunk decodes one chunk object as it streams from S3, checks its
 // SHA-256 against the catalog before the chunk's last bytes go out, and
 // skips the chunk's header row unless it is the first chunk.
@@ -285,7 +268,8 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 		return s.s3Fault(ctx, b, obj, err, "GetObject")
 	}
 	defer rc.Close()
-	src := &sourceErr{r: rc}
+	// The body's own errors are told apart from a decode failure they cause.
+	src := &storage.CountingReader{R: rc}
 	// The object is bucket content: a frame that declares a window larger
 	// than any frame ingest writes is refused before the window is allocated
 	// (the reservation of the read covers this much).
@@ -323,27 +307,27 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 			}
 		}
 		held = append(held[:0], piece...)
-		if rerr == io.EOF || (errors.Is(rerr, io.ErrUnexpectedEOF) && src.err == nil) {
+		if rerr == io.EOF || (errors.Is(rerr, io.ErrUnexpectedEOF) && src.Err == nil) {
 			break // the decoder ended cleanly (a short last read)
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if src.err != nil {
-				return s.s3Fault(ctx, b, obj, src.err, "GetObject")
+			if src.Err != nil {
+				return s.s3Fault(ctx, b, obj, src.Err, "GetObject")
 			}
 			return s.damaged(ctx, b, obj, "does not decode: %v", rerr)
 		}
 	}
-	if src.n != obj.Size {
-		return s.shortRead(ctx, b, st, obj, src.n, obj.Size)
+	if src.N != obj.Size {
+		return s.shortRead(ctx, b, st, obj, src.N, obj.Size)
 	}
 	if !bytes.Equal(h.Sum(nil), c.SHA256) {
 		return s.damaged(ctx, b, obj, "decodes to content whose SHA-256 does not match the catalog")
 	}
 	s.frameGets.Add(1)
-	s.frameBytes.Add(src.n)
+	s.frameBytes.Add(src.N)
 	return out.write(held)
 }
 

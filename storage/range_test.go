@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"backupstore/internal/testenv"
 	"backupstore/storage"
@@ -70,6 +72,62 @@ func TestReaderAtRefusesLongerBody(t *testing.T) {
 	}
 	if n, err := ra.ReadAt(p, 6); err != nil || string(p[:n]) != "6789" {
 		t.Fatalf("ReadAt(4 at 6) = %q, %v", p[:n], err)
+	}
+}
+
+// A detached ReaderAt outlives the context of whoever opened it and counts its GETs and bytes.
+func TestDetachedReaderAtCounts(t *testing.T) {
+	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.Put(t.Context(), "k/obj", strings.NewReader("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	var reads, bytes atomic.Int64
+	ra := storage.NewDetachedReaderAt(local, "k/obj", time.Minute)
+	ra.Reads, ra.Bytes = &reads, &bytes
+	p := make([]byte, 4)
+	if n, err := ra.ReadAt(p, 1); err != nil || string(p[:n]) != "1234" {
+		t.Fatalf("ReadAt(4 at 1) = %q, %v", p[:n], err)
+	}
+	if n, err := ra.ReadAt(p, 7); err != io.EOF || string(p[:n]) != "789" {
+		t.Fatalf("ReadAt(4 at 7) = %q, %v, want 789, EOF", p[:n], err)
+	}
+	if reads.Load() != 2 || bytes.Load() != 7 {
+		t.Fatalf("counted %d GETs and %d bytes, want 2 and 7", reads.Load(), bytes.Load())
+	}
+}
+
+// brokenBody fails after its bytes, as a network cut would.
+type brokenBody struct{ left int }
+
+var errCut = errors.New("connection reset")
+
+func (b *brokenBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, errCut
+	}
+	n := min(len(p), b.left)
+	b.left -= n
+	return n, nil
+}
+
+// CountingReader counts, keeps its source's failure (not io.EOF), and stops once its context is done.
+func TestCountingReader(t *testing.T) {
+	c := &storage.CountingReader{R: strings.NewReader("abcdef")}
+	if b, err := io.ReadAll(c); err != nil || string(b) != "abcdef" || c.N != 6 || c.Err != nil {
+		t.Fatalf("clean read: %q, %v, N=%d, Err=%v", b, err, c.N, c.Err)
+	}
+	c = &storage.CountingReader{R: &brokenBody{left: 5}}
+	if _, err := io.ReadAll(c); !errors.Is(err, errCut) || c.N != 5 || !errors.Is(c.Err, errCut) {
+		t.Fatalf("cut read: %v, N=%d, Err=%v", err, c.N, c.Err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	c = &storage.CountingReader{R: strings.NewReader("abc"), Ctx: ctx}
+	if n, err := c.Read(make([]byte, 3)); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("read after cancel: %d, %v", n, err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"time"
 )
 
 // ExactBody returns rc cut at n bytes: reading past them fails with ErrBadResponse if rc still
@@ -66,17 +68,31 @@ func (b *exactBody) Read(p []byte) (int, error) {
 func (b *exactBody) Close() error { return b.rc.Close() }
 
 // ReaderAt reads one object with a ranged GET per ReadAt call (for example
-// a record index, whose lookups read a footer and single blocks). ctx bounds
-// every read. Safe for concurrent use if r is.
+// a record index, whose lookups read a footer and single blocks). Safe for
+// concurrent use if r is.
 type ReaderAt struct {
-	ctx context.Context
-	r   Reader
-	key string
+	ctx     context.Context
+	timeout time.Duration // per read, when not 0
+	r       Reader
+	key     string
+
+	// Reads and Bytes, when set, count the GETs issued and the bytes they
+	// returned (for tests and benchmarks).
+	Reads, Bytes *atomic.Int64
 }
 
-// NewReaderAt returns an io.ReaderAt over the object key of r.
+// NewReaderAt returns an io.ReaderAt over the object key of r; ctx bounds
+// every read.
 func NewReaderAt(ctx context.Context, r Reader, key string) *ReaderAt {
 	return &ReaderAt{ctx: ctx, r: r, key: key}
+}
+
+// NewDetachedReaderAt returns an io.ReaderAt over the object key of r that
+// is tied to no request, for readers a cache shares between requests (a
+// request's context would end the others' reads); each read has its own
+// timeout instead.
+func NewDetachedReaderAt(r Reader, key string, timeout time.Duration) *ReaderAt {
+	return &ReaderAt{ctx: context.Background(), timeout: timeout, r: r, key: key}
 }
 
 // ReadAt implements io.ReaderAt; a read that ends at the object's end
@@ -84,12 +100,24 @@ func NewReaderAt(ctx context.Context, r Reader, key string) *ReaderAt {
 // that ignored the range) is an error wrapping ErrBadResponse naming the
 // key: ReadAt never reads more than len(p)+1 bytes of it.
 func (o *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	rc, err := o.r.Get(o.ctx, o.key, off, int64(len(p)))
+	ctx := o.ctx
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	rc, err := o.r.Get(ctx, o.key, off, int64(len(p)))
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
+	if o.Reads != nil {
+		o.Reads.Add(1)
+	}
 	n, err := io.ReadFull(rc, p)
+	if o.Bytes != nil {
+		o.Bytes.Add(int64(n))
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return n, io.EOF
 	}
@@ -110,4 +138,31 @@ func (o *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("ranged read of %q at %d: %w", o.key, off, perr)
 	}
 	return n, nil
+}
+
+// CountingReader passes the reads of R through, counting the bytes read (N)
+// and keeping the latest error of R other than io.EOF (Err), so that a
+// caller that decodes or hashes the stream can tell a failure of its source
+// (the network, a short body) from bad content. With Ctx set, reads fail once
+// it is done. It has no other method, so it also hides any Seek, ReadAt or
+// WriteTo of R (an uploader then streams it through its bounded buffers).
+type CountingReader struct {
+	R   io.Reader
+	Ctx context.Context
+	N   int64
+	Err error
+}
+
+func (c *CountingReader) Read(p []byte) (int, error) {
+	if c.Ctx != nil {
+		if err := c.Ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	if err != nil && err != io.EOF {
+		c.Err = err
+	}
+	return n, err
 }

@@ -499,23 +499,6 @@ func (s *S3) ListMultipart(ctx context.Context, prefix string, fn func(Multipart
 	}
 }
 
-// countingReader counts what was read and stops once ctx is done. It also hides any Seek/ReadAt
-// of the caller's reader, so the Uploader streams it through its bounded part buffers.
-type countingReader struct {
-	ctx context.Context
-	r   io.Reader
-	n   int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // Put implements Store with the SDK's Uploader (one PutObject up to the part size, multipart
 // beyond). LastModified is left zero. If a multipart Put fails, its upload is aborted with a
 // detached context (the Uploader's own abort would run on the dead one); where Abort is denied
@@ -525,7 +508,7 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, erro
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	cr := &countingReader{ctx: ctx, r: r}
+	cr := &CountingReader{R: r, Ctx: ctx}
 	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: cr}
 	in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
 	out, err := s.uploader.Upload(ctx, in)
@@ -541,7 +524,7 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, erro
 		}
 		return ObjectInfo{}, fail(ctx, op, err)
 	}
-	return ObjectInfo{Key: key, Size: cr.n, ETag: aws.ToString(out.ETag)}, nil
+	return ObjectInfo{Key: key, Size: cr.N, ETag: aws.ToString(out.ETag)}, nil
 }
 
 // CreateMultipart implements Store. The upload is created with ChecksumAlgorithm CRC32C, so
