@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -267,54 +266,14 @@ func (c catalog) ListBackups(ctx context.Context, tenantID string, f BackupFilte
 		q += " AND started_at < ?"
 		args = append(args, toMicros(f.To))
 	}
-	if pageToken != "" {
-		at, id, err := decodeBackupToken(pageToken)
-		if err != nil {
-			return nil, "", c.fail(op, err, nil)
-		}
-		q += " AND (started_at < ? OR (started_at = ? AND id < ?))"
-		args = append(args, at, at, id)
-	}
-	q += " ORDER BY started_at DESC, id DESC LIMIT ?"
-	args = append(args, limit+1)
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	defer rows.Close()
-	var list []*Backup
-	for rows.Next() {
-		b, err := scanBackup(rows)
-		if err != nil {
-			return nil, "", c.fail(op, err, nil)
-		}
-		list = append(list, b)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	if len(list) <= limit {
-		return list, "", nil
-	}
-	list = list[:limit]
-	last := list[limit-1]
-	return list, encodePageToken(strconv.FormatInt(toMicros(last.StartedAt), 10) + "/" + last.ID), nil
+	return listPage(c, op, newestFirst, q, args, limit, pageToken,
+		func(q string, args ...any) ([]*Backup, error) { return queryRows(c, ctx, scanBackup, q, args...) },
+		func(b *Backup) []any { return []any{toMicros(b.StartedAt), b.ID} })
 }
 
-// A backup page token is "<started_at micros>/<id>" of the previous page's last backup,
-// base64url-encoded.
-func decodeBackupToken(tok string) (int64, string, error) {
-	s, err := decodePageToken(tok)
-	if err != nil {
-		return 0, "", err
-	}
-	at, id, ok := strings.Cut(s, "/")
-	us, perr := strconv.ParseInt(at, 10, 64)
-	if !ok || perr != nil || id == "" {
-		return 0, "", fmt.Errorf("%w: malformed page token", ErrInvalid)
-	}
-	return us, id, nil
-}
+// newestFirst is the order backups and maintenance runs are listed in: StartedAt descending,
+// then id descending.
+var newestFirst = keyset{cols: []keyCol{{name: "started_at", int: true}, {name: "id"}}, desc: true}
 
 // FindBackup returns the org's latest COMMITTED backup that started at or before at: the one
 // with the greatest StartedAt, then the greatest id. It is what restoring the org "as of" at
@@ -519,18 +478,8 @@ func (c catalog) lockOpenBackup(ctx context.Context, tenantID, id string) (*Back
 }
 
 func (c catalog) queryStrings(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []string
-	for rows.Next() {
+	return queryRows(c, ctx, func(r scanner) (string, error) {
 		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		list = append(list, s)
-	}
-	return list, rows.Err()
+		return s, r.Scan(&s)
+	}, q, args...)
 }

@@ -15,7 +15,7 @@ type FileWithKey struct {
 // whatever the number of files. Ordered by parent, lookups of consecutive files in a record
 // index touch the same blocks.
 func (c catalog) ForEachFileByParent(ctx context.Context, tenantID, backupID string, fn func(*FileWithKey) error) error {
-	return forEachKeyset(ctx, "ForEachFileByParent", c, func(after *FileWithKey) ([]*FileWithKey, error) {
+	return forEachKeyset(ctx, c, "ForEachFileByParent", forEachFileBatch, func(after *FileWithKey) ([]*FileWithKey, error) {
 		q := `SELECT f.tenant_id, f.backup_id, f.id, f.object_id, f.upload_id, f.parent_id, f.path, f.name,
  f.content_type, f.size, f.sha256, f.created_at, o.object_key
  FROM files f JOIN objects o ON o.tenant_id = f.tenant_id AND o.id = f.object_id

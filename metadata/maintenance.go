@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -166,32 +165,15 @@ func (c catalog) ForEachObjectKey(ctx context.Context, tenantID, storageID strin
 		base += " AND storage_id = ?"
 		args = append(args, storageID)
 	}
-	last, first := "", true
-	for {
+	return forEachKeyset(ctx, c, op, forEachKeyBatch, func(after string) ([]string, error) {
 		q, qargs := base, args
-		if !first {
+		if after != "" {
 			q += " AND object_key > ?"
-			qargs = append(qargs[:len(qargs):len(qargs)], last)
+			qargs = append(qargs[:len(qargs):len(qargs)], after)
 		}
 		q += " ORDER BY object_key LIMIT ?"
-		qargs = append(qargs[:len(qargs):len(qargs)], forEachKeyBatch)
-		batch, err := c.queryStrings(ctx, q, qargs...)
-		if err != nil {
-			return c.fail(op, err, nil)
-		}
-		for _, k := range batch {
-			if err := ctx.Err(); err != nil {
-				return c.fail(op, err, nil)
-			}
-			if err := fn(k); err != nil {
-				return err
-			}
-		}
-		if len(batch) < forEachKeyBatch {
-			return nil
-		}
-		first, last = false, batch[len(batch)-1]
-	}
+		return c.queryStrings(ctx, q, append(qargs[:len(qargs):len(qargs)], forEachKeyBatch)...)
+	}, fn)
 }
 
 // PendingUploadKeys returns, in byte order, the object keys of the tenant's PENDING uploads on any
@@ -360,37 +342,7 @@ func (c catalog) ListMaintenanceRuns(ctx context.Context, tenantID string, pageS
 		return nil, "", c.fail(op, err, nil)
 	}
 	q := "SELECT " + strings.Join(runCols, ", ") + " FROM maintenance_runs WHERE tenant_id = ?"
-	args := []any{tenantID}
-	if pageToken != "" {
-		at, id, err := decodeBackupToken(pageToken) // the same "<micros>/<id>" form
-		if err != nil {
-			return nil, "", c.fail(op, err, nil)
-		}
-		q += " AND (started_at < ? OR (started_at = ? AND id < ?))"
-		args = append(args, at, at, id)
-	}
-	q += " ORDER BY started_at DESC, id DESC LIMIT ?"
-	args = append(args, limit+1)
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	defer rows.Close()
-	var list []*MaintenanceRun
-	for rows.Next() {
-		r, err := scanRun(rows)
-		if err != nil {
-			return nil, "", c.fail(op, err, nil)
-		}
-		list = append(list, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	if len(list) <= limit {
-		return list, "", nil
-	}
-	list = list[:limit]
-	last := list[limit-1]
-	return list, encodePageToken(strconv.FormatInt(toMicros(last.StartedAt), 10) + "/" + last.ID), nil
+	return listPage(c, op, newestFirst, q, []any{tenantID}, limit, pageToken,
+		func(q string, args ...any) ([]*MaintenanceRun, error) { return queryRows(c, ctx, scanRun, q, args...) },
+		func(r *MaintenanceRun) []any { return []any{toMicros(r.StartedAt), r.ID} })
 }

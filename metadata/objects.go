@@ -89,20 +89,7 @@ func scanObject(r scanner) (*Object, error) {
 }
 
 func (c catalog) queryObjects(ctx context.Context, q string, args ...any) ([]*Object, error) {
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []*Object
-	for rows.Next() {
-		o, err := scanObject(rows)
-		if err != nil {
-			return nil, err
-		}
-		list = append(list, o)
-	}
-	return list, rows.Err()
+	return queryRows(c, ctx, scanObject, q, args...)
 }
 
 // checkSHA256 accepts a SHA-256 digest or none.
@@ -250,21 +237,13 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 	t := now()
 	var inserted bool
 	err := c.inTx(ctx, func(c catalog) error {
-		b, err := c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+		b, ins, err := c.commitUploadOf(ctx, u, KindFile, t)
 		if err != nil {
 			return err
 		}
-		if inserted, err = c.commitUpload(ctx, u, KindFile, t); err != nil {
-			return err
-		}
+		inserted = ins
 		if obj != nil {
-			if obj.OrgID == "" {
-				obj.OrgID = b.OrgID
-			}
-			if err := onStorageOf(obj, b); err != nil {
-				return err
-			}
-			if err := c.insertObject(ctx, obj, t); err != nil {
+			if err := c.insertObjectsOf(ctx, b, t, obj); err != nil {
 				return err
 			}
 		} else if err := c.checkShared(ctx, b, f.ObjectID); err != nil {
@@ -285,6 +264,34 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 		return c.fail(op, err, ErrNotFound)
 	}
 	committed(u, KindFile, inserted, t)
+	return nil
+}
+
+// commitUploadOf begins an upload commit inside a transaction: it locks the upload's backup,
+// which must be OPEN, and marks the upload COMMITTED (commitUpload); it returns the backup.
+func (c catalog) commitUploadOf(ctx context.Context, u *Upload, kind string, t time.Time) (*Backup, bool, error) {
+	b, err := c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+	if err != nil {
+		return nil, false, err
+	}
+	inserted, err := c.commitUpload(ctx, u, kind, t)
+	return b, inserted, err
+}
+
+// insertObjectsOf inserts an upload's new objects into backup b: an empty OrgID becomes b's,
+// and each must be on b's storage.
+func (c catalog) insertObjectsOf(ctx context.Context, b *Backup, t time.Time, objs ...*Object) error {
+	for _, o := range objs {
+		if o.OrgID == "" {
+			o.OrgID = b.OrgID
+		}
+		if err := onStorageOf(o, b); err != nil {
+			return err
+		}
+		if err := c.insertObject(ctx, o, t); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -361,23 +368,13 @@ func (c catalog) CommitRecordsUpload(ctx context.Context, u *Upload, data, index
 	t := now()
 	var inserted bool
 	err := c.inTx(ctx, func(c catalog) error {
-		b, err := c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+		b, ins, err := c.commitUploadOf(ctx, u, KindRecords, t)
 		if err != nil {
 			return err
 		}
-		if inserted, err = c.commitUpload(ctx, u, KindRecords, t); err != nil {
+		inserted = ins
+		if err := c.insertObjectsOf(ctx, b, t, data, index); err != nil {
 			return err
-		}
-		for _, o := range []*Object{data, index} {
-			if o.OrgID == "" {
-				o.OrgID = b.OrgID
-			}
-			if err := onStorageOf(o, b); err != nil {
-				return err
-			}
-			if err := c.insertObject(ctx, o, t); err != nil {
-				return err
-			}
 		}
 		if ch.CreatedAt.IsZero() {
 			ch.CreatedAt = t
@@ -405,7 +402,7 @@ var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path,
 // error, which it returns. Like ForEachStorage it reads in batches and holds no rows open while fn
 // runs.
 func (c catalog) ForEachFile(ctx context.Context, tenantID, backupID string, fn func(*File) error) error {
-	return forEachKeyset(ctx, "ForEachFile", c, func(after *File) ([]*File, error) {
+	return forEachKeyset(ctx, c, "ForEachFile", forEachFileBatch, func(after *File) ([]*File, error) {
 		q := "SELECT " + fileCols + " FROM files WHERE tenant_id = ? AND backup_id = ?"
 		args := []any{tenantID, backupID}
 		if after != nil {
@@ -414,31 +411,6 @@ func (c catalog) ForEachFile(ctx context.Context, tenantID, backupID string, fn 
 		}
 		return c.queryFiles(ctx, q+" ORDER BY id LIMIT ?", append(args, forEachFileBatch)...)
 	}, fn)
-}
-
-// forEachKeyset calls fn for every item of successive keyset batches of forEachFileBatch items
-// (fetch gets the last item of the previous batch, nil for the first) and stops at the first
-// error, which it returns. No rows are open while fn runs.
-func forEachKeyset[T any](ctx context.Context, op string, c catalog, fetch func(after *T) ([]*T, error), fn func(*T) error) error {
-	var after *T
-	for {
-		batch, err := fetch(after)
-		if err != nil {
-			return c.fail(op, err, nil)
-		}
-		for _, it := range batch {
-			if err := ctx.Err(); err != nil {
-				return c.fail(op, err, nil)
-			}
-			if err := fn(it); err != nil {
-				return err
-			}
-		}
-		if len(batch) < forEachFileBatch {
-			return nil
-		}
-		after = batch[len(batch)-1]
-	}
 }
 
 func (c catalog) queryFiles(ctx context.Context, q string, args ...any) ([]*File, error) {
@@ -483,27 +455,10 @@ func (c catalog) ListFiles(ctx context.Context, tenantID, backupID string, pageS
 	case pageSize == 0:
 		pageSize = defaultFilePageSize
 	}
-	after, err := decodePageToken(pageToken)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
 	q := "SELECT " + fileCols + " FROM files WHERE tenant_id = ? AND backup_id = ?"
-	args := []any{tenantID, backupID}
-	if pageToken != "" {
-		q += " AND id > ?"
-		args = append(args, after)
-	}
-	q += " ORDER BY id LIMIT ?"
-	args = append(args, pageSize+1) // one more tells whether there is a next page
-	list, err := c.queryFiles(ctx, q, args...)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	if len(list) <= pageSize {
-		return list, "", nil
-	}
-	list = list[:pageSize]
-	return list, encodePageToken(list[pageSize-1].ID), nil
+	return listPage(c, op, keyset{cols: []keyCol{{name: "id"}}}, q, []any{tenantID, backupID}, pageSize, pageToken,
+		func(q string, args ...any) ([]*File, error) { return c.queryFiles(ctx, q, args...) },
+		func(f *File) []any { return []any{f.ID} })
 }
 
 // GetFile returns the backup's file with this id, or ErrNotFound.

@@ -3,8 +3,6 @@ package metadata
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"fmt"
 	"time"
 )
 
@@ -163,69 +161,17 @@ func (c catalog) GetStorageByName(ctx context.Context, tenantID, name string) (*
 // means MaxPageSize. ErrInvalid: negative pageSize or a token ListStorages did not make.
 func (c catalog) ListStorages(ctx context.Context, tenantID string, pageSize int, pageToken string) ([]*Storage, string, error) {
 	const op = "ListStorages"
-	switch {
-	case pageSize < 0:
-		return nil, "", c.fail(op, fmt.Errorf("%w: negative page size", ErrInvalid), nil)
-	case pageSize == 0:
-		pageSize = DefaultPageSize
-	case pageSize > MaxPageSize:
-		pageSize = MaxPageSize
-	}
-	after, err := decodePageToken(pageToken)
+	limit, err := pageLimit(pageSize)
 	if err != nil {
 		return nil, "", c.fail(op, err, nil)
 	}
-	q := selectStorage + " WHERE s.tenant_id = ?"
-	args := []any{tenantID}
-	if pageToken != "" {
-		q += " AND s.name > ?"
-		args = append(args, after)
-	}
-	q += " ORDER BY s.name LIMIT ?"
-	args = append(args, pageSize+1) // one more tells whether there is a next page
-	list, err := c.queryStorages(ctx, q, args...)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	if len(list) <= pageSize {
-		return list, "", nil
-	}
-	list = list[:pageSize]
-	return list, encodePageToken(list[pageSize-1].Name), nil
-}
-
-// A page token is the last name of the previous page, base64url-encoded (opaque to callers; it
-// holds nothing but a name of the caller's own tenant).
-func encodePageToken(lastName string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastName))
-}
-
-func decodePageToken(tok string) (string, error) {
-	if tok == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) == 0 {
-		return "", fmt.Errorf("%w: malformed page token", ErrInvalid)
-	}
-	return string(b), nil
+	return listPage(c, op, keyset{cols: []keyCol{{name: "s.name"}}}, selectStorage+" WHERE s.tenant_id = ?", []any{tenantID},
+		limit, pageToken, func(q string, args ...any) ([]*Storage, error) { return c.queryStorages(ctx, q, args...) },
+		func(st *Storage) []any { return []any{st.Name} })
 }
 
 func (c catalog) queryStorages(ctx context.Context, q string, args ...any) ([]*Storage, error) {
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []*Storage
-	for rows.Next() {
-		st, err := scanStorage(rows)
-		if err != nil {
-			return nil, err
-		}
-		list = append(list, st)
-	}
-	return list, rows.Err()
+	return queryRows(c, ctx, scanStorage, q, args...)
 }
 
 // UpdateStorageCredentials replaces the storage's access key id and sealed secret. ErrNotFound:
@@ -298,34 +244,13 @@ func (c catalog) DeleteStorage(ctx context.Context, tenantID, id string) error {
 // fn may call the store (but, inside InTx, only through the Tx). Storages created or deleted
 // meanwhile may or may not be seen.
 func (c catalog) ForEachStorage(ctx context.Context, fn func(*Storage) error) error {
-	const op = "ForEachStorage"
-	var lastTenant, lastID string
-	first := true
-	for {
+	return forEachKeyset(ctx, c, "ForEachStorage", forEachBatch, func(after *Storage) ([]*Storage, error) {
 		q := selectStorage
 		var args []any
-		if !first {
+		if after != nil {
 			q += " WHERE s.tenant_id > ? OR (s.tenant_id = ? AND s.id > ?)"
-			args = []any{lastTenant, lastTenant, lastID}
+			args = []any{after.TenantID, after.TenantID, after.ID}
 		}
-		q += " ORDER BY s.tenant_id, s.id LIMIT ?"
-		args = append(args, forEachBatch)
-		batch, err := c.queryStorages(ctx, q, args...)
-		if err != nil {
-			return c.fail(op, err, nil)
-		}
-		for _, st := range batch {
-			if err := ctx.Err(); err != nil {
-				return c.fail(op, err, nil)
-			}
-			if err := fn(st); err != nil {
-				return err
-			}
-		}
-		if len(batch) < forEachBatch {
-			return nil
-		}
-		first = false
-		lastTenant, lastID = batch[len(batch)-1].TenantID, batch[len(batch)-1].ID
-	}
+		return c.queryStorages(ctx, q+" ORDER BY s.tenant_id, s.id LIMIT ?", append(args, forEachBatch)...)
+	}, fn)
 }

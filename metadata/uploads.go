@@ -103,20 +103,7 @@ func scanUpload(r scanner) (*Upload, error) {
 }
 
 func (c catalog) queryUploads(ctx context.Context, q string, args ...any) ([]*Upload, error) {
-	rows, err := c.q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var list []*Upload
-	for rows.Next() {
-		u, err := scanUpload(rows)
-		if err != nil {
-			return nil, err
-		}
-		list = append(list, u)
-	}
-	return list, rows.Err()
+	return queryRows(c, ctx, scanUpload, q, args...)
 }
 
 // prepareUpload validates u for insertion and fills its defaults: state PENDING, generation 1,
@@ -385,31 +372,15 @@ func (c catalog) ListUploads(ctx context.Context, tenantID, backupID, state stri
 	if err != nil {
 		return nil, "", c.fail(op, err, nil)
 	}
-	after, err := decodePageToken(pageToken)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
 	q := selectUpload + " WHERE tenant_id = ? AND backup_id = ?"
 	args := []any{tenantID, backupID}
 	if state != "" {
 		q += " AND state = ?"
 		args = append(args, state)
 	}
-	if pageToken != "" {
-		q += " AND upload_id > ?"
-		args = append(args, after)
-	}
-	q += " ORDER BY upload_id LIMIT ?"
-	args = append(args, limit+1)
-	list, err := c.queryUploads(ctx, q, args...)
-	if err != nil {
-		return nil, "", c.fail(op, err, nil)
-	}
-	if len(list) <= limit {
-		return list, "", nil
-	}
-	list = list[:limit]
-	return list, encodePageToken(list[limit-1].UploadID), nil
+	return listPage(c, op, keyset{cols: []keyCol{{name: "upload_id"}}}, q, args, limit, pageToken,
+		func(q string, args ...any) ([]*Upload, error) { return c.queryUploads(ctx, q, args...) },
+		func(u *Upload) []any { return []any{u.UploadID} })
 }
 
 // PendingUploads returns all of the backup's PENDING uploads, by upload id.
