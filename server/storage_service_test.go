@@ -31,6 +31,7 @@ import (
 	"backupstore/budget"
 	"backupstore/csvscan"
 	"backupstore/ingest"
+	"backupstore/internal/app"
 	"backupstore/internal/testenv"
 	"backupstore/maintenance"
 	bsmeta "backupstore/metadata"
@@ -122,13 +123,6 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	case "mysql":
 		dsn = testenv.MySQLDSN(t)
 	}
-	ctx := context.Background()
-	catalog, err := bsmeta.Open(ctx, driver, dsn)
-	if err != nil {
-		t.Fatalf("open catalog: %v", err)
-	}
-	t.Cleanup(func() { catalog.Close() })
-	e.catalog = catalog
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -142,72 +136,45 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	auth, err := server.ParseTokens([]byte("# test tokens\n" + hashLine(tokenA, "acme") + hashLine(tokenB, "globex")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.local = t.TempDir()
-	var local storage.Store
-	local, err = storage.NewLocal(storage.LocalConfig{Root: e.local})
+	local, err := storage.NewLocal(storage.LocalConfig{Root: e.local})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.wrapStore != nil {
-		local = o.wrapStore(local)
-	}
-	e.reg, err = registry.New(registry.Config{Catalog: catalog, Keyring: ring, Logger: log, ServiceStore: local,
-		FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
-		AllowEndpoints: "127.0.0.1/32"}) // the test gateway, as an operator would allow an on-prem S3
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.budget = budget.New(512 << 20)
+	mem := app.MemoryConfig{Total: 512 << 20, TenantShare: 512 << 20}
 	if o.budget != nil {
-		if e.budget, err = budget.NewShared(*o.budget); err != nil {
-			t.Fatal(err)
-		}
+		mem = app.MemoryConfig{Total: o.budget.Size, TenantShare: o.budget.TenantShare, MaxWait: o.budget.MaxWait}
 	}
-	e.ing, err = ingest.New(ingest.Config{Catalog: catalog, Registry: e.reg, Budget: e.budget,
-		Logger: log, PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(), Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20},
-		Hooks: o.ingestHooks, Quotas: o.quotas})
-	if err != nil {
-		t.Fatal(err)
+	cfg := app.Config{
+		Catalog: app.CatalogConfig{Driver: driver, DSN: dsn}, Keyring: ring, ServiceStore: local,
+		Logger: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Auth:   app.AuthConfig{Authenticator: auth}, Memory: mem, Streams: o.streams,
+		Registry: registry.Config{FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
+			AllowEndpoints: "127.0.0.1/32"}, // the test gateway, as an operator would allow an on-prem S3
+		Ingest: ingest.Config{PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(),
+			Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}, Hooks: o.ingestHooks, Quotas: o.quotas},
+		Maintenance: maintenance.Config{Now: e.now, Grace: 2 * time.Second, Replica: "test"},
+		Server:      server.Config{MaxConnectionIdle: o.maxIdle},
+		Hooks:       app.Hooks{WrapServiceStore: o.wrapStore},
 	}
-	e.rst, err = restore.New(restore.Config{Catalog: catalog, Registry: e.reg, Budget: e.budget, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.mnt, err = maintenance.New(maintenance.Config{Catalog: catalog, Registry: e.reg, Logger: log,
-		Now: e.now, Grace: 2 * time.Second, Replica: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.Config{Auth: auth, Registry: e.reg, Ingest: e.ing, Restore: e.rst, Maintenance: e.mnt, Logger: log}
 	if o.conns != nil {
-		cfg.Conns = *o.conns
+		cfg.Server.Conns = *o.conns
 	}
-	cfg.MaxConnectionIdle = o.maxIdle
-	if o.streams != nil {
-		if cfg.Streams, err = server.NewStreamGuard(*o.streams); err != nil {
-			t.Fatal(err)
-		}
-		e.streams = cfg.Streams
-	}
-	srv, err := server.New(cfg)
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := srv.GRPCServer()
+	e.catalog, e.reg, e.budget, e.ing, e.rst, e.mnt, e.streams = a.Catalog, a.Registry, a.Budget, a.Ingest, a.Restore, a.Maintenance, a.Streams
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.conns != nil {
-		lis = srv.Listener(lis)
-	}
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
+	go a.Serve(lis)
+	t.Cleanup(func() { a.Close() })
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -16,15 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"backupstore/budget"
-	"backupstore/csvscan"
 	"backupstore/ingest"
-	"backupstore/metadata"
+	"backupstore/internal/app"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
-	"backupstore/restore"
 	"backupstore/secrets"
 	"backupstore/server"
 	"backupstore/storage"
@@ -33,14 +28,13 @@ import (
 // profileBuilt: this build can profile (see profile_stub.go).
 const profileBuilt = true
 
-// profile runs the main ingest once more with the service in this process, wired as
-// cmd/backupd/run.go wires it (same packages, budget, part size, windows), under a CPU profile.
+// profile runs the main ingest once more with the service in this process, assembled by
+// internal/app as backupd assembles it (same budget, part size, windows), under a CPU profile.
 // backupd has no pprof endpoint and the benchmark adds nothing to it; the profile therefore also
 // holds the client side (file reads, gRPC sends), which shows under its own functions.
 //
-// This file mirrors backupd's wiring, which changes as the service grows; it is built only with
-// -tags benchprofile, so that the benchmark itself depends on the API and the storage package
-// alone.
+// It is built only with -tags benchprofile, so that the benchmark itself depends on the API and
+// the storage package alone.
 func (b *bench) profile(ctx context.Context) error {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	keys, err := secrets.ParseKeys([]byte(b.dcfg.masterKey))
@@ -51,43 +45,28 @@ func (b *bench) profile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cat, err := metadata.Open(ctx, "mysql", b.dcfg.dsn)
-	if err != nil {
-		return err
-	}
-	defer cat.Close()
 	def, err := storage.NewLocal(storage.LocalConfig{Root: filepath.Join(b.dir, "inproc", "objects")})
 	if err != nil {
 		return err
 	}
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: kr, Logger: log, ServiceStore: def, AllowEndpoints: "127.0.0.1/32"})
+	a, err := app.New(ctx, app.Config{
+		Catalog: app.CatalogConfig{Driver: "mysql", DSN: b.dcfg.dsn}, Keyring: kr, ServiceStore: def, Logger: log,
+		Auth:     app.AuthConfig{Mode: "none", DevTenant: "dev"},
+		GRPC:     app.GRPCConfig{StaticWindows: true, MaxStreamsPerConnection: app.DefaultMaxStreamsPerConnection},
+		Memory:   app.MemoryConfig{Total: int64(b.c.budget)},
+		Server:   server.Config{Conns: server.ConnLimits{Max: app.DefaultMaxConnections}},
+		Registry: registry.Config{AllowEndpoints: "127.0.0.1/32"},
+		Ingest:   ingest.Config{PartSize: int64(b.c.partSize), SpoolDir: filepath.Join(b.dir, "inproc", "spool")},
+	})
 	if err != nil {
 		return err
 	}
-	const maxConns, streamWindow, connWindow = 64, 1 << 20, 2 << 20 // backupd's defaults
-	mem := budget.New(int64(b.c.budget) - maxConns*connWindow)
-	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg,
-		Budget: mem, Logger: log, PartSize: int64(b.c.partSize),
-		SpoolDir: filepath.Join(b.dir, "inproc", "spool"), CompressWorkers: 2,
-		Limits: csvscan.Limits{MaxFieldBytes: 4 << 20, MaxRowBytes: 8 << 20}})
-	if err != nil {
-		return err
-	}
-	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, Budget: mem, Logger: log})
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Restore: rst, Logger: log})
-	if err != nil {
-		return err
-	}
-	gs := srv.GRPCServer(grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow), grpc.MaxConcurrentStreams(16))
+	defer a.Close()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
+	go func() { _ = a.Serve(lis) }()
 	d := &daemon{addr: lis.Addr().String(), proc: &proc{name: "in-process service", exited: make(chan struct{})}}
 	if err := d.dial(ctx); err != nil {
 		return err

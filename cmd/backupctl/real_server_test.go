@@ -17,14 +17,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"backupstore/budget"
 	"backupstore/ingest"
-	"backupstore/metadata"
+	"backupstore/internal/app"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
-	"backupstore/restore"
 	"backupstore/secrets"
-	"backupstore/server"
 	"backupstore/storage"
 )
 
@@ -32,44 +29,30 @@ import (
 // local-directory default storage) on a loopback port.
 func realServer(t *testing.T) (addr string, st storage.Store) {
 	t.Helper()
-	ctx := context.Background()
-	cat, err := metadata.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	key := make([]byte, 32)
+	key := make([]byte, secrets.KeySize)
 	rand.Read(key)
 	ring, _ := secrets.NewKeyring(key)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: local, AllowEndpoints: "127.0.0.1/32"})
+	a, err := app.New(context.Background(), app.Config{
+		Catalog: app.CatalogConfig{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "catalog.db")},
+		Keyring: ring, ServiceStore: local, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Auth:     app.AuthConfig{Mode: "none", DevTenant: "dev"},
+		Memory:   app.MemoryConfig{Total: 256 << 20},
+		Registry: registry.Config{AllowEndpoints: "127.0.0.1/32"},
+		Ingest:   ingest.Config{PartSize: 5 << 20, SpoolDir: t.TempDir()},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ing, err := ingest.New(ingest.Config{Catalog: cat, Registry: reg, Budget: budget.New(256 << 20),
-		Logger: log, PartSize: 5 << 20, SpoolDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rst, err := restore.New(restore.Config{Catalog: cat, Registry: reg, Budget: budget.New(64 << 20), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Auth: server.NoAuth{TenantID: "dev"}, Registry: reg, Ingest: ing, Restore: rst, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := srv.GRPCServer()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
+	go a.Serve(lis)
+	t.Cleanup(func() { a.Close() })
 	return lis.Addr().String(), local
 }
 

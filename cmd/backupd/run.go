@@ -96,7 +96,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.probeTimeout, "probe-timeout", 10*time.Second, "timeout of each S3 API probe during validation")
 	fs.IntVar(&c.maxRecvMsgSize, "max-recv-msg-size", 4<<20+64<<10, "largest request message accepted, bytes")
 
-	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = 1<<30, ingest.DefaultPartSize, csvscan.DefaultMaxFieldBytes, csvscan.DefaultMaxRowBytes
+	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = app.DefaultMemoryBudget, ingest.DefaultPartSize, csvscan.DefaultMaxFieldBytes, csvscan.DefaultMaxRowBytes
 	fs.Var(&c.memoryBudget, "memory-budget", "service-wide budget for buffered bytes (upload parts, frames, gRPC flow-control windows), e.g. 1GiB; GOMEMLIMIT is set to it plus 256MiB unless given")
 	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
 	fs.Var(&c.tenantShare, "tenant-memory-share", "most of the memory budget one tenant's streams may hold at once; default a quarter of the budget (at least 128MiB), the whole budget with --auth=none")
@@ -106,8 +106,8 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Int64Var(&c.quotas.MaxOpenBackups, "max-open-backups-per-tenant", 1000, "OPEN backups one tenant may have; CreateBackup past it answers RESOURCE_EXHAUSTED (0: no limit)")
 	fs.Int64Var(&c.quotas.MaxPendingUploads, "max-pending-uploads-per-tenant", 10000, "PENDING uploads one tenant may have; a new upload id past it answers RESOURCE_EXHAUSTED (0: no limit)")
 	fs.Int64Var(&c.quotas.MaxCatalogRows, "max-objects-per-tenant", 0, "object plus file rows one tenant may have in the catalog; a new upload past it answers RESOURCE_EXHAUSTED (0: no limit; counting costs a scan of the tenant's rows per new upload)")
-	fs.IntVar(&c.maxConns, "max-connections", 64, "concurrent client connections accepted")
-	fs.IntVar(&c.maxStreams, "max-streams-per-connection", 16, "concurrent calls per connection")
+	fs.IntVar(&c.maxConns, "max-connections", app.DefaultMaxConnections, "concurrent client connections accepted")
+	fs.IntVar(&c.maxStreams, "max-streams-per-connection", app.DefaultMaxStreamsPerConnection, "concurrent calls per connection")
 	fs.IntVar(&c.conns.PerAddress, "max-connections-per-address", 16, "connections open from one source IP address (0: no cap; behind a proxy or sidecar every connection has its address)")
 	fs.IntVar(&c.conns.PerTenant, "max-connections-per-tenant", 16, "connections carrying one tenant's calls; a call on one more answers RESOURCE_EXHAUSTED (0: no cap)")
 	fs.DurationVar(&c.conns.FirstCall, "first-call-timeout", 10*time.Second, "a connection without an authenticated call this long after it opened is closed (TLS handshake included)")

@@ -40,6 +40,12 @@ const (
 	// MemOverhead is what the process needs beyond the budget: code, the
 	// catalog driver, gRPC's per-connection structures, S3 clients.
 	MemOverhead = 256 << 20
+	// DefaultMemoryBudget, DefaultMaxConnections and
+	// DefaultMaxStreamsPerConnection are backupd's defaults of
+	// MemoryConfig.Total, Server.Conns.Max and GRPC.MaxStreamsPerConnection.
+	DefaultMemoryBudget            = 1 << 30
+	DefaultMaxConnections          = 64
+	DefaultMaxStreamsPerConnection = 16
 	// minUsableMemory is the least the windows must leave for upload buffers.
 	minUsableMemory = 64 << 20
 	// minTenantShare is the least a tenant's default share may be.
