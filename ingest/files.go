@@ -567,7 +567,7 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 		if err != nil {
 			// A part in flight may have found this stream stale: say so
 			// rather than blame the broken stream.
-			if werr := m.wait(); isStale(werr) {
+			if werr := m.wait(); errors.Is(werr, metadata.ErrStale) {
 				return nil, werr
 			}
 			return nil, err

@@ -227,30 +227,21 @@ func endsUpload(err error) bool {
 	}
 	switch fe.Kind {
 	case fault.InvalidArgument:
-		return fe.Reason != "NO_FINISH"
+		return !errors.Is(err, ErrNoFinish)
 	case fault.AlreadyExists:
 		return true
 	}
 	return false
 }
 
-// s3Fault classifies an object-store error: refusals the customer must fix
-// are FailedPrecondition, everything else (network, 5xx) Unavailable.
+// s3Fault says which object-store call failed, worth a retry; a refusal
+// inside (storage.ErrAccessDenied) is answered FailedPrecondition by the
+// server's one mapping, whatever wraps it.
 func s3Fault(err error, op string) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	switch code := storage.ErrorCode(err); code {
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled", "AccountProblem":
-		return fault.Wrap(err, fault.FailedPrecondition, "STORAGE_REJECTED",
-			"S3 refused %s (%s); check the storage with ValidateStorage", op, code)
-	}
 	return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 %s failed; retry", op)
-}
-
-func isStale(err error) bool {
-	fe, ok := fault.As(err)
-	return ok && fe.Reason == "STALE_GENERATION"
 }
 
 // catalogFault maps a fenced write to Aborted.

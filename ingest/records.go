@@ -30,9 +30,15 @@ import (
 type Source interface {
 	// Next returns the next data bytes (valid until the next call), or
 	// finish=true once the client sent finish and nothing after it. An error
-	// means the stream broke (the client went away, or sent garbage).
+	// means the stream broke (the client went away, or sent garbage); one
+	// that wraps ErrNoFinish leaves the upload resumable.
 	Next() (data []byte, finish bool, err error)
 }
+
+// ErrNoFinish is what a Source's error wraps when the stream ended without a
+// finish message: the worker may resume the upload, so it is not ended even
+// though the answer is InvalidArgument.
+var ErrNoFinish = errors.New("ingest: stream ended without finish")
 
 // Reference declares an indexed lookup column.
 type Reference struct {

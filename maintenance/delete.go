@@ -245,9 +245,13 @@ func (s *Service) PurgeAborted(ctx context.Context, tenant, id string, wait time
 	}
 }
 
+// deleteFault answers a failed Delete: keys S3 refused one by one are named
+// (with the permission to check), anything else — a refusal of the whole
+// call included, which the server maps as every refusal — the next cleanup
+// retries.
 func deleteFault(err error) error {
 	var de *storage.DeleteError
-	if errors.As(err, &de) && len(de.Keys) > 0 {
+	if errors.As(err, &de) && len(de.Keys) > 0 && errors.Is(err, storage.ErrAccessDenied) {
 		k := de.Keys[0]
 		return fault.Wrap(err, fault.FailedPrecondition, "DELETE_REFUSED",
 			"S3 refused to delete %d object(s), e.g. %s (%s); the backup stays DELETING and the next cleanup retries; check s3:DeleteObject", len(de.Keys), k.Key, k.Code)

@@ -164,7 +164,8 @@ func (s *Service) damaged(ctx context.Context, b *metadata.Backup, obj *metadata
 	return fault.New(fault.DataLoss, "DATA_LOSS", "%s", msg)
 }
 
-// s3Fault maps an object-store error that is not about the content.
+// s3Fault maps an object-store error that is not about the content: a
+// missing or short object is damage, anything else worth a retry.
 func (s *Service) s3Fault(ctx context.Context, b *metadata.Backup, obj *metadata.Object, err error, op string) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -175,10 +176,8 @@ func (s *Service) s3Fault(ctx context.Context, b *metadata.Backup, obj *metadata
 	if errors.Is(err, storage.ErrInvalidRange) {
 		return s.damaged(ctx, b, obj, "shorter than the catalog says (%d bytes)", obj.Size)
 	}
-	switch code := storage.ErrorCode(err); code {
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket":
-		return fault.Wrap(err, fault.FailedPrecondition, "STORAGE_REJECTED", "S3 refused %s (%s); check the storage with ValidateStorage", op, code)
-	}
+	// A refusal (storage.ErrAccessDenied) inside is answered FailedPrecondition
+	// by the server's one mapping, whatever wraps it.
 	return fault.Wrap(err, fault.Unavailable, "STORAGE_UNAVAILABLE", "S3 %s of %s failed; retry", op, obj.Key)
 }
 

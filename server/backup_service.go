@@ -37,7 +37,7 @@ func (s streamSource) Next() ([]byte, bool, error) {
 	data, fin, hdr, err := s.recv()
 	switch {
 	case errors.Is(err, io.EOF):
-		return nil, false, fault.New(fault.InvalidArgument, "NO_FINISH", "the stream ended without a finish message; nothing was stored")
+		return nil, false, fault.Wrap(ingest.ErrNoFinish, fault.InvalidArgument, "NO_FINISH", "the stream ended without a finish message; nothing was stored")
 	case err != nil:
 		return nil, false, err
 	case hdr:

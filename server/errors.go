@@ -16,6 +16,7 @@ import (
 	"backupstore/fault"
 	"backupstore/metadata"
 	"backupstore/registry"
+	"backupstore/storage"
 )
 
 // errorDomain is the ErrorInfo domain of every error this service returns.
@@ -49,6 +50,13 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	}
 	var fe *fault.Error
 	switch {
+	case refused(err):
+		// The store refused what the storage is configured with: retrying
+		// will not help until the tenant fixes it. The code is one of
+		// storage.RefusalCodes, never remote text; the rest goes to the log.
+		log.WarnContext(ctx, "storage refused a request", "err", err)
+		fe = fault.Wrap(err, fault.FailedPrecondition, "STORAGE_REJECTED",
+			"S3 refused the request (%s); check the storage with ValidateStorage", storage.ErrorCode(err))
 	case errors.As(err, &fe) && fe.Kind == fault.Unavailable:
 		// Already a retry, with its own reason.
 	case errors.Is(err, metadata.ErrUnavailable):
@@ -80,6 +88,17 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		log.WarnContext(ctx, "request failed", "reason", fe.Reason, "err", err)
 	}
 	return detailed(kindCodes[fe.Kind], fe)
+}
+
+// refused reports whether err is an S3 refusal (storage.ErrAccessDenied) that
+// no domain error answered more precisely than "the store failed": the one
+// place a refusal becomes a status, wherever in the domain it surfaced.
+func refused(err error) bool {
+	if !errors.Is(err, storage.ErrAccessDenied) {
+		return false
+	}
+	fe, ok := fault.As(err)
+	return !ok || fe.Kind == fault.Unavailable || fe.Kind == fault.Internal
 }
 
 func detailed(code codes.Code, fe *fault.Error) error {
