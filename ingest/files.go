@@ -513,52 +513,21 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 		defer pb.close()
 		bufs[i] = pb
 	}
-	cur := 0
-	offset := u.CommittedSize // input bytes in recorded parts
-	partStart := offset
-	total := offset // input bytes received, including the current part
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	write := func(data []byte) error {
-		for len(data) > 0 {
-			want := partSizeFor(u, n) - bufs[cur].Len()
-			k := min(int64(len(data)), want)
-			bufs[cur].Write(data[:k])
-			data = data[k:]
-			if bufs[cur].Len() == partSizeFor(u, n) {
-				state, _ := sum.(encoding.BinaryMarshaler).MarshalBinary()
-				end := partStart + bufs[cur].Len()
-				if err := m.submit(ctx, n, bufs[cur], partStart, end, end, state); err != nil {
-					return err
-				}
-				n++
-				partStart = end
-				cur = 1 - cur
-				if err := bufs[cur].reset(); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	// The hash must be at the part boundary when a part is submitted, so hash
-	// and write in the same slices.
-	feed := func(data []byte) error {
-		for len(data) > 0 {
-			want := partSizeFor(u, n) - bufs[cur].Len()
-			k := min(int64(len(data)), want)
-			sum.Write(data[:k])
-			if err := write(data[:k]); err != nil {
-				return err
-			}
-			data = data[k:]
-		}
-		return nil
+	w := newPartWriter(m, bufs, n, func(n int32) int64 { return partSizeFor(u, n) })
+	w.sum = sum
+	total := u.CommittedSize // input bytes received, including the part being filled
+	// stop ends the stream on err: the part in flight is cancelled and waited for.
+	stop := func(err error) (*Result, error) {
+		cancel()
+		_ = w.wait()
+		return nil, err
 	}
 	if c != nil {
 		total = int64(len(c.data))
-		if err := feed(c.data); err != nil {
-			_ = m.wait()
+		if err := w.Write(ctx, c.data); err != nil {
+			_ = w.wait()
 			return nil, err
 		}
 	}
@@ -567,7 +536,7 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 		if err != nil {
 			// A part in flight may have found this stream stale: say so
 			// rather than blame the broken stream.
-			if werr := m.wait(); errors.Is(werr, metadata.ErrStale) {
+			if werr := w.wait(); errors.Is(werr, metadata.ErrStale) {
 				return nil, werr
 			}
 			return nil, err
@@ -577,35 +546,20 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 		}
 		total += int64(len(data))
 		if h.DeclaredSize >= 0 && total > h.DeclaredSize {
-			cancel()
-			_ = m.wait()
-			return nil, sizeMismatch(h.DeclaredSize, total, false)
+			return stop(sizeMismatch(h.DeclaredSize, total, false))
 		}
 		if total > MaxObjectSize {
-			cancel()
-			_ = m.wait()
-			return nil, fault.New(fault.InvalidArgument, "TOO_LARGE", "the file exceeds S3's 5 TiB object limit")
+			return stop(fault.New(fault.InvalidArgument, "TOO_LARGE", "the file exceeds S3's 5 TiB object limit"))
 		}
-		if err := feed(data); err != nil {
-			cancel()
-			_ = m.wait()
-			return nil, err
+		if err := w.Write(ctx, data); err != nil {
+			return stop(err)
 		}
 	}
 	digest := sum.Sum(nil)
 	if err := checkDeclared(h, total, digest); err != nil {
-		cancel()
-		_ = m.wait()
-		return nil, err
+		return stop(err)
 	}
-	if bufs[cur].Len() > 0 {
-		state, _ := sum.(encoding.BinaryMarshaler).MarshalBinary()
-		end := partStart + bufs[cur].Len()
-		if err := m.submit(ctx, n, bufs[cur], partStart, end, end, state); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := m.complete(ctx); err != nil {
+	if _, err := w.Close(ctx); err != nil {
 		return nil, err
 	}
 	return s.commitFile(ctx, b, st, u, h, u.ObjectID, u.ObjectKey, total, digest, false)

@@ -265,13 +265,9 @@ type recWriter struct {
 	failed  chan struct{}
 
 	// assembler state
-	frames    []recindex.FrameInfo
-	m         *mpu
-	stored    int64
-	parts     int32
-	done      chan struct{}
-	last      *partBuf
-	lastStart int64 // input offset where the last part starts
+	frames []recindex.FrameInfo
+	parts  *partWriter
+	done   chan struct{}
 }
 
 func (w *recWriter) setErr(err error) {
@@ -311,8 +307,12 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	}
 	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: spool,
 		sum: sha256.New(), schema: schema, failed: make(chan struct{}), done: make(chan struct{}),
-		m: &mpu{s: s, st: st, u: u}, mem: mem, big: make(chan struct{}, 1), res: res}
+		mem: mem, big: make(chan struct{}, 1), res: res}
 	w.big <- struct{}{}
+	// Part buffers are allocated when first filled, and grown, within the
+	// stream's reservation (recMem.partMax).
+	w.parts = newPartWriter(&mpu{s: s, st: st, u: u}, [2]*partBuf{{}, {}}, 1, func(int32) int64 { return s.cfg.PartSize })
+	w.parts.grow, w.parts.base = w.account, mem.partBase
 	if err := w.account(int64(cap(schema))); err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 		w.setErr(err)
 		cancel()
 		stop()
-		_ = w.m.wait()
+		_ = w.parts.wait()
 		return nil, w.err
 	}
 	if w.frame != nil && len(w.frame.in) > 0 {
@@ -373,7 +373,7 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	select {
 	case <-w.failed:
 		cancel()
-		_ = w.m.wait()
+		_ = w.parts.wait()
 		return nil, w.err
 	default:
 	}
@@ -665,25 +665,12 @@ func zstdBound(n int) int {
 	return b
 }
 
-// assemble orders compressed frames into parts and submits full parts.
+// assemble orders compressed frames into parts, whole (rows never split a
+// frame, and a frame never splits a part).
 func (w *recWriter) assemble() {
 	defer close(w.done)
 	pending := map[uint32]*frameJob{}
 	var next uint32
-	bufs := [2]*partBuf{{}, {}} // allocated when first filled
-	cur := 0
-	var partInputStart, partInputEnd int64
-	cut := func() bool {
-		w.parts++
-		if err := w.m.submit(w.ctx, w.parts, bufs[cur], partInputStart, partInputEnd, w.stored, nil); err != nil {
-			w.setErr(err)
-			return false
-		}
-		partInputStart = partInputEnd
-		cur = 1 - cur
-		bufs[cur].reset()
-		return true
-	}
 	for j := range w.results {
 		pending[j.seq] = j
 		for {
@@ -699,43 +686,14 @@ func (w *recWriter) assemble() {
 				continue
 			default:
 			}
-			if n := bufs[cur].Len(); n > 0 && int(n)+len(f.out) > cap(bufs[cur].mem) && n >= storage.MinPartSize {
-				if !cut() {
-					w.recycle(f)
-					continue
-				}
-			}
-			buf := bufs[cur]
-			if need := len(buf.mem) + len(f.out); need > cap(buf.mem) {
-				// A part buffer is allocated when first filled (partBase);
-				// below S3's minimum part size an oversized frame must still go
-				// in: grow to exactly what it needs (within recMem.partMax).
-				size := need
-				if cap(buf.mem) == 0 {
-					size = max(need, w.mem.partBase)
-				}
-				if err := w.account(int64(size - cap(buf.mem))); err != nil {
-					w.setErr(err)
-					w.recycle(f)
-					continue
-				}
-				grown := make([]byte, len(buf.mem), size)
-				copy(grown, buf.mem)
-				buf.mem = grown
-			}
-			buf.Write(f.out)
-			w.frames = append(w.frames, recindex.FrameInfo{StoredOffset: w.stored, StoredLen: int64(len(f.out)),
+			w.frames = append(w.frames, recindex.FrameInfo{StoredOffset: w.parts.stored, StoredLen: int64(len(f.out)),
 				InputOffset: f.inputOff, InputLen: int64(len(f.in)), Rows: f.rows, FirstRow: f.firstRow})
-			w.stored += int64(len(f.out))
-			partInputEnd = f.inputOff + int64(len(f.in))
-			w.recycle(f)
-			if buf.Len() >= w.s.cfg.PartSize {
-				cut()
+			if err := w.parts.WriteUnit(w.ctx, f.out, f.inputOff+int64(len(f.in))); err != nil {
+				w.setErr(err)
 			}
+			w.recycle(f)
 		}
 	}
-	w.last = bufs[cur]
-	w.lastStart = partInputStart
 }
 
 // finish uploads the last part (or the whole object in one PUT), the index,
@@ -745,25 +703,13 @@ func (w *recWriter) finish() (*Result, error) {
 	if !w.headerSet {
 		return nil, &csvscan.RowError{Row: 1, Reason: "NO_HEADER", Detail: "the chunk is empty: it must start with the header row"}
 	}
-	var size int64
-	if w.parts == 0 {
-		info, err := w.st.Put(ctx, u.ObjectKey, w.last.reader())
-		if err != nil {
+	size := w.parts.stored
+	if w.parts.Single() {
+		if _, err := w.st.Put(ctx, u.ObjectKey, w.parts.Body()); err != nil {
 			return nil, s3Fault(err, "PutObject")
 		}
-		size = w.last.Len()
-		_ = info
-	} else {
-		if w.last.Len() > 0 {
-			w.parts++
-			if err := w.m.submit(ctx, w.parts, w.last, w.lastStart, w.inputOff, w.stored, nil); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := w.m.complete(ctx); err != nil {
-			return nil, err
-		}
-		size = w.stored
+	} else if _, err := w.parts.Close(ctx); err != nil {
+		return nil, err
 	}
 	cleanup := []string{u.ObjectKey}
 	fail := func(err error) (*Result, error) {
