@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"backupstore/internal/testenv"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -43,12 +44,8 @@ func startDaemon(ctx context.Context, c daemonConfig, name string, extraArgs ...
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken between probe and bind
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
+	var d *daemon
+	err := testenv.OnFreePort(func(port string) error {
 		addr := "127.0.0.1:" + port
 		args := append([]string{
 			"--listen", addr,
@@ -63,20 +60,23 @@ func startDaemon(ctx context.Context, c daemonConfig, name string, extraArgs ...
 		cmd.Env = minimalEnv("BACKUPD_MASTER_KEY=" + c.masterKey)
 		p, err := startProc("backupd "+name, cmd, filepath.Join(c.dir, name+".log"))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if lastErr = waitTCP(ctx, p, addr, 60*time.Second); lastErr != nil {
+		if err := waitTCP(ctx, p, addr, 60*time.Second); err != nil {
 			p.stop(2 * time.Second)
-			continue
+			return err
 		}
-		d := &daemon{proc: p, addr: addr}
-		if err := d.dial(ctx); err != nil {
-			p.stop(2 * time.Second)
-			return nil, err
-		}
-		return d, nil
+		d = &daemon{proc: p, addr: addr}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, lastErr
+	if err := d.dial(ctx); err != nil {
+		d.proc.stop(2 * time.Second)
+		return nil, err
+	}
+	return d, nil
 }
 
 func (d *daemon) dial(ctx context.Context) error {

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -26,6 +24,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-sql-driver/mysql"
+
+	"backupstore/internal/testenv"
+)
+
+// The child-process helpers the tests use (internal/testenv), under the names this package
+// has always called them.
+var (
+	freePort      = testenv.FreePort
+	randomHex     = testenv.RandomHex
+	minimalEnv    = testenv.MinimalEnv
+	versityBinary = testenv.VersityBinary
+	isExecutable  = testenv.IsExecutable
 )
 
 // proc is a child process started so that it dies with the benchmark (Pdeathsig), whose exit
@@ -141,39 +151,6 @@ func vmHWM(pid int) (int64, error) {
 	return 0, errors.New("no VmHWM in /proc/PID/status")
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	return port, err
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// minimalEnv is the environment of child processes: theirs is not the benchmark's business
-// (versitygw reads many VGW_* variables, backupd every BACKUPD_*, rclone every RCLONE_*).
-func minimalEnv(extra ...string) []string {
-	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GODEBUG"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return append(env, extra...)
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
-
 // repoRoot finds the directory of the backupstore go.mod, from the working directory up.
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()
@@ -201,22 +178,6 @@ type gateway struct {
 
 const benchRegion = "us-east-1"
 
-func versityBinary(root string) (string, error) {
-	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
-		if isExecutable(p) {
-			return p, nil
-		}
-		return "", fmt.Errorf("VERSITYGW_BIN=%s is not an executable file", p)
-	}
-	if p := filepath.Join(root, ".bin", "versitygw"); isExecutable(p) {
-		return p, nil
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("versitygw not found ($VERSITYGW_BIN, %s/.bin/versitygw, PATH); build it with: GOBIN=%s/.bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0", root, root)
-}
-
 // startGateway starts versitygw with a posix backend in dir, on a free loopback port.
 func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
 	dataDir, iamDir := filepath.Join(dir, "data"), filepath.Join(dir, "iam")
@@ -225,27 +186,27 @@ func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
 			return nil, err
 		}
 	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken between probe and bind
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		g := &gateway{endpoint: "http://127.0.0.1:" + port, region: benchRegion, key: "bench" + randomHex(6), secret: randomHex(20)}
+	var g *gateway
+	err := testenv.OnFreePort(func(port string) error {
+		g = &gateway{endpoint: "http://127.0.0.1:" + port, region: benchRegion, key: "bench" + randomHex(6), secret: randomHex(20)}
 		cmd := exec.Command(bin, "--port", "127.0.0.1:"+port, "--access", g.key, "--secret", g.secret,
 			"--iam-dir", iamDir, "--region", g.region, "--quiet", "posix", dataDir)
 		cmd.Env = minimalEnv()
 		p, err := startProc("versitygw", cmd, filepath.Join(dir, "versitygw.log"))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		g.proc = p
-		if lastErr = waitHTTP(ctx, p, g.endpoint, 20*time.Second); lastErr == nil {
-			return g, nil
+		if err := waitHTTP(ctx, p, g.endpoint, 20*time.Second); err != nil {
+			p.stop(time.Second)
+			return err
 		}
-		p.stop(time.Second)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, lastErr
+	return g, nil
 }
 
 // waitHTTP polls endpoint until any HTTP answer comes back (403 for anonymous means ready).

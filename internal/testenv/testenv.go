@@ -3,7 +3,8 @@
 // reason when run by hand, and fails when CI=true: in CI a skipped integration test is a
 // failure.
 //
-// testenv is imported only by tests; it must not import any backupstore package.
+// testenv is imported by tests, and by cmd/backupbench for the same child-process helpers
+// (proc.go takes no testing.TB); it must not import any backupstore package.
 package testenv
 
 import (

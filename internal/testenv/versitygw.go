@@ -3,12 +3,9 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,10 +73,9 @@ func VersityGWRegion(t testing.TB, region string) *GW {
 	if region == "" {
 		region = DefaultRegion
 	}
-	bin, ok := versityBinary()
-	if !ok {
-		Unavailable(t, "versitygw binary not found ($VERSITYGW_BIN, %s, PATH); build it with: GOBIN=%s go install github.com/versity/versitygw/cmd/versitygw@v1.8.0",
-			filepath.Join(RepoRoot(), ".bin", "versitygw"), filepath.Join(RepoRoot(), ".bin"))
+	bin, err := VersityBinary(RepoRoot())
+	if err != nil {
+		Unavailable(t, "%v", err)
 		return nil
 	}
 	gwMu.Lock()
@@ -109,43 +105,19 @@ func StopAll() {
 	}
 }
 
-func versityBinary() (string, bool) {
-	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
-		if isExecutable(p) {
-			return p, true
-		}
-		return "", false
-	}
-	if p := filepath.Join(RepoRoot(), ".bin", "versitygw"); isExecutable(p) {
-		return p, true
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, true
-	}
-	return "", false
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
-
 const gwDirPattern = "backupstore-versitygw-"
 
 func startVersityGW(bin, region string) (*GW, error) {
 	removeStaleGWDirs()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken between probe and bind
-		g, err := tryStartVersityGW(bin, region)
-		if err == nil {
-			return g, nil
-		}
-		lastErr = err
-	}
-	return nil, lastErr
+	var g *GW
+	err := OnFreePort(func(port string) (err error) {
+		g, err = tryStartVersityGW(bin, region, port)
+		return err
+	})
+	return g, err
 }
 
-func tryStartVersityGW(bin, region string) (*GW, error) {
+func tryStartVersityGW(bin, region, port string) (*GW, error) {
 	dir, err := os.MkdirTemp("", gwDirPattern+"*")
 	if err != nil {
 		return nil, err
@@ -165,10 +137,6 @@ func tryStartVersityGW(bin, region string) (*GW, error) {
 			return nil, err
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	logFile, err := os.Create(filepath.Join(dir, "versitygw.log"))
 	if err != nil {
 		return nil, err
@@ -178,8 +146,8 @@ func tryStartVersityGW(bin, region string) (*GW, error) {
 	g := &GW{
 		Endpoint:   "http://127.0.0.1:" + port,
 		Region:     region,
-		RootKey:    "root" + randomHex(8),
-		RootSecret: randomHex(20),
+		RootKey:    "root" + RandomHex(8),
+		RootSecret: RandomHex(20),
 		bin:        bin,
 		dir:        dir,
 	}
@@ -192,7 +160,7 @@ func tryStartVersityGW(bin, region string) (*GW, error) {
 		"posix", dataDir,
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = minimalEnv() // versitygw reads many VGW_*/ROOT_* variables; keep the caller's out
+	cmd.Env = MinimalEnv() // versitygw reads many VGW_*/ROOT_* variables; keep the caller's out
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
@@ -275,32 +243,6 @@ func removeStaleGWDirs() {
 	}
 }
 
-func minimalEnv() []string {
-	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	return port, err
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // S3Client returns an SDK client for the gateway signed with the given credentials (path-style,
 // region g.Region, no shared config or environment, SDK body checksums only when required).
 func (g *GW) S3Client(key, secret string) *s3.Client {
@@ -324,7 +266,7 @@ func (g *GW) NewBucket(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	name := "test-" + randomHex(8)
+	name := "test-" + RandomHex(8)
 	c := g.RootClient()
 	_, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
 	var owned *types.BucketAlreadyOwnedByYou
@@ -354,7 +296,7 @@ func (g *GW) CreateUser(t testing.TB, key, secret string) {
 		"--access", g.RootKey, "--secret", g.RootSecret, "--region", g.Region,
 		"--endpoint-url", g.Endpoint,
 		"create-user", "--access", key, "--secret", secret, "--role", "user")
-	cmd.Env = minimalEnv()
+	cmd.Env = MinimalEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("versitygw admin create-user %s: %v: %s", key, err, bytes.TrimSpace(out))
 	}
