@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"backupstore/client"
@@ -126,12 +127,6 @@ pending (with the committed size a file resumes at) and what failed.`,
 	}
 }
 
-// backupClient connects and returns the BackupService client and a close
-// function for the connection.
-func (c *cli) backupClient() (pb.BackupServiceClient, func(), error) {
-	return stub(c, (*client.Client).Backup)
-}
-
 // pairList is a repeatable KEY=VALUE flag (--label, --ref), in the order
 // given; a key may appear once.
 type pairList struct {
@@ -186,17 +181,7 @@ func (l *pairList) references(cmd *command) ([]*pb.ReferenceField, error) {
 }
 
 // oneBackupID returns the single positional backup ID.
-func oneBackupID(cmd *command, pos []string) (string, error) {
-	switch {
-	case len(pos) == 0:
-		return "", usagef(cmd.path(), "missing backup ID")
-	case len(pos) > 1:
-		return "", usagef(cmd.path(), "want one backup ID, got %d arguments", len(pos))
-	case strings.TrimSpace(pos[0]) == "":
-		return "", usagef(cmd.path(), "empty backup ID")
-	}
-	return pos[0], nil
-}
+func oneBackupID(cmd *command, pos []string) (string, error) { return oneArg(cmd, pos, "backup ID") }
 
 func backupCreate(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
@@ -206,11 +191,7 @@ func backupCreate(ctx context.Context, c *cli, cmd *command, args []string) erro
 	fs.StringVar(&req.StorageId, "storage", "", "storage `id`; default: the tenant's default storage")
 	fs.Var(labels, "label", "`key=value` label, repeatable (at most 32)")
 	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "a repeated create with the same `key` returns the same backup")
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"org", req.OrgId}); err != nil {
@@ -218,14 +199,7 @@ func backupCreate(ctx context.Context, c *cli, cmd *command, args []string) erro
 	}
 	req.Labels = labels.labels()
 
-	client, done, err := c.backupClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.CreateBackup(cctx, req)
+	resp, err := call(ctx, c, (*client.Client).Backup, pb.BackupServiceClient.CreateBackup, req)
 	if err != nil {
 		return err
 	}
@@ -250,86 +224,43 @@ func backupCommit(ctx context.Context, c *cli, cmd *command, args []string) erro
 	if err != nil {
 		return err
 	}
-	client, done, err := c.backupClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.CommitBackup(cctx, &pb.CommitBackupRequest{BackupId: id, RequireParents: *requireParents})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	if err := printBackup(c.stdout, resp.GetBackup()); err != nil {
-		return err
-	}
-	if len(resp.GetOrphanFiles()) > 0 {
-		fmt.Fprintf(c.stdout, "\nOrphan files (parent record in no record set): %d\n", len(resp.GetOrphanFiles()))
-		return printOrphans(c.stdout, resp.GetOrphanFiles())
-	}
-	return nil
+	return callShow(ctx, c, (*client.Client).Backup, pb.BackupServiceClient.CommitBackup, &pb.CommitBackupRequest{BackupId: id, RequireParents: *requireParents},
+		func(resp *pb.CommitBackupResponse) error {
+			if err := printBackup(c.stdout, resp.GetBackup()); err != nil {
+				return err
+			}
+			if len(resp.GetOrphanFiles()) > 0 {
+				fmt.Fprintf(c.stdout, "\nOrphan files (parent record in no record set): %d\n", len(resp.GetOrphanFiles()))
+				return printOrphans(c.stdout, resp.GetOrphanFiles())
+			}
+			return nil
+		})
 }
 
 func backupAbort(ctx context.Context, c *cli, cmd *command, args []string) error {
-	fs := c.newFlagSet("backupctl " + cmd.path())
-	pos, err := c.parse(cmd, fs, args)
+	id, err := idCommand(c, cmd, args, oneBackupID)
 	if err != nil {
 		return err
 	}
-	id, err := oneBackupID(cmd, pos)
-	if err != nil {
-		return err
-	}
-	client, done, err := c.backupClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.AbortBackup(cctx, &pb.AbortBackupRequest{BackupId: id})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	if err := printBackup(c.stdout, resp.GetBackup()); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "Objects deleted: %d\n", resp.GetObjectsDeleted())
-	return nil
+	return callShow(ctx, c, (*client.Client).Backup, pb.BackupServiceClient.AbortBackup, &pb.AbortBackupRequest{BackupId: id},
+		func(resp *pb.AbortBackupResponse) error {
+			if err := printBackup(c.stdout, resp.GetBackup()); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "Objects deleted: %d\n", resp.GetObjectsDeleted())
+			return nil
+		})
 }
 
 func backupGet(ctx context.Context, c *cli, cmd *command, args []string) error {
-	fs := c.newFlagSet("backupctl " + cmd.path())
-	pos, err := c.parse(cmd, fs, args)
+	id, err := idCommand(c, cmd, args, oneBackupID)
 	if err != nil {
 		return err
 	}
-	id, err := oneBackupID(cmd, pos)
-	if err != nil {
-		return err
-	}
-	client, done, err := c.backupClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.GetBackup(cctx, &pb.GetBackupRequest{Id: id})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printBackup(c.stdout, resp.GetBackup())
+	return callShow(ctx, c, (*client.Client).Backup, pb.BackupServiceClient.GetBackup, &pb.GetBackupRequest{Id: id},
+		func(resp *pb.GetBackupResponse) error {
+			return printBackup(c.stdout, resp.GetBackup())
+		})
 }
 
 // enumFlag parses a lower-case enum value name ("open") into its number.
@@ -383,52 +314,28 @@ func backupList(ctx context.Context, c *cli, cmd *command, args []string) error 
 	enumFlag(fs, "status", "only backups in this `status`", backupStatusValues, &st)
 	timeFlag(fs, "from", "only backups that started at or after this RFC 3339 `time`", &req.StartTimeFrom)
 	timeFlag(fs, "to", "only backups that started before this RFC 3339 `time`", &req.StartTimeTo)
-	pageSize := fs.Int("page-size", 0, "backups per call, at most 1000; 0 for the server's default (50)")
-	all := fs.Bool("all", true, "follow next_page_token to the last page; --all=false prints one page")
-	fs.StringVar(&req.PageToken, "page-token", "", "start at this `token`, from a previous --all=false listing")
+	pages := pageFlags(fs, "backups per call, at most 1000; 0 for the server's default (50)")
 	pos, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := pages.check(cmd, pos); err != nil {
 		return err
-	}
-	if *pageSize < 0 || *pageSize > 1000 {
-		return usagef(cmd.path(), "--page-size %d: want 0 to 1000", *pageSize)
 	}
 	if req.StartTimeFrom != nil && req.StartTimeTo != nil && !req.StartTimeFrom.AsTime().Before(req.StartTimeTo.AsTime()) {
 		return usagef(cmd.path(), "--from must be before --to")
 	}
 	req.Status = pb.BackupStatus(st)
-	req.PageSize = int32(*pageSize)
 
-	client, done, err := c.backupClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	out := &pb.ListBackupsResponse{}
-	out.NextPageToken, err = c.followPages(ctx, "list", req.PageToken, *all, func(ctx context.Context, token string) (string, error) {
-		req.PageToken = token
-		resp, err := client.ListBackups(ctx, req)
-		out.Backups = append(out.Backups, resp.GetBackups()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, out)
-	}
-	if len(out.GetBackups()) == 0 {
-		fmt.Fprintln(c.stderr, "No backups.")
-	} else if err := printBackups(c.stdout, out.GetBackups()); err != nil {
-		return err
-	}
-	if out.GetNextPageToken() != "" {
-		fmt.Fprintf(c.stderr, "More backups: add --page-token %s\n", clean(out.GetNextPageToken()))
-	}
-	return nil
+	return listPages(ctx, c, pages, "backups", "backups",
+		func(ctx context.Context, cl *client.Client, size int32, token string) ([]*pb.Backup, string, error) {
+			req.PageSize, req.PageToken = size, token
+			resp, err := cl.Backup().ListBackups(ctx, req)
+			return resp.GetBackups(), resp.GetNextPageToken(), err
+		},
+		func(items []*pb.Backup, next string) proto.Message {
+			return &pb.ListBackupsResponse{Backups: items, NextPageToken: next}
+		}, printBackups)
 }
 
 func backupUploads(ctx context.Context, c *cli, cmd *command, args []string) error {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,16 +86,7 @@ func newFakeBackup() *fakeBackup {
 }
 
 func startBackupFake(t *testing.T, f *fakeBackup) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterBackupServiceServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return serveFake(t, func(srv *grpc.Server) { pb.RegisterBackupServiceServer(srv, f) })
 }
 
 // setFail sets failStream.
@@ -270,23 +260,12 @@ func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRe
 		case *pb.UploadRecordsRequest_Header:
 			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a second header"))
 		case *pb.UploadRecordsRequest_Data:
-			d := m.GetData()
-			if len(d) > 4<<20 {
-				return f.fail(up, gen, false, status.Errorf(codes.InvalidArgument, "data message of %d bytes", len(d)))
-			}
-			received += int64(len(d))
-			f.mu.Lock()
-			up.data = append(up.data, d...)
-			f.msgs[h.GetUploadId()] = append(f.msgs[h.GetUploadId()], len(d))
-			f.mu.Unlock()
-			if hook != nil {
-				if err := hook(up, received); err != nil {
-					return f.fail(up, gen, false, err)
-				}
+			if err := f.data(up, gen, h.GetUploadId(), m.GetData(), &received, hook, false); err != nil {
+				return err
 			}
 		case *pb.UploadRecordsRequest_Finish:
 			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-				return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a message after finish"))
+				return f.fail(up, gen, false, errAfterFinish)
 			}
 			res, err := f.finishRecords(e, up, gen)
 			if err != nil {
@@ -297,6 +276,37 @@ func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRe
 			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "an empty message"))
 		}
 	}
+}
+
+var errAfterFinish = status.Error(codes.InvalidArgument, "a message after finish")
+
+// data takes one data message of an upload stream of generation gen, like
+// the service: a file's bytes count as committed part by part (partSize)
+// and a stale generation's message fails Aborted; records restart from 0.
+func (f *fakeBackup) data(up *fakeUpload, gen int64, uploadID string, d []byte, received *int64,
+	hook func(*fakeUpload, int64) error, file bool,
+) error {
+	if len(d) > 4<<20 {
+		return f.fail(up, gen, false, status.Errorf(codes.InvalidArgument, "data message of %d bytes", len(d)))
+	}
+	*received += int64(len(d))
+	f.mu.Lock()
+	if file && up.u.GetGeneration() != gen {
+		f.mu.Unlock()
+		return status.Error(codes.Aborted, "a newer generation of the upload exists")
+	}
+	up.data = append(up.data, d...)
+	if file {
+		up.u.CommittedSize = int64(len(up.data)) / f.partSize * f.partSize
+	}
+	f.msgs[uploadID] = append(f.msgs[uploadID], len(d))
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(up, *received); err != nil {
+			return f.fail(up, gen, false, err)
+		}
+	}
+	return nil
 }
 
 func (f *fakeBackup) finishRecords(e *fakeBackupEntry, up *fakeUpload, gen int64) (*pb.UploadResult, error) {
@@ -419,28 +429,12 @@ func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileR
 		case *pb.UploadFileRequest_Header:
 			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a second header"))
 		case *pb.UploadFileRequest_Data:
-			d := m.GetData()
-			if len(d) > 4<<20 {
-				return f.fail(up, gen, false, status.Errorf(codes.InvalidArgument, "data message of %d bytes", len(d)))
-			}
-			received += int64(len(d))
-			f.mu.Lock()
-			if up.u.GetGeneration() != gen {
-				f.mu.Unlock()
-				return status.Error(codes.Aborted, "a newer generation of the upload exists")
-			}
-			up.data = append(up.data, d...)
-			up.u.CommittedSize = int64(len(up.data)) / f.partSize * f.partSize
-			f.msgs[h.GetUploadId()] = append(f.msgs[h.GetUploadId()], len(d))
-			f.mu.Unlock()
-			if hook != nil {
-				if err := hook(up, received); err != nil {
-					return f.fail(up, gen, false, err)
-				}
+			if err := f.data(up, gen, h.GetUploadId(), m.GetData(), &received, hook, true); err != nil {
+				return err
 			}
 		case *pb.UploadFileRequest_Finish:
 			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-				return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a message after finish"))
+				return f.fail(up, gen, false, errAfterFinish)
 			}
 			res, err := f.finishFile(e, up, gen)
 			if err != nil {

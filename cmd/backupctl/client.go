@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
@@ -209,21 +211,42 @@ func (c *cli) connect() (*client.Client, error) {
 // uploadRetry is the retry policy of uploads and reads; tests shorten it.
 var uploadRetry = client.DefaultRetry
 
-// stub connects and returns one service's stub and a close function for
-// the connection.
-func stub[T any](c *cli, get func(*client.Client) T) (T, func(), error) {
-	cl, err := c.connect()
-	if err != nil {
-		var zero T
-		return zero, nil, err
-	}
-	return get(cl), func() { _ = cl.Close() }, nil
+// call connects and runs one unary RPC of the stub get picks, bounded by
+// --timeout (restore calls accept large messages).
+func call[S, Req any, Resp proto.Message](ctx context.Context, c *cli, get func(*client.Client) S,
+	rpc func(S, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req,
+) (Resp, error) {
+	return callWith(ctx, c, c.callCtx, get, rpc, req)
 }
 
-// storageClient connects and returns the StorageService client and a close
-// function for the connection.
-func (c *cli) storageClient() (pb.StorageServiceClient, func(), error) {
-	return stub(c, (*client.Client).Storage)
+// callShow runs call and prints the response: all of it as JSON with
+// -o json, else what table prints.
+func callShow[S, Req any, Resp proto.Message](ctx context.Context, c *cli, get func(*client.Client) S,
+	rpc func(S, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req, table func(Resp) error,
+) error {
+	resp, err := call(ctx, c, get, rpc, req)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(c.stdout, resp)
+	}
+	return table(resp)
+}
+
+// callWith is call with another bound than --timeout.
+func callWith[S, Req any, Resp proto.Message](ctx context.Context, c *cli, bound func(context.Context) (context.Context, context.CancelFunc),
+	get func(*client.Client) S, rpc func(S, context.Context, Req, ...grpc.CallOption) (Resp, error), req Req,
+) (Resp, error) {
+	cl, err := c.connect()
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	defer cl.Close()
+	cctx, cancel := bound(ctx)
+	defer cancel()
+	return rpc(get(cl), cctx, req, grpc.MaxCallRecvMsgSize(client.MaxRecvMsgSize))
 }
 
 // callCtx bounds one RPC by --timeout.
@@ -379,24 +402,75 @@ func reasonOf(st *status.Status) string {
 	return ""
 }
 
-// followPages calls fetch with token, each call bounded by --timeout, then
-// with each next page token fetch returns, until the last page — or only
-// once when all is false. It returns the token of the first page not
-// fetched ("" after the last page).
-func (c *cli) followPages(ctx context.Context, what, token string, all bool, fetch func(ctx context.Context, token string) (next string, err error)) (string, error) {
-	bounded := func(ctx context.Context, token string) (string, error) {
+// paging is the flags of a list command.
+type paging struct {
+	size  int
+	all   bool
+	token string
+}
+
+// pageFlags registers --page-size (what: "storages per call, ..."), --all
+// and --page-token.
+func pageFlags(fs *flag.FlagSet, what string) *paging {
+	p := &paging{}
+	fs.IntVar(&p.size, "page-size", 0, what)
+	fs.BoolVar(&p.all, "all", true, "follow next_page_token to the last page; --all=false prints one page")
+	fs.StringVar(&p.token, "page-token", "", "start at this `token`, from a previous --all=false listing")
+	return p
+}
+
+// check refuses positional arguments and a --page-size out of range.
+func (p *paging) check(cmd *command, pos []string) error {
+	if err := noArgs(cmd, pos); err != nil {
+		return err
+	}
+	if p.size < 0 || p.size > 1000 {
+		return usagef(cmd.path(), "--page-size %d: want 0 to 1000", p.size)
+	}
+	return nil
+}
+
+// listPages runs a list command: fetch is called with --page-token, each
+// call bounded by --timeout, then (with --all) with each next page token
+// until the last page. It prints what arrived: with -o json the response
+// resp makes of it, else table's output, or "No <none>." on stderr; then,
+// if pages are left, the --page-token to go on with ("More <more>: ...").
+func listPages[T any](ctx context.Context, c *cli, p *paging, none, more string,
+	fetch func(ctx context.Context, cl *client.Client, size int32, token string) ([]T, string, error),
+	resp func(items []T, next string) proto.Message, table func(io.Writer, []T) error,
+) error {
+	cl, err := c.connect()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var items []T
+	page := func(ctx context.Context, token string) (string, error) {
 		cctx, cancel := c.callCtx(ctx)
 		defer cancel()
-		return fetch(cctx, token)
+		list, next, err := fetch(cctx, cl, int32(p.size), token)
+		items = append(items, list...)
+		return next, err
 	}
-	if !all {
-		return bounded(ctx, token)
+	var next string
+	if p.all {
+		err = client.FollowPages(ctx, p.token, page)
+	} else {
+		next, err = page(ctx, p.token)
 	}
-	if err := client.FollowPages(ctx, token, bounded); err != nil {
-		if _, ok := status.FromError(err); !ok {
-			err = fmt.Errorf("%s: %w", what, err)
-		}
-		return "", err
+	if err != nil {
+		return err
 	}
-	return "", nil
+	if c.json() {
+		return printJSON(c.stdout, resp(items, next))
+	}
+	if len(items) == 0 {
+		fmt.Fprintf(c.stderr, "No %s.\n", none)
+	} else if err := table(c.stdout, items); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(c.stderr, "More %s: add --page-token %s\n", more, clean(next))
+	}
+	return nil
 }

@@ -187,13 +187,19 @@ func (f *fakeStorage) GetIamPolicy(ctx context.Context, req *pb.GetIamPolicyRequ
 
 // startFake serves f on a loopback port and returns its address.
 func startFake(t *testing.T, f *fakeStorage) string {
+	return serveFake(t, func(srv *grpc.Server) { pb.RegisterStorageServiceServer(srv, f) })
+}
+
+// serveFake serves what register registers on a loopback port and returns
+// its address; the server stops when the test ends.
+func serveFake(t *testing.T, register func(*grpc.Server)) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterStorageServiceServer(srv, f)
+	register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()

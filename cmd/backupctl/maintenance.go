@@ -12,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"backupstore/client"
@@ -162,12 +163,6 @@ backup, the number of objects deleted and the bytes freed.
 
 ` + maintenanceTimeoutHelp
 
-// maintenanceClient connects and returns the MaintenanceService client and a
-// close function for the connection.
-func (c *cli) maintenanceClient() (pb.MaintenanceServiceClient, func(), error) {
-	return stub(c, (*client.Client).Maintenance)
-}
-
 // longCallCtx bounds one maintenance call by --timeout when given, else by
 // maintenanceTimeout.
 func (c *cli) longCallCtx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -288,11 +283,7 @@ func retentionSet(ctx context.Context, c *cli, cmd *command, args []string) erro
 		within = d
 		return err
 	})
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
 	if p.KeepLast == 0 && p.KeepDaily == 0 && p.KeepWeekly == 0 && p.KeepMonthly == 0 && p.KeepYearly == 0 && within == 0 {
@@ -302,42 +293,20 @@ func retentionSet(ctx context.Context, c *cli, cmd *command, args []string) erro
 		p.KeepWithin = durationpb.New(within)
 	}
 
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.SetRetentionPolicy(cctx, &pb.SetRetentionPolicyRequest{Policy: p})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printRetentionPolicy(c.stdout, resp.GetPolicy())
+	return callShow(ctx, c, (*client.Client).Maintenance, pb.MaintenanceServiceClient.SetRetentionPolicy, &pb.SetRetentionPolicyRequest{Policy: p},
+		func(resp *pb.SetRetentionPolicyResponse) error {
+			return printRetentionPolicy(c.stdout, resp.GetPolicy())
+		})
 }
 
 func retentionGet(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	var org string
 	orgFlag(fs, &org)
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
-		return err
-	}
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.GetRetentionPolicy(cctx, &pb.GetRetentionPolicyRequest{OrgId: org})
+	resp, err := call(ctx, c, (*client.Client).Maintenance, pb.MaintenanceServiceClient.GetRetentionPolicy, &pb.GetRetentionPolicyRequest{OrgId: org})
 	if err != nil {
 		return err
 	}
@@ -354,53 +323,26 @@ func retentionDelete(ctx context.Context, c *cli, cmd *command, args []string) e
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	var org string
 	orgFlag(fs, &org)
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
-		return err
-	}
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.DeleteRetentionPolicy(cctx, &pb.DeleteRetentionPolicyRequest{OrgId: org})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	if org == "" {
-		fmt.Fprintln(c.stdout, "Deleted the tenant's default retention policy: orgs without a policy of their own keep every backup.")
-	} else {
-		fmt.Fprintf(c.stdout, "Deleted the retention policy of org %s: the tenant's default policy, if any, applies to it.\n", clean(org))
-	}
-	return nil
+	return callShow(ctx, c, (*client.Client).Maintenance, pb.MaintenanceServiceClient.DeleteRetentionPolicy, &pb.DeleteRetentionPolicyRequest{OrgId: org},
+		func(resp *pb.DeleteRetentionPolicyResponse) error {
+			if org == "" {
+				fmt.Fprintln(c.stdout, "Deleted the tenant's default retention policy: orgs without a policy of their own keep every backup.")
+			} else {
+				fmt.Fprintf(c.stdout, "Deleted the retention policy of org %s: the tenant's default policy, if any, applies to it.\n", clean(org))
+			}
+			return nil
+		})
 }
 
 func backupDelete(ctx context.Context, c *cli, cmd *command, args []string) error {
-	fs := c.newFlagSet("backupctl " + cmd.path())
-	pos, err := c.parse(cmd, fs, args)
+	id, err := idCommand(c, cmd, args, oneBackupID)
 	if err != nil {
 		return err
 	}
-	id, err := oneBackupID(cmd, pos)
-	if err != nil {
-		return err
-	}
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.longCallCtx(ctx)
-	defer cancel()
-	resp, err := client.DeleteBackup(cctx, &pb.DeleteBackupRequest{BackupId: id})
+	resp, err := callWith(ctx, c, c.longCallCtx, (*client.Client).Maintenance, pb.MaintenanceServiceClient.DeleteBackup, &pb.DeleteBackupRequest{BackupId: id})
 	if err != nil {
 		return lockBusy(err)
 	}
@@ -419,21 +361,10 @@ func backupDelete(ctx context.Context, c *cli, cmd *command, args []string) erro
 func cleanupRun(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	dryRun := fs.Bool("dry-run", false, "only report what cleanup would do; nothing is deleted or aborted")
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
-		return err
-	}
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.longCallCtx(ctx)
-	defer cancel()
-	resp, err := client.RunCleanup(cctx, &pb.RunCleanupRequest{DryRun: *dryRun})
+	resp, err := callWith(ctx, c, c.longCallCtx, (*client.Client).Maintenance, pb.MaintenanceServiceClient.RunCleanup, &pb.RunCleanupRequest{DryRun: *dryRun})
 	if err != nil {
 		return lockBusy(err)
 	}
@@ -460,14 +391,7 @@ func verifyRun(ctx context.Context, c *cli, cmd *command, args []string) error {
 	if *readPercent < 0 || *readPercent > 100 {
 		return usagef(cmd.path(), "--read-percent %d: want 0 to 100", *readPercent)
 	}
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.longCallCtx(ctx)
-	defer cancel()
-	resp, err := client.VerifyBackup(cctx, &pb.VerifyBackupRequest{BackupId: id, ReadPercent: int32(*readPercent)})
+	resp, err := callWith(ctx, c, c.longCallCtx, (*client.Client).Maintenance, pb.MaintenanceServiceClient.VerifyBackup, &pb.VerifyBackupRequest{BackupId: id, ReadPercent: int32(*readPercent)})
 	if err != nil {
 		return lockBusy(err)
 	}
@@ -499,46 +423,22 @@ func verifyFailed(id string, problems int) error {
 func maintenanceRuns(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	req := &pb.ListMaintenanceRunsRequest{}
-	pageSize := fs.Int("page-size", 0, "runs per call, at most 1000; 0 for the server's default")
-	all := fs.Bool("all", true, "follow next_page_token to the last page; --all=false prints one page")
-	fs.StringVar(&req.PageToken, "page-token", "", "start at this `token`, from a previous --all=false listing")
+	pages := pageFlags(fs, "runs per call, at most 1000; 0 for the server's default")
 	pos, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := pages.check(cmd, pos); err != nil {
 		return err
 	}
-	if *pageSize < 0 || *pageSize > 1000 {
-		return usagef(cmd.path(), "--page-size %d: want 0 to 1000", *pageSize)
-	}
-	req.PageSize = int32(*pageSize)
 
-	client, done, err := c.maintenanceClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	out := &pb.ListMaintenanceRunsResponse{}
-	out.NextPageToken, err = c.followPages(ctx, "runs", req.PageToken, *all, func(ctx context.Context, token string) (string, error) {
-		req.PageToken = token
-		resp, err := client.ListMaintenanceRuns(ctx, req)
-		out.Runs = append(out.Runs, resp.GetRuns()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, out)
-	}
-	if len(out.GetRuns()) == 0 {
-		fmt.Fprintln(c.stderr, "No maintenance runs.")
-	} else if err := printMaintenanceRuns(c.stdout, out.GetRuns()); err != nil {
-		return err
-	}
-	if out.GetNextPageToken() != "" {
-		fmt.Fprintf(c.stderr, "More runs: add --page-token %s\n", clean(out.GetNextPageToken()))
-	}
-	return nil
+	return listPages(ctx, c, pages, "maintenance runs", "runs",
+		func(ctx context.Context, cl *client.Client, size int32, token string) ([]*pb.MaintenanceRun, string, error) {
+			req.PageSize, req.PageToken = size, token
+			resp, err := cl.Maintenance().ListMaintenanceRuns(ctx, req)
+			return resp.GetRuns(), resp.GetNextPageToken(), err
+		},
+		func(items []*pb.MaintenanceRun, next string) proto.Message {
+			return &pb.ListMaintenanceRunsResponse{Runs: items, NextPageToken: next}
+		}, printMaintenanceRuns)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -49,16 +48,7 @@ func newFakeMaintenance() *fakeMaintenance {
 }
 
 func startMaintenanceFake(t *testing.T, f *fakeMaintenance) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterMaintenanceServiceServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return serveFake(t, func(srv *grpc.Server) { pb.RegisterMaintenanceServiceServer(srv, f) })
 }
 
 func (f *fakeMaintenance) record(ctx context.Context, method string, req proto.Message) {

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -102,12 +101,6 @@ stderr.`,
 	}
 }
 
-// restoreClient connects and returns the RestoreService client and a close
-// function for the connection.
-func (c *cli) restoreClient() (pb.RestoreServiceClient, func(), error) {
-	return stub(c, (*client.Client).Restore)
-}
-
 // maxIDs is how many ids one ReadRecords or PlanRestore request may name.
 const maxIDs = 10_000
 
@@ -116,12 +109,7 @@ const maxIDs = 10_000
 const outBufSize = 1 << 20
 
 func restoreContents(ctx context.Context, c *cli, cmd *command, args []string) error {
-	fs := c.newFlagSet("backupctl " + cmd.path())
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	id, err := oneBackupID(cmd, pos)
+	id, err := idCommand(c, cmd, args, oneBackupID)
 	if err != nil {
 		return err
 	}
@@ -145,31 +133,16 @@ func restoreFind(ctx context.Context, c *cli, cmd *command, args []string) error
 	req := &pb.FindBackupRequest{}
 	fs.StringVar(&req.OrgId, "org", "", "Salesforce org `id`, 15 or 18 characters (required)")
 	timeFlag(fs, "at", "point in `time` (RFC 3339); default: now", &req.At)
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"org", req.OrgId}); err != nil {
 		return err
 	}
-	rc, done, err := c.restoreClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := rc.FindBackup(cctx, req)
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printBackup(c.stdout, resp.GetBackup())
+	return callShow(ctx, c, (*client.Client).Restore, pb.RestoreServiceClient.FindBackup, req,
+		func(resp *pb.FindBackupResponse) error {
+			return printBackup(c.stdout, resp.GetBackup())
+		})
 }
 
 // maxIDsFile bounds an --ids-file: 10,000 ids of 18 characters and their
@@ -281,11 +254,8 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 	fs.StringVar(&idList, "ids", "", "only these record `ids`, comma separated (15 or 18 characters)")
 	fs.StringVar(&idsFile, "ids-file", "", "only the record ids in `file` (separated by commas, spaces or newlines; - for stdin)")
 	fs.StringVar(&outFile, "O", "", "write the CSV to `file` instead of stdout")
-	pos, err := c.parse(cmd, fs, args)
+	err := c.parseNoArgs(cmd, fs, args)
 	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"backup", req.BackupId}, [2]string{"sobject", req.Sobject}); err != nil {
@@ -397,11 +367,7 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 	fs.Int64Var(&req.ReadOffset, "offset", 0, "start at this byte `offset` (--file-id only)")
 	fs.Int64Var(&req.ReadLimit, "limit", 0, "read at most this many `bytes`; 0 to the end (--file-id only)")
 	fs.StringVar(&out, "O", "", "write to `path` instead of stdout: a file with --file-id, a directory with --parent")
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"backup", req.BackupId}); err != nil {
@@ -581,11 +547,7 @@ func restorePlan(ctx context.Context, c *cli, cmd *command, args []string) error
 	fs.StringVar(&req.BackupId, "backup", "", "backup `id` (required)")
 	fs.Var(roots, "root", "root records, `SObject=ID,ID,...` (15 or 18 characters); repeatable (required)")
 	fs.IntVar(&depth, "depth", 0, "child `levels` to follow below the roots: 0 to 5")
-	pos, err := c.parse(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
+	if err := c.parseNoArgs(cmd, fs, args); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"backup", req.BackupId}, [2]string{"root", roots.String()}); err != nil {
@@ -603,14 +565,7 @@ func restorePlan(ctx context.Context, c *cli, cmd *command, args []string) error
 	}
 	req.Roots, req.Depth = roots.roots, int32(depth)
 
-	rc, done, err := c.restoreClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := rc.PlanRestore(cctx, req, grpc.MaxCallRecvMsgSize(client.MaxRecvMsgSize))
+	resp, err := call(ctx, c, (*client.Client).Restore, pb.RestoreServiceClient.PlanRestore, req)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"path"
 	"slices"
 	"strconv"
@@ -145,16 +144,7 @@ func sfidNorm(t *testing.T, id string) string {
 }
 
 func startRestoreFake(t *testing.T, f *fakeRestore) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	pb.RegisterRestoreServiceServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return serveFake(t, func(srv *grpc.Server) { pb.RegisterRestoreServiceServer(srv, f) })
 }
 
 func (f *fakeRestore) record(req proto.Message) {

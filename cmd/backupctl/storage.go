@@ -11,7 +11,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"backupstore/client"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -164,19 +166,31 @@ func (s *secretSource) read(c *cli, path string) (string, error) {
 }
 
 // oneID returns the single positional storage ID.
-func oneID(cmd *command, pos []string) (string, error) {
+func oneID(cmd *command, pos []string) (string, error) { return oneArg(cmd, pos, "storage ID") }
+
+// oneArg returns the single positional argument, a what ("storage ID").
+func oneArg(cmd *command, pos []string, what string) (string, error) {
 	switch {
 	case len(pos) == 0:
-		return "", usagef(cmd.path(), "missing storage ID")
+		return "", usagef(cmd.path(), "missing %s", what)
 	case len(pos) > 1:
-		return "", usagef(cmd.path(), "want one storage ID, got %d arguments", len(pos))
+		return "", usagef(cmd.path(), "want one %s, got %d arguments", what, len(pos))
 	case strings.TrimSpace(pos[0]) == "":
-		return "", usagef(cmd.path(), "empty storage ID")
+		return "", usagef(cmd.path(), "empty %s", what)
 	}
 	return pos[0], nil
 }
 
 // noArgs rejects positional arguments.
+// parseNoArgs parses the flags of a command that takes no arguments.
+func (c *cli) parseNoArgs(cmd *command, fs *flag.FlagSet, args []string) error {
+	pos, err := c.parse(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	return noArgs(cmd, pos)
+}
+
 func noArgs(cmd *command, pos []string) error {
 	if len(pos) > 0 {
 		return usagef(cmd.path(), "unexpected argument %q", pos[0])
@@ -212,11 +226,8 @@ func storageRegister(ctx context.Context, c *cli, cmd *command, args []string) e
 	fs.StringVar(&req.Prefix, "prefix", "", "key `prefix` under which every object is written")
 	fs.StringVar(&req.KmsKeyId, "kms-key-id", "", "SSE-KMS `key` id or ARN; empty for the bucket's default encryption")
 	fs.BoolVar(&req.MakeDefault, "default", false, "make it the tenant's default storage once saved")
-	pos, err := c.parse(cmd, fs, args)
+	err := c.parseNoArgs(cmd, fs, args)
 	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
 		return err
 	}
 	if err := required(cmd, [2]string{"name", req.Name}, [2]string{"region", req.Region},
@@ -227,113 +238,61 @@ func storageRegister(ctx context.Context, c *cli, cmd *command, args []string) e
 		return err
 	}
 
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.RegisterStorage(cctx, req)
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printStorageAndReport(c.stdout, resp.GetStorage(), "Validation", resp.GetReport())
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.RegisterStorage, req,
+		func(resp *pb.RegisterStorageResponse) error {
+			return printStorageAndReport(c.stdout, resp.GetStorage(), "Validation", resp.GetReport())
+		})
 }
 
 func storageList(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
-	pageSize := fs.Int("page-size", 0, "storages per call, at most 1000; 0 for the server's default (50)")
-	all := fs.Bool("all", true, "follow next_page_token to the last page; --all=false prints one page")
-	pageToken := fs.String("page-token", "", "start at this `token`, from a previous --all=false listing")
+	pages := pageFlags(fs, "storages per call, at most 1000; 0 for the server's default (50)")
 	pos, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return err
 	}
-	if err := noArgs(cmd, pos); err != nil {
-		return err
-	}
-	if *pageSize < 0 || *pageSize > 1000 {
-		return usagef(cmd.path(), "--page-size %d: want 0 to 1000", *pageSize)
-	}
-
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	out := &pb.ListStoragesResponse{}
-	out.NextPageToken, err = c.followPages(ctx, "list", *pageToken, *all, func(ctx context.Context, token string) (string, error) {
-		resp, err := client.ListStorages(ctx, &pb.ListStoragesRequest{PageSize: int32(*pageSize), PageToken: token})
-		out.Storages = append(out.Storages, resp.GetStorages()...)
-		return resp.GetNextPageToken(), err
-	})
-	if err != nil {
+	if err := pages.check(cmd, pos); err != nil {
 		return err
 	}
 
-	if c.json() {
-		return printJSON(c.stdout, out)
-	}
-	if len(out.GetStorages()) == 0 {
-		fmt.Fprintln(c.stderr, "No storages.")
-	} else if err := printStorages(c.stdout, out.GetStorages()); err != nil {
-		return err
-	}
-	if out.GetNextPageToken() != "" {
-		fmt.Fprintf(c.stderr, "More storages: add --page-token %s\n", clean(out.GetNextPageToken()))
-	}
-	return nil
+	return listPages(ctx, c, pages, "storages", "storages",
+		func(ctx context.Context, cl *client.Client, size int32, token string) ([]*pb.Storage, string, error) {
+			resp, err := cl.Storage().ListStorages(ctx, &pb.ListStoragesRequest{PageSize: size, PageToken: token})
+			return resp.GetStorages(), resp.GetNextPageToken(), err
+		},
+		func(items []*pb.Storage, next string) proto.Message {
+			return &pb.ListStoragesResponse{Storages: items, NextPageToken: next}
+		}, printStorages)
 }
 
-// idCommand parses a command whose only argument is a storage ID.
-func idCommand(c *cli, cmd *command, args []string) (string, error) {
+// idCommand parses a command without flags of its own whose only argument
+// is an ID, checked by one (oneID, oneBackupID).
+func idCommand(c *cli, cmd *command, args []string, one func(*command, []string) (string, error)) (string, error) {
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	pos, err := c.parse(cmd, fs, args)
 	if err != nil {
 		return "", err
 	}
-	return oneID(cmd, pos)
+	return one(cmd, pos)
 }
 
 func storageGet(ctx context.Context, c *cli, cmd *command, args []string) error {
-	id, err := idCommand(c, cmd, args)
+	id, err := idCommand(c, cmd, args, oneID)
 	if err != nil {
 		return err
 	}
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.GetStorage(cctx, &pb.GetStorageRequest{Id: id})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printStorageAndReport(c.stdout, resp.GetStorage(), "Last validation", resp.GetStorage().GetLastReport())
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.GetStorage, &pb.GetStorageRequest{Id: id},
+		func(resp *pb.GetStorageResponse) error {
+			return printStorageAndReport(c.stdout, resp.GetStorage(), "Last validation", resp.GetStorage().GetLastReport())
+		})
 }
 
 func storageValidate(ctx context.Context, c *cli, cmd *command, args []string) error {
-	id, err := idCommand(c, cmd, args)
+	id, err := idCommand(c, cmd, args, oneID)
 	if err != nil {
 		return err
 	}
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.ValidateStorage(cctx, &pb.ValidateStorageRequest{Id: id})
+	resp, err := call(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.ValidateStorage, &pb.ValidateStorageRequest{Id: id})
 	if err != nil {
 		return err
 	}
@@ -381,66 +340,33 @@ func storageRotate(ctx context.Context, c *cli, cmd *command, args []string) err
 		return err
 	}
 
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.UpdateStorageCredentials(cctx, req)
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printStorageAndReport(c.stdout, resp.GetStorage(), "Validation", resp.GetReport())
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.UpdateStorageCredentials, req,
+		func(resp *pb.UpdateStorageCredentialsResponse) error {
+			return printStorageAndReport(c.stdout, resp.GetStorage(), "Validation", resp.GetReport())
+		})
 }
 
 func storageSetDefault(ctx context.Context, c *cli, cmd *command, args []string) error {
-	id, err := idCommand(c, cmd, args)
+	id, err := idCommand(c, cmd, args, oneID)
 	if err != nil {
 		return err
 	}
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.SetDefaultStorage(cctx, &pb.SetDefaultStorageRequest{Id: id})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	return printStorage(c.stdout, resp.GetStorage())
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.SetDefaultStorage, &pb.SetDefaultStorageRequest{Id: id},
+		func(resp *pb.SetDefaultStorageResponse) error {
+			return printStorage(c.stdout, resp.GetStorage())
+		})
 }
 
 func storageDelete(ctx context.Context, c *cli, cmd *command, args []string) error {
-	id, err := idCommand(c, cmd, args)
+	id, err := idCommand(c, cmd, args, oneID)
 	if err != nil {
 		return err
 	}
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.DeleteStorage(cctx, &pb.DeleteStorageRequest{Id: id})
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	fmt.Fprintf(c.stdout, "Deleted storage %s.\n", clean(id))
-	return nil
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.DeleteStorage, &pb.DeleteStorageRequest{Id: id},
+		func(resp *pb.DeleteStorageResponse) error {
+			fmt.Fprintf(c.stdout, "Deleted storage %s.\n", clean(id))
+			return nil
+		})
 }
 
 func storagePolicy(ctx context.Context, c *cli, cmd *command, args []string) error {
@@ -468,31 +394,20 @@ func storagePolicy(ctx context.Context, c *cli, cmd *command, args []string) err
 		return usagef(cmd.path(), "give a storage ID or --bucket")
 	}
 
-	client, done, err := c.storageClient()
-	if err != nil {
-		return err
-	}
-	defer done()
-	cctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	resp, err := client.GetIamPolicy(cctx, req)
-	if err != nil {
-		return err
-	}
-	if c.json() {
-		return printJSON(c.stdout, resp)
-	}
-	w := c.stdout
-	printBlock(w, resp.GetPolicyJson())
-	if len(resp.GetAdvice()) > 0 {
-		fmt.Fprint(w, "\nAdvice:\n")
-		for _, a := range resp.GetAdvice() {
-			fmt.Fprintf(w, "  - %s\n", clean(a))
-		}
-	}
-	if resp.GetLifecycleJson() != "" {
-		fmt.Fprint(w, "\nLifecycle configuration (aws s3api put-bucket-lifecycle-configuration --bucket BUCKET --lifecycle-configuration file://lifecycle.json):\n")
-		printBlock(w, resp.GetLifecycleJson())
-	}
-	return nil
+	return callShow(ctx, c, (*client.Client).Storage, pb.StorageServiceClient.GetIamPolicy, req,
+		func(resp *pb.GetIamPolicyResponse) error {
+			w := c.stdout
+			printBlock(w, resp.GetPolicyJson())
+			if len(resp.GetAdvice()) > 0 {
+				fmt.Fprint(w, "\nAdvice:\n")
+				for _, a := range resp.GetAdvice() {
+					fmt.Fprintf(w, "  - %s\n", clean(a))
+				}
+			}
+			if resp.GetLifecycleJson() != "" {
+				fmt.Fprint(w, "\nLifecycle configuration (aws s3api put-bucket-lifecycle-configuration --bucket BUCKET --lifecycle-configuration file://lifecycle.json):\n")
+				printBlock(w, resp.GetLifecycleJson())
+			}
+			return nil
+		})
 }
