@@ -354,8 +354,30 @@ func (s *Service) AbortBackup(ctx context.Context, tenant, id string) (*metadata
 	return s.cfg.Catalog.GetBackup(ctx, tenant, id)
 }
 
+// UploadStatus is what a worker may learn of one upload: its catalog row
+// and, once it is COMMITTED, the finish response it answered (nil before).
+type UploadStatus struct {
+	Upload *metadata.Upload
+	Result *Result
+}
+
+// statusOf decodes the finish response the upload stored, so that callers
+// never read ingest's storage format. One that does not decode is left out
+// (and logged): the row itself is still the truth about the upload.
+func (s *Service) statusOf(ctx context.Context, u *metadata.Upload) *UploadStatus {
+	st := &UploadStatus{Upload: u}
+	if len(u.Result) > 0 {
+		r, err := storedResult(u)
+		if err != nil {
+			s.cfg.Logger.WarnContext(ctx, "upload status without its result", "tenant", u.TenantID, "backup", u.BackupID, "upload", u.UploadID, "err", err)
+		}
+		st.Result = r
+	}
+	return st
+}
+
 // QueryUploadStatus returns one upload of a backup.
-func (s *Service) QueryUploadStatus(ctx context.Context, tenant, backupID, uploadID string) (*metadata.Upload, error) {
+func (s *Service) QueryUploadStatus(ctx context.Context, tenant, backupID, uploadID string) (*UploadStatus, error) {
 	if _, err := s.GetBackup(ctx, tenant, backupID); err != nil {
 		return nil, err
 	}
@@ -366,11 +388,14 @@ func (s *Service) QueryUploadStatus(ctx context.Context, tenant, backupID, uploa
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, fault.Wrap(err, fault.NotFound, "UPLOAD_NOT_FOUND", "backup %s has no upload %s", backupID, uploadID)
 	}
-	return u, err
+	if err != nil {
+		return nil, err
+	}
+	return s.statusOf(ctx, u), nil
 }
 
 // ListUploads pages through a backup's uploads.
-func (s *Service) ListUploads(ctx context.Context, tenant, backupID, state string, pageSize int, token string) ([]*metadata.Upload, string, error) {
+func (s *Service) ListUploads(ctx context.Context, tenant, backupID, state string, pageSize int, token string) ([]*UploadStatus, string, error) {
 	if _, err := s.GetBackup(ctx, tenant, backupID); err != nil {
 		return nil, "", err
 	}
@@ -384,5 +409,12 @@ func (s *Service) ListUploads(ctx context.Context, tenant, backupID, state strin
 	if errors.Is(err, metadata.ErrInvalid) {
 		return nil, "", fault.Invalid(fault.Violation{Field: "page_token", Description: "not a token from a previous response"})
 	}
-	return list, next, err
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]*UploadStatus, len(list))
+	for i, u := range list {
+		out[i] = s.statusOf(ctx, u)
+	}
+	return out, next, nil
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"time"
@@ -288,7 +287,8 @@ func resultToProto(r *ingest.Result) *pb.UploadResult {
 		BytesStored: r.BytesStored, Records: r.Records, Sha256: r.SHA256, Deduplicated: r.Deduplicated, FileId: r.FileID}
 }
 
-func uploadToProto(u *metadata.Upload) *pb.Upload {
+func uploadToProto(us *ingest.UploadStatus) *pb.Upload {
+	u := us.Upload
 	kind := pb.UploadKind_UPLOAD_KIND_FILE
 	if u.Kind == metadata.KindRecords {
 		kind = pb.UploadKind_UPLOAD_KIND_RECORDS
@@ -296,11 +296,8 @@ func uploadToProto(u *metadata.Upload) *pb.Upload {
 	out := &pb.Upload{UploadId: u.UploadID, Kind: kind, State: uploadStates[u.State], Sobject: u.SObject, Sequence: u.Sequence,
 		Path: u.Path, ParentId: u.ParentID, CommittedSize: u.CommittedSize, Generation: u.Generation, Error: u.Error,
 		CreateTime: ts(u.CreatedAt), UpdateTime: ts(u.UpdatedAt)}
-	if len(u.Result) > 0 {
-		var r ingest.Result
-		if json.Unmarshal(u.Result, &r) == nil {
-			out.Result = resultToProto(&r)
-		}
+	if us.Result != nil {
+		out.Result = resultToProto(us.Result)
 	}
 	return out
 }
