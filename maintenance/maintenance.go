@@ -45,10 +45,10 @@ type Config struct {
 	// Replica names this process in maintenance runs. Default hostname:pid.
 	Replica string
 	// Grace is how old a key without a catalog row must be before garbage
-	// collection deletes it. Default 24h.
+	// collection deletes it. Default DefaultGrace.
 	Grace time.Duration
 	// UploadTTL is how long a PENDING upload may sit idle before cleanup
-	// aborts it. Default 7 days.
+	// aborts it. Default DefaultUploadTTL.
 	UploadTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -60,6 +60,14 @@ type Config struct {
 	// Hooks are testing knobs; nil in production.
 	Hooks *Hooks
 }
+
+// Defaults of Config.
+const (
+	// DefaultGrace leaves a day for an upload's row to catch up with its key.
+	DefaultGrace = 24 * time.Hour
+	// DefaultUploadTTL gives a worker a week to resume an upload.
+	DefaultUploadTTL = 7 * 24 * time.Hour
+)
 
 // Hooks are testing knobs for fault injection.
 type Hooks struct {
@@ -97,10 +105,10 @@ func New(cfg Config) (*Service, error) {
 		cfg.MaxFrameBytes = DefaultMaxFrameBytes
 	}
 	if cfg.Grace <= 0 {
-		cfg.Grace = 24 * time.Hour
+		cfg.Grace = DefaultGrace
 	}
 	if cfg.UploadTTL <= 0 {
-		cfg.UploadTTL = 7 * 24 * time.Hour
+		cfg.UploadTTL = DefaultUploadTTL
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

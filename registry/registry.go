@@ -38,9 +38,10 @@ type Config struct {
 	// id live (StoreFor ""). Required.
 	ServiceStore storage.Store
 	// FailureThreshold is how many validations in a row must fail before a
-	// storage is marked unavailable (one network blip is not enough). Default 3.
+	// storage is marked unavailable (one network blip is not enough).
+	// Default DefaultFailureThreshold.
 	FailureThreshold int
-	// StepTimeout bounds each probed API call. Default 10s.
+	// StepTimeout bounds each probed API call. Default DefaultStepTimeout.
 	StepTimeout time.Duration
 	// DialTimeout bounds connecting to an endpoint. Default 5s.
 	DialTimeout time.Duration
@@ -56,12 +57,18 @@ type Config struct {
 	LookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
+// Defaults of Config.
+const (
+	DefaultFailureThreshold = 3
+	DefaultStepTimeout      = 10 * time.Second
+)
+
 func (c *Config) withDefaults() {
 	if c.FailureThreshold <= 0 {
-		c.FailureThreshold = 3
+		c.FailureThreshold = DefaultFailureThreshold
 	}
 	if c.StepTimeout <= 0 {
-		c.StepTimeout = 10 * time.Second
+		c.StepTimeout = DefaultStepTimeout
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second

@@ -39,7 +39,7 @@ type Config struct {
 	Logger   *slog.Logger
 	// IndexCache is how many opened record indexes (footers, blooms) are kept. Default 256.
 	IndexCache int
-	// BlockCacheBytes bounds the cache of index blocks. Default 32 MiB.
+	// BlockCacheBytes bounds the cache of index blocks. Default DefaultBlockCacheBytes.
 	BlockCacheBytes int64
 	// MessageSize is the data bytes per streamed message. Default 1 MiB.
 	MessageSize int
@@ -56,6 +56,9 @@ type Config struct {
 	// refused before anything is allocated for it.
 	MaxFrameBytes int
 }
+
+// DefaultBlockCacheBytes is Config.BlockCacheBytes' default.
+const DefaultBlockCacheBytes = 32 << 20
 
 // DefaultMaxFrameBytes is Config.MaxFrameBytes' default: ingest's default
 // FrameSize (1 MiB) plus its default MaxRowBytes (8 MiB).
@@ -89,7 +92,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.IndexCache = 256
 	}
 	if cfg.BlockCacheBytes <= 0 {
-		cfg.BlockCacheBytes = 32 << 20
+		cfg.BlockCacheBytes = DefaultBlockCacheBytes
 	}
 	if cfg.MessageSize <= 0 {
 		cfg.MessageSize = 1 << 20

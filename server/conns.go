@@ -29,9 +29,12 @@ type ConnLimits struct {
 	// on one more connection answers ResourceExhausted (0: no cap).
 	PerTenant int
 	// FirstCall is how long a new connection may stay open without an
-	// authenticated call (default 10 s).
+	// authenticated call (default DefaultFirstCallTimeout).
 	FirstCall time.Duration
 }
+
+// DefaultFirstCallTimeout is ConnLimits.FirstCall's default.
+const DefaultFirstCallTimeout = 10 * time.Second
 
 // connGuard tracks the listener's connections by their remote address, the
 // key grpc's peer.Peer carries into every call.
@@ -174,7 +177,7 @@ func (g *connGuard) admit(ctx context.Context, tenant string) error {
 func (s *Server) Listener(l net.Listener) net.Listener {
 	lim := s.cfg.Conns
 	if lim.FirstCall <= 0 {
-		lim.FirstCall = 10 * time.Second
+		lim.FirstCall = DefaultFirstCallTimeout
 	}
 	s.conns = &connGuard{lim: lim, byIP: map[string]int{}, byTenant: map[string]int{}, conns: map[string]*guardedConn{}}
 	return &guardedListener{Listener: l, g: s.conns}

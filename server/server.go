@@ -47,6 +47,15 @@ type Config struct {
 	Streams *StreamGuard
 }
 
+// Defaults of Config.
+const (
+	// DefaultMaxRecvMsgSize is a 4 MiB data message and its envelope.
+	DefaultMaxRecvMsgSize = 4<<20 + 64<<10
+	// DefaultMaxConnectionIdle closes idle connections: each holds a slot
+	// of Conns.Max.
+	DefaultMaxConnectionIdle = 5 * time.Minute
+)
+
 // MaxHeaderListSize caps the request headers (metadata) of one call, in bytes.
 const MaxHeaderListSize = 8 << 10
 
@@ -86,10 +95,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxRecvMsgSize <= 0 {
-		cfg.MaxRecvMsgSize = 4<<20 + 64<<10
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
 	}
 	if cfg.MaxConnectionIdle <= 0 {
-		cfg.MaxConnectionIdle = 5 * time.Minute
+		cfg.MaxConnectionIdle = DefaultMaxConnectionIdle
 	}
 	return &Server{auth: cfg.Auth, reg: cfg.Registry, ing: cfg.Ingest, rst: cfg.Restore, mnt: cfg.Maintenance, log: cfg.Logger, health: health.NewServer(), cfg: cfg}, nil
 }
