@@ -2,10 +2,14 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"iter"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -170,6 +174,30 @@ func (c *Client) ReadRecords(ctx context.Context, backupID, sobject string, ids 
 	}
 }
 
+// ChecksumError is a file read whole whose bytes do not match its SHA-256:
+// DataLoss (status.Code reports it).
+type ChecksumError struct {
+	File *pb.FileInfo
+	Got  string // the SHA-256 of what arrived
+}
+
+func (e *ChecksumError) Error() string {
+	return fmt.Sprintf("file %s (%s): SHA-256 %s, want %s", e.File.GetFileId(), e.File.GetPath(), e.Got, e.File.GetSha256())
+}
+
+// GRPCStatus makes the error DataLoss for status.Code and status.FromError.
+func (e *ChecksumError) GRPCStatus() *status.Status { return status.New(codes.DataLoss, e.Error()) }
+
+// WantBytes is how many bytes a read of info as req asks for returns: from
+// the offset to the end of the file, at most the limit (0: no limit).
+func WantBytes(info *pb.FileInfo, req *pb.ReadFileRequest) int64 {
+	n := max(info.GetSize()-req.GetReadOffset(), 0)
+	if l := req.GetReadLimit(); l > 0 && l < n {
+		n = l
+	}
+	return n
+}
+
 var errStopped = errors.New("the caller stopped")
 
 type writerFunc func([]byte) (int, error)
@@ -177,15 +205,18 @@ type writerFunc func([]byte) (int, error)
 func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 
 // FileSink receives the files of a ReadFile stream: Begin is called with
-// each file's FileInfo and returns where its data goes; End is called when
-// its data ended (at the next FileInfo or the summary) with its length.
+// each file's FileInfo and returns where its data goes; End, if set, is
+// called when its data ended (at the next FileInfo or the summary) and
+// checked out, with its length.
 type FileSink struct {
 	Begin func(info *pb.FileInfo) (io.Writer, error)
 	End   func(info *pb.FileInfo, n int64) error
 }
 
 // ReadFiles runs one ReadFile stream into sink and returns its summary,
-// checked against what arrived. It is not retried.
+// checked against what arrived. Each file is checked as it ends: its length
+// against what the request asks for and, for a whole read, its SHA-256
+// (DataLoss otherwise, and End is not called). It is not retried.
 func (c *Client) ReadFiles(ctx context.Context, req *pb.ReadFileRequest, sink FileSink) (*pb.ReadFileSummary, error) {
 	what := "ReadFile " + req.GetFileId() + req.GetParentId()
 	s, err := openRecv(ctx, c.timeout, c.restore.ReadFile, req)
@@ -195,14 +226,25 @@ func (c *Client) ReadFiles(ctx context.Context, req *pb.ReadFileRequest, sink Fi
 	defer s.close()
 	var cur *pb.FileInfo
 	var w io.Writer
+	var h hash.Hash // of a whole read
 	var n, total int64
 	var files int32
+	whole := req.GetReadOffset() == 0 && req.GetReadLimit() == 0
 	finish := func() error {
 		if cur == nil {
 			return nil
 		}
 		info := cur
 		cur = nil
+		if want := WantBytes(info, req); n != want {
+			return status.Errorf(codes.DataLoss, "file %s (%s): %d bytes arrived, want %d", info.GetFileId(), info.GetPath(), n, want)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); whole && !strings.EqualFold(got, info.GetSha256()) {
+			return &ChecksumError{File: info, Got: got}
+		}
+		if sink.End == nil {
+			return nil
+		}
 		return sink.End(info, n)
 	}
 	for {
@@ -222,6 +264,10 @@ func (c *Client) ReadFiles(ctx context.Context, req *pb.ReadFileRequest, sink Fi
 			files++
 			if w, err = sink.Begin(cur); err != nil {
 				return nil, err
+			}
+			h = sha256.New()
+			if whole {
+				w = io.MultiWriter(w, h)
 			}
 		case *pb.ReadFileResponse_Data:
 			if cur == nil {

@@ -3,11 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -338,25 +335,6 @@ func restoreRecords(ctx context.Context, c *cli, cmd *command, args []string) er
 	return nil
 }
 
-// fileCheck verifies a file read as it is written: its length and, for a
-// whole read, its SHA-256.
-type fileCheck struct {
-	h     hash.Hash
-	whole bool
-}
-
-func (fc *fileCheck) verify(info *pb.FileInfo, n, want int64) error {
-	if n != want {
-		return status.Errorf(codes.DataLoss, "file %s (%s): %d bytes arrived, want %d", info.GetFileId(), info.GetPath(), n, want)
-	}
-	if fc.whole {
-		if got := hex.EncodeToString(fc.h.Sum(nil)); !strings.EqualFold(got, info.GetSha256()) {
-			return status.Errorf(codes.DataLoss, "file %s (%s): SHA-256 %s, want %s", info.GetFileId(), info.GetPath(), got, info.GetSha256())
-		}
-	}
-	return nil
-}
-
 func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error {
 	fs := c.newFlagSet("backupctl " + cmd.path())
 	req := &pb.ReadFileRequest{}
@@ -409,7 +387,6 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 		stdout = bufio.NewWriterSize(c.stdout, outBufSize)
 	}
 	var cur *atomicFile // the file being written, with -O
-	var check *fileCheck
 	var infos []*pb.FileInfo
 	sink := client.FileSink{
 		Begin: func(info *pb.FileInfo) (io.Writer, error) {
@@ -419,13 +396,12 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 			infos = append(infos, info)
 			desc := fmt.Sprintf("file %s: %s, %s, parent %s", info.GetFileId(), info.GetPath(), humanBytes(info.GetSize()), info.GetParentId())
 			if req.ReadOffset != 0 || req.ReadLimit != 0 {
-				desc += fmt.Sprintf(", bytes %d to %d", req.ReadOffset, req.ReadOffset+wantBytes(info, req))
+				desc += fmt.Sprintf(", bytes %d to %d", req.ReadOffset, req.ReadOffset+client.WantBytes(info, req))
 			}
 			fmt.Fprintln(c.stderr, clean(desc))
 			if req.ReadOffset > info.GetSize() {
 				return nil, status.Errorf(codes.OutOfRange, "--offset %d is past the end of file %s (%d bytes)", req.ReadOffset, info.GetFileId(), info.GetSize())
 			}
-			check = &fileCheck{h: sha256.New(), whole: req.ReadOffset == 0 && req.ReadLimit == 0}
 			var w io.Writer = stdout
 			if out != "" {
 				target := out
@@ -444,18 +420,14 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 				}
 				w = cur
 			}
-			return io.MultiWriter(w, check.h), nil
+			return w, nil
 		},
-		End: func(info *pb.FileInfo, n int64) error {
-			err := check.verify(info, n, wantBytes(info, req))
-			if cur != nil {
-				if err == nil {
-					err = cur.commit()
-				} else {
-					cur.abort()
-				}
-				cur = nil
+		End: func(*pb.FileInfo, int64) error {
+			if cur == nil {
+				return nil
 			}
+			err := cur.commit()
+			cur = nil
 			return err
 		},
 	}
@@ -481,15 +453,6 @@ func restoreFile(ctx context.Context, c *cli, cmd *command, args []string) error
 		return printJSON(c.stdout, sum)
 	}
 	return nil
-}
-
-// wantBytes is how many bytes a read of info as req asks for must return.
-func wantBytes(info *pb.FileInfo, req *pb.ReadFileRequest) int64 {
-	n := max(info.GetSize()-req.GetReadOffset(), 0)
-	if l := req.GetReadLimit(); l > 0 && l < n {
-		n = l
-	}
-	return n
 }
 
 // rootList is the repeatable --root SObject=ID,ID flag; a repeated sObject
