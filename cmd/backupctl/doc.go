@@ -4,9 +4,11 @@
 // backup worker: it opens backups, streams record sets and files into them
 // and commits them, and reads them back (restore).
 //
-// It imports only the generated API package, gRPC, protobuf and the
-// standard library, never the server's packages: it is a client like any
-// other.
+// It is flags and output: the worker protocol (uploads with retry and
+// resume, backup run, restore run, reads and paging) is package
+// backupstore/client, which it calls. It imports only that, the generated
+// API package, gRPC, protobuf, internal/bytesize and the standard library,
+// never the server's packages: it is a client like any other.
 //
 // # Usage
 //
