@@ -26,22 +26,22 @@
 //
 // client imports only the generated API package (backupstore/proto/...),
 // gRPC, protobuf, github.com/google/uuid, the standard library and
-// backupstore/csvscan (a leaf package of the standard library only, so that a
-// worker rejects a record set exactly as the service would, before sending
-// it). It never imports the server's packages: it is a client like any
-// other.
+// backupstore/csvscan with its id helper backupstore/sfid (leaf packages of
+// the standard library only, so that a worker rejects a record set exactly as
+// the service would, before sending it). It never imports the server's
+// packages: it is a client like any other. TestImportsOnlyTheAPI keeps it so.
 //
 // # Stability
 //
-// The exported API of this package follows semantic versioning with the
-// v1 API: Dial and its Options, the Client methods and the option and
-// result structs keep their names and meaning; fields may be added to the
-// structs (use field names in composite literals), and new methods and
-// options may appear. What may change without notice: the default retry
-// policy's numbers, the wording of error messages (classify errors with
-// errors.Is/As and status.Code, never by text), the order of progress
-// callbacks beyond what their comments promise, and the derivation of
-// BackupDir's idempotency keys and upload ids across major versions only
-// (a change would make an interrupted run start over, so it is treated as
-// breaking).
+// The exported API is stable for as long as the service's v1 API is: Dial
+// and its Options, the Client methods, the option and result structs and
+// the errors keep their names and meaning. Fields may be added to the
+// structs (use field names in composite literals), and methods, options and
+// callbacks may be added. A change that breaks callers would come as a new
+// package path (client/v2). Not part of the contract, and free to change:
+// DefaultRetry's numbers, the wording of error messages (classify errors with
+// errors.Is/As and status.Code, never by text) and the order of progress
+// callbacks beyond what their comments promise. BackupDir's idempotency keys
+// and upload ids (RecordsUploadID, FileUploadID) change only with the
+// package path: a change would make every interrupted run start over.
 package client
