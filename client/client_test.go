@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -400,5 +402,37 @@ func TestRetryable(t *testing.T) {
 	}
 	if client.Retryable(errors.New("local")) {
 		t.Error("a local error is retryable")
+	}
+}
+
+// stallingBackup answers nothing: each upload stream waits until the client
+// gives up.
+type stallingBackup struct {
+	pb.UnimplementedBackupServiceServer
+	streams atomic.Int32
+}
+
+func (s *stallingBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRecordsRequest, pb.UploadRecordsResponse]) error {
+	s.streams.Add(1)
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// A stream that makes no progress for the call timeout ends DeadlineExceeded
+// (a whole upload is not bounded by it), and that is not retried.
+func TestUploadStallEndsAtCallTimeout(t *testing.T) {
+	fake := &stallingBackup{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterBackupServiceServer(srv, fake)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	c := dial(t, lis.Addr().String(), client.WithCallTimeout(200*time.Millisecond))
+	_, err = c.UploadRecords(t.Context(), "bk", "Account", strings.NewReader("Id\n001000000000001\n"), client.RecordsOptions{})
+	if status.Code(err) != codes.DeadlineExceeded || fake.streams.Load() != 1 {
+		t.Errorf("stalled upload: %v after %d streams", err, fake.streams.Load())
 	}
 }
