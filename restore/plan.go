@@ -246,7 +246,7 @@ func (p *planner) readers(so string) ([]*recindex.Reader, error) {
 		}
 		r, err := p.s.openIndex(p.st, obj)
 		if err != nil {
-			return nil, p.s.indexFault(p.b, obj, err)
+			return nil, p.s.indexFault(p.ctx, p.b, obj, err)
 		}
 		out = append(out, r)
 	}
@@ -290,7 +290,7 @@ func (p *planner) parentsOf(so string, ids []string) (map[string][]string, error
 	if err != nil {
 		return nil, err
 	}
-	found, readers, _, err := p.s.locate(p.b, p.st, rs, ids)
+	found, readers, _, err := p.s.locate(p.ctx, p.b, p.st, rs, ids)
 	if err != nil {
 		return nil, err
 	}

@@ -364,18 +364,19 @@ type frameRef struct {
 }
 
 // locate finds, per chunk and frame, which of the ids live there.
-func (s *Service) locate(b *metadata.Backup, st storage.Store, rs *RecordSet, ids []string) (map[frameRef][]string, []*recindex.Reader, []string, error) {
+func (s *Service) locate(ctx context.Context, b *metadata.Backup, st storage.Store, rs *RecordSet, ids []string) (map[frameRef][]string, []*recindex.Reader, []string, error) {
 	readers := make([]*recindex.Reader, len(rs.chunks))
+	objs := make([]*metadata.Object, len(rs.chunks))
 	for i, c := range rs.chunks {
-		obj, err := s.cfg.Catalog.GetObject(context.Background(), b.TenantID, c.IndexObjectID)
+		obj, err := s.cfg.Catalog.GetObject(ctx, b.TenantID, c.IndexObjectID)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		r, err := s.openIndex(st, obj)
 		if err != nil {
-			return nil, nil, nil, s.indexFault(b, obj, err)
+			return nil, nil, nil, s.indexFault(ctx, b, obj, err)
 		}
-		readers[i] = r
+		readers[i], objs[i] = r, obj
 	}
 	found := map[frameRef][]string{}
 	var missing []string
@@ -387,8 +388,7 @@ func (s *Service) locate(b *metadata.Backup, st storage.Store, rs *RecordSet, id
 			}
 			f, ok, err := r.Lookup(id)
 			if err != nil {
-				obj, _ := s.cfg.Catalog.GetObject(context.Background(), b.TenantID, rs.chunks[i].IndexObjectID)
-				return nil, nil, nil, s.indexFault(b, obj, err)
+				return nil, nil, nil, s.indexFault(ctx, b, objs[i], err)
 			}
 			if ok {
 				k := frameRef{i, f}
@@ -404,8 +404,7 @@ func (s *Service) locate(b *metadata.Backup, st storage.Store, rs *RecordSet, id
 	return found, readers, missing, nil
 }
 
-func (s *Service) indexFault(b *metadata.Backup, obj *metadata.Object, err error) error {
-	ctx := context.Background()
+func (s *Service) indexFault(ctx context.Context, b *metadata.Backup, obj *metadata.Object, err error) error {
 	if errors.Is(err, recindex.ErrCorrupt) {
 		return s.damaged(ctx, b, obj, "record index is corrupt: %v", err)
 	}
@@ -419,7 +418,7 @@ func (s *Service) indexFault(b *metadata.Backup, obj *metadata.Object, err error
 // readByID sends the header, then the rows of the wanted ids in backup
 // order (chunk, frame, row), one ranged GET per frame.
 func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.Store, rs *RecordSet, header []byte, ids []string, out *sender) error {
-	found, readers, missing, err := s.locate(b, st, rs, ids)
+	found, readers, missing, err := s.locate(ctx, b, st, rs, ids)
 	if err != nil {
 		return err
 	}

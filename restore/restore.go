@@ -154,6 +154,8 @@ func (s *Service) Find(ctx context.Context, tenant, org string, at time.Time) (*
 
 // damaged flags an object and its backup damaged and returns DataLoss naming the key.
 func (s *Service) damaged(ctx context.Context, b *metadata.Backup, obj *metadata.Object, format string, args ...any) error {
+	// The damage is found whether or not the reader stays: the flags are
+	// written even if the request ends meanwhile, within their own timeout.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.cfg.Catalog.SetObjectDamaged(dctx, b.TenantID, obj.ID); err != nil {
