@@ -65,9 +65,8 @@ func backupUploadRecords(ctx context.Context, c *cli, cmd *command, args []strin
 		return err
 	}
 	// A regular file is retried from its start; stdin, a pipe or a device
-	// is read once.
-	body := struct{ io.Reader }{c.stdin}
-	var in io.Reader = body
+	// is read once (hiding Seek tells the client so).
+	var in io.Reader = struct{ io.Reader }{c.stdin}
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
