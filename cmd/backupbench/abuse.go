@@ -43,11 +43,13 @@ type abuseConfig struct {
 	anon    int
 	control bool
 	rounds  int
+	only    string
 }
 
 func abuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	commonFlags(fs, &c.commonConfig, 20*time.Minute)
 	fs.DurationVar(&c.phase, "phase", 15*time.Second, "length of each attacked phase (and of each alone phase between two of them; the first and last alone phases are half as long)")
+	fs.StringVar(&c.only, "only", "", "run only these attacks (comma-separated: bomb, idle, anonymous, headers, ssrf, overlap, cleanup, open), to see what each costs")
 	fs.IntVar(&c.rounds, "rounds", 4, "attacked phases, each between two alone phases")
 	fs.IntVar(&c.workers, "workers", 2, "tenant A's concurrent backup-and-restore loops")
 	fs.IntVar(&c.idle, "idle-streams", 24, "tenant B's idle upload streams")
@@ -72,7 +74,7 @@ func abuseCommand(ctx context.Context, args []string, stderr io.Writer) (*report
 		return nil, "", err
 	}
 	h := newHarness("abuse", "backupbench abuse "+strings.Join(args, " "), c.commonConfig, stderr,
-		map[string]any{"phase": c.phase.String(), "rounds": c.rounds, "control": c.control, "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
+		map[string]any{"phase": c.phase.String(), "rounds": c.rounds, "control": c.control, "only": c.only, "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
 	err := h.execute(ctx, func(ctx context.Context) error { return runAbuse(ctx, h, &c) })
 	return h.rep, c.output, err
 }
@@ -217,14 +219,20 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 			stopAttacks()
 		}
 		var attacks sync.WaitGroup
-		attacks.Go(func() { bombReads(actx, B2, bombBackup, counts) })
-		attacks.Go(func() { idleStreams(actx, B, c.idle, counts) })
-		attacks.Go(func() { anonymousConns(actx, d.addr, c.anon, counts) })
-		attacks.Go(func() { hugeHeaders(actx, d.addr, counts) })
-		attacks.Go(func() { ssrfRegistrations(actx, B2, ssrf.Addr().String(), counts) })
-		attacks.Go(func() { overlapRegistrations(actx, B2, h, counts) })
-		attacks.Go(func() { stalledCleanup(actx, B2, fp, counts) })
-		attacks.Go(func() { openBackupsFlood(actx, B2, counts) })
+		for name, run := range map[string]func(){
+			"bomb":      func() { bombReads(actx, B2, bombBackup, counts) },
+			"idle":      func() { idleStreams(actx, B, c.idle, counts) },
+			"anonymous": func() { anonymousConns(actx, d.addr, c.anon, counts) },
+			"headers":   func() { hugeHeaders(actx, d.addr, counts) },
+			"ssrf":      func() { ssrfRegistrations(actx, B2, ssrf.Addr().String(), counts) },
+			"overlap":   func() { overlapRegistrations(actx, B2, h, counts) },
+			"cleanup":   func() { stalledCleanup(actx, B2, fp, counts) },
+			"open":      func() { openBackupsFlood(actx, B2, counts) },
+		} {
+			if c.only == "" || slices.Contains(strings.Split(c.only, ","), name) {
+				attacks.Go(run)
+			}
+		}
 		time.Sleep(2 * time.Second) // the attacks take hold before A is measured again
 		attacked := measure(under, useUnder, c.phase)
 		stopAttacks()
