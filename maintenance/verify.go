@@ -47,17 +47,7 @@ func (s *Service) Verify(ctx context.Context, tenant, id string, readPercent int
 	if readPercent < 0 || readPercent > 100 {
 		return nil, nil, fault.Invalid(fault.Violation{Field: "read_percent", Description: "must be between 0 and 100"})
 	}
-	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return nil, nil, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if b.Status != metadata.BackupCommitted {
-		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_COMMITTED", "backup %s is %s; only COMMITTED backups are verified", id, b.Status)
-	}
-	st, err := s.cfg.Registry.StoreFor(ctx, tenant, b.StorageID)
+	b, st, err := s.cfg.Registry.CommittedBackup(ctx, tenant, id, "are verified")
 	if err != nil {
 		return nil, nil, err
 	}

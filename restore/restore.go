@@ -114,26 +114,12 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, idx: newIndexCache(cfg.IndexCache), blocks: recindex.NewBlockCache(cfg.BlockCacheBytes), frames: dec}, nil
 }
 
-// readable returns a COMMITTED backup of the tenant and its store.
+// readable returns a COMMITTED backup of the tenant and its store (registry.CommittedBackup).
 func (s *Service) readable(ctx context.Context, tenant, id string) (*metadata.Backup, storage.Store, error) {
 	if id == "" {
 		return nil, nil, fault.Invalid(fault.Violation{Field: "backup_id", Description: "required"})
 	}
-	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return nil, nil, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if b.Status != metadata.BackupCommitted {
-		return nil, nil, fault.New(fault.FailedPrecondition, "BACKUP_NOT_COMMITTED", "backup %s is %s; only COMMITTED backups can be read", id, b.Status)
-	}
-	st, err := s.cfg.Registry.StoreFor(ctx, tenant, b.StorageID)
-	if err != nil {
-		return nil, nil, err
-	}
-	return b, st, nil
+	return s.cfg.Registry.CommittedBackup(ctx, tenant, id, "can be read")
 }
 
 // Find returns the latest COMMITTED backup of an org that started at or before at.
