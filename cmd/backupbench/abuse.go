@@ -44,6 +44,7 @@ type abuseConfig struct {
 	control bool
 	rounds  int
 	only    string
+	pace    time.Duration
 }
 
 func abuseFlags(fs *flag.FlagSet, c *abuseConfig) {
@@ -52,6 +53,7 @@ func abuseFlags(fs *flag.FlagSet, c *abuseConfig) {
 	fs.StringVar(&c.only, "only", "", "run only these attacks (comma-separated: bomb, idle, anonymous, headers, ssrf, overlap, cleanup, open), to see what each costs")
 	fs.IntVar(&c.rounds, "rounds", 4, "attacked phases, each between two alone phases")
 	fs.IntVar(&c.workers, "workers", 2, "tenant A's concurrent backup-and-restore loops")
+	fs.DurationVar(&c.pace, "pace", time.Second, "each A loop starts a cycle this often (a steady worker; about half of what this machine does flat out); 0: back to back, A takes all it can")
 	fs.IntVar(&c.idle, "idle-streams", 24, "tenant B's idle upload streams")
 	fs.IntVar(&c.anon, "anonymous", 200, "anonymous TCP connections held open (from 127.0.0.3-127.0.0.6)")
 	fs.BoolVar(&c.control, "control", false, "a control run: B stays idle in the second phase too, so the ratio shows the benchmark's own drift")
@@ -74,7 +76,7 @@ func abuseCommand(ctx context.Context, args []string, stderr io.Writer) (*report
 		return nil, "", err
 	}
 	h := newHarness("abuse", "backupbench abuse "+strings.Join(args, " "), c.commonConfig, stderr,
-		map[string]any{"phase": c.phase.String(), "rounds": c.rounds, "control": c.control, "only": c.only, "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
+		map[string]any{"phase": c.phase.String(), "rounds": c.rounds, "control": c.control, "only": c.only, "pace": c.pace.String(), "workers": c.workers, "idle_streams": c.idle, "anonymous": c.anon})
 	err := h.execute(ctx, func(ctx context.Context) error { return runAbuse(ctx, h, &c) })
 	return h.rep, c.output, err
 }
@@ -204,7 +206,7 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 	counts := &abuseCounts{}
 	measure := func(run *tenantRun, use cpuUse, d time.Duration) int {
 		s0 := h.cpu.snap()
-		r := runTenantA(ctx, A, c.workers, d)
+		r := runTenantA(ctx, A, c.workers, c.pace, d)
 		for k, v := range h.cpu.snap().since(s0, nil) {
 			use[k] += v
 		}
@@ -262,7 +264,7 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 
 	rep := h.rep
 	thr := float64(len(under.lat)) / float64(max(len(base.lat), 1))
-	rep.addRatio("abuse", "tenant A backup+restore cycles/s, B attacking ÷ B idle", float64(len(under.lat))/(time.Duration(c.rounds)*c.phase).Seconds(), "cycles/s", ptr(thr), "≥ 0.8",
+	rep.addRatio("abuse", fmt.Sprintf("tenant A backup+restore cycles/s (%s), B attacking ÷ B idle", paceText(c.workers, c.pace)), float64(len(under.lat))/(time.Duration(c.rounds)*c.phase).Seconds(), "cycles/s", ptr(thr), "≥ 0.8",
 		fmt.Sprintf("%d cycles alone, %d while attacked, in %s each; %d rounds of %s attacked between alone phases, per-round ratios %s",
 			len(base.lat), len(under.lat), time.Duration(c.rounds)*c.phase, c.rounds, c.phase, strings.Join(rounds, ", ")))
 	p99r := under.p99().Seconds() / max(base.p99().Seconds(), 1e-9)
@@ -283,6 +285,13 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 		return alive
 	}
 	return nil
+}
+
+func paceText(workers int, pace time.Duration) string {
+	if pace <= 0 {
+		return fmt.Sprintf("%d loops back to back", workers)
+	}
+	return fmt.Sprintf("%d loops, a cycle each every %s", workers, pace)
 }
 
 func errText(err error) string {
@@ -330,14 +339,27 @@ func (r *tenantRun) p99() time.Duration {
 // runTenantA runs workers loops of one backup cycle each (create, a 1 MiB
 // record set, two files, commit, a whole restore and a read by id, its own
 // cleanup) for d.
-func runTenantA(ctx context.Context, A tenantClient, workers int, d time.Duration) *tenantRun {
+func runTenantA(ctx context.Context, A tenantClient, workers int, pace, d time.Duration) *tenantRun {
 	out := &tenantRun{}
 	var mu sync.Mutex
-	end := time.Now().Add(d)
+	begin := time.Now()
+	end := begin.Add(d)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
+			// A paced worker starts a cycle every pace (staggered between
+			// workers); one that falls behind starts the next at once.
+			next := begin.Add(pace * time.Duration(w) / time.Duration(workers))
 			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+				if pace > 0 {
+					if wait := time.Until(next); wait > 0 {
+						if time.Now().Add(wait).After(end) {
+							return
+						}
+						sleepCtx(ctx, wait)
+					}
+					next = next.Add(pace)
+				}
 				start := time.Now()
 				err := tenantACycle(ctx, A, w, i)
 				mu.Lock()
