@@ -144,11 +144,19 @@ func (s *Service) damaged(ctx context.Context, b *metadata.Backup, obj *metadata
 	// written even if the request ends meanwhile, within their own timeout.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.cfg.Catalog.SetObjectDamaged(dctx, b.TenantID, obj.ID); err != nil {
-		s.cfg.Logger.ErrorContext(ctx, "flagging object damaged", "object", obj.ID, "err", err)
+	// Flags already set are not written again: a tenant that reads a
+	// damaged object over and over must not turn each read into catalog
+	// writes. (The read itself still happens: a flag does not stop the
+	// bytes from being served if they turn out intact.)
+	if !obj.Damaged {
+		if err := s.cfg.Catalog.SetObjectDamaged(dctx, b.TenantID, obj.ID); err != nil {
+			s.cfg.Logger.ErrorContext(ctx, "flagging object damaged", "object", obj.ID, "err", err)
+		}
 	}
-	if err := s.cfg.Catalog.SetBackupDamaged(dctx, b.TenantID, b.ID); err != nil {
-		s.cfg.Logger.ErrorContext(ctx, "flagging backup damaged", "backup", b.ID, "err", err)
+	if !b.Damaged {
+		if err := s.cfg.Catalog.SetBackupDamaged(dctx, b.TenantID, b.ID); err != nil {
+			s.cfg.Logger.ErrorContext(ctx, "flagging backup damaged", "backup", b.ID, "err", err)
+		}
 	}
 	msg := fmt.Sprintf("object %s of backup %s: ", obj.Key, b.ID) + fmt.Sprintf(format, args...)
 	s.cfg.Logger.ErrorContext(ctx, "data loss", "tenant", b.TenantID, "backup", b.ID, "key", obj.Key, "problem", msg)
