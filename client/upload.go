@@ -29,10 +29,6 @@ var bufPool = sync.Pool{New: func() any { return new([dataMessageSize]byte) }}
 
 var errStalled = errors.New("upload stalled")
 
-// uploadGoHeader is the response header with which the service asks for a
-// file's body (see UploadFile in backup.proto).
-const uploadGoHeader = "backupstore-upload"
-
 // sendUpload runs one upload stream: the header, body in data messages of
 // at most dataMessageSize bytes, the finish message; then it returns the
 // response. The stream is cancelled when no message goes out (or no
@@ -86,7 +82,7 @@ func sendUpload[Req, Resp any](ctx context.Context, idle time.Duration,
 		// then answers at once; otherwise it asks for the body with a
 		// response header. Waiting costs one round trip and saves the body.
 		md, err := stream.Header()
-		if err != nil || len(md.Get(uploadGoHeader)) == 0 {
+		if err != nil || len(md.Get(pb.UploadHeader)) == 0 {
 			open2 = false // answered (or failed): CloseAndRecv says which
 		}
 	}

@@ -106,10 +106,6 @@ func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) erro
 	return stream.SendAndClose(&pb.UploadRecordsResponse{Result: resultToProto(res)})
 }
 
-// UploadGoHeader is the response header UploadFile sends when it needs the
-// file's body; a deduplicated upload answers without it.
-const UploadGoHeader = "backupstore-upload"
-
 // UploadFile implements pb.BackupServiceServer.
 func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 	ctx := stream.Context()
@@ -142,7 +138,7 @@ func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 			// The body is needed (not a deduplicated one): say so, for
 			// clients that wait before sending it.
 			asked = true
-			_ = stream.SendHeader(grpcmd.Pairs(UploadGoHeader, "send-data"))
+			_ = stream.SendHeader(grpcmd.Pairs(pb.UploadHeader, pb.UploadSendData))
 		}
 		m, err := in.Recv()
 		if err != nil {

@@ -24,7 +24,6 @@ import (
 
 	"backupstore/csvscan/csvgen"
 	pb "backupstore/proto/backupstore/v1"
-	"backupstore/server"
 	"backupstore/storage"
 )
 
@@ -291,7 +290,7 @@ func uploadFiles(ctx context.Context, d *daemon, backupID string, fs fileSet, wo
 		if declareSHA {
 			// As backup.proto asks: with a declared SHA-256, wait for the
 			// service to ask for the body; a deduplicated upload just answers.
-			if md, err := stream.Header(); err != nil || len(md.Get(server.UploadGoHeader)) == 0 {
+			if md, err := stream.Header(); err != nil || len(md.Get(pb.UploadHeader)) == 0 {
 				msgs = nil
 			}
 		}

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "backupstore/proto/backupstore/v1"
-	"backupstore/server"
 )
 
 // client is one goroutine of the torture run doing random operations.
@@ -298,7 +297,7 @@ func sendStream[Req, Resp any](ctx context.Context, open func(context.Context) (
 	}
 	if open2 && waitGo {
 		md, err := st.Header()
-		if err != nil || len(md.Get(server.UploadGoHeader)) == 0 {
+		if err != nil || len(md.Get(pb.UploadHeader)) == 0 {
 			open2 = false
 		}
 	}
@@ -455,24 +454,15 @@ func (c *client) uploadFile(ctx context.Context, b *mBackup, f *mFile, declareSH
 		return nil, fmt.Errorf("upload %s: gave up resuming", f.uploadID)
 	}
 	if mode == 2 && errors.Is(err, errInterrupted) {
-		c.t.count("racing_resumes")
-		var wg sync.WaitGroup
-		var results [2]*pb.UploadResult
-		var errs [2]error
-		for i := range 2 {
-			wg.Go(func() { results[i], errs[i] = resume(ctx, first, true) })
+		res, err := c.racingResumes(func() (*pb.UploadResult, error) { return resume(ctx, first, true) },
+			func(x, y *pb.UploadResult) bool {
+				return x.GetFileId() == y.GetFileId() && x.GetSha256() == y.GetSha256()
+			},
+			"1", fmt.Sprintf("backup %s upload %s: racing resumes", b.id, f.uploadID))
+		if err != nil {
+			return err
 		}
-		wg.Wait()
-		for i := range 2 {
-			if errs[i] != nil {
-				return errs[i]
-			}
-		}
-		if results[0].GetFileId() != results[1].GetFileId() || results[0].GetSha256() != results[1].GetSha256() {
-			c.t.v.add("a repeated finish returns the first result", "1", "backup %s upload %s: racing resumes answered %v and %v",
-				b.id, f.uploadID, results[0], results[1])
-		}
-		return c.acceptFile(ctx, b, f, results[0])
+		return c.acceptFile(ctx, b, f, res)
 	}
 	res, err = resume(ctx, first, false)
 	if err != nil {
@@ -592,30 +582,46 @@ func (c *client) uploadChunk(ctx context.Context, b *mBackup, set *mSet, ch *mCh
 		return nil, fmt.Errorf("upload %s: gave up", ch.uploadID)
 	}
 	if mode == 2 {
-		c.t.count("racing_resumes")
-		var wg sync.WaitGroup
-		var results [2]*pb.UploadResult
-		var errs [2]error
-		for i := range 2 {
-			wg.Go(func() { results[i], errs[i] = resume(ctx, first, true) })
+		res, err := c.racingResumes(func() (*pb.UploadResult, error) { return resume(ctx, first, true) },
+			func(x, y *pb.UploadResult) bool {
+				return x.GetSha256() == y.GetSha256() && x.GetDataKey() == y.GetDataKey()
+			},
+			"new", fmt.Sprintf("backup %s records upload %s: racing restarts", b.id, ch.uploadID))
+		if err != nil {
+			return err
 		}
-		wg.Wait()
-		for i := range 2 {
-			if errs[i] != nil {
-				return errs[i]
-			}
-		}
-		if results[0].GetSha256() != results[1].GetSha256() || results[0].GetDataKey() != results[1].GetDataKey() {
-			c.t.v.add("a repeated finish returns the first result", "new", "backup %s records upload %s: racing restarts answered %v and %v",
-				b.id, ch.uploadID, results[0], results[1])
-		}
-		return c.acceptChunk(b, set, ch, results[0])
+		return c.acceptChunk(b, set, ch, res)
 	}
 	res, err = resume(ctx, first, false)
 	if err != nil {
 		return err
 	}
 	return c.acceptChunk(b, set, ch, res)
+}
+
+// racingResumes runs resume twice at once, as two workers that both took over an upload would,
+// and returns the first result. A repeated finish must answer the first result: when same says
+// the two differ, that is a violation (item names the invariant; what, the upload).
+func (c *client) racingResumes(resume func() (*pb.UploadResult, error), same func(a, b *pb.UploadResult) bool,
+	item, what string,
+) (*pb.UploadResult, error) {
+	c.t.count("racing_resumes")
+	var wg sync.WaitGroup
+	var results [2]*pb.UploadResult
+	var errs [2]error
+	for i := range 2 {
+		wg.Go(func() { results[i], errs[i] = resume() })
+	}
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+	}
+	if !same(results[0], results[1]) {
+		c.t.v.add("a repeated finish returns the first result", item, "%s answered %v and %v", what, results[0], results[1])
+	}
+	return results[0], nil
 }
 
 func (c *client) acceptChunk(b *mBackup, set *mSet, ch *mChunk, res *pb.UploadResult) error {

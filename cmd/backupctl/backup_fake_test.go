@@ -407,7 +407,7 @@ func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileR
 	f.mu.Unlock()
 	// Like the real service: ask for the body once it is needed, with the
 	// response header backup.proto names.
-	if err := stream.SendHeader(metadata.Pairs("backupstore-upload", "send-data")); err != nil {
+	if err := stream.SendHeader(metadata.Pairs(pb.UploadHeader, pb.UploadSendData)); err != nil {
 		return err
 	}
 
