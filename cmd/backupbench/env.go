@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,8 +47,8 @@ type proc struct {
 	err    error         // its exit status, once exited is closed
 }
 
-// startProc starts cmd from a goroutine locked to its OS thread that stays alive until the child
-// exits: Pdeathsig fires when the forking thread exits, and Go may otherwise retire that thread.
+// startProc starts cmd with its output in logPath and SIGKILL as its parent-death signal
+// (testenv.StartLocked keeps the forking thread alive for as long as the child runs).
 func startProc(name string, cmd *exec.Cmd, logPath string) (*proc, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
@@ -59,20 +58,14 @@ func startProc(name string, cmd *exec.Cmd, logPath string) (*proc, error) {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread is discarded after the child is gone
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	exited := make(chan error, 1)
+	if err := testenv.StartLocked(cmd, exited); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
+	go func() {
+		p.err = <-exited
+		close(p.exited)
+	}()
 	return p, nil
 }
 

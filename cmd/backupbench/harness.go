@@ -45,6 +45,14 @@ func (c *commonConfig) validate() error {
 	return nil
 }
 
+// parseCommand parses the flags of the benchmark command name into c: define declares them
+// (and sets c's defaults), c's validate checks them.
+func parseCommand[C interface{ validate() error }](name string, args []string, stderr io.Writer, c C, define func(*flag.FlagSet, C)) error {
+	fs := flag.NewFlagSet("backupbench "+name, flag.ContinueOnError)
+	define(fs, c)
+	return parseFlags(fs, args, stderr, c.validate)
+}
+
 // parseFlags parses args into fs; errUsage on a bad command line, flag.ErrHelp for -h.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, validate func() error) error {
 	fs.SetOutput(stderr)

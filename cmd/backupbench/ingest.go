@@ -40,7 +40,7 @@ type ingestConfig struct {
 }
 
 func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
-	c.size, c.budget, c.partSize, c.rssSmall, c.rssBig, c.fileSize = 512<<20, 512<<20, 8<<20, 64<<20, 2<<30, 8<<10
+	c.size, c.budget, c.partSize, c.rssSmall, c.rssBig, c.fileSize = 512<<20, 512<<20, storage.DefaultPartSize, 64<<20, 2<<30, 8<<10
 	commonFlags(fs, &c.commonConfig, 25*time.Minute)
 	fs.Var(&c.size, "size", "size of the generated CSV of the throughput stages (at least this)")
 	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
@@ -80,10 +80,8 @@ type bench struct {
 // ingestCommand runs the ingest benchmark and returns its report (nil when there is nothing to
 // report: -h, or a bad command line).
 func ingestCommand(ctx context.Context, args []string, stderr io.Writer) (*report, string, error) {
-	fs := flag.NewFlagSet("backupbench ingest", flag.ContinueOnError)
 	var c ingestConfig
-	ingestFlags(fs, &c)
-	if err := parseFlags(fs, args, stderr, c.validate); err != nil {
+	if err := parseCommand("ingest", args, stderr, &c, ingestFlags); err != nil {
 		return nil, "", err
 	}
 	if c.cpuprofile != "" {

@@ -35,7 +35,7 @@ type maintConfig struct {
 }
 
 func maintFlags(fs *flag.FlagSet, c *maintConfig) {
-	c.objectSize, c.budget, c.partSize = 1<<10, 512<<20, 8<<20
+	c.objectSize, c.budget, c.partSize = 1<<10, 512<<20, storage.DefaultPartSize
 	commonFlags(fs, &c.commonConfig, 30*time.Minute)
 	fs.IntVar(&c.objects, "objects", 10000, "file objects of the deleted backup, and keys of each per-key DeleteObject baseline")
 	fs.Var(&c.objectSize, "object-size", "size of each of those objects")
@@ -73,10 +73,8 @@ type maintBench struct {
 }
 
 func maintenanceCommand(ctx context.Context, args []string, stderr io.Writer) (*report, string, error) {
-	fs := flag.NewFlagSet("backupbench maintenance", flag.ContinueOnError)
 	var c maintConfig
-	maintFlags(fs, &c)
-	if err := parseFlags(fs, args, stderr, c.validate); err != nil {
+	if err := parseCommand("maintenance", args, stderr, &c, maintFlags); err != nil {
 		return nil, "", err
 	}
 	h := newHarness("maintenance", commandLine("maintenance", args), c.commonConfig, stderr, map[string]any{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"backupstore/internal/bytesize"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -25,8 +24,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"backupstore/csvscan/csvgen"
+	"backupstore/internal/bytesize"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/recindex"
+	"backupstore/storage"
 )
 
 // restoreConfig is every setting of the restore benchmark; defaults live in restoreFlags.
@@ -43,7 +44,7 @@ type restoreConfig struct {
 }
 
 func restoreFlags(fs *flag.FlagSet, c *restoreConfig) {
-	c.size, c.budget, c.partSize = 512<<20, 512<<20, 8<<20
+	c.size, c.budget, c.partSize = 512<<20, 512<<20, storage.DefaultPartSize
 	commonFlags(fs, &c.commonConfig, 30*time.Minute)
 	fs.Var(&c.size, "size", "size of the generated Account CSV (at least this): the record set read whole and by id")
 	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
@@ -91,10 +92,8 @@ type restoreBench struct {
 }
 
 func restoreCommand(ctx context.Context, args []string, stderr io.Writer) (*report, string, error) {
-	fs := flag.NewFlagSet("backupbench restore", flag.ContinueOnError)
 	var c restoreConfig
-	restoreFlags(fs, &c)
-	if err := parseFlags(fs, args, stderr, c.validate); err != nil {
+	if err := parseCommand("restore", args, stderr, &c, restoreFlags); err != nil {
 		return nil, "", err
 	}
 	h := newHarness("restore", commandLine("restore", args), c.commonConfig, stderr, map[string]any{

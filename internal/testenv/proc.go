@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 )
 
 // These helpers start servers as child processes; they take no testing.TB,
@@ -85,4 +86,21 @@ func VersityBinary(root string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("versitygw not found ($VERSITYGW_BIN, %s/.bin/versitygw, PATH); build it with: GOBIN=%s/.bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0", root, root)
+}
+
+// StartLocked starts cmd from a goroutine locked to its OS thread that stays alive until the
+// child exits, and then sends cmd.Wait's error on exited: a Pdeathsig in cmd.SysProcAttr fires
+// when the forking *thread* exits, and Go may otherwise retire that thread while the child runs.
+func StartLocked(cmd *exec.Cmd, exited chan<- error) error {
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread is discarded after the child is gone
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	return <-started
 }

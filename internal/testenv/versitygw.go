@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,7 +164,7 @@ func tryStartVersityGW(bin, region, port string) (*GW, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	exited := make(chan error, 1)
-	if err := startLocked(cmd, exited); err != nil {
+	if err := StartLocked(cmd, exited); err != nil {
 		return nil, fmt.Errorf("exec %s: %w", bin, err)
 	}
 	g.cmd = cmd
@@ -179,22 +178,6 @@ func tryStartVersityGW(bin, region, port string) (*GW, error) {
 	}
 	ok = true
 	return g, nil
-}
-
-// startLocked starts cmd from a goroutine locked to its OS thread that stays alive until the
-// child exits: Pdeathsig fires when the forking *thread* exits, and Go may otherwise retire it.
-func startLocked(cmd *exec.Cmd, exited chan<- error) error {
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread is discarded after the child is gone
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	return <-started
 }
 
 func waitListening(endpoint string, exited <-chan error, timeout time.Duration) error {
