@@ -25,12 +25,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"backupstore/ingest"
 	"backupstore/maintenance"
-	bsmeta "backupstore/metadata"
+	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/server"
 	"backupstore/storage"
@@ -62,7 +62,7 @@ func TestHandlerPanicAnswersInternalAndServes(t *testing.T) {
 // the next call.
 func TestHugeRequestHeadersAreRefused(t *testing.T) {
 	e := newEnv(t, "sqlite")
-	ctx := metadata.AppendToOutgoingContext(as(tokenA), "x-padding", strings.Repeat("a", 64<<10))
+	ctx := grpcmd.AppendToOutgoingContext(as(tokenA), "x-padding", strings.Repeat("a", 64<<10))
 	if _, err := e.backups.ListBackups(ctx, &pb.ListBackupsRequest{}); err == nil {
 		t.Fatal("a call with 64 KiB of headers was served")
 	} else {
@@ -340,7 +340,7 @@ func TestKeySpaceIsClaimedOnceAcrossTenants(t *testing.T) {
 		}
 	}
 	// A claim from before: globex's storage row inside acme's key space.
-	old := &bsmeta.Storage{ID: "stg-old", TenantID: "globex", Name: "old", Region: "us-east-1", Bucket: bucket,
+	old := &metadata.Storage{ID: "stg-old", TenantID: "globex", Name: "old", Region: "us-east-1", Bucket: bucket,
 		AccessKeyID: e.gw.RootKey, Endpoint: e.gw.Endpoint + "/", PathStyle: true, Prefix: "p/acme", SecretCiphertext: []byte("x"), SecretKeyID: "k"}
 	if err := e.catalog.EnsureTenant(context.Background(), "globex"); err != nil {
 		t.Fatal(err)

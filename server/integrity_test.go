@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"backupstore/ingest"
-	bsmeta "backupstore/metadata"
+	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/storage"
 )
@@ -162,7 +162,7 @@ func TestResumedFileStaleCommitKeepsBody(t *testing.T) {
 		t.Run(driver, func(t *testing.T) {
 			parkA := newPark()
 			e := newEnv(t, driver, func(o *envOptions) {
-				o.ingestHooks = &ingest.Hooks{BeforeFileCommit: func(u *bsmeta.Upload) {
+				o.ingestHooks = &ingest.Hooks{BeforeFileCommit: func(u *metadata.Upload) {
 					if u.Generation == 1 {
 						parkA.hit()
 					}
@@ -218,8 +218,8 @@ func TestStaleStreamDoesNotAbortNewOwner(t *testing.T) {
 			var aborts atomic.Int32
 			e := newEnv(t, "sqlite", func(o *envOptions) {
 				o.ingestHooks = &ingest.Hooks{
-					AfterResume: func(*bsmeta.Upload) { parkB.hit() },
-					FileUploadDone: func(u *bsmeta.Upload) {
+					AfterResume: func(*metadata.Upload) { parkB.hit() },
+					FileUploadDone: func(u *metadata.Upload) {
 						if u.Generation == 1 {
 							close(aDone)
 						}
@@ -290,7 +290,7 @@ func TestResumeOffsetCheckAndBumpAreAtomic(t *testing.T) {
 		t.Run(driver, func(t *testing.T) {
 			parkB := newPark()
 			e := newEnv(t, driver, func(o *envOptions) {
-				o.ingestHooks = &ingest.Hooks{BeforeResume: func(*bsmeta.Upload) { parkB.hit() }}
+				o.ingestHooks = &ingest.Hooks{BeforeResume: func(*metadata.Upload) { parkB.hit() }}
 			})
 			b := e.newBackup(t, "")
 			data := randomBytes(16 << 20)
@@ -368,7 +368,7 @@ func TestDedupFallsBackWhenSharedBodyIsDeleted(t *testing.T) {
 			parked := newPark()
 			var armed atomic.Bool
 			e := newEnv(t, driver, func(o *envOptions) {
-				o.ingestHooks = &ingest.Hooks{BeforeDedupCommit: func(*bsmeta.Object) {
+				o.ingestHooks = &ingest.Hooks{BeforeDedupCommit: func(*metadata.Object) {
 					if armed.Load() {
 						parked.hit()
 					}
@@ -417,7 +417,7 @@ func TestLostCommitOKDeletesNothing(t *testing.T) {
 	var lose atomic.Int32
 	lose.Store(2)
 	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.ingestHooks = &ingest.Hooks{LoseCommitOK: func(*bsmeta.Upload) bool { return lose.Add(-1) >= 0 }}
+		o.ingestHooks = &ingest.Hooks{LoseCommitOK: func(*metadata.Upload) bool { return lose.Add(-1) >= 0 }}
 	})
 	b := e.newBackup(t, "")
 	body := randomBytes(64 << 10)
@@ -448,8 +448,8 @@ func TestUnknownCommitOutcomeIsUnavailable(t *testing.T) {
 	var lose atomic.Int32
 	e := newEnv(t, "sqlite", func(o *envOptions) {
 		o.ingestHooks = &ingest.Hooks{
-			LoseCommitOK:   func(*bsmeta.Upload) bool { return lose.Load() > 0 },
-			LoseSettleRead: func(*bsmeta.Upload) bool { return lose.Add(-1) >= 0 },
+			LoseCommitOK:   func(*metadata.Upload) bool { return lose.Load() > 0 },
+			LoseSettleRead: func(*metadata.Upload) bool { return lose.Add(-1) >= 0 },
 		}
 	})
 	b := e.newBackup(t, "")
@@ -698,7 +698,7 @@ func TestCleanupFinishesInterruptedAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The crash: the mark landed, the purge never ran.
-	if err := e.catalog.SetBackupStatus(context.Background(), "acme", b.Id, bsmeta.BackupOpen, bsmeta.BackupAborted); err != nil {
+	if err := e.catalog.SetBackupStatus(context.Background(), "acme", b.Id, metadata.BackupOpen, metadata.BackupAborted); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.maint.RunCleanup(as(tokenA), &pb.RunCleanupRequest{}); err != nil {

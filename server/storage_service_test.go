@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
+	grpcmd "google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -34,7 +34,7 @@ import (
 	"backupstore/internal/app"
 	"backupstore/internal/testenv"
 	"backupstore/maintenance"
-	bsmeta "backupstore/metadata"
+	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/registry"
 	"backupstore/restore"
@@ -79,7 +79,7 @@ type env struct {
 	conn    *grpc.ClientConn
 	gw      *testenv.GW
 	reg     *registry.Registry
-	catalog *bsmeta.Store
+	catalog *metadata.Store
 	db      *sql.DB // a second connection to the catalog, for grepping it
 	driver  string
 	logs    *syncBuffer
@@ -204,7 +204,7 @@ func (e *env) setClock(t time.Time) {
 }
 
 func as(tok string) context.Context {
-	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	return grpcmd.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
 }
 
 // register builds a request against the test gateway with the given credentials.
