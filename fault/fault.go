@@ -9,6 +9,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 )
 
@@ -93,4 +94,21 @@ func As(err error) (*Error, bool) {
 	var e *Error
 	ok := errors.As(err, &e)
 	return e, ok
+}
+
+// Catch runs fn and returns its error, or, if fn panics, an Internal error
+// (reason PANIC) that carries the panic value and stack for the log. The
+// server's recovery interceptor covers handler goroutines only: every
+// goroutine a request starts (part uploads, compress and verify workers,
+// catalog walks) runs its body through Catch, so that one bug — say, in a
+// decoder fed hostile bytes from a tenant's bucket — fails that request
+// instead of the process and every tenant's calls with it.
+func Catch(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &Error{Kind: Internal, Reason: "PANIC", Msg: "internal error",
+				Err: fmt.Errorf("panic: %v\n%s", r, debug.Stack())}
+		}
+	}()
+	return fn()
 }

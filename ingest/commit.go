@@ -88,7 +88,7 @@ func (s *Service) commitOnce(ctx context.Context, b *metadata.Backup, st storage
 	pr, pw := io.Pipe()
 	built := make(chan error, 1)
 	go func() {
-		err := mb.write(ctx, pw)
+		err := fault.Catch(func() error { return mb.write(ctx, pw) })
 		pw.CloseWithError(err)
 		built <- err
 	}()

@@ -119,7 +119,9 @@ func (m *mpu) submit(ctx context.Context, n int32, buf *partBuf, inputStart, inp
 		return err
 	}
 	m.inflight = make(chan error, 1)
-	go func() { m.inflight <- m.upload(ctx, n, buf, inputStart, inputEnd, storedEnd, hashState) }()
+	go func() {
+		m.inflight <- fault.Catch(func() error { return m.upload(ctx, n, buf, inputStart, inputEnd, storedEnd, hashState) })
+	}()
 	return nil
 }
 

@@ -336,9 +336,12 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 			for j := range w.jobs {
 				// out has room for zstd's bound of in (flushFrame saw to it), so
 				// EncodeAll does not grow it; if it ever did, the accounting shows it.
-				c := cap(j.out)
-				j.out = encoder().EncodeAll(j.in, j.out[:0])
-				if err := w.account(int64(cap(j.out) - c)); err != nil {
+				err := fault.Catch(func() error {
+					c := cap(j.out)
+					j.out = encoder().EncodeAll(j.in, j.out[:0])
+					return w.account(int64(cap(j.out) - c))
+				})
+				if err != nil {
 					w.setErr(err)
 				}
 				w.results <- j

@@ -382,13 +382,15 @@ func (s *Service) garbageIn(ctx context.Context, tenant, storageID string, st st
 	kerr := make(chan error, 1)
 	go func() {
 		defer close(known)
-		kerr <- s.cfg.Catalog.ForEachObjectKey(ctx, tenant, storageID, func(k string) error {
-			select {
-			case known <- k:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		kerr <- fault.Catch(func() error {
+			return s.cfg.Catalog.ForEachObjectKey(ctx, tenant, storageID, func(k string) error {
+				select {
+				case known <- k:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
 		})
 	}()
 	next, more := <-known

@@ -22,6 +22,7 @@ type env struct {
 	catalog *metadata.Store
 	store   *storage.S3
 	svc     *maintenance.Service
+	hooks   *maintenance.Hooks // set a hook before the call that should run it
 	mu      sync.Mutex
 	now     time.Time
 }
@@ -65,7 +66,7 @@ func newEnv(t *testing.T, driver string, wrap func(storage.Store) storage.Store)
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &env{catalog: cat, store: st, now: time.Now()}
+	e := &env{catalog: cat, store: st, now: time.Now(), hooks: &maintenance.Hooks{}}
 	var svcStore storage.Store = st
 	if wrap != nil {
 		svcStore = wrap(st)
@@ -75,7 +76,7 @@ func newEnv(t *testing.T, driver string, wrap func(storage.Store) storage.Store)
 		t.Fatal(err)
 	}
 	e.svc, err = maintenance.New(maintenance.Config{Catalog: cat, Registry: reg, Logger: log,
-		Replica: "test", Grace: time.Hour, Now: e.clock})
+		Replica: "test", Grace: time.Hour, Now: e.clock, Hooks: e.hooks})
 	if err != nil {
 		t.Fatal(err)
 	}

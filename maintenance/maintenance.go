@@ -76,6 +76,8 @@ type Hooks struct {
 	// there (the package never exits the process), so that the test can
 	// prove the next run finishes what the killed one left.
 	Crash func(point string)
+	// BeforeCheckObject runs in a verify worker before it checks an object.
+	BeforeCheckObject func(o *metadata.Object)
 }
 
 // ErrBusy is the cause of the Aborted MAINTENANCE_RUNNING error a run answers

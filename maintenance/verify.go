@@ -116,7 +116,14 @@ func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Sto
 		wg.Go(func() {
 			for o := range objs {
 				var n objCounts
-				p, err := s.checkObjectRetrying(ctx, st, o, readPercent, &n)
+				var p *Problem
+				err := fault.Catch(func() (err error) {
+					if s.cfg.Hooks != nil && s.cfg.Hooks.BeforeCheckObject != nil {
+						s.cfg.Hooks.BeforeCheckObject(o)
+					}
+					p, err = s.checkObjectRetrying(ctx, st, o, readPercent, &n)
+					return err
+				})
 				mu.Lock()
 				rep.Checked++
 				rep.Read += n.read
