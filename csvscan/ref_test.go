@@ -2,6 +2,7 @@ package csvscan
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -144,12 +145,7 @@ func refScan(in []byte, refs []string) result {
 	}
 	cols = h.fields
 	find := func(name string) int {
-		for i, c := range cols {
-			if strings.EqualFold(c, name) {
-				return i
-			}
-		}
-		return -1
+		return slices.IndexFunc(cols, func(c string) bool { return strings.EqualFold(c, name) })
 	}
 	idc := find("Id")
 	if idc < 0 {

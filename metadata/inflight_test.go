@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"backupstore/internal/testenv"
 	"backupstore/metadata"
 )
 
@@ -36,18 +35,8 @@ func waitLockWait(t *testing.T, raw *sql.DB) {
 // past: SettledUpload and UnclaimedKeys see its outcome, so nothing is deleted that it makes
 // referenced.
 func TestMySQLSettledReadsWaitForInFlightCommit(t *testing.T) {
-	dsn := testenv.MySQLDSN(t)
 	ctx := t.Context()
-	s, err := metadata.Open(ctx, "mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	raw, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	s, raw := openMySQL(t)
 	b, _, err := s.CreateBackup(ctx, &metadata.Backup{TenantID: "t1", ID: "b1", OrgID: "00D000000000001AAA"})
 	if err != nil {
 		t.Fatal(err)

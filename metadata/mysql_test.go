@@ -15,22 +15,30 @@ func TestMySQL(t *testing.T) {
 	})
 }
 
-// TestMySQLSchema checks what the conformance suite cannot see through the API: the tables are
-// InnoDB, and id columns compare bytes even though the database's default collation (Debian's
-// MariaDB: utf8mb4_general_ci) is case-insensitive.
-func TestMySQLSchema(t *testing.T) {
+// openMySQL opens the catalog on the test server's database and, beside it, a plain connection
+// for what the API does not show; both close when the test ends.
+func openMySQL(t *testing.T) (*metadata.Store, *sql.DB) {
+	t.Helper()
 	dsn := testenv.MySQLDSN(t)
-	ctx := t.Context()
-	s, err := metadata.Open(ctx, "mysql", dsn)
+	s, err := metadata.Open(t.Context(), "mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	raw, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close()
+	t.Cleanup(func() { raw.Close() })
+	return s, raw
+}
+
+// TestMySQLSchema checks what the conformance suite cannot see through the API: the tables are
+// InnoDB, and id columns compare bytes even though the database's default collation (Debian's
+// MariaDB: utf8mb4_general_ci) is case-insensitive.
+func TestMySQLSchema(t *testing.T) {
+	ctx := t.Context()
+	_, raw := openMySQL(t) // Open migrates the schema
 
 	var collation string
 	if err := raw.QueryRowContext(ctx, "SELECT @@collation_database").Scan(&collation); err != nil {

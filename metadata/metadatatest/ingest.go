@@ -239,26 +239,11 @@ func testListBackups(t *testing.T, newDB NewDB) {
 		t.Fatal(err)
 	}
 
-	list := func(f metadata.BackupFilter, size int) (pages [][]string) {
+	list := func(f metadata.BackupFilter, size int) [][]string {
 		t.Helper()
-		tok := ""
-		for range 10 {
-			page, next, err := s.ListBackups(ctx, "t1", f, size, tok)
-			if err != nil {
-				t.Fatalf("ListBackups(%+v, %d, %q): %v", f, size, tok, err)
-			}
-			var ids []string
-			for _, b := range page {
-				ids = append(ids, b.ID)
-			}
-			pages = append(pages, ids)
-			if next == "" {
-				return pages
-			}
-			tok = next
-		}
-		t.Fatal("ListBackups: more than 10 pages")
-		return nil
+		return pageKeys(allPages(t, fmt.Sprintf("ListBackups(%+v, %d)", f, size), func(tok string) ([]*metadata.Backup, string, error) {
+			return s.ListBackups(ctx, "t1", f, size, tok)
+		}), func(b *metadata.Backup) string { return b.ID })
 	}
 	for _, tt := range []struct {
 		name string
@@ -450,26 +435,11 @@ func testUploads(t *testing.T, newDB NewDB) {
 	if err := s.FailUpload(ctx, "t1", "b1", "u3", 1, metadata.UploadAbandoned, "abort denied"); err != nil {
 		t.Fatal(err)
 	}
-	listIDs := func(state string, size int) (pages [][]string) {
+	listIDs := func(state string, size int) [][]string {
 		t.Helper()
-		tok := ""
-		for range 10 {
-			page, next, err := s.ListUploads(ctx, "t1", "b1", state, size, tok)
-			if err != nil {
-				t.Fatalf("ListUploads(%q, %d, %q): %v", state, size, tok, err)
-			}
-			var ids []string
-			for _, u := range page {
-				ids = append(ids, u.UploadID)
-			}
-			pages = append(pages, ids)
-			if next == "" {
-				return pages
-			}
-			tok = next
-		}
-		t.Fatal("ListUploads: more than 10 pages")
-		return nil
+		return pageKeys(allPages(t, fmt.Sprintf("ListUploads(%q, %d)", state, size), func(tok string) ([]*metadata.Upload, string, error) {
+			return s.ListUploads(ctx, "t1", "b1", state, size, tok)
+		}), func(u *metadata.Upload) string { return u.UploadID })
 	}
 	if d := cmp.Diff([][]string{{"u1", "u2"}, {"u3", "u4"}, {"u5"}}, listIDs("", 2)); d != "" {
 		t.Errorf("ListUploads (-want +got):\n%s", d)

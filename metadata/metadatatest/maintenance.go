@@ -475,22 +475,11 @@ func testMaintenanceRuns(t *testing.T, newDB NewDB) {
 		t.Fatal(err)
 	}
 
-	list := func(tenant string, size int) (pages [][]*metadata.MaintenanceRun) {
+	list := func(tenant string, size int) [][]*metadata.MaintenanceRun {
 		t.Helper()
-		tok := ""
-		for range 10 {
-			page, next, err := s.ListMaintenanceRuns(ctx, tenant, size, tok)
-			if err != nil {
-				t.Fatalf("ListMaintenanceRuns(%d, %q): %v", size, tok, err)
-			}
-			pages = append(pages, page)
-			if next == "" {
-				return pages
-			}
-			tok = next
-		}
-		t.Fatal("ListMaintenanceRuns: more than 10 pages")
-		return nil
+		return allPages(t, fmt.Sprintf("ListMaintenanceRuns(%s, %d)", tenant, size), func(tok string) ([]*metadata.MaintenanceRun, string, error) {
+			return s.ListMaintenanceRuns(ctx, tenant, size, tok)
+		})
 	}
 	pages := list("t1", 2)
 	var ids [][]string

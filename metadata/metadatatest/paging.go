@@ -214,3 +214,36 @@ func testPendingUploadOwns(t *testing.T, newDB NewDB) {
 		t.Error("a FAILED upload still owns its multipart upload")
 	}
 }
+
+// allPages follows a List query's page tokens from the first page and returns the pages; what
+// names the call in failures. More than 10 pages fail the test: no test lists that many, so a
+// token that never ends shows up as a failure, not a hang.
+func allPages[T any](t *testing.T, what string, list func(token string) ([]T, string, error)) [][]T {
+	t.Helper()
+	var pages [][]T
+	tok := ""
+	for range 10 {
+		page, next, err := list(tok)
+		if err != nil {
+			t.Fatalf("%s, token %q: %v", what, tok, err)
+		}
+		pages = append(pages, page)
+		if next == "" {
+			return pages
+		}
+		tok = next
+	}
+	t.Fatalf("%s: more than 10 pages", what)
+	return nil
+}
+
+// pageKeys returns the key of every item of every page (nil for an empty page).
+func pageKeys[T any](pages [][]T, key func(T) string) [][]string {
+	out := make([][]string, len(pages))
+	for i, page := range pages {
+		for _, it := range page {
+			out[i] = append(out[i], key(it))
+		}
+	}
+	return out
+}

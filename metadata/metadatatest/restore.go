@@ -111,27 +111,19 @@ func testListFiles(t *testing.T, newDB NewDB) {
 	addFile(t, s, other, "f-0", "001000000000001AAA")
 	slices.Sort(ids)
 
-	list := func(size int) (pages [][]string) {
+	list := func(size int) [][]string {
 		t.Helper()
-		tok := ""
-		for range 10 {
-			page, next, err := s.ListFiles(ctx, "t1", "b1", size, tok)
-			if err != nil {
-				t.Fatalf("ListFiles(%d, %q): %v", size, tok, err)
-			}
+		pages := allPages(t, fmt.Sprintf("ListFiles(%d)", size), func(tok string) ([]*metadata.File, string, error) {
+			return s.ListFiles(ctx, "t1", "b1", size, tok)
+		})
+		for _, page := range pages {
 			for _, f := range page {
 				if d := cmp.Diff(want[f.ID], f); d != "" {
 					t.Errorf("ListFiles: file %s (-want +got):\n%s", f.ID, d)
 				}
 			}
-			pages = append(pages, fileIDs(page))
-			if next == "" {
-				return pages
-			}
-			tok = next
 		}
-		t.Fatal("ListFiles: more than 10 pages")
-		return nil
+		return pageKeys(pages, func(f *metadata.File) string { return f.ID })
 	}
 	for _, tt := range []struct {
 		size int

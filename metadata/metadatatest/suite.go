@@ -371,25 +371,10 @@ func testPaging(t *testing.T, newDB NewDB) {
 	create(t, s, storage("t2", "x", "zz-other-tenant"))
 	sort.Strings(names) // byte order: "B" before "a"
 
-	list := func() (pages [][]string) {
-		tok := ""
-		for range 10 {
-			page, next, err := s.ListStorages(ctx, "t1", 3, tok)
-			if err != nil {
-				t.Fatalf("ListStorages(3, %q): %v", tok, err)
-			}
-			var ns []string
-			for _, st := range page {
-				ns = append(ns, st.Name)
-			}
-			pages = append(pages, ns)
-			if next == "" {
-				return pages
-			}
-			tok = next
-		}
-		t.Fatal("ListStorages: more than 10 pages")
-		return nil
+	list := func() [][]string {
+		return pageKeys(allPages(t, "ListStorages(3)", func(tok string) ([]*metadata.Storage, string, error) {
+			return s.ListStorages(ctx, "t1", 3, tok)
+		}), func(st *metadata.Storage) string { return st.Name })
 	}
 	want := [][]string{names[0:3], names[3:6], names[6:7]}
 	got := list()
