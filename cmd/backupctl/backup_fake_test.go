@@ -242,6 +242,58 @@ func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRe
 	hook := f.failStream
 	f.mu.Unlock()
 
+	return receive(f, stream, up, gen, h.GetUploadId(), hook, false, recordsPart, func() error {
+		res, err := f.finishRecords(e, up, gen)
+		if err != nil {
+			return f.fail(up, gen, false, err)
+		}
+		return stream.SendAndClose(&pb.UploadRecordsResponse{Result: res})
+	})
+}
+
+var errAfterFinish = status.Error(codes.InvalidArgument, "a message after finish")
+
+// msgPart is what one upload message carries.
+type msgPart int
+
+const (
+	partNone msgPart = iota
+	partHeader
+	partData
+	partFinish
+)
+
+func recordsPart(m *pb.UploadRecordsRequest) msgPart {
+	switch m.GetMessage().(type) {
+	case *pb.UploadRecordsRequest_Header:
+		return partHeader
+	case *pb.UploadRecordsRequest_Data:
+		return partData
+	case *pb.UploadRecordsRequest_Finish:
+		return partFinish
+	}
+	return partNone
+}
+
+func filePart(m *pb.UploadFileRequest) msgPart {
+	switch m.GetMessage().(type) {
+	case *pb.UploadFileRequest_Header:
+		return partHeader
+	case *pb.UploadFileRequest_Data:
+		return partData
+	case *pb.UploadFileRequest_Finish:
+		return partFinish
+	}
+	return partNone
+}
+
+// receive runs an upload stream after its header, for records and files alike: hook at
+// received 0, then the data messages (data), and finish once the client has ended the stream
+// after the finish message. Any other message order fails the upload as the service does.
+func receive[Req interface{ GetData() []byte }](f *fakeBackup, stream interface{ Recv() (Req, error) },
+	up *fakeUpload, gen int64, uploadID string, hook func(*fakeUpload, int64) error, file bool,
+	part func(Req) msgPart, finish func() error,
+) error {
 	if hook != nil {
 		if err := hook(up, 0); err != nil {
 			return f.fail(up, gen, false, err)
@@ -256,29 +308,23 @@ func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRe
 		if err != nil {
 			return f.fail(up, gen, true, err)
 		}
-		switch m.GetMessage().(type) {
-		case *pb.UploadRecordsRequest_Header:
+		switch part(m) {
+		case partHeader:
 			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a second header"))
-		case *pb.UploadRecordsRequest_Data:
-			if err := f.data(up, gen, h.GetUploadId(), m.GetData(), &received, hook, false); err != nil {
+		case partData:
+			if err := f.data(up, gen, uploadID, m.GetData(), &received, hook, file); err != nil {
 				return err
 			}
-		case *pb.UploadRecordsRequest_Finish:
+		case partFinish:
 			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 				return f.fail(up, gen, false, errAfterFinish)
 			}
-			res, err := f.finishRecords(e, up, gen)
-			if err != nil {
-				return f.fail(up, gen, false, err)
-			}
-			return stream.SendAndClose(&pb.UploadRecordsResponse{Result: res})
+			return finish()
 		default:
 			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "an empty message"))
 		}
 	}
 }
-
-var errAfterFinish = status.Error(codes.InvalidArgument, "a message after finish")
 
 // data takes one data message of an upload stream of generation gen, like
 // the service: a file's bytes count as committed part by part (partSize)
@@ -411,40 +457,13 @@ func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileR
 		return err
 	}
 
-	if hook != nil {
-		if err := hook(up, 0); err != nil {
-			return f.fail(up, gen, false, err)
-		}
-	}
-	var received int64
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "the stream ended without a finish message"))
-		}
+	return receive(f, stream, up, gen, h.GetUploadId(), hook, true, filePart, func() error {
+		res, err := f.finishFile(e, up, gen)
 		if err != nil {
 			return f.fail(up, gen, true, err)
 		}
-		switch m.GetMessage().(type) {
-		case *pb.UploadFileRequest_Header:
-			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "a second header"))
-		case *pb.UploadFileRequest_Data:
-			if err := f.data(up, gen, h.GetUploadId(), m.GetData(), &received, hook, true); err != nil {
-				return err
-			}
-		case *pb.UploadFileRequest_Finish:
-			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-				return f.fail(up, gen, false, errAfterFinish)
-			}
-			res, err := f.finishFile(e, up, gen)
-			if err != nil {
-				return f.fail(up, gen, true, err)
-			}
-			return stream.SendAndClose(&pb.UploadFileResponse{Result: res})
-		default:
-			return f.fail(up, gen, false, status.Error(codes.InvalidArgument, "an empty message"))
-		}
-	}
+		return stream.SendAndClose(&pb.UploadFileResponse{Result: res})
+	})
 }
 
 func (f *fakeBackup) finishFile(e *fakeBackupEntry, up *fakeUpload, gen int64) (*pb.UploadResult, error) {

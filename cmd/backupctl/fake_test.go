@@ -190,15 +190,15 @@ func startFake(t *testing.T, f *fakeStorage) string {
 	return serveFake(t, func(srv *grpc.Server) { pb.RegisterStorageServiceServer(srv, f) })
 }
 
-// serveFake serves what register registers on a loopback port and returns
+// serveFake serves what register registers on a loopback port (a server made with opts) and returns
 // its address; the server stops when the test ends.
-func serveFake(t *testing.T, register func(*grpc.Server)) string {
+func serveFake(t *testing.T, register func(*grpc.Server), opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)

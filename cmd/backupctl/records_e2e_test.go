@@ -24,15 +24,21 @@ import (
 	"backupstore/storage"
 )
 
-// e2eClients dials a realServer.
-func e2eClients(t *testing.T, addr string) (pb.BackupServiceClient, pb.RestoreServiceClient) {
+// e2eBackup dials a realServer and opens a backup of testOrg: the backup and restore clients
+// and the backup id.
+func e2eBackup(t *testing.T, addr string) (pb.BackupServiceClient, pb.RestoreServiceClient, string) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewBackupServiceClient(conn), pb.NewRestoreServiceClient(conn)
+	bc := pb.NewBackupServiceClient(conn)
+	b, err := bc.CreateBackup(t.Context(), &pb.CreateBackupRequest{OrgId: testOrg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bc, pb.NewRestoreServiceClient(conn), b.GetBackup().GetId()
 }
 
 // putChunk uploads one record-set chunk in messages of 7 bytes (rows cut
@@ -113,13 +119,8 @@ func acc(n int) string { return fmt.Sprintf("001%012d", n) }
 // break is refused naming the column (item 10).
 func TestRecordSetRowsAgainstRealServer(t *testing.T) {
 	addr, _ := realServer(t)
-	bc, rc := e2eClients(t, addr)
+	bc, rc, id := e2eBackup(t, addr)
 	ctx := context.Background()
-	b, err := bc.CreateBackup(ctx, &pb.CreateBackupRequest{OrgId: testOrg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := b.GetBackup().GetId()
 	type chunk struct {
 		data    string
 		records int64
@@ -165,7 +166,7 @@ func TestRecordSetRowsAgainstRealServer(t *testing.T) {
 		}
 	}
 	// A header row whose quoted column name holds a line break is refused.
-	_, err = putChunk(bc, id, "Lead", 0, "Id,\"Na\nme\"\n"+acc(21)+",x\n")
+	_, err := putChunk(bc, id, "Lead", 0, "Id,\"Na\nme\"\n"+acc(21)+",x\n")
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "line break") {
 		t.Fatalf("header with a line break: %v", err)
 	} else if v := badRequestFields(st); len(v) != 1 || v[0] != "row 1, column Na\nme" {
@@ -230,13 +231,8 @@ func badRequestFields(st *status.Status) []string {
 // silently (issue 9 item 12).
 func TestReadByIDIndexContradictsFrame(t *testing.T) {
 	addr, local := realServer(t)
-	bc, rc := e2eClients(t, addr)
+	bc, rc, id := e2eBackup(t, addr)
 	ctx := context.Background()
-	b, err := bc.CreateBackup(ctx, &pb.CreateBackupRequest{OrgId: testOrg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := b.GetBackup().GetId()
 	var data strings.Builder
 	data.WriteString("Id,Description\n")
 	for i := range 12000 { // ~2.5 MB: three 1 MiB frames

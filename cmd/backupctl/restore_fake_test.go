@@ -154,24 +154,20 @@ func (f *fakeRestore) record(req proto.Message) {
 }
 
 // fileReads returns the ReadFile requests received, in order.
-func (f *fakeRestore) fileReads() []*pb.ReadFileRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []*pb.ReadFileRequest
-	for _, r := range f.requests {
-		if r, ok := r.(*pb.ReadFileRequest); ok {
-			out = append(out, r)
-		}
-	}
-	return out
+func (f *fakeRestore) fileReads() []*pb.ReadFileRequest { return requestsOf[*pb.ReadFileRequest](f) }
+
+// recordReads returns the ReadRecords requests received, in order.
+func (f *fakeRestore) recordReads() []*pb.ReadRecordsRequest {
+	return requestsOf[*pb.ReadRecordsRequest](f)
 }
 
-func (f *fakeRestore) recordReads() []*pb.ReadRecordsRequest {
+// requestsOf returns the requests of type R that f received, in order.
+func requestsOf[R proto.Message](f *fakeRestore) []R {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []*pb.ReadRecordsRequest
+	var out []R
 	for _, r := range f.requests {
-		if r, ok := r.(*pb.ReadRecordsRequest); ok {
+		if r, ok := r.(R); ok {
 			out = append(out, r)
 		}
 	}

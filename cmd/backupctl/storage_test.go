@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,7 +70,7 @@ func TestTokenIsSentAsBearerMetadata(t *testing.T) {
 			if len(md) != 1 {
 				t.Fatalf("calls = %d, want 1", len(md))
 			}
-			if got := md[0].Get("authorization"); !equalStrings(got, tt.want) {
+			if got := md[0].Get("authorization"); !slices.Equal(got, tt.want) {
 				t.Errorf("authorization = %q, want %q", got, tt.want)
 			}
 			if tt.env != "" && strings.Contains(r.stdout+r.stderr, tt.env) {
@@ -77,18 +78,6 @@ func TestTokenIsSentAsBearerMetadata(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestTokenAndTokenFileConflict(t *testing.T) {
@@ -342,7 +331,7 @@ func assertRows(t *testing.T, out string, want [][]string) {
 	header := lines[start]
 	for i, w := range want {
 		line := lines[start+i]
-		if got := strings.Fields(line); !equalStrings(got, w) {
+		if got := strings.Fields(line); !slices.Equal(got, w) {
 			t.Errorf("row %d = %q, want %q", i, got, w)
 		}
 		// Every column starts where its header does.
@@ -714,7 +703,7 @@ func TestSetDefaultAndDelete(t *testing.T) {
 		t.Errorf("delete unknown: %v", r)
 	}
 	calls, _, reqs := f.snapshot()
-	if want := []string{"SetDefaultStorage", "DeleteStorage", "DeleteStorage", "DeleteStorage"}; !equalStrings(calls, want) {
+	if want := []string{"SetDefaultStorage", "DeleteStorage", "DeleteStorage", "DeleteStorage"}; !slices.Equal(calls, want) {
 		t.Errorf("calls = %v, want %v", calls, want)
 	}
 	assertProtoEqual(t, &pb.SetDefaultStorageRequest{Id: "id-0"}, reqs[0])
