@@ -2,9 +2,7 @@ package server_test
 
 import (
 	"context"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,27 +19,7 @@ import (
 // show as a logged failure to flag.
 func TestRepeatedReadsOfDamagedObjectWriteFlagsOnce(t *testing.T) {
 	e := newEnv(t, "sqlite")
-	b := e.newBackup(t, "")
-	var csv strings.Builder
-	csv.WriteString("Id,Name\n")
-	for i := 1; i <= 200; i++ {
-		csv.WriteString(sfid18("001", i) + ",name\n")
-	}
-	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte(csv.String()), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	e.commit(t, b.Id)
-	var data string
-	filepath.WalkDir(e.local, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".csv.zst") {
-			data = p
-		}
-		return nil
-	})
-	orig, err := os.ReadFile(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, data, orig := e.storedAccounts(t, 200, func(int) string { return "name" })
 	corrupt := append([]byte(nil), orig...)
 	corrupt[len(corrupt)/2] ^= 0xff
 	if err := os.WriteFile(data, corrupt, 0o600); err != nil {

@@ -388,33 +388,42 @@ func rleBomb(n int) []byte {
 	return f
 }
 
+// storedAccounts commits a backup of tenant A holding one Account chunk of n records (name
+// gives record i's Name) on the local default storage, and returns the backup and the stored
+// chunk's path and bytes: for tests that tamper with what the bucket holds.
+func (e *env) storedAccounts(t *testing.T, n int, name func(i int) string) (b *pb.Backup, path string, stored []byte) {
+	t.Helper()
+	b = e.newBackup(t, "")
+	var csv strings.Builder
+	csv.WriteString("Id,Name\n")
+	for i := 1; i <= n; i++ {
+		csv.WriteString(sfid18("001", i) + "," + name(i) + "\n")
+	}
+	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte(csv.String()), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	filepath.WalkDir(e.local, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".csv.zst") {
+			path = p
+		}
+		return nil
+	})
+	stored, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, path, stored
+}
+
 // A decompression bomb planted by the tenant in its own bucket, in place of a
 // stored chunk (same length, so only decoding can tell): a read by id and a
 // whole read answer DataLoss naming the object, neither allocates more than
 // a frame's bound, and the server serves the other tenant throughout.
 func TestDecompressionBombInTheBucketIsDataLoss(t *testing.T) {
 	e := newEnv(t, "sqlite")
-	b := e.newBackup(t, "")
-	var csv strings.Builder
-	csv.WriteString("Id,Name\n")
-	for i := 1; i <= 2000; i++ {
-		csv.WriteString(sfid18("001", i) + "," + hex.EncodeToString(randomBytes(20)) + "\n") // does not compress away
-	}
-	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte(csv.String()), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	e.commit(t, b.Id)
-	var data string
-	filepath.WalkDir(e.local, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".csv.zst") {
-			data = p
-		}
-		return nil
-	})
-	orig, err := os.ReadFile(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Random names do not compress away: the chunk is long enough to hold a bomb.
+	b, data, orig := e.storedAccounts(t, 2000, func(int) string { return hex.EncodeToString(randomBytes(20)) })
 	bomb := rleBomb(200 << 20) // 200 MiB from ~6 KiB
 	if len(bomb) > len(orig) {
 		t.Fatalf("the chunk (%d bytes) is too small to plant a %d-byte bomb", len(orig), len(bomb))

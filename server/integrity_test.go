@@ -330,34 +330,24 @@ func TestResumeOffsetCheckAndBumpAreAtomic(t *testing.T) {
 // bucket stores the body again instead of pointing at nothing.
 func TestDedupSkipsMissingBody(t *testing.T) {
 	e := newEnv(t, "sqlite")
-	body := randomBytes(100 << 10)
-	size := int64(len(body))
-	hdr := func(b string) *pb.FileHeader {
-		return &pb.FileHeader{BackupId: b, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString(), DeclaredSize: &size, DeclaredSha256: sha(body)}
-	}
-	b1 := e.newBackup(t, "")
-	r1, err := e.sendFile(as(tokenA), hdr(b1.Id), body, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.commit(t, b1.Id)
+	sb := e.commitSharedBody(t)
 	local, err := storage.NewLocal(storage.LocalConfig{Root: e.local})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := local.Delete(context.Background(), r1.Result.DataKey); err != nil {
+	if err := local.Delete(context.Background(), sb.result.DataKey); err != nil {
 		t.Fatal(err)
 	}
 	b2 := e.newBackup(t, "")
-	r2, err := e.sendFile(as(tokenA), hdr(b2.Id), body, 1<<20)
+	r2, err := e.sendFile(as(tokenA), sb.hdr(b2.Id), sb.body, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2.Result.Deduplicated || r2.Result.DataKey == r1.Result.DataKey {
+	if r2.Result.Deduplicated || r2.Result.DataKey == sb.result.DataKey {
 		t.Fatalf("deduplicated onto a missing body: %v", r2.Result)
 	}
 	e.commit(t, b2.Id)
-	e.mustReadFile(t, b2.Id, r2.Result.FileId, body)
+	e.mustReadFile(t, b2.Id, r2.Result.FileId, sb.body)
 }
 
 // Item 9: the only backup referencing a dedup'd body is deleted between the
@@ -374,16 +364,7 @@ func TestDedupFallsBackWhenSharedBodyIsDeleted(t *testing.T) {
 					}
 				}}
 			})
-			body := randomBytes(100 << 10)
-			size := int64(len(body))
-			hdr := func(b string) *pb.FileHeader {
-				return &pb.FileHeader{BackupId: b, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString(), DeclaredSize: &size, DeclaredSha256: sha(body)}
-			}
-			b1 := e.newBackup(t, "")
-			if _, err := e.sendFile(as(tokenA), hdr(b1.Id), body, 1<<20); err != nil {
-				t.Fatal(err)
-			}
-			e.commit(t, b1.Id)
+			sb := e.commitSharedBody(t)
 			b2 := e.newBackup(t, "")
 			armed.Store(true)
 			var r2 *pb.UploadFileResponse
@@ -391,10 +372,10 @@ func TestDedupFallsBackWhenSharedBodyIsDeleted(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				r2, err2 = e.sendFile(as(tokenA), hdr(b2.Id), body, 1<<20)
+				r2, err2 = e.sendFile(as(tokenA), sb.hdr(b2.Id), sb.body, 1<<20)
 			}()
 			parked.wait(t, "the dedup commit")
-			if _, err := e.maint.DeleteBackup(as(tokenA), &pb.DeleteBackupRequest{BackupId: b1.Id}); err != nil {
+			if _, err := e.maint.DeleteBackup(as(tokenA), &pb.DeleteBackupRequest{BackupId: sb.backup}); err != nil {
 				t.Fatalf("DeleteBackup: %v", err)
 			}
 			close(parked.release)
@@ -406,7 +387,7 @@ func TestDedupFallsBackWhenSharedBodyIsDeleted(t *testing.T) {
 				t.Fatalf("deduplicated onto a deleted body: %v", r2.Result)
 			}
 			e.commit(t, b2.Id)
-			e.mustReadFile(t, b2.Id, r2.Result.FileId, body)
+			e.mustReadFile(t, b2.Id, r2.Result.FileId, sb.body)
 		})
 	}
 }
@@ -597,18 +578,9 @@ func TestAbortAndDeleteOfSharedBodyLeakNothing(t *testing.T) {
 			e := newEnv(t, driver, func(o *envOptions) {
 				o.ingestHooks = &ingest.Hooks{AfterAbortMark: func(string) { parked.hit() }}
 			})
-			body := randomBytes(100 << 10)
-			size := int64(len(body))
-			hdr := func(b string) *pb.FileHeader {
-				return &pb.FileHeader{BackupId: b, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString(), DeclaredSize: &size, DeclaredSha256: sha(body)}
-			}
-			b1 := e.newBackup(t, "")
-			if _, err := e.sendFile(as(tokenA), hdr(b1.Id), body, 1<<20); err != nil {
-				t.Fatal(err)
-			}
-			e.commit(t, b1.Id)
+			sb := e.commitSharedBody(t)
 			b2 := e.newBackup(t, "")
-			if r, err := e.sendFile(as(tokenA), hdr(b2.Id), body, 1<<20); err != nil || !r.Result.Deduplicated {
+			if r, err := e.sendFile(as(tokenA), sb.hdr(b2.Id), sb.body, 1<<20); err != nil || !r.Result.Deduplicated {
 				t.Fatalf("dedup: %v %v", r, err)
 			}
 			var abortErr error
@@ -618,7 +590,7 @@ func TestAbortAndDeleteOfSharedBodyLeakNothing(t *testing.T) {
 				_, abortErr = e.backups.AbortBackup(as(tokenA), &pb.AbortBackupRequest{BackupId: b2.Id})
 			}()
 			parked.wait(t, "the abort mark")
-			if _, err := e.maint.DeleteBackup(as(tokenA), &pb.DeleteBackupRequest{BackupId: b1.Id}); err != nil {
+			if _, err := e.maint.DeleteBackup(as(tokenA), &pb.DeleteBackupRequest{BackupId: sb.backup}); err != nil {
 				t.Fatalf("DeleteBackup: %v", err)
 			}
 			close(parked.release)
@@ -929,4 +901,33 @@ func (f *failFirst) Get(ctx context.Context, key string, off, n int64) (io.ReadC
 		return nil, fmt.Errorf("s3.GetObject %q: connection reset: %w", key, storage.ErrUnavailable)
 	}
 	return f.Store.Get(ctx, key, off, n)
+}
+
+// sharedBody is a committed backup holding one file body that later uploads may deduplicate.
+type sharedBody struct {
+	body   []byte
+	backup string           // the committed backup's id
+	result *pb.UploadResult // the result of its upload
+}
+
+// hdr is the header of a new upload of the body to backup, declaring its size and SHA-256 (a
+// deduplication candidate).
+func (sb *sharedBody) hdr(backup string) *pb.FileHeader {
+	size := int64(len(sb.body))
+	return &pb.FileHeader{BackupId: backup, ParentId: sfid18("001", 1), Path: "x.bin", UploadId: uuid.NewString(),
+		DeclaredSize: &size, DeclaredSha256: sha(sb.body)}
+}
+
+// commitSharedBody uploads a 100 KiB body to a new backup of tenant A and commits the backup.
+func (e *env) commitSharedBody(t *testing.T) *sharedBody {
+	t.Helper()
+	sb := &sharedBody{body: randomBytes(100 << 10)}
+	b := e.newBackup(t, "")
+	r, err := e.sendFile(as(tokenA), sb.hdr(b.Id), sb.body, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.commit(t, b.Id)
+	sb.backup, sb.result = b.Id, r.Result
+	return sb
 }

@@ -15,36 +15,32 @@ import (
 // PlanRestore holds at most MaxPlanIDs record and file ids: a plan that would hold more is
 // refused as InvalidArgument saying what to narrow, before it grows further.
 func TestPlanRestoreIsBounded(t *testing.T) {
-	e := newEnv(t, "sqlite")
-	ctx := as(tokenA)
-	b := e.newBackup(t, "")
 	id := func(p string, n int) string { return fmt.Sprintf("%s%012d", p, n) }
-	var contacts strings.Builder
-	contacts.WriteString("Id,AccountId\n")
-	for i := 1; i <= 50; i++ {
-		fmt.Fprintf(&contacts, "%s,%s\n", id("003", i), id("001", 1))
-	}
-	if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte("Id\n"+id("001", 1)+"\n"), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Contact", References: []*pb.ReferenceField{{Field: "AccountId", Target: "Account"}}},
-		[]byte(contacts.String()), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 3; i++ {
-		if _, err := e.sendFile(ctx, &pb.FileHeader{BackupId: b.Id, ParentId: id("003", i), Path: fmt.Sprint(i), UploadId: uuid.NewString()}, []byte("f"), 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := e.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Id}); err != nil {
-		t.Fatal(err)
-	}
+	// plan plans from one account of a backup holding it, 50 contacts of it and 3 files of
+	// theirs, on a service whose plans hold at most max ids.
 	plan := func(max, depth int) (*restore.Plan, error) {
-		rst, err := restore.New(restore.Config{Catalog: e.catalog, Registry: e.reg, Budget: e.budget, MaxPlanIDs: max})
-		if err != nil {
+		e := newEnv(t, "sqlite", func(o *envOptions) { o.restore.MaxPlanIDs = max })
+		ctx := as(tokenA)
+		b := e.newBackup(t, "")
+		var contacts strings.Builder
+		contacts.WriteString("Id,AccountId\n")
+		for i := 1; i <= 50; i++ {
+			fmt.Fprintf(&contacts, "%s,%s\n", id("003", i), id("001", 1))
+		}
+		if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account"}, []byte("Id\n"+id("001", 1)+"\n"), 1<<20); err != nil {
 			t.Fatal(err)
 		}
-		return rst.Plan(t.Context(), "acme", b.Id, []restore.Root{{SObject: "Account", IDs: []string{id("001", 1)}}}, depth)
+		if _, err := e.sendRecords(ctx, &pb.RecordsHeader{BackupId: b.Id, Sobject: "Contact", References: []*pb.ReferenceField{{Field: "AccountId", Target: "Account"}}},
+			[]byte(contacts.String()), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 3; i++ {
+			if _, err := e.sendFile(ctx, &pb.FileHeader{BackupId: b.Id, ParentId: id("003", i), Path: fmt.Sprint(i), UploadId: uuid.NewString()}, []byte("f"), 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.commit(t, b.Id)
+		return e.rst.Plan(t.Context(), "acme", b.Id, []restore.Root{{SObject: "Account", IDs: []string{id("001", 1)}}}, depth)
 	}
 	wantRefused := func(err error, what string) {
 		t.Helper()
