@@ -141,6 +141,18 @@ type envOptions struct {
 	overlap    func(ctx context.Context) error // runs while backupd (and rclone) build, e.g. CSV generation
 }
 
+// countingProxy starts the counting S3 proxy in front of the gateway's bucket, closed at
+// cleanup, and names it in the report.
+func (h *harness) countingProxy() (*s3Proxy, error) {
+	p, err := startProxy(h.gw.endpoint, h.bucket)
+	if err != nil {
+		return nil, err
+	}
+	h.onCleanup(p.close)
+	h.rep.Machine.Proxy = "counting S3 proxy (bench process) at " + p.endpoint
+	return p, nil
+}
+
 // setupEnv creates the temporary directory, the database, the gateway and its bucket, and
 // builds backupd (and rclone if wanted) while o.overlap runs.
 func (h *harness) setupEnv(ctx context.Context, o envOptions) error {

@@ -90,11 +90,9 @@ func (b *maintBench) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
-	if b.proxy, err = startProxy(b.gw.endpoint, b.bucket); err != nil {
+	if b.proxy, err = b.countingProxy(); err != nil {
 		return err
 	}
-	b.onCleanup(b.proxy.close)
-	b.rep.Machine.Proxy = "counting S3 proxy (bench process) at " + b.proxy.endpoint
 	if b.direct, err = storage.NewS3(storage.S3Config{Region: b.gw.region, Bucket: b.bucket, AccessKeyID: b.gw.key,
 		SecretAccessKey: b.gw.secret, Endpoint: b.gw.endpoint, PathStyle: true}); err != nil {
 		return err

@@ -110,11 +110,9 @@ func (b *restoreBench) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
-	if b.proxy, err = startProxy(b.gw.endpoint, b.bucket); err != nil {
+	if b.proxy, err = b.countingProxy(); err != nil {
 		return err
 	}
-	b.onCleanup(b.proxy.close)
-	b.rep.Machine.Proxy = "counting S3 proxy (bench process) at " + b.proxy.endpoint
 	if b.d, err = b.startDaemon(ctx, "backupd-restore"); err != nil {
 		return err
 	}

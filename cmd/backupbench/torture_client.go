@@ -258,6 +258,27 @@ func (c *client) observe(us *uploadState, b *mBackup, uploadID string, u *pb.Upl
 	return true
 }
 
+// statusElsewhere asks a replica other than last for an upload's status (attempt n of a retry
+// loop), and returns the status (nil for an upload the replica does not know) and the replica
+// asked. A transient failure answers no replica, after a backoff: the caller asks again. Any
+// other failure is reported as unexpected.
+func (c *client) statusElsewhere(ctx context.Context, last *replica, backupID, uploadID string, n int) (*pb.Upload, *replica, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	q := pickOther(c.rng, c.t.reps, last)
+	u, err := c.query(ctx, q, backupID, uploadID)
+	if err != nil {
+		if !c.transient(ctx, err) {
+			c.unexpected(ctx, "QueryUploadStatus "+uploadID, "new", err)
+			return nil, nil, err
+		}
+		c.backoff(ctx, n)
+		return nil, nil, nil
+	}
+	return u, q, nil
+}
+
 // query asks for an upload's state on r; nil when the service does not know it.
 func (c *client) query(ctx context.Context, r *replica, backupID, uploadID string) (*pb.Upload, error) {
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -389,17 +410,11 @@ func (c *client) uploadFile(ctx context.Context, b *mBackup, f *mFile, declareSH
 	}
 	resume := func(ctx context.Context, last *replica, racing bool) (*pb.UploadResult, error) {
 		for n := 0; n < 40; n++ {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			q := pickOther(c.rng, c.t.reps, last)
-			u, err := c.query(ctx, q, b.id, f.uploadID)
+			u, q, err := c.statusElsewhere(ctx, last, b.id, f.uploadID, n)
 			if err != nil {
-				if !c.transient(ctx, err) {
-					c.unexpected(ctx, "QueryUploadStatus "+f.uploadID, "new", err)
-					return nil, err
-				}
-				c.backoff(ctx, n)
+				return nil, err
+			}
+			if q == nil {
 				continue
 			}
 			var offset int64
@@ -542,17 +557,11 @@ func (c *client) uploadChunk(ctx context.Context, b *mBackup, set *mSet, ch *mCh
 	}
 	resume := func(ctx context.Context, last *replica, racing bool) (*pb.UploadResult, error) {
 		for n := 0; n < 40; n++ {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			q := pickOther(c.rng, c.t.reps, last)
-			u, err := c.query(ctx, q, b.id, ch.uploadID)
+			u, q, err := c.statusElsewhere(ctx, last, b.id, ch.uploadID, n)
 			if err != nil {
-				if !c.transient(ctx, err) {
-					c.unexpected(ctx, "QueryUploadStatus "+ch.uploadID, "new", err)
-					return nil, err
-				}
-				c.backoff(ctx, n)
+				return nil, err
+			}
+			if q == nil {
 				continue
 			}
 			switch u.GetState() {

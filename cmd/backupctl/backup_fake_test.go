@@ -198,19 +198,30 @@ func (f *fakeBackup) fail(up *fakeUpload, gen int64, clientGone bool, err error)
 	return err
 }
 
-func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRecordsRequest, pb.UploadRecordsResponse]) error {
-	f.call("UploadRecords")
+// recvHeader logs the call name and receives an upload stream's first message, which must be
+// its header, and records the header. Unless it fails, it returns with f.mu held: the caller
+// checks the header against the fake's state under it.
+func recvHeader[H proto.Message, Req interface{ GetHeader() H }](f *fakeBackup, name string, stream interface{ Recv() (Req, error) }) (H, error) {
+	f.call(name)
+	var h H
 	m, err := stream.Recv()
 	if err != nil {
-		return err
+		return h, err
 	}
-	h := m.GetHeader()
-	if h == nil {
-		return status.Error(codes.InvalidArgument, "the first message must be the header")
+	if h = m.GetHeader(); !h.ProtoReflect().IsValid() {
+		return h, status.Error(codes.InvalidArgument, "the first message must be the header")
 	}
 	f.mu.Lock()
 	f.headers = append(f.headers, proto.Clone(h))
-	e, err := f.openBackup(h.GetBackupId())
+	return h, nil
+}
+
+func (f *fakeBackup) UploadRecords(stream grpc.ClientStreamingServer[pb.UploadRecordsRequest, pb.UploadRecordsResponse]) error {
+	h, err := recvHeader(f, "UploadRecords", stream)
+	if err != nil {
+		return err
+	}
+	e, err := f.openBackup(h.GetBackupId()) // f.mu is held
 	if err == nil && !client.ValidSObjectName(h.GetSobject()) {
 		err = status.Errorf(codes.InvalidArgument, "sobject %q", h.GetSobject())
 	}
@@ -400,18 +411,11 @@ func (f *fakeBackup) finishRecords(e *fakeBackupEntry, up *fakeUpload, gen int64
 }
 
 func (f *fakeBackup) UploadFile(stream grpc.ClientStreamingServer[pb.UploadFileRequest, pb.UploadFileResponse]) error {
-	f.call("UploadFile")
-	m, err := stream.Recv()
+	h, err := recvHeader(f, "UploadFile", stream)
 	if err != nil {
 		return err
 	}
-	h := m.GetHeader()
-	if h == nil {
-		return status.Error(codes.InvalidArgument, "the first message must be the header")
-	}
-	f.mu.Lock()
-	f.headers = append(f.headers, proto.Clone(h))
-	e, err := f.openBackup(h.GetBackupId())
+	e, err := f.openBackup(h.GetBackupId()) // f.mu is held
 	if err == nil && !validID(h.GetParentId()) {
 		err = status.Errorf(codes.InvalidArgument, "parent_id %q", h.GetParentId())
 	}
