@@ -468,18 +468,12 @@ func (c *client) uploadFile(ctx context.Context, b *mBackup, f *mFile, declareSH
 		}
 		return nil, fmt.Errorf("upload %s: gave up resuming", f.uploadID)
 	}
-	if mode == 2 && errors.Is(err, errInterrupted) {
-		res, err := c.racingResumes(func() (*pb.UploadResult, error) { return resume(ctx, first, true) },
-			func(x, y *pb.UploadResult) bool {
-				return x.GetFileId() == y.GetFileId() && x.GetSha256() == y.GetSha256()
-			},
-			"1", fmt.Sprintf("backup %s upload %s: racing resumes", b.id, f.uploadID))
-		if err != nil {
-			return err
-		}
-		return c.acceptFile(ctx, b, f, res)
-	}
-	res, err = resume(ctx, first, false)
+	res, err = c.resumeUpload(mode == 2 && errors.Is(err, errInterrupted),
+		func(racing bool) (*pb.UploadResult, error) { return resume(ctx, first, racing) },
+		func(x, y *pb.UploadResult) bool {
+			return x.GetFileId() == y.GetFileId() && x.GetSha256() == y.GetSha256()
+		},
+		"1", fmt.Sprintf("backup %s upload %s: racing resumes", b.id, f.uploadID))
 	if err != nil {
 		return err
 	}
@@ -590,36 +584,34 @@ func (c *client) uploadChunk(ctx context.Context, b *mBackup, set *mSet, ch *mCh
 		}
 		return nil, fmt.Errorf("upload %s: gave up", ch.uploadID)
 	}
-	if mode == 2 {
-		res, err := c.racingResumes(func() (*pb.UploadResult, error) { return resume(ctx, first, true) },
-			func(x, y *pb.UploadResult) bool {
-				return x.GetSha256() == y.GetSha256() && x.GetDataKey() == y.GetDataKey()
-			},
-			"new", fmt.Sprintf("backup %s records upload %s: racing restarts", b.id, ch.uploadID))
-		if err != nil {
-			return err
-		}
-		return c.acceptChunk(b, set, ch, res)
-	}
-	res, err = resume(ctx, first, false)
+	res, err = c.resumeUpload(mode == 2,
+		func(racing bool) (*pb.UploadResult, error) { return resume(ctx, first, racing) },
+		func(x, y *pb.UploadResult) bool {
+			return x.GetSha256() == y.GetSha256() && x.GetDataKey() == y.GetDataKey()
+		},
+		"new", fmt.Sprintf("backup %s records upload %s: racing restarts", b.id, ch.uploadID))
 	if err != nil {
 		return err
 	}
 	return c.acceptChunk(b, set, ch, res)
 }
 
-// racingResumes runs resume twice at once, as two workers that both took over an upload would,
-// and returns the first result. A repeated finish must answer the first result: when same says
-// the two differ, that is a violation (item names the invariant; what, the upload).
-func (c *client) racingResumes(resume func() (*pb.UploadResult, error), same func(a, b *pb.UploadResult) bool,
-	item, what string,
+// resumeUpload finishes an interrupted upload with resume. With race, it runs resume twice at
+// once, as two workers that both took over the upload would, and returns the first result: a
+// repeated finish must answer the first result, so when same says the two differ that is a
+// violation (item names the invariant; what, the upload).
+func (c *client) resumeUpload(race bool, resume func(racing bool) (*pb.UploadResult, error),
+	same func(a, b *pb.UploadResult) bool, item, what string,
 ) (*pb.UploadResult, error) {
+	if !race {
+		return resume(false)
+	}
 	c.t.count("racing_resumes")
 	var wg sync.WaitGroup
 	var results [2]*pb.UploadResult
 	var errs [2]error
 	for i := range 2 {
-		wg.Go(func() { results[i], errs[i] = resume() })
+		wg.Go(func() { results[i], errs[i] = resume(true) })
 	}
 	wg.Wait()
 	for i := range 2 {
