@@ -73,20 +73,12 @@ func recvErr(err error) error {
 // UploadRecords implements pb.BackupServiceServer.
 func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) error {
 	ctx := stream.Context()
-	leave, err := s.enterStream(ctx)
+	in, first, leave, err := openUpload(s, ctx, "UploadRecords", stream.Recv, (*pb.UploadRecordsRequest).GetHeader)
 	if err != nil {
 		return toStatus(ctx, s.log, err)
 	}
 	defer leave()
-	in := newIdleRecv(ctx, s.cfg.Streams.idleTimeout(), stream.Recv)
-	first, err := in.Recv()
-	if err != nil {
-		return toStatus(ctx, s.log, recvErr(err))
-	}
 	h := first.GetHeader()
-	if h == nil {
-		return toStatus(ctx, s.log, fault.New(fault.InvalidArgument, "MISSING_HEADER", "the first message of UploadRecords must be a header"))
-	}
 	hdr := ingest.RecordsHeader{BackupID: h.GetBackupId(), SObject: h.GetSobject(), Sequence: h.GetSequence(),
 		UploadID: h.GetUploadId(), WriteOffset: h.GetWriteOffset()}
 	for _, r := range h.GetReferences() {
@@ -109,20 +101,12 @@ func (s *Server) UploadRecords(stream pb.BackupService_UploadRecordsServer) erro
 // UploadFile implements pb.BackupServiceServer.
 func (s *Server) UploadFile(stream pb.BackupService_UploadFileServer) error {
 	ctx := stream.Context()
-	leave, err := s.enterStream(ctx)
+	in, first, leave, err := openUpload(s, ctx, "UploadFile", stream.Recv, (*pb.UploadFileRequest).GetHeader)
 	if err != nil {
 		return toStatus(ctx, s.log, err)
 	}
 	defer leave()
-	in := newIdleRecv(ctx, s.cfg.Streams.idleTimeout(), stream.Recv)
-	first, err := in.Recv()
-	if err != nil {
-		return toStatus(ctx, s.log, recvErr(err))
-	}
 	h := first.GetHeader()
-	if h == nil {
-		return toStatus(ctx, s.log, fault.New(fault.InvalidArgument, "MISSING_HEADER", "the first message of UploadFile must be a header"))
-	}
 	hdr := ingest.FileHeader{BackupID: h.GetBackupId(), ParentID: h.GetParentId(), Path: h.GetPath(), Name: h.GetName(),
 		ContentType: h.GetContentType(), UploadID: h.GetUploadId(), WriteOffset: h.GetWriteOffset(), DeclaredSize: -1,
 		DeclaredSHA256: h.GetDeclaredSha256()}

@@ -97,6 +97,27 @@ func (s *Server) enterStream(ctx context.Context) (func(), error) {
 	return s.cfg.Streams.enter(TenantFrom(ctx))
 }
 
+// openUpload starts an upload stream: it counts the stream to its tenant,
+// receives the first message through an idle-bounded receiver and checks
+// that it is a header (header returns it, nil if the message is not one).
+// On success the caller must call leave when the stream ends.
+func openUpload[T, H any](s *Server, ctx context.Context, rpc string, recv func() (T, error), header func(T) *H) (in *idleRecv[T], first T, leave func(), err error) {
+	leave, err = s.enterStream(ctx)
+	if err != nil {
+		return nil, first, nil, err
+	}
+	in = newIdleRecv(ctx, s.cfg.Streams.idleTimeout(), recv)
+	if first, err = in.Recv(); err != nil {
+		leave()
+		return nil, first, nil, recvErr(err)
+	}
+	if header(first) == nil {
+		leave()
+		return nil, first, nil, fault.New(fault.InvalidArgument, "MISSING_HEADER", "the first message of %s must be a header", rpc)
+	}
+	return in, first, leave, nil
+}
+
 // idleRecv receives an upload stream's messages with a bound on the wait
 // for each: a client that sends nothing for the idle timeout has its stream
 // ended, so what the stream holds (memory, a stream slot) is released. The
