@@ -770,37 +770,39 @@ func rawHugeCall(addr string, padding int) bool {
 // ssrfRegistrations asks backupd to validate a storage on an internal
 // address outside --allow-endpoints.
 func ssrfRegistrations(ctx context.Context, B tenantClient, target string, c *abuseCounts) {
-	for i := 0; ctx.Err() == nil; i++ {
-		rctx, cancel := context.WithTimeout(B.ctx(ctx), 20*time.Second)
-		start := time.Now()
-		_, err := B.d.stores.RegisterStorage(rctx, &pb.RegisterStorageRequest{Name: fmt.Sprintf("ssrf-%d", i), Region: "us-east-1",
-			Bucket: "internal", AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: "not-a-secret-at-all", Endpoint: "http://" + target, PathStyle: true})
-		cancel()
-		c.outcome("SSRF registration", err, time.Since(start))
-		c.ssrfTries.Add(1)
-		if status.Code(err) == codes.InvalidArgument {
-			c.ssrfRefused.Add(1)
-		}
-		sleepCtx(ctx, 50*time.Millisecond)
-	}
+	registrations(ctx, B, "SSRF registration", 50*time.Millisecond, codes.InvalidArgument, &c.ssrfTries, &c.ssrfRefused, c,
+		func(i int) *pb.RegisterStorageRequest {
+			return &pb.RegisterStorageRequest{Name: fmt.Sprintf("ssrf-%d", i), Region: "us-east-1", Bucket: "internal",
+				AccessKeyId: "AKIAEXAMPLE", SecretAccessKey: "not-a-secret-at-all", Endpoint: "http://" + target, PathStyle: true}
+		})
 }
 
 // overlapRegistrations tries to claim a key space inside A's (A's bucket,
 // prefix "acme", where A's objects live), spelling the endpoint otherwise.
 func overlapRegistrations(ctx context.Context, B tenantClient, h *harness, c *abuseCounts) {
+	registrations(ctx, B, "overlapping registration", 200*time.Millisecond, codes.AlreadyExists, &c.overlapTries, &c.overlapRefused, c,
+		func(i int) *pb.RegisterStorageRequest {
+			return &pb.RegisterStorageRequest{Name: fmt.Sprintf("overlap-%d", i), Region: h.gw.region, Bucket: h.bucket,
+				AccessKeyId: h.gw.key, SecretAccessKey: h.gw.secret, Endpoint: strings.ToUpper(h.gw.endpoint) + "/",
+				PathStyle: true, Prefix: "acme"}
+		})
+}
+
+// registrations registers req(i) for i = 0, 1, … until ctx ends, pausing
+// between calls, and counts the calls and those refused with code.
+func registrations(ctx context.Context, B tenantClient, attack string, pause time.Duration, code codes.Code,
+	tries, refused *atomic.Int64, c *abuseCounts, req func(i int) *pb.RegisterStorageRequest) {
 	for i := 0; ctx.Err() == nil; i++ {
 		rctx, cancel := context.WithTimeout(B.ctx(ctx), 20*time.Second)
 		start := time.Now()
-		_, err := B.d.stores.RegisterStorage(rctx, &pb.RegisterStorageRequest{Name: fmt.Sprintf("overlap-%d", i), Region: h.gw.region,
-			Bucket: h.bucket, AccessKeyId: h.gw.key, SecretAccessKey: h.gw.secret, Endpoint: strings.ToUpper(h.gw.endpoint) + "/",
-			PathStyle: true, Prefix: "acme"})
+		_, err := B.d.stores.RegisterStorage(rctx, req(i))
 		cancel()
-		c.outcome("overlapping registration", err, time.Since(start))
-		c.overlapTries.Add(1)
-		if status.Code(err) == codes.AlreadyExists {
-			c.overlapRefused.Add(1)
+		c.outcome(attack, err, time.Since(start))
+		tries.Add(1)
+		if status.Code(err) == code {
+			refused.Add(1)
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
+		sleepCtx(ctx, pause)
 	}
 }
 
