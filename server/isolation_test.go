@@ -119,8 +119,12 @@ func TestIdleStreamsOfOneTenantDoNotBlockAnother(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("B's stream past its share was never answered")
 	}
-	if b := e.budget.UsedBy("globex"); b != held {
-		t.Errorf("B holds %d bytes, want %d (its idle streams')", b, held)
+	// The refused stream returned what it had reserved: B holds what its idle
+	// streams hold. Not to the byte: an idle stream's reservation may still
+	// grow by a buffer (~250 KiB) after held was read, when its one line is
+	// taken in; a leaked reservation would be a whole base (~6 MiB).
+	if b := e.budget.UsedBy("globex"); b < held || b > held+2<<20 {
+		t.Errorf("B holds %d bytes, want %d (its idle streams') give or take a buffer", b, held)
 	}
 	cancelB()
 	for _, s := range idle {
