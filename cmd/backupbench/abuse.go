@@ -159,6 +159,11 @@ func runAbuse(ctx context.Context, h *harness, c *abuseConfig) error {
 	}
 	h.onCleanup(func() { dB2.conn.Close() })
 	B2 := tenantClient{dB2, tokB}
+	// One call now, so that the connection carries B's calls before the
+	// first-call deadline (an idle unauthenticated connection is closed).
+	if _, err := B2.d.backups.ListBackups(B2.ctx(ctx), &pb.ListBackupsRequest{}); err != nil {
+		return fmt.Errorf("B's second connection: %w", err)
+	}
 	for _, reg := range []struct {
 		t        tenantClient
 		name     string
