@@ -3,23 +3,7 @@ package maintenance
 import (
 	"context"
 	"errors"
-	"time"
 )
-
-// Run runs CleanupAll each interval until ctx ends, as registry.Run
-// revalidates storages: the service's scheduled cleanup.
-func (s *Service) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.CleanupAll(ctx)
-		}
-	}
-}
 
 // CleanupAll runs Cleanup for every tenant in the catalog, one after the
 // other. Replicas share the maintenance lock: a tenant whose maintenance

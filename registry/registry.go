@@ -506,22 +506,6 @@ func (r *Registry) RevalidateAll(ctx context.Context) error {
 	return nil
 }
 
-// Run revalidates every storage each interval until ctx ends.
-func (r *Registry) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := r.RevalidateAll(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.ErrorContext(ctx, "storage revalidation pass failed", "err", err)
-			}
-		}
-	}
-}
-
 // applyReport folds a validation into the storage's status: success resets
 // the failure count; FailureThreshold failures in a row make it unavailable.
 func applyReport(st *metadata.Storage, rep *Report, threshold int) {

@@ -406,12 +406,31 @@ func (a *App) Serve(lis net.Listener) error {
 		lis = a.Server.Listener(lis)
 	}
 	if a.cfg.RevalidateEvery > 0 {
-		go a.Registry.Run(a.bg, a.cfg.RevalidateEvery)
+		go every(a.bg, a.cfg.RevalidateEvery, func(ctx context.Context) {
+			if err := a.Registry.RevalidateAll(ctx); err != nil && ctx.Err() == nil {
+				a.log.ErrorContext(ctx, "storage revalidation pass failed", "err", err)
+			}
+		})
 	}
 	if a.cfg.CleanupEvery > 0 {
-		go a.Maintenance.Run(a.bg, a.cfg.CleanupEvery)
+		go every(a.bg, a.cfg.CleanupEvery, a.Maintenance.CleanupAll)
 	}
 	return a.GRPC.Serve(lis)
+}
+
+// every runs fn each interval until ctx ends: the service's periodic work
+// (revalidation of storages, scheduled cleanup).
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
 }
 
 // Close stops the service: health turns NOT_SERVING, background work ends,
