@@ -59,12 +59,7 @@ func newEnv(t *testing.T, driver string, wrap func(storage.Store) storage.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := make([]byte, secrets.KeySize)
-	rand.Read(key)
-	ring, err := secrets.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := newKeyring(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := &env{catalog: cat, store: st, now: time.Now(), hooks: &maintenance.Hooks{}}
 	var svcStore storage.Store = st
@@ -81,6 +76,18 @@ func newEnv(t *testing.T, driver string, wrap func(storage.Store) storage.Store)
 		t.Fatal(err)
 	}
 	return e
+}
+
+// newKeyring is a keyring with one fresh random key.
+func newKeyring(t *testing.T) *secrets.Keyring {
+	t.Helper()
+	key := make([]byte, secrets.KeySize)
+	rand.Read(key)
+	ring, err := secrets.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
 }
 
 // forEachCatalog runs fn on MariaDB and SQLite.

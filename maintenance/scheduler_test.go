@@ -2,7 +2,6 @@ package maintenance_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"backupstore/maintenance"
 	"backupstore/metadata"
 	"backupstore/registry"
-	"backupstore/secrets"
 	"backupstore/storage"
 )
 
@@ -29,12 +27,7 @@ func TestCleanupAllSkipsATenantLockedElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	key := make([]byte, secrets.KeySize)
-	rand.Read(key)
-	ring, err := secrets.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := newKeyring(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
