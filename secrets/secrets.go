@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -58,6 +59,7 @@ func (s Secret) Reveal() string { return string(s) }
 type Keyring struct {
 	primary string
 	aeads   map[string]cipher.AEAD
+	keys    map[string][]byte // master keys by id, for DeriveKey; never leave the package
 }
 
 // KeyID is the stable, non-secret id of a master key: the first 12 hex digits
@@ -73,7 +75,7 @@ func NewKeyring(keys ...[]byte) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("secrets: no master key")
 	}
-	k := &Keyring{aeads: make(map[string]cipher.AEAD, len(keys))}
+	k := &Keyring{aeads: make(map[string]cipher.AEAD, len(keys)), keys: make(map[string][]byte, len(keys))}
 	for i, key := range keys {
 		if len(key) != KeySize {
 			return nil, fmt.Errorf("secrets: master key %d is %d bytes, want %d", i+1, len(key), KeySize)
@@ -91,12 +93,43 @@ func NewKeyring(keys ...[]byte) (*Keyring, error) {
 			k.primary = id
 		}
 		k.aeads[id] = aead
+		k.keys[id] = bytes.Clone(key)
 	}
 	return k, nil
 }
 
 // PrimaryID returns the id of the key Seal uses.
 func (k *Keyring) PrimaryID() string { return k.primary }
+
+// deriveSalt is HKDF's salt for every derived key (docs/FORMAT.md §2.3).
+const deriveSalt = "backupstore/v1"
+
+// DeriveKey derives a 32-byte key for purpose (e.g. "pack-index", "manifest")
+// and tenant from the primary master key, and names that master key, so a
+// reader can derive the same key later with DeriveKeyWith:
+// HKDF-SHA256(secret = master key, salt = "backupstore/v1",
+// info = purpose || 0x00 || tenant).
+func (k *Keyring) DeriveKey(purpose, tenant string) (keyID string, key []byte) {
+	key, err := k.DeriveKeyWith(k.primary, purpose, tenant)
+	if err != nil { // the primary key is always held and HKDF cannot fail for 32 bytes
+		panic(err)
+	}
+	return k.primary, key
+}
+
+// DeriveKeyWith derives the key DeriveKey derived under master key keyID;
+// ErrUnknownKey if the keyring does not hold that key.
+func (k *Keyring) DeriveKeyWith(keyID, purpose, tenant string) ([]byte, error) {
+	master, ok := k.keys[keyID]
+	if !ok {
+		return nil, fmt.Errorf("%w (key id %q)", ErrUnknownKey, keyID)
+	}
+	key, err := hkdf.Key(sha256.New, master, []byte(deriveSalt), purpose+"\x00"+tenant, KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: derive %s key: %w", purpose, err)
+	}
+	return key, nil
+}
 
 // Seal encrypts plaintext with the primary key. aad binds the ciphertext to
 // its owner (e.g. tenant and storage id) so it cannot be moved to another row.

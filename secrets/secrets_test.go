@@ -124,3 +124,43 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatal("short key accepted")
 	}
 }
+
+func TestDeriveKeyFixedVector(t *testing.T) {
+	master := make([]byte, KeySize)
+	for i := range master {
+		master[i] = byte(i)
+	}
+	other := newKey(t)
+	ring, err := NewKeyring(master, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Computed independently (Python's hmac, RFC 5869 by hand):
+	// HKDF-SHA256(ikm = 00..1f, salt = "backupstore/v1", info = "pack-index\x00tenant-a", 32).
+	const want = "3d708e9e7b56749351ed4023c8c2a6b3062e47197cc0311c7397c518301eed06"
+	id, key := ring.DeriveKey("pack-index", "tenant-a")
+	if id != "mk-32eff2982600" || id != KeyID(master) {
+		t.Fatalf("key id %q, want mk-32eff2982600", id)
+	}
+	if got := fmt.Sprintf("%x", key); got != want {
+		t.Fatalf("derived key %s, want %s", got, want)
+	}
+	again, err := ring.DeriveKeyWith(id, "pack-index", "tenant-a")
+	if err != nil || !bytes.Equal(again, key) {
+		t.Fatalf("DeriveKeyWith(primary) = %x, %v; want %x", again, err, key)
+	}
+	// Purpose, tenant and master key each change the key.
+	for _, c := range []struct{ purpose, tenant string }{{"manifest", "tenant-a"}, {"pack-index", "tenant-b"}, {"pack-index", ""}} {
+		k, err := ring.DeriveKeyWith(id, c.purpose, c.tenant)
+		if err != nil || bytes.Equal(k, key) {
+			t.Fatalf("DeriveKeyWith(%q, %q) = %x, %v: must differ from the pack-index key of tenant-a", c.purpose, c.tenant, k, err)
+		}
+	}
+	k2, err := ring.DeriveKeyWith(KeyID(other), "pack-index", "tenant-a")
+	if err != nil || bytes.Equal(k2, key) {
+		t.Fatalf("second master key derived %x, %v: must differ", k2, err)
+	}
+	if _, err := ring.DeriveKeyWith("mk-000000000000", "pack-index", "tenant-a"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("unknown key id: %v, want ErrUnknownKey", err)
+	}
+}
