@@ -30,6 +30,7 @@ type Client struct {
 	maintenance pb.MaintenanceServiceClient
 	timeout     time.Duration
 	retry       RetryPolicy
+	maxFrame    int
 }
 
 // settings are what the Options set.
@@ -41,6 +42,7 @@ type settings struct {
 	retry     RetryPolicy
 	userAgent string
 	dial      []grpc.DialOption
+	maxFrame  int
 }
 
 // Option is an optional setting of Dial.
@@ -121,6 +123,19 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	}
 }
 
+// WithMaxFrameBytes bounds what one stored frame of a zstd-encoded record
+// read may decode to (DefaultMaxFrameBytes if unset): a frame that claims
+// more fails the read before anything is allocated for it.
+func WithMaxFrameBytes(n int) Option {
+	return func(s *settings) error {
+		if n < 1<<20 {
+			return fmt.Errorf("client: max frame bytes %d: want at least 1 MiB", n)
+		}
+		s.maxFrame = n
+		return nil
+	}
+}
+
 // Dial returns a Client of the service at target (host:port, or any gRPC
 // target). It connects lazily: the first call dials.
 func Dial(target string, opts ...Option) (*Client, error) {
@@ -155,7 +170,15 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		maintenance: pb.NewMaintenanceServiceClient(conn),
 		timeout:     s.timeout,
 		retry:       s.retry,
+		maxFrame:    s.maxFrame,
 	}, nil
+}
+
+func (c *Client) maxFrameBytes() int {
+	if c.maxFrame > 0 {
+		return c.maxFrame
+	}
+	return DefaultMaxFrameBytes
 }
 
 // Close closes the connection.

@@ -293,7 +293,7 @@ func (r *restorer) restoreRecordSet(ctx context.Context, t *restoreTask) error {
 			var err error
 			var n int64
 			rows = &RowCounter{}
-			sum, err = r.c.ReadRecordsTo(ctx, &pb.ReadRecordsRequest{BackupId: r.id, Sobject: rs.GetSobject()},
+			sum, err = r.c.ReadRecordsTo(ctx, &pb.ReadRecordsRequest{BackupId: r.id, Sobject: rs.GetSobject(), AcceptEncoding: AcceptZstd},
 				io.MultiWriter(w, rows, writerFunc(func(p []byte) (int, error) {
 					n += int64(len(p))
 					track(n)

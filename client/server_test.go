@@ -18,8 +18,9 @@ import (
 
 // startServer runs the real service (internal/app: SQLite catalog in dir,
 // local-directory default storage under dir, no auth) on a loopback port.
-// wrap, if set, wraps the default storage (fault injection).
-func startServer(dir string, wrap func(storage.Store) storage.Store) (addr string, stop func(), err error) {
+// wrap, if set, wraps the default storage (fault injection); tweaks change
+// the configuration.
+func startServer(dir string, wrap func(storage.Store) storage.Store, tweaks ...func(*app.Config)) (addr string, stop func(), err error) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	ring, err := secrets.NewKeyring(key)
@@ -34,7 +35,7 @@ func startServer(dir string, wrap func(storage.Store) storage.Store) (addr strin
 	if err := os.MkdirAll(spool, 0o755); err != nil {
 		return "", nil, err
 	}
-	a, err := app.New(context.Background(), app.Config{
+	cfg := app.Config{
 		Catalog:      app.CatalogConfig{Driver: "sqlite", DSN: filepath.Join(dir, "catalog.db")},
 		Keyring:      ring,
 		ServiceStore: local,
@@ -43,7 +44,11 @@ func startServer(dir string, wrap func(storage.Store) storage.Store) (addr strin
 		Memory:       app.MemoryConfig{Total: 256 << 20},
 		Ingest:       ingest.Config{PartSize: 5 << 20, SpoolDir: spool},
 		Hooks:        app.Hooks{WrapServiceStore: wrap},
-	})
+	}
+	for _, f := range tweaks {
+		f(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		return "", nil, err
 	}
@@ -57,9 +62,9 @@ func startServer(dir string, wrap func(storage.Store) storage.Store) (addr strin
 }
 
 // serve is startServer for a test.
-func serve(t *testing.T, wrap func(storage.Store) storage.Store) string {
+func serve(t *testing.T, wrap func(storage.Store) storage.Store, tweaks ...func(*app.Config)) string {
 	t.Helper()
-	addr, stop, err := startServer(t.TempDir(), wrap)
+	addr, stop, err := startServer(t.TempDir(), wrap, tweaks...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func TestHeaderWithLineBreakStoredEarlierRestores(t *testing.T) {
 	}
 	read := func(ids []string) ([]byte, *restore.Summary, error) {
 		var out bytes.Buffer
-		sum, err := rst.ReadRecords(ctx, "t1", b.ID, "Account", ids, func(p []byte) error { out.Write(p); return nil })
+		sum, err := rst.ReadRecords(ctx, "t1", restore.RecordsRead{BackupID: b.ID, SObject: "Account", IDs: ids}, func(p []byte) error { out.Write(p); return nil })
 		return out.Bytes(), sum, err
 	}
 	got, sum, err := read(nil)

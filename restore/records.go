@@ -103,18 +103,49 @@ func (s *Service) Contents(ctx context.Context, tenant, backupID string, pageSiz
 type Summary struct {
 	Records, Bytes int64
 	Missing        []string
+	StoredBytes    int64 // frames sent (ReadRecordFrames)
 }
 
 // maxIDs caps one ReadRecords by ids.
 const maxIDs = 10000
 
-// ReadRecords sends a record set's CSV: whole, or only the given ids.
-func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject string, ids []string, send func([]byte) error) (*Summary, error) {
-	b, st, err := s.readable(ctx, tenant, backupID)
+// RecordsRead selects what ReadRecords (or ReadRecordFrames) sends.
+type RecordsRead struct {
+	BackupID, SObject string
+	// IDs, if any: only these records (never with a sequence range).
+	IDs []string
+	// Whole reads: only the chunks with StartSeq <= sequence < EndSeq
+	// (EndSeq 0: no upper bound). A chunk other than the set's first one
+	// never sends its header row.
+	StartSeq, EndSeq int32
+}
+
+// recordsRead is a RecordsRead resolved against the catalog.
+type recordsRead struct {
+	b      *metadata.Backup
+	st     storage.Store
+	rs     *RecordSet
+	header []byte   // the record set's header row (the catalog's)
+	ids    []string // normalised; nil for a whole read
+	chunks []*metadata.RecordChunk
+	first  int // index in rs.chunks of chunks[0]
+}
+
+// resolveRecords checks a read's request and finds what it reads.
+func (s *Service) resolveRecords(ctx context.Context, tenant string, req RecordsRead) (*recordsRead, error) {
+	switch {
+	case req.StartSeq < 0 || req.EndSeq < 0:
+		return nil, fault.Invalid(fault.Violation{Field: "start_sequence", Description: "sequence bounds must not be negative"})
+	case req.EndSeq != 0 && req.EndSeq <= req.StartSeq:
+		return nil, fault.Invalid(fault.Violation{Field: "end_sequence", Description: "must be 0 (no bound) or greater than start_sequence"})
+	case len(req.IDs) > 0 && (req.StartSeq != 0 || req.EndSeq != 0):
+		return nil, fault.Invalid(fault.Violation{Field: "start_sequence", Description: "a sequence range applies to whole reads only, not to reads by id"})
+	}
+	b, st, err := s.readable(ctx, tenant, req.BackupID)
 	if err != nil {
 		return nil, err
 	}
-	want, err := normalizeIDs("ids", ids)
+	want, err := normalizeIDs("ids", req.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -122,18 +153,41 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	if err != nil {
 		return nil, err
 	}
-	rs := sets[sobject]
+	rs := sets[req.SObject]
 	if rs == nil {
-		return nil, fault.New(fault.NotFound, "RECORD_SET_NOT_FOUND", "backup %s has no record set %q", backupID, sobject)
+		return nil, fault.New(fault.NotFound, "RECORD_SET_NOT_FOUND", "backup %s has no record set %q", req.BackupID, req.SObject)
 	}
-	header, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, tenant, backupID, sobject)
+	header, _, err := s.cfg.Catalog.GetRecordSetSchema(ctx, tenant, req.BackupID, req.SObject)
+	if err != nil {
+		return nil, err
+	}
+	r := &recordsRead{b: b, st: st, rs: rs, header: header, first: -1}
+	if len(req.IDs) > 0 {
+		r.ids = want
+		return r, nil
+	}
+	for i, c := range rs.chunks {
+		if c.Sequence >= req.StartSeq && (req.EndSeq == 0 || c.Sequence < req.EndSeq) {
+			if r.first < 0 {
+				r.first = i
+			}
+			r.chunks = append(r.chunks, c)
+		}
+	}
+	return r, nil
+}
+
+// ReadRecords sends a record set's CSV: whole (or a range of its chunks),
+// or only the given ids.
+func (s *Service) ReadRecords(ctx context.Context, tenant string, req RecordsRead, send func([]byte) error) (*Summary, error) {
+	r, err := s.resolveRecords(ctx, tenant, req)
 	if err != nil {
 		return nil, err
 	}
 	// Messages being built and sent, and (whole reads) one zstd window or
 	// (reads by id) the frame buffers, which frameRows charges on top.
 	reserve := int64(3 * s.cfg.MessageSize)
-	if len(ids) == 0 {
+	if r.ids == nil {
 		reserve += int64(s.cfg.MaxFrameBytes)
 	}
 	if err := s.cfg.Budget.AcquireFor(ctx, tenant, reserve); err != nil {
@@ -141,16 +195,16 @@ func (s *Service) ReadRecords(ctx context.Context, tenant, backupID, sobject str
 	}
 	defer s.cfg.Budget.ReleaseFor(tenant, reserve)
 	sum := &Summary{}
-	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum, eol: lineEnding(header)}
-	if len(ids) == 0 {
-		for i, c := range rs.chunks {
+	out := &sender{send: func(b []byte) error { s.sent.Add(int64(len(b))); return send(b) }, size: s.cfg.MessageSize, sum: sum, eol: csvscan.LineEnding(r.header)}
+	if r.ids == nil {
+		for i, c := range r.chunks {
 			out.boundary()
-			if err := s.streamChunk(ctx, b, st, c, i > 0, out); err != nil {
+			if err := s.streamChunk(ctx, r.b, r.st, c, r.first+i > 0, out); err != nil {
 				return nil, err
 			}
 			sum.Records += c.Records
 		}
-	} else if err := s.readByID(ctx, b, st, rs, header, want, out); err != nil {
+	} else if err := s.readByID(ctx, r.b, r.st, r.rs, r.header, r.ids, out); err != nil {
 		return nil, err
 	}
 	return sum, out.flush()
@@ -172,15 +226,6 @@ type sender struct {
 	pending []byte // a line ending owed before the next bytes
 }
 
-// lineEnding is the line ending of a header row: CRLF or LF (LF when the
-// header has none, as a header-only chunk at the end of its input may not).
-func lineEnding(header []byte) []byte {
-	if bytes.HasSuffix(header, []byte("\r\n")) || bytes.HasSuffix(header, []byte("\r")) {
-		return []byte("\r\n")
-	}
-	return []byte("\n")
-}
-
 // boundary marks the end of a unit of whole rows (a chunk, a row): if what
 // was written does not end with a line feed, the next bytes written, if any,
 // are preceded by a line ending — the header's, or just LF after a row that
@@ -188,26 +233,14 @@ func lineEnding(header []byte) []byte {
 func (o *sender) boundary() {
 	o.pending = nil
 	if o.wrote {
-		o.pending = owedEOL([]byte{o.last}, o.eol)
+		o.pending = csvscan.OwedEOL([]byte{o.last}, o.eol)
 	}
-}
-
-// owedEOL is what must follow rows b, which should end with a line ending, before
-// more rows: nothing after LF, LF after a lone CR, eol otherwise.
-func owedEOL(b, eol []byte) []byte {
-	switch {
-	case len(b) == 0 || b[len(b)-1] == '\n':
-		return nil
-	case b[len(b)-1] == '\r':
-		return []byte("\n")
-	}
-	return eol
 }
 
 // endRow ends what was written with a line ending now, if it lacks one.
 func (o *sender) endRow() error {
 	o.pending = nil
-	if eol := owedEOL([]byte{o.last}, o.eol); o.wrote && eol != nil {
+	if eol := csvscan.OwedEOL([]byte{o.last}, o.eol); o.wrote && eol != nil {
 		return o.write(eol)
 	}
 	return nil
@@ -307,15 +340,26 @@ func (s *Service) streamChunk(ctx context.Context, b *metadata.Backup, st storag
 			}
 		}
 		held = append(held[:0], piece...)
-		if rerr == io.EOF || (errors.Is(rerr, io.ErrUnexpectedEOF) && src.Err == nil) {
+		// io.ReadFull's own short read, not a decoder error that wraps it
+		// (a damaged block can end in "unexpected EOF" too).
+		if rerr == io.EOF || (rerr == io.ErrUnexpectedEOF && src.Err == nil) {
 			break // the decoder ended cleanly (a short last read)
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if src.Err == nil {
+				// The decoder failed on what it read: a whole object that does
+				// not decode is damage; a short one may be a cut (shortRead
+				// asks the bucket). The rest is read to tell them apart.
+				_, _ = io.Copy(io.Discard, io.LimitReader(src, obj.Size-src.N+1))
+			}
 			if src.Err != nil {
 				return s.s3Fault(ctx, b, obj, src.Err, "GetObject")
+			}
+			if src.N != obj.Size {
+				return s.shortRead(ctx, b, st, obj, src.N, obj.Size)
 			}
 			return s.damaged(ctx, b, obj, "does not decode: %v", rerr)
 		}
@@ -597,7 +641,7 @@ func (s *Service) frameRows(ctx context.Context, b *metadata.Backup, st storage.
 			return malformed(err)
 		}
 		// A first chunk of only a header row may end without a line ending.
-		if err := sc.Feed(owedEOL(header, lineEnding(header)), records); err != nil {
+		if err := sc.Feed(csvscan.OwedEOL(header, csvscan.LineEnding(header)), records); err != nil {
 			return malformed(err)
 		}
 	} // else frame 0 starts with the chunk's own header row, which the scanner parses (a quoted

@@ -47,7 +47,7 @@ func FuzzSenderKeepsRowsApart(f *testing.F) {
 		}
 		var got bytes.Buffer
 		sum := &Summary{}
-		out := &sender{send: func(p []byte) error { got.Write(p); return nil }, size: 5, sum: sum, eol: lineEnding(header)}
+		out := &sender{send: func(p []byte) error { got.Write(p); return nil }, size: 5, sum: sum, eol: csvscan.LineEnding(header)}
 		if err := out.write(header); err != nil {
 			t.Fatal(err)
 		}

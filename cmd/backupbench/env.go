@@ -300,28 +300,45 @@ func buildBackupd(ctx context.Context, root, dir string) (string, error) {
 	return out, nil
 }
 
-const rcloneModule = "github.com/rclone/rclone@v1.76.0"
+const (
+	rcloneModule  = "github.com/rclone/rclone@v1.76.0"
+	versityModule = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+)
 
 // ensureRclone returns root/.bin/rclone, building it first if it is missing.
 func ensureRclone(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
-	bin := filepath.Join(root, ".bin", "rclone")
+	return ensureTool(ctx, root, "rclone", rcloneModule, logf)
+}
+
+// ensureVersity returns the versitygw the tests use ($VERSITYGW_BIN, .bin/versitygw, PATH),
+// building it into root/.bin first when there is none, as the test command does.
+func ensureVersity(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+	if bin, err := versityBinary(root); err == nil {
+		return bin, nil
+	}
+	return ensureTool(ctx, root, "versitygw", versityModule, logf)
+}
+
+// ensureTool returns root/.bin/name, building it from module with go install if it is missing.
+func ensureTool(ctx context.Context, root, name, module string, logf func(string, ...any)) (string, error) {
+	bin := filepath.Join(root, ".bin", name)
 	if isExecutable(bin) {
 		return bin, nil
 	}
-	logf("building rclone (%s) into %s: this takes minutes", rcloneModule, filepath.Dir(bin))
+	logf("building %s (%s) into %s: this takes minutes", name, module, filepath.Dir(bin))
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "install", rcloneModule)
+	cmd := exec.CommandContext(ctx, "go", "install", module)
 	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(bin))
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		if len(b) > 1500 {
 			b = b[len(b)-1500:]
 		}
-		return "", fmt.Errorf("go install %s: %v: %s", rcloneModule, err, bytes.TrimSpace(b))
+		return "", fmt.Errorf("go install %s: %v: %s", module, err, bytes.TrimSpace(b))
 	}
 	if !isExecutable(bin) {
-		return "", fmt.Errorf("go install %s did not produce %s", rcloneModule, bin)
+		return "", fmt.Errorf("go install %s did not produce %s", module, bin)
 	}
 	return bin, nil
 }

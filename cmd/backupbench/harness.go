@@ -160,7 +160,7 @@ func (h *harness) setupEnv(ctx context.Context, o envOptions) error {
 	if h.root, err = repoRoot(); err != nil {
 		return err
 	}
-	gwBin, err := versityBinary(h.root)
+	gwBin, err := ensureVersity(ctx, h.root, h.logf)
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@
 // against a model of what the service acknowledged (torture*.go; README "Torture run").
 //
 // backupbench talks to backupd through the API only (it imports the generated proto package, the
+// client library for what a worker gets from it (passthrough restore decoded and checked), the
 // storage package for the PutObject and DeleteObject baselines, csvgen, and recindex to read the
 // frame table of a stored record index). With -tags benchprofile it also wires the
 // service in-process, as cmd/backupd does, to take CPU and allocation profiles (--cpuprofile).

@@ -168,7 +168,7 @@ func (t *tortureRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gwBin, err := versityBinary(root)
+	gwBin, err := ensureVersity(ctx, root, t.logf)
 	if err != nil {
 		return err
 	}

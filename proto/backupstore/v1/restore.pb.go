@@ -24,6 +24,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ContentEncoding is how ReadRecords sends a record set's bytes.
+type ContentEncoding int32
+
+const (
+	ContentEncoding_CONTENT_ENCODING_UNSPECIFIED ContentEncoding = 0
+	// CSV bytes in data messages.
+	ContentEncoding_CONTENT_ENCODING_IDENTITY ContentEncoding = 1
+	// The stored zstd frames, each independent and carrying its own checksum,
+	// with the sizes and SHA-256 to check them against.
+	ContentEncoding_CONTENT_ENCODING_ZSTD ContentEncoding = 2
+)
+
+// Enum value maps for ContentEncoding.
+var (
+	ContentEncoding_name = map[int32]string{
+		0: "CONTENT_ENCODING_UNSPECIFIED",
+		1: "CONTENT_ENCODING_IDENTITY",
+		2: "CONTENT_ENCODING_ZSTD",
+	}
+	ContentEncoding_value = map[string]int32{
+		"CONTENT_ENCODING_UNSPECIFIED": 0,
+		"CONTENT_ENCODING_IDENTITY":    1,
+		"CONTENT_ENCODING_ZSTD":        2,
+	}
+)
+
+func (x ContentEncoding) Enum() *ContentEncoding {
+	p := new(ContentEncoding)
+	*p = x
+	return p
+}
+
+func (x ContentEncoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ContentEncoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_backupstore_v1_restore_proto_enumTypes[0].Descriptor()
+}
+
+func (ContentEncoding) Type() protoreflect.EnumType {
+	return &file_backupstore_v1_restore_proto_enumTypes[0]
+}
+
+func (x ContentEncoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ContentEncoding.Descriptor instead.
+func (ContentEncoding) EnumDescriptor() ([]byte, []int) {
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{0}
+}
+
 // StepKind says what a restore step does.
 type StepKind int32
 
@@ -64,11 +117,11 @@ func (x StepKind) String() string {
 }
 
 func (StepKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_backupstore_v1_restore_proto_enumTypes[0].Descriptor()
+	return file_backupstore_v1_restore_proto_enumTypes[1].Descriptor()
 }
 
 func (StepKind) Type() protoreflect.EnumType {
-	return &file_backupstore_v1_restore_proto_enumTypes[0]
+	return &file_backupstore_v1_restore_proto_enumTypes[1]
 }
 
 func (x StepKind) Number() protoreflect.EnumNumber {
@@ -77,7 +130,7 @@ func (x StepKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepKind.Descriptor instead.
 func (StepKind) EnumDescriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{0}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{1}
 }
 
 type ListBackupContentsRequest struct {
@@ -494,7 +547,19 @@ type ReadRecordsRequest struct {
 	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
 	Sobject  string                 `protobuf:"bytes,2,opt,name=sobject,proto3" json:"sobject,omitempty"`
 	// Optional: only these records (15 or 18 characters each; at most 10,000).
-	Ids           []string `protobuf:"bytes,3,rep,name=ids,proto3" json:"ids,omitempty"`
+	Ids []string `protobuf:"bytes,3,rep,name=ids,proto3" json:"ids,omitempty"`
+	// Encodings the client accepts, best first. Whole reads offered
+	// CONTENT_ENCODING_ZSTD get the stored zstd frames as they are (start,
+	// chunk and frames messages): the client decodes them and checks each
+	// chunk's SHA-256 itself. The server may always answer identity (data
+	// messages), and does for reads by id; an old server ignores this field.
+	AcceptEncoding []ContentEncoding `protobuf:"varint,4,rep,packed,name=accept_encoding,json=acceptEncoding,proto3,enum=backupstore.v1.ContentEncoding" json:"accept_encoding,omitempty"`
+	// Whole reads only: the chunks with start_sequence <= sequence <
+	// end_sequence (end_sequence 0: no upper bound), to resume a read or to
+	// re-read one chunk. A chunk other than the record set's first one never
+	// sends its header row.
+	StartSequence int32 `protobuf:"varint,5,opt,name=start_sequence,json=startSequence,proto3" json:"start_sequence,omitempty"`
+	EndSequence   int32 `protobuf:"varint,6,opt,name=end_sequence,json=endSequence,proto3" json:"end_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -550,6 +615,243 @@ func (x *ReadRecordsRequest) GetIds() []string {
 	return nil
 }
 
+func (x *ReadRecordsRequest) GetAcceptEncoding() []ContentEncoding {
+	if x != nil {
+		return x.AcceptEncoding
+	}
+	return nil
+}
+
+func (x *ReadRecordsRequest) GetStartSequence() int32 {
+	if x != nil {
+		return x.StartSequence
+	}
+	return 0
+}
+
+func (x *ReadRecordsRequest) GetEndSequence() int32 {
+	if x != nil {
+		return x.EndSequence
+	}
+	return 0
+}
+
+// ReadRecordsStart is the first message of a zstd-encoded stream.
+type ReadRecordsStart struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Encoding ContentEncoding        `protobuf:"varint,1,opt,name=encoding,proto3,enum=backupstore.v1.ContentEncoding" json:"encoding,omitempty"`
+	// What a reader puts between two chunks when the first one's last row
+	// lacks a line ending: "\n" or "\r\n" (the record set's; after a lone
+	// CR only "\n" is owed). The identity stream does the same.
+	LineEnding    []byte `protobuf:"bytes,2,opt,name=line_ending,json=lineEnding,proto3" json:"line_ending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRecordsStart) Reset() {
+	*x = ReadRecordsStart{}
+	mi := &file_backupstore_v1_restore_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRecordsStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRecordsStart) ProtoMessage() {}
+
+func (x *ReadRecordsStart) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_restore_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRecordsStart.ProtoReflect.Descriptor instead.
+func (*ReadRecordsStart) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReadRecordsStart) GetEncoding() ContentEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return ContentEncoding_CONTENT_ENCODING_UNSPECIFIED
+}
+
+func (x *ReadRecordsStart) GetLineEnding() []byte {
+	if x != nil {
+		return x.LineEnding
+	}
+	return nil
+}
+
+// ChunkStart precedes the frames of one chunk of a zstd-encoded stream.
+type ChunkStart struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence int32                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// What the chunk's frames decode to, header row included.
+	BytesIn int64 `protobuf:"varint,2,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	// What the chunk's frames add up to.
+	StoredSize int64 `protobuf:"varint,3,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
+	// SHA-256 of the decoded chunk (bytes_in bytes), from the catalog.
+	Sha256  []byte `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Records int64  `protobuf:"varint,5,opt,name=records,proto3" json:"records,omitempty"`
+	// Drop the chunk's header row (the first row of its first frame).
+	SkipHeader    bool  `protobuf:"varint,6,opt,name=skip_header,json=skipHeader,proto3" json:"skip_header,omitempty"`
+	FrameCount    int32 `protobuf:"varint,7,opt,name=frame_count,json=frameCount,proto3" json:"frame_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkStart) Reset() {
+	*x = ChunkStart{}
+	mi := &file_backupstore_v1_restore_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkStart) ProtoMessage() {}
+
+func (x *ChunkStart) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_restore_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkStart.ProtoReflect.Descriptor instead.
+func (*ChunkStart) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ChunkStart) GetSequence() int32 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ChunkStart) GetBytesIn() int64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *ChunkStart) GetStoredSize() int64 {
+	if x != nil {
+		return x.StoredSize
+	}
+	return 0
+}
+
+func (x *ChunkStart) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *ChunkStart) GetRecords() int64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *ChunkStart) GetSkipHeader() bool {
+	if x != nil {
+		return x.SkipHeader
+	}
+	return false
+}
+
+func (x *ChunkStart) GetFrameCount() int32 {
+	if x != nil {
+		return x.FrameCount
+	}
+	return 0
+}
+
+// FrameBatch carries whole zstd frames of the current chunk, in order.
+type FrameBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per frame in data: its stored length and what it decodes to.
+	StoredLen []uint32 `protobuf:"varint,1,rep,packed,name=stored_len,json=storedLen,proto3" json:"stored_len,omitempty"`
+	InputLen  []uint32 `protobuf:"varint,2,rep,packed,name=input_len,json=inputLen,proto3" json:"input_len,omitempty"`
+	// The frames concatenated; never a partial frame.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FrameBatch) Reset() {
+	*x = FrameBatch{}
+	mi := &file_backupstore_v1_restore_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FrameBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FrameBatch) ProtoMessage() {}
+
+func (x *FrameBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_restore_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FrameBatch.ProtoReflect.Descriptor instead.
+func (*FrameBatch) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FrameBatch) GetStoredLen() []uint32 {
+	if x != nil {
+		return x.StoredLen
+	}
+	return nil
+}
+
+func (x *FrameBatch) GetInputLen() []uint32 {
+	if x != nil {
+		return x.InputLen
+	}
+	return nil
+}
+
+func (x *FrameBatch) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // ReadRecordsSummary ends a complete ReadRecords stream.
 type ReadRecordsSummary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -557,15 +859,20 @@ type ReadRecordsSummary struct {
 	Records int64 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
 	// Requested ids not in the record set (18-character form).
 	MissingIds []string `protobuf:"bytes,2,rep,name=missing_ids,json=missingIds,proto3" json:"missing_ids,omitempty"`
-	// CSV bytes sent, header included.
-	Bytes         int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// CSV bytes sent, header included (identity). A zstd stream leaves it 0:
+	// the reader counts what the frames decode to.
+	Bytes int64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// zstd: the frame bytes sent.
+	StoredBytes int64 `protobuf:"varint,4,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	// How the stream was sent (UNSPECIFIED from servers that predate it).
+	Encoding      ContentEncoding `protobuf:"varint,5,opt,name=encoding,proto3,enum=backupstore.v1.ContentEncoding" json:"encoding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRecordsSummary) Reset() {
 	*x = ReadRecordsSummary{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[7]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +884,7 @@ func (x *ReadRecordsSummary) String() string {
 func (*ReadRecordsSummary) ProtoMessage() {}
 
 func (x *ReadRecordsSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[7]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +897,7 @@ func (x *ReadRecordsSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsSummary.ProtoReflect.Descriptor instead.
 func (*ReadRecordsSummary) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{7}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadRecordsSummary) GetRecords() int64 {
@@ -614,12 +921,29 @@ func (x *ReadRecordsSummary) GetBytes() int64 {
 	return 0
 }
 
+func (x *ReadRecordsSummary) GetStoredBytes() int64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+func (x *ReadRecordsSummary) GetEncoding() ContentEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return ContentEncoding_CONTENT_ENCODING_UNSPECIFIED
+}
+
 type ReadRecordsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Message:
 	//
 	//	*ReadRecordsResponse_Data
 	//	*ReadRecordsResponse_Summary
+	//	*ReadRecordsResponse_Start
+	//	*ReadRecordsResponse_Chunk
+	//	*ReadRecordsResponse_Frames
 	Message       isReadRecordsResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -627,7 +951,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[8]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +963,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[8]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +976,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{8}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadRecordsResponse) GetMessage() isReadRecordsResponse_Message {
@@ -680,6 +1004,33 @@ func (x *ReadRecordsResponse) GetSummary() *ReadRecordsSummary {
 	return nil
 }
 
+func (x *ReadRecordsResponse) GetStart() *ReadRecordsStart {
+	if x != nil {
+		if x, ok := x.Message.(*ReadRecordsResponse_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ReadRecordsResponse) GetChunk() *ChunkStart {
+	if x != nil {
+		if x, ok := x.Message.(*ReadRecordsResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *ReadRecordsResponse) GetFrames() *FrameBatch {
+	if x != nil {
+		if x, ok := x.Message.(*ReadRecordsResponse_Frames); ok {
+			return x.Frames
+		}
+	}
+	return nil
+}
+
 type isReadRecordsResponse_Message interface {
 	isReadRecordsResponse_Message()
 }
@@ -694,9 +1045,30 @@ type ReadRecordsResponse_Summary struct {
 	Summary *ReadRecordsSummary `protobuf:"bytes,2,opt,name=summary,proto3,oneof"`
 }
 
+type ReadRecordsResponse_Start struct {
+	// zstd only: the first message.
+	Start *ReadRecordsStart `protobuf:"bytes,3,opt,name=start,proto3,oneof"`
+}
+
+type ReadRecordsResponse_Chunk struct {
+	// zstd only: before each chunk's frames.
+	Chunk *ChunkStart `protobuf:"bytes,4,opt,name=chunk,proto3,oneof"`
+}
+
+type ReadRecordsResponse_Frames struct {
+	// zstd only: whole frames of the current chunk.
+	Frames *FrameBatch `protobuf:"bytes,5,opt,name=frames,proto3,oneof"`
+}
+
 func (*ReadRecordsResponse_Data) isReadRecordsResponse_Message() {}
 
 func (*ReadRecordsResponse_Summary) isReadRecordsResponse_Message() {}
+
+func (*ReadRecordsResponse_Start) isReadRecordsResponse_Message() {}
+
+func (*ReadRecordsResponse_Chunk) isReadRecordsResponse_Message() {}
+
+func (*ReadRecordsResponse_Frames) isReadRecordsResponse_Message() {}
 
 type ReadFileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -716,7 +1088,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[9]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +1100,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[9]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +1113,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{9}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadFileRequest) GetSelector() isReadFileRequest_Selector {
@@ -818,7 +1190,7 @@ type ReadFileSummary struct {
 
 func (x *ReadFileSummary) Reset() {
 	*x = ReadFileSummary{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[10]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +1202,7 @@ func (x *ReadFileSummary) String() string {
 func (*ReadFileSummary) ProtoMessage() {}
 
 func (x *ReadFileSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[10]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +1215,7 @@ func (x *ReadFileSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileSummary.ProtoReflect.Descriptor instead.
 func (*ReadFileSummary) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{10}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadFileSummary) GetFiles() int32 {
@@ -874,7 +1246,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[11]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1258,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[11]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1271,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{11}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadFileResponse) GetMessage() isReadFileResponse_Message {
@@ -971,7 +1343,7 @@ type RootRecords struct {
 
 func (x *RootRecords) Reset() {
 	*x = RootRecords{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[12]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1355,7 @@ func (x *RootRecords) String() string {
 func (*RootRecords) ProtoMessage() {}
 
 func (x *RootRecords) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[12]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1368,7 @@ func (x *RootRecords) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RootRecords.ProtoReflect.Descriptor instead.
 func (*RootRecords) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{12}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RootRecords) GetSobject() string {
@@ -1025,7 +1397,7 @@ type PlanRestoreRequest struct {
 
 func (x *PlanRestoreRequest) Reset() {
 	*x = PlanRestoreRequest{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[13]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1409,7 @@ func (x *PlanRestoreRequest) String() string {
 func (*PlanRestoreRequest) ProtoMessage() {}
 
 func (x *PlanRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[13]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1422,7 @@ func (x *PlanRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRestoreRequest.ProtoReflect.Descriptor instead.
 func (*PlanRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{13}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PlanRestoreRequest) GetBackupId() string {
@@ -1096,7 +1468,7 @@ type RestoreStep struct {
 
 func (x *RestoreStep) Reset() {
 	*x = RestoreStep{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[14]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1480,7 @@ func (x *RestoreStep) String() string {
 func (*RestoreStep) ProtoMessage() {}
 
 func (x *RestoreStep) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[14]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1493,7 @@ func (x *RestoreStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreStep.ProtoReflect.Descriptor instead.
 func (*RestoreStep) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{14}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestoreStep) GetOrder() int32 {
@@ -1193,7 +1565,7 @@ type PlanRestoreResponse struct {
 
 func (x *PlanRestoreResponse) Reset() {
 	*x = PlanRestoreResponse{}
-	mi := &file_backupstore_v1_restore_proto_msgTypes[15]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1577,7 @@ func (x *PlanRestoreResponse) String() string {
 func (*PlanRestoreResponse) ProtoMessage() {}
 
 func (x *PlanRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_backupstore_v1_restore_proto_msgTypes[15]
+	mi := &file_backupstore_v1_restore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1590,7 @@ func (x *PlanRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRestoreResponse.ProtoReflect.Descriptor instead.
 func (*PlanRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{15}
+	return file_backupstore_v1_restore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PlanRestoreResponse) GetSteps() []*RestoreStep {
@@ -1286,19 +1658,49 @@ const file_backupstore_v1_restore_proto_rawDesc = "" +
 	"\x06org_id\x18\x01 \x01(\tR\x05orgId\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"D\n" +
 	"\x12FindBackupResponse\x12.\n" +
-	"\x06backup\x18\x01 \x01(\v2\x16.backupstore.v1.BackupR\x06backup\"]\n" +
+	"\x06backup\x18\x01 \x01(\v2\x16.backupstore.v1.BackupR\x06backup\"\xf1\x01\n" +
 	"\x12ReadRecordsRequest\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x18\n" +
 	"\asobject\x18\x02 \x01(\tR\asobject\x12\x10\n" +
-	"\x03ids\x18\x03 \x03(\tR\x03ids\"e\n" +
+	"\x03ids\x18\x03 \x03(\tR\x03ids\x12H\n" +
+	"\x0faccept_encoding\x18\x04 \x03(\x0e2\x1f.backupstore.v1.ContentEncodingR\x0eacceptEncoding\x12%\n" +
+	"\x0estart_sequence\x18\x05 \x01(\x05R\rstartSequence\x12!\n" +
+	"\fend_sequence\x18\x06 \x01(\x05R\vendSequence\"p\n" +
+	"\x10ReadRecordsStart\x12;\n" +
+	"\bencoding\x18\x01 \x01(\x0e2\x1f.backupstore.v1.ContentEncodingR\bencoding\x12\x1f\n" +
+	"\vline_ending\x18\x02 \x01(\fR\n" +
+	"lineEnding\"\xd8\x01\n" +
+	"\n" +
+	"ChunkStart\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x05R\bsequence\x12\x19\n" +
+	"\bbytes_in\x18\x02 \x01(\x03R\abytesIn\x12\x1f\n" +
+	"\vstored_size\x18\x03 \x01(\x03R\n" +
+	"storedSize\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\x12\x18\n" +
+	"\arecords\x18\x05 \x01(\x03R\arecords\x12\x1f\n" +
+	"\vskip_header\x18\x06 \x01(\bR\n" +
+	"skipHeader\x12\x1f\n" +
+	"\vframe_count\x18\a \x01(\x05R\n" +
+	"frameCount\"\\\n" +
+	"\n" +
+	"FrameBatch\x12\x1d\n" +
+	"\n" +
+	"stored_len\x18\x01 \x03(\rR\tstoredLen\x12\x1b\n" +
+	"\tinput_len\x18\x02 \x03(\rR\binputLen\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xc5\x01\n" +
 	"\x12ReadRecordsSummary\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x03R\arecords\x12\x1f\n" +
 	"\vmissing_ids\x18\x02 \x03(\tR\n" +
 	"missingIds\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"v\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12!\n" +
+	"\fstored_bytes\x18\x04 \x01(\x03R\vstoredBytes\x12;\n" +
+	"\bencoding\x18\x05 \x01(\x0e2\x1f.backupstore.v1.ContentEncodingR\bencoding\"\x9a\x02\n" +
 	"\x13ReadRecordsResponse\x12\x14\n" +
 	"\x04data\x18\x01 \x01(\fH\x00R\x04data\x12>\n" +
-	"\asummary\x18\x02 \x01(\v2\".backupstore.v1.ReadRecordsSummaryH\x00R\asummaryB\t\n" +
+	"\asummary\x18\x02 \x01(\v2\".backupstore.v1.ReadRecordsSummaryH\x00R\asummary\x128\n" +
+	"\x05start\x18\x03 \x01(\v2 .backupstore.v1.ReadRecordsStartH\x00R\x05start\x122\n" +
+	"\x05chunk\x18\x04 \x01(\v2\x1a.backupstore.v1.ChunkStartH\x00R\x05chunk\x124\n" +
+	"\x06frames\x18\x05 \x01(\v2\x1a.backupstore.v1.FrameBatchH\x00R\x06framesB\t\n" +
 	"\amessage\"\xb4\x01\n" +
 	"\x0fReadFileRequest\x12\x19\n" +
 	"\afile_id\x18\x01 \x01(\tH\x00R\x06fileId\x12\x1d\n" +
@@ -1341,7 +1743,11 @@ const file_backupstore_v1_restore_proto_rawDesc = "" +
 	"\n" +
 	"file_count\x18\x03 \x01(\x03R\tfileCount\x12\x1f\n" +
 	"\vmissing_ids\x18\x04 \x03(\tR\n" +
-	"missingIds*f\n" +
+	"missingIds*m\n" +
+	"\x0fContentEncoding\x12 \n" +
+	"\x1cCONTENT_ENCODING_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19CONTENT_ENCODING_IDENTITY\x10\x01\x12\x19\n" +
+	"\x15CONTENT_ENCODING_ZSTD\x10\x02*f\n" +
 	"\bStepKind\x12\x19\n" +
 	"\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STEP_KIND_INSERT\x10\x01\x12\x14\n" +
@@ -1367,58 +1773,68 @@ func file_backupstore_v1_restore_proto_rawDescGZIP() []byte {
 	return file_backupstore_v1_restore_proto_rawDescData
 }
 
-var file_backupstore_v1_restore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_backupstore_v1_restore_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_backupstore_v1_restore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_backupstore_v1_restore_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_backupstore_v1_restore_proto_goTypes = []any{
-	(StepKind)(0),                      // 0: backupstore.v1.StepKind
-	(*ListBackupContentsRequest)(nil),  // 1: backupstore.v1.ListBackupContentsRequest
-	(*RecordSetInfo)(nil),              // 2: backupstore.v1.RecordSetInfo
-	(*FileInfo)(nil),                   // 3: backupstore.v1.FileInfo
-	(*ListBackupContentsResponse)(nil), // 4: backupstore.v1.ListBackupContentsResponse
-	(*FindBackupRequest)(nil),          // 5: backupstore.v1.FindBackupRequest
-	(*FindBackupResponse)(nil),         // 6: backupstore.v1.FindBackupResponse
-	(*ReadRecordsRequest)(nil),         // 7: backupstore.v1.ReadRecordsRequest
-	(*ReadRecordsSummary)(nil),         // 8: backupstore.v1.ReadRecordsSummary
-	(*ReadRecordsResponse)(nil),        // 9: backupstore.v1.ReadRecordsResponse
-	(*ReadFileRequest)(nil),            // 10: backupstore.v1.ReadFileRequest
-	(*ReadFileSummary)(nil),            // 11: backupstore.v1.ReadFileSummary
-	(*ReadFileResponse)(nil),           // 12: backupstore.v1.ReadFileResponse
-	(*RootRecords)(nil),                // 13: backupstore.v1.RootRecords
-	(*PlanRestoreRequest)(nil),         // 14: backupstore.v1.PlanRestoreRequest
-	(*RestoreStep)(nil),                // 15: backupstore.v1.RestoreStep
-	(*PlanRestoreResponse)(nil),        // 16: backupstore.v1.PlanRestoreResponse
-	(*ReferenceField)(nil),             // 17: backupstore.v1.ReferenceField
-	(*Backup)(nil),                     // 18: backupstore.v1.Backup
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(ContentEncoding)(0),               // 0: backupstore.v1.ContentEncoding
+	(StepKind)(0),                      // 1: backupstore.v1.StepKind
+	(*ListBackupContentsRequest)(nil),  // 2: backupstore.v1.ListBackupContentsRequest
+	(*RecordSetInfo)(nil),              // 3: backupstore.v1.RecordSetInfo
+	(*FileInfo)(nil),                   // 4: backupstore.v1.FileInfo
+	(*ListBackupContentsResponse)(nil), // 5: backupstore.v1.ListBackupContentsResponse
+	(*FindBackupRequest)(nil),          // 6: backupstore.v1.FindBackupRequest
+	(*FindBackupResponse)(nil),         // 7: backupstore.v1.FindBackupResponse
+	(*ReadRecordsRequest)(nil),         // 8: backupstore.v1.ReadRecordsRequest
+	(*ReadRecordsStart)(nil),           // 9: backupstore.v1.ReadRecordsStart
+	(*ChunkStart)(nil),                 // 10: backupstore.v1.ChunkStart
+	(*FrameBatch)(nil),                 // 11: backupstore.v1.FrameBatch
+	(*ReadRecordsSummary)(nil),         // 12: backupstore.v1.ReadRecordsSummary
+	(*ReadRecordsResponse)(nil),        // 13: backupstore.v1.ReadRecordsResponse
+	(*ReadFileRequest)(nil),            // 14: backupstore.v1.ReadFileRequest
+	(*ReadFileSummary)(nil),            // 15: backupstore.v1.ReadFileSummary
+	(*ReadFileResponse)(nil),           // 16: backupstore.v1.ReadFileResponse
+	(*RootRecords)(nil),                // 17: backupstore.v1.RootRecords
+	(*PlanRestoreRequest)(nil),         // 18: backupstore.v1.PlanRestoreRequest
+	(*RestoreStep)(nil),                // 19: backupstore.v1.RestoreStep
+	(*PlanRestoreResponse)(nil),        // 20: backupstore.v1.PlanRestoreResponse
+	(*ReferenceField)(nil),             // 21: backupstore.v1.ReferenceField
+	(*Backup)(nil),                     // 22: backupstore.v1.Backup
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
 }
 var file_backupstore_v1_restore_proto_depIdxs = []int32{
-	17, // 0: backupstore.v1.RecordSetInfo.references:type_name -> backupstore.v1.ReferenceField
-	18, // 1: backupstore.v1.ListBackupContentsResponse.backup:type_name -> backupstore.v1.Backup
-	2,  // 2: backupstore.v1.ListBackupContentsResponse.record_sets:type_name -> backupstore.v1.RecordSetInfo
-	3,  // 3: backupstore.v1.ListBackupContentsResponse.files:type_name -> backupstore.v1.FileInfo
-	19, // 4: backupstore.v1.FindBackupRequest.at:type_name -> google.protobuf.Timestamp
-	18, // 5: backupstore.v1.FindBackupResponse.backup:type_name -> backupstore.v1.Backup
-	8,  // 6: backupstore.v1.ReadRecordsResponse.summary:type_name -> backupstore.v1.ReadRecordsSummary
-	3,  // 7: backupstore.v1.ReadFileResponse.info:type_name -> backupstore.v1.FileInfo
-	11, // 8: backupstore.v1.ReadFileResponse.summary:type_name -> backupstore.v1.ReadFileSummary
-	13, // 9: backupstore.v1.PlanRestoreRequest.roots:type_name -> backupstore.v1.RootRecords
-	0,  // 10: backupstore.v1.RestoreStep.kind:type_name -> backupstore.v1.StepKind
-	15, // 11: backupstore.v1.PlanRestoreResponse.steps:type_name -> backupstore.v1.RestoreStep
-	1,  // 12: backupstore.v1.RestoreService.ListBackupContents:input_type -> backupstore.v1.ListBackupContentsRequest
-	5,  // 13: backupstore.v1.RestoreService.FindBackup:input_type -> backupstore.v1.FindBackupRequest
-	7,  // 14: backupstore.v1.RestoreService.ReadRecords:input_type -> backupstore.v1.ReadRecordsRequest
-	10, // 15: backupstore.v1.RestoreService.ReadFile:input_type -> backupstore.v1.ReadFileRequest
-	14, // 16: backupstore.v1.RestoreService.PlanRestore:input_type -> backupstore.v1.PlanRestoreRequest
-	4,  // 17: backupstore.v1.RestoreService.ListBackupContents:output_type -> backupstore.v1.ListBackupContentsResponse
-	6,  // 18: backupstore.v1.RestoreService.FindBackup:output_type -> backupstore.v1.FindBackupResponse
-	9,  // 19: backupstore.v1.RestoreService.ReadRecords:output_type -> backupstore.v1.ReadRecordsResponse
-	12, // 20: backupstore.v1.RestoreService.ReadFile:output_type -> backupstore.v1.ReadFileResponse
-	16, // 21: backupstore.v1.RestoreService.PlanRestore:output_type -> backupstore.v1.PlanRestoreResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	21, // 0: backupstore.v1.RecordSetInfo.references:type_name -> backupstore.v1.ReferenceField
+	22, // 1: backupstore.v1.ListBackupContentsResponse.backup:type_name -> backupstore.v1.Backup
+	3,  // 2: backupstore.v1.ListBackupContentsResponse.record_sets:type_name -> backupstore.v1.RecordSetInfo
+	4,  // 3: backupstore.v1.ListBackupContentsResponse.files:type_name -> backupstore.v1.FileInfo
+	23, // 4: backupstore.v1.FindBackupRequest.at:type_name -> google.protobuf.Timestamp
+	22, // 5: backupstore.v1.FindBackupResponse.backup:type_name -> backupstore.v1.Backup
+	0,  // 6: backupstore.v1.ReadRecordsRequest.accept_encoding:type_name -> backupstore.v1.ContentEncoding
+	0,  // 7: backupstore.v1.ReadRecordsStart.encoding:type_name -> backupstore.v1.ContentEncoding
+	0,  // 8: backupstore.v1.ReadRecordsSummary.encoding:type_name -> backupstore.v1.ContentEncoding
+	12, // 9: backupstore.v1.ReadRecordsResponse.summary:type_name -> backupstore.v1.ReadRecordsSummary
+	9,  // 10: backupstore.v1.ReadRecordsResponse.start:type_name -> backupstore.v1.ReadRecordsStart
+	10, // 11: backupstore.v1.ReadRecordsResponse.chunk:type_name -> backupstore.v1.ChunkStart
+	11, // 12: backupstore.v1.ReadRecordsResponse.frames:type_name -> backupstore.v1.FrameBatch
+	4,  // 13: backupstore.v1.ReadFileResponse.info:type_name -> backupstore.v1.FileInfo
+	15, // 14: backupstore.v1.ReadFileResponse.summary:type_name -> backupstore.v1.ReadFileSummary
+	17, // 15: backupstore.v1.PlanRestoreRequest.roots:type_name -> backupstore.v1.RootRecords
+	1,  // 16: backupstore.v1.RestoreStep.kind:type_name -> backupstore.v1.StepKind
+	19, // 17: backupstore.v1.PlanRestoreResponse.steps:type_name -> backupstore.v1.RestoreStep
+	2,  // 18: backupstore.v1.RestoreService.ListBackupContents:input_type -> backupstore.v1.ListBackupContentsRequest
+	6,  // 19: backupstore.v1.RestoreService.FindBackup:input_type -> backupstore.v1.FindBackupRequest
+	8,  // 20: backupstore.v1.RestoreService.ReadRecords:input_type -> backupstore.v1.ReadRecordsRequest
+	14, // 21: backupstore.v1.RestoreService.ReadFile:input_type -> backupstore.v1.ReadFileRequest
+	18, // 22: backupstore.v1.RestoreService.PlanRestore:input_type -> backupstore.v1.PlanRestoreRequest
+	5,  // 23: backupstore.v1.RestoreService.ListBackupContents:output_type -> backupstore.v1.ListBackupContentsResponse
+	7,  // 24: backupstore.v1.RestoreService.FindBackup:output_type -> backupstore.v1.FindBackupResponse
+	13, // 25: backupstore.v1.RestoreService.ReadRecords:output_type -> backupstore.v1.ReadRecordsResponse
+	16, // 26: backupstore.v1.RestoreService.ReadFile:output_type -> backupstore.v1.ReadFileResponse
+	20, // 27: backupstore.v1.RestoreService.PlanRestore:output_type -> backupstore.v1.PlanRestoreResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_backupstore_v1_restore_proto_init() }
@@ -1427,15 +1843,18 @@ func file_backupstore_v1_restore_proto_init() {
 		return
 	}
 	file_backupstore_v1_backup_proto_init()
-	file_backupstore_v1_restore_proto_msgTypes[8].OneofWrappers = []any{
+	file_backupstore_v1_restore_proto_msgTypes[11].OneofWrappers = []any{
 		(*ReadRecordsResponse_Data)(nil),
 		(*ReadRecordsResponse_Summary)(nil),
+		(*ReadRecordsResponse_Start)(nil),
+		(*ReadRecordsResponse_Chunk)(nil),
+		(*ReadRecordsResponse_Frames)(nil),
 	}
-	file_backupstore_v1_restore_proto_msgTypes[9].OneofWrappers = []any{
+	file_backupstore_v1_restore_proto_msgTypes[12].OneofWrappers = []any{
 		(*ReadFileRequest_FileId)(nil),
 		(*ReadFileRequest_ParentId)(nil),
 	}
-	file_backupstore_v1_restore_proto_msgTypes[11].OneofWrappers = []any{
+	file_backupstore_v1_restore_proto_msgTypes[14].OneofWrappers = []any{
 		(*ReadFileResponse_Info)(nil),
 		(*ReadFileResponse_Data)(nil),
 		(*ReadFileResponse_Summary)(nil),
@@ -1445,8 +1864,8 @@ func file_backupstore_v1_restore_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backupstore_v1_restore_proto_rawDesc), len(file_backupstore_v1_restore_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   16,
+			NumEnums:      2,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
