@@ -418,6 +418,14 @@ func (c catalog) commitBackup(ctx context.Context, op, tenantID, id, manifestKey
 		if err != nil {
 			return err
 		}
+		// Packs the backup's writer made count whole (index and header included).
+		var packStored int64
+		err = c.q.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM packs
+ WHERE tenant_id = ? AND backup_id = ?`, tenantID, id).Scan(&packStored)
+		if err != nil {
+			return err
+		}
+		fileStored += packStored
 		if want != nil && (b.FileCount != want.Files || b.RecordChunkCount != want.Chunks) {
 			return &BackupChangedError{Files: b.FileCount, Chunks: b.RecordChunkCount}
 		}

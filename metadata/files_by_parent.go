@@ -2,10 +2,12 @@ package metadata
 
 import "context"
 
-// FileWithKey is a file and the key of the object that holds its body.
+// FileWithKey is a file and the key of the object that holds its body: its own object's, or
+// for a packed file (BlobID set) its pack's, with the body at PackOffset.
 type FileWithKey struct {
 	File
-	ObjectKey string
+	ObjectKey  string
+	PackOffset int64
 }
 
 // ForEachFileByParent calls fn for every file of the backup with its object's key, ordered by
@@ -17,8 +19,11 @@ type FileWithKey struct {
 func (c catalog) ForEachFileByParent(ctx context.Context, tenantID, backupID string, fn func(*FileWithKey) error) error {
 	return forEachKeyset(ctx, c, "ForEachFileByParent", forEachFileBatch, func(after *FileWithKey) ([]*FileWithKey, error) {
 		q := `SELECT f.tenant_id, f.backup_id, f.id, f.object_id, f.upload_id, f.parent_id, f.path, f.name,
- f.content_type, f.size, f.sha256, f.created_at, o.object_key
- FROM files f JOIN objects o ON o.tenant_id = f.tenant_id AND o.id = f.object_id
+ f.content_type, f.size, f.sha256, f.created_at, f.blob_id, COALESCE(o.object_key, p.object_key),
+ COALESCE(bl.pack_offset, 0)
+ FROM files f LEFT JOIN objects o ON o.tenant_id = f.tenant_id AND o.id = f.object_id
+ LEFT JOIN blobs bl ON bl.tenant_id = f.tenant_id AND bl.id = f.blob_id
+ LEFT JOIN packs p ON p.tenant_id = bl.tenant_id AND p.id = bl.pack_id
  WHERE f.tenant_id = ? AND f.backup_id = ?`
 		args := []any{tenantID, backupID}
 		if after != nil {
@@ -28,7 +33,7 @@ func (c catalog) ForEachFileByParent(ctx context.Context, tenantID, backupID str
 		return queryFileRows(c, ctx, q+" ORDER BY f.parent_id, f.id LIMIT ?", append(args, forEachFileBatch),
 			func() (*FileWithKey, *File, []any) {
 				fk := &FileWithKey{}
-				return fk, &fk.File, []any{&fk.ObjectKey}
+				return fk, &fk.File, []any{&fk.ObjectKey, &fk.PackOffset}
 			})
 	}, fn)
 }

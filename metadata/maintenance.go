@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -157,22 +158,35 @@ const forEachKeyBatch = 1000
 // deleted during the walk may or may not be seen.
 func (c catalog) ForEachObjectKey(ctx context.Context, tenantID, storageID string, fn func(key string) error) error {
 	const op = "ForEachObjectKey"
-	base := "SELECT object_key FROM objects WHERE tenant_id = ?"
-	args := []any{tenantID}
-	if storageID == "" {
-		base += " AND storage_id IS NULL"
-	} else {
-		base += " AND storage_id = ?"
-		args = append(args, storageID)
+	// Object keys and pack keys, merged in key order: each side is a keyset page on its own
+	// unique key index, and the union of the two pages is cut at forEachKeyBatch.
+	side := func(table string) (string, []any) {
+		q := "SELECT object_key FROM " + table + " WHERE tenant_id = ?"
+		args := []any{tenantID}
+		if storageID == "" {
+			q += " AND storage_id IS NULL"
+		} else {
+			q += " AND storage_id = ?"
+			args = append(args, storageID)
+		}
+		return q, args
 	}
 	return forEachKeyset(ctx, c, op, forEachKeyBatch, func(after string) ([]string, error) {
-		q, qargs := base, args
-		if after != "" {
-			q += " AND object_key > ?"
-			qargs = append(qargs[:len(qargs):len(qargs)], after)
+		var all []string
+		for _, table := range []string{"objects", "packs"} {
+			q, qargs := side(table)
+			if after != "" {
+				q += " AND object_key > ?"
+				qargs = append(qargs, after)
+			}
+			keys, err := c.queryStrings(ctx, q+" ORDER BY object_key LIMIT ?", append(qargs, forEachKeyBatch)...)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, keys...)
 		}
-		q += " ORDER BY object_key LIMIT ?"
-		return c.queryStrings(ctx, q, append(qargs[:len(qargs):len(qargs)], forEachKeyBatch)...)
+		slices.Sort(all)
+		return all[:min(len(all), forEachKeyBatch)], nil
 	}, fn)
 }
 

@@ -44,9 +44,11 @@ type Object struct {
 }
 
 // File is a file of a backup: a binary body tied to a parent record, held by an object that may
-// be shared with other files (dedup). Empty and nil SHA256 are the same value.
+// be shared with other files (dedup), or by a blob in a pack (BlobID; ObjectID is then ""):
+// exactly one of ObjectID and BlobID is set. Empty and nil SHA256 are the same value.
 type File struct {
 	TenantID, BackupID, ID, ObjectID, UploadID string
+	BlobID                                     string
 	ParentID, Path, Name, ContentType          string
 	Size                                       int64
 	SHA256                                     []byte
@@ -228,8 +230,8 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 			return c.fail(op, fmt.Errorf("%w: file object %q is not the new object %q", ErrInvalid, f.ObjectID, obj.ID), nil)
 		}
 	}
-	if err := notEmpty("file object id", f.ObjectID); err != nil {
-		return c.fail(op, err, nil)
+	if (f.ObjectID == "") == (f.BlobID == "") || (obj != nil && f.BlobID != "") {
+		return c.fail(op, fmt.Errorf("%w: file %s needs exactly one of an object id and a blob id", ErrInvalid, f.ID), nil)
 	}
 	if err := checkSHA256("file", f.SHA256); err != nil {
 		return c.fail(op, err, nil)
@@ -246,25 +248,35 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 			if err := c.insertObjectsOf(ctx, b, t, obj); err != nil {
 				return err
 			}
+		} else if f.BlobID != "" {
+			if err := c.checkSharedBlob(ctx, b, f.BlobID); err != nil {
+				return err
+			}
 		} else if err := c.checkShared(ctx, b, f.ObjectID); err != nil {
 			return err
 		}
-		if f.CreatedAt.IsZero() {
-			f.CreatedAt = t
-		}
-		f.CreatedAt = micros(f.CreatedAt)
-		_, err = c.q.ExecContext(ctx, insertSQL("files", []string{"tenant_id", "backup_id", "id",
-			"object_id", "upload_id", "parent_id", "path", "name", "content_type", "size", "sha256",
-			"created_at"}),
-			f.TenantID, f.BackupID, f.ID, f.ObjectID, f.UploadID, f.ParentID, f.Path, f.Name,
-			f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt))
-		return err
+		return c.insertFile(ctx, f, t)
 	})
 	if err != nil {
 		return c.fail(op, err, ErrNotFound)
 	}
 	committed(u, KindFile, inserted, t)
 	return nil
+}
+
+var fileInsertCols = []string{"tenant_id", "backup_id", "id", "object_id", "upload_id", "parent_id",
+	"path", "name", "content_type", "size", "sha256", "created_at", "blob_id"}
+
+// insertFile inserts f; a zero CreatedAt becomes t.
+func (c catalog) insertFile(ctx context.Context, f *File, t time.Time) error {
+	if f.CreatedAt.IsZero() {
+		f.CreatedAt = t
+	}
+	f.CreatedAt = micros(f.CreatedAt)
+	_, err := c.q.ExecContext(ctx, insertSQL("files", fileInsertCols),
+		f.TenantID, f.BackupID, f.ID, optString(f.ObjectID), f.UploadID, f.ParentID, f.Path, f.Name,
+		f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt), optString(f.BlobID))
+	return err
 }
 
 // commitUploadOf begins an upload commit inside a transaction: it locks the upload's backup,
@@ -396,7 +408,7 @@ func (c catalog) CommitRecordsUpload(ctx context.Context, u *Upload, data, index
 // forEachFileBatch is how many files ForEachFile reads per query.
 const forEachFileBatch = 500
 
-var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path, name, content_type, size, sha256, created_at"
+var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path, name, content_type, size, sha256, created_at, blob_id"
 
 // ForEachFile calls fn for every file of the backup, in byte order of id, and stops at the first
 // error, which it returns. Like ForEachStorage it reads in batches and holds no rows open while fn
@@ -427,13 +439,17 @@ func queryFileRows[T any](c catalog, ctx context.Context, q string, args []any, 
 	defer rows.Close()
 	var list []*T
 	for rows.Next() {
-		var created int64
+		var (
+			created      int64
+			object, blob sql.NullString
+		)
 		it, f, extra := item()
-		dest := append([]any{&f.TenantID, &f.BackupID, &f.ID, &f.ObjectID, &f.UploadID, &f.ParentID,
-			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created}, extra...)
+		dest := append([]any{&f.TenantID, &f.BackupID, &f.ID, &object, &f.UploadID, &f.ParentID,
+			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created, &blob}, extra...)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
+		f.ObjectID, f.BlobID = object.String, blob.String
 		f.SHA256 = nilIfEmpty(f.SHA256)
 		f.CreatedAt = fromMicros(created)
 		list = append(list, it)
@@ -622,14 +638,34 @@ func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string,
 				return err
 			}
 			var err error
-			ids, err = c.queryStrings(ctx, "SELECT id FROM files WHERE tenant_id = ? AND backup_id = ? ORDER BY id LIMIT ?", tenantID, backupID, purgeBatch)
-			if err != nil || len(ids) == 0 {
+			var blobs []sql.NullString
+			rows, err := queryRows(c, ctx, func(r scanner) ([2]sql.NullString, error) {
+				var v [2]sql.NullString
+				return v, r.Scan(&v[0], &v[1])
+			}, "SELECT id, blob_id FROM files WHERE tenant_id = ? AND backup_id = ? ORDER BY id LIMIT ?", tenantID, backupID, purgeBatch)
+			if err != nil || len(rows) == 0 {
 				return err
 			}
+			ids = ids[:0]
+			for _, r := range rows {
+				ids = append(ids, r[0].String)
+				if r[1].Valid {
+					blobs = append(blobs, r[1])
+				}
+			}
 			in, args := inList(tenantID, ids)
-			_, err = c.q.ExecContext(ctx, "DELETE FROM files WHERE tenant_id = ? AND backup_id = ? AND id IN ("+in+")",
-				append([]any{tenantID, backupID}, args[1:]...)...)
-			return err
+			if _, err = c.q.ExecContext(ctx, "DELETE FROM files WHERE tenant_id = ? AND backup_id = ? AND id IN ("+in+")",
+				append([]any{tenantID, backupID}, args[1:]...)...); err != nil {
+				return err
+			}
+			// Packed bodies no file references any more go with their last file; a pack left
+			// without blobs is found by EmptyPacks.
+			blobIDs := make([]string, 0, len(blobs))
+			for _, b := range blobs {
+				blobIDs = append(blobIDs, b.String)
+			}
+			slices.Sort(blobIDs)
+			return c.deleteUnreferencedBlobs(ctx, tenantID, slices.Compact(blobIDs))
 		})
 		if err != nil {
 			return c.fail(op, err, ErrReferenced)
@@ -660,6 +696,10 @@ func (c catalog) PurgeBackupRows(ctx context.Context, tenantID, backupID string,
   OR EXISTS (SELECT 1 FROM record_chunks r WHERE r.tenant_id = objects.tenant_id AND (r.data_object_id = objects.id OR r.index_object_id = objects.id)))`,
 			tenantID, backupID); err != nil {
 			return fmt.Errorf("objects: %w", err)
+		}
+		// Packs its writer made likewise stop naming it (they have no foreign key to it).
+		if _, err := c.q.ExecContext(ctx, "UPDATE packs SET backup_id = NULL WHERE tenant_id = ? AND backup_id = ?", tenantID, backupID); err != nil {
+			return fmt.Errorf("packs: %w", err)
 		}
 		return nil
 	})

@@ -165,7 +165,7 @@ func (c catalog) SettledUpload(ctx context.Context, tenantID, backupID, uploadID
 	return u, c.fail("SettledUpload", err, nil)
 }
 
-// UnclaimedKeys returns those of keys (at most purgeBatch) that no object row of the tenant names
+// UnclaimedKeys returns those of keys (at most purgeBatch) that no object or pack row of the tenant names
 // and that are not the data key, or the index key beside it, of a PENDING upload. The object rows
 // are read with a locking read, so an insert of one of them that is still in flight (a commit
 // whose transaction has not ended) is waited for rather than missed. Garbage collection deletes
@@ -192,13 +192,17 @@ func (c catalog) UnclaimedKeys(ctx context.Context, tenantID string, keys []stri
 		if err != nil {
 			return err
 		}
+		packs, err := c.queryStrings(ctx, "SELECT object_key FROM packs WHERE tenant_id = ? AND object_key IN ("+in+")"+c.d.forShare(), args...)
+		if err != nil {
+			return err
+		}
 		in, args = inList(tenantID, dataKeys)
 		pending, err := c.queryStrings(ctx, "SELECT object_key FROM uploads WHERE tenant_id = ? AND object_key IN ("+in+") AND state = ?",
 			append(args, UploadPending)...)
 		if err != nil {
 			return err
 		}
-		for _, k := range rows {
+		for _, k := range append(rows, packs...) {
 			claimed[k] = true
 		}
 		for _, k := range pending {

@@ -76,6 +76,9 @@ func Run(t *testing.T, newDB NewDB) {
 		{"BackupObjectPages", testBackupObjectPages},
 		{"PendingUploadOwns", testPendingUploadOwns},
 		{"CountTenant", testCountTenant},
+		{"Packs", testPacks},
+		{"PackPurgeAndKeys", testPackPurgeAndKeys},
+		{"PackRace", testPackRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })

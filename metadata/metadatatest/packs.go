@@ -1,0 +1,294 @@
+package metadatatest
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+
+	"backupstore/metadata"
+)
+
+// Packed files: packs, blobs, files pointing at blobs (docs/FORMAT.md §2, phase 1).
+
+// packOf builds a pack of b holding bodies, a blob per distinct body, and a packed file per
+// upload id (ids[i] holds bodies[i]).
+func packOf(b *metadata.Backup, packID string, ids, bodies []string) (*metadata.Pack, []*metadata.Blob, []*metadata.PackedFile) {
+	p := &metadata.Pack{TenantID: b.TenantID, ID: packID, BackupID: b.ID, Key: "p/" + b.OrgID + "/packs/" + packID,
+		IndexSHA256: digest(packID), KeyID: "mk-0123456789ab"}
+	var blobs []*metadata.Blob
+	byBody := map[string]*metadata.Blob{}
+	off := int64(64)
+	for _, body := range bodies {
+		if byBody[body] != nil {
+			continue
+		}
+		bl := &metadata.Blob{ID: "blb-" + packID + "-" + body, Offset: off, Size: int64(len(body)), SHA256: digest(body)}
+		off += bl.Size
+		byBody[body] = bl
+		blobs = append(blobs, bl)
+	}
+	p.IndexOffset, p.BodyCount = off, len(blobs)
+	p.Size = off + int64(len(blobs))*56 + 88
+	var files []*metadata.PackedFile
+	for i, id := range ids {
+		u := fileUpload(b, id)
+		u.ObjectID, u.ObjectKey, u.Result = byBody[bodies[i]].ID, p.Key, []byte(`{"upload_id":"`+id+`"}`)
+		f := fileRow(b, "fil-"+packID+"-"+id, "", bodies[i])
+		f.BlobID = byBody[bodies[i]].ID
+		files = append(files, &metadata.PackedFile{Upload: u, File: f})
+	}
+	return p, blobs, files
+}
+
+func commitPack(t *testing.T, s *metadata.Store, b *metadata.Backup, packID string, ids, bodies []string) (*metadata.Pack, []*metadata.PackedFile) {
+	t.Helper()
+	p, blobs, files := packOf(b, packID, ids, bodies)
+	if err := s.CommitPack(t.Context(), p, blobs, files); err != nil {
+		t.Fatalf("CommitPack(%s): %v", packID, err)
+	}
+	return p, files
+}
+
+func testPacks(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	b := newBackup(t, s, "t1", "b1", org1, "s1", minutes(0))
+
+	// Four files, two sharing a body (dedup within the pack), and one upload id twice (a
+	// resend within one pack): the second is answered by the first.
+	p, files := commitPack(t, s, b, "pck-1", []string{"u1", "u2", "u3", "u1"}, []string{"alpha", "beta", "alpha", "gamma"})
+	if p.State != metadata.PackSealed || p.OrgID != org1 || p.StorageID != "s1" {
+		t.Errorf("pack after commit: %+v", p)
+	}
+	for i, pf := range files[:3] {
+		if pf.Winner != nil || pf.Upload.State != metadata.UploadCommitted {
+			t.Errorf("file %d: winner %v, upload state %s", i, pf.Winner, pf.Upload.State)
+		}
+	}
+	if w := files[3].Winner; w == nil || w.UploadID != "u1" || w.State != metadata.UploadCommitted {
+		t.Errorf("the repeated upload id: winner %+v, want u1's COMMITTED row", w)
+	}
+	u := getUpload(t, s, "t1", "b1", "u2")
+	if u.State != metadata.UploadCommitted || string(u.Result) != `{"upload_id":"u2"}` || u.ObjectKey != p.Key {
+		t.Errorf("upload u2 = %+v", u)
+	}
+	f, bl, gp, err := s.FileLocation(ctx, "t1", "b1", "fil-pck-1-u3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.BlobID != "blb-pck-1-alpha" || f.ObjectID != "" || bl.Offset != 64 || bl.Size != 5 || gp.Key != p.Key || gp.IndexOffset != p.IndexOffset {
+		t.Errorf("FileLocation = file %+v blob %+v pack %+v", f, bl, gp)
+	}
+	if _, _, _, err := s.FileLocation(ctx, "t1", "b1", "nope"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("FileLocation of no file: %v", err)
+	}
+	if _, _, _, err := s.FileLocation(ctx, "t2", "b1", "fil-pck-1-u3"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("FileLocation as another tenant: %v", err)
+	}
+	plain := commitFile(t, s, b, "uplain", "a whole object")
+	if _, _, _, err := s.FileLocation(ctx, "t1", "b1", "fil-uplain"); !errors.Is(err, metadata.ErrInvalid) {
+		t.Errorf("FileLocation of an unpacked file: %v", err)
+	}
+	got, err := s.GetFile(ctx, "t1", "b1", "fil-pck-1-u2")
+	if err != nil || got.BlobID != "blb-pck-1-beta" || got.ObjectID != "" {
+		t.Errorf("GetFile of a packed file = %+v, %v", got, err)
+	}
+	list, _, err := s.ListFiles(ctx, "t1", "b1", 0, "")
+	if err != nil || len(list) != 4 {
+		t.Fatalf("ListFiles = %d files, %v; want 3 packed + 1 object", len(list), err)
+	}
+	keys := map[string]string{}
+	if err := s.ForEachFileByParent(ctx, "t1", "b1", func(f *metadata.FileWithKey) error {
+		keys[f.ID] = f.ObjectKey
+		if f.BlobID != "" && f.PackOffset < 64 {
+			t.Errorf("file %s at pack offset %d", f.ID, f.PackOffset)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if keys["fil-pck-1-u2"] != p.Key || keys["fil-uplain"] != plain.Key || len(keys) != 4 {
+		t.Errorf("ForEachFileByParent keys = %v", keys)
+	}
+
+	// Dedup: batched by SHA-256, per org and storage, only live, undamaged blobs.
+	found, err := s.FindBlobs(ctx, "t1", org1, "s1", [][]byte{digest("alpha"), digest("beta"), digest("nope"), digest("alpha")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 2 || found[string(digest("alpha"))].ID != "blb-pck-1-alpha" || found[string(digest("beta"))].PackID != "pck-1" {
+		t.Errorf("FindBlobs = %v", found)
+	}
+	for _, c := range []struct{ org, storage string }{{org2, "s1"}, {org1, ""}} {
+		if found, err := s.FindBlobs(ctx, "t1", c.org, c.storage, [][]byte{digest("alpha")}); err != nil || len(found) != 0 {
+			t.Errorf("FindBlobs in org %s storage %q = %v, %v", c.org, c.storage, found, err)
+		}
+	}
+	// A file of another backup sharing a sealed blob (CommitFileUpload with a blob id).
+	b2 := newBackup(t, s, "t1", "b2", org1, "s1", minutes(1))
+	du := fileUpload(b2, "ud")
+	df := fileRow(b2, "fil-ud", "", "alpha")
+	df.BlobID = "blb-pck-1-alpha"
+	if err := s.CommitFileUpload(ctx, du, nil, df); err != nil {
+		t.Fatalf("sharing a blob: %v", err)
+	}
+	bad := fileRow(b2, "fil-both", plain.ID, "alpha")
+	bad.BlobID = "blb-pck-1-alpha"
+	wantErr(t, "a file with an object and a blob", s.CommitFileUpload(ctx, fileUpload(b2, "uboth"), nil, bad), metadata.ErrInvalid)
+	if err := s.SetBlobDamaged(ctx, "t1", "blb-pck-1-beta"); err != nil {
+		t.Fatal(err)
+	}
+	if found, _ := s.FindBlobs(ctx, "t1", org1, "s1", [][]byte{digest("beta"), digest("alpha")}); len(found) != 0 {
+		t.Errorf("FindBlobs after the pack was flagged damaged = %v, want none", found)
+	}
+	bf := fileRow(b2, "fil-ub", "", "beta")
+	bf.BlobID = "blb-pck-1-beta"
+	wantErr(t, "sharing a damaged blob", s.CommitFileUpload(ctx, fileUpload(b2, "ub"), nil, bf), metadata.ErrNotFound)
+
+	// Fenced like other writes: only into an OPEN backup.
+	if err := s.SetBackupStatus(ctx, "t1", "b2", metadata.BackupOpen, metadata.BackupAborted); err != nil {
+		t.Fatal(err)
+	}
+	p2, blobs2, files2 := packOf(b2, "pck-2", []string{"ux"}, []string{"delta"})
+	wantErr(t, "CommitPack into an ABORTED backup", s.CommitPack(ctx, p2, blobs2, files2), metadata.ErrConflict)
+	nb := *b2
+	nb.ID = "nope"
+	p2, blobs2, files2 = packOf(&nb, "pck-2", []string{"ux"}, []string{"delta"})
+	wantErr(t, "CommitPack into no backup", s.CommitPack(ctx, p2, blobs2, files2), metadata.ErrNotFound)
+	if _, err := s.GetPack(ctx, "t1", "pck-2"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("a refused pack has a row: %v", err)
+	}
+
+	// A pack whose every file lost to an existing upload writes no row.
+	p3, blobs3, files3 := packOf(b, "pck-3", []string{"u2"}, []string{"epsilon"})
+	if err := s.CommitPack(ctx, p3, blobs3, files3); err != nil || files3[0].Winner == nil {
+		t.Fatalf("CommitPack of a resent upload: %v, winner %v", err, files3[0].Winner)
+	}
+	if _, err := s.GetPack(ctx, "t1", "pck-3"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("a pack of no new file has a row: %v", err)
+	}
+
+	// CommitBackup counts packed files and the packs the backup wrote.
+	c, err := s.CommitBackup(ctx, "t1", "b1", "", minutes(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FileCount != 4 || c.BytesStored != p.Size+plain.Size {
+		t.Errorf("committed: %d files, %d bytes stored; want 4, %d", c.FileCount, c.BytesStored, p.Size+plain.Size)
+	}
+	if ps, err := s.BackupPacks(ctx, "t1", "b1"); err != nil || len(ps) != 1 || ps[0].ID != "pck-1" {
+		t.Errorf("BackupPacks = %v, %v", ps, err)
+	}
+	// gamma's only file lost to u1's first row: its body has no blob row.
+	if bls, err := s.PackBlobs(ctx, "t1", "pck-1"); err != nil || len(bls) != 2 || bls[0].Offset != 64 || bls[1].ID != "blb-pck-1-beta" {
+		t.Errorf("PackBlobs = %v, %v; want alpha and beta", bls, err)
+	}
+}
+
+func testPackPurgeAndKeys(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	bA := newBackup(t, s, "t1", "bA", org1, "s1", minutes(0))
+	pA, _ := commitPack(t, s, bA, "pck-A", []string{"a1", "a2"}, []string{"shared", "onlyA"})
+	bB := newBackup(t, s, "t1", "bB", org1, "s1", minutes(1))
+	pB, _ := commitPack(t, s, bB, "pck-B", []string{"b1"}, []string{"onlyB"})
+	sf := fileRow(bB, "fil-share", "", "shared")
+	sf.BlobID = "blb-pck-A-shared"
+	if err := s.CommitFileUpload(ctx, fileUpload(bB, "b2"), nil, sf); err != nil {
+		t.Fatal(err)
+	}
+
+	// GC sees pack keys as catalog keys.
+	var walked []string
+	if err := s.ForEachObjectKey(ctx, "t1", "s1", func(k string) error { walked = append(walked, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(walked, pA.Key) || !slices.Contains(walked, pB.Key) || !slices.IsSorted(walked) {
+		t.Errorf("ForEachObjectKey = %v, want both pack keys in order", walked)
+	}
+	un, err := s.UnclaimedKeys(ctx, "t1", []string{pA.Key, "p/stray"})
+	if err != nil || !slices.Equal(un, []string{"p/stray"}) {
+		t.Errorf("UnclaimedKeys = %v, %v; want only the stray key", un, err)
+	}
+
+	// Deleting A: its files go, the blob only A referenced goes, the shared one stays, and the
+	// pack stays while B's file uses it.
+	if err := s.SetBackupStatus(ctx, "t1", "bA", metadata.BackupOpen, metadata.BackupDeleting); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeBackupRows(ctx, "t1", "bA", nil); err != nil {
+		t.Fatal(err)
+	}
+	bls, err := s.PackBlobs(ctx, "t1", "pck-A")
+	if err != nil || len(bls) != 1 || bls[0].ID != "blb-pck-A-shared" {
+		t.Errorf("pck-A's blobs after purging A = %v, %v; want the shared one", bls, err)
+	}
+	if empty, err := s.EmptyPacks(ctx, "t1", 10); err != nil || len(empty) != 0 {
+		t.Errorf("EmptyPacks = %v, %v; want none", empty, err)
+	}
+	if err := s.DeleteBackupRow(ctx, "t1", "bA"); err != nil {
+		t.Errorf("DeleteBackupRow(bA): %v", err)
+	}
+	// Deleting B too: both packs end up empty, are listed, and their rows go.
+	if err := s.SetBackupStatus(ctx, "t1", "bB", metadata.BackupOpen, metadata.BackupDeleting); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeBackupRows(ctx, "t1", "bB", nil); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := s.EmptyPacks(ctx, "t1", 10)
+	if err != nil || len(empty) != 2 || empty[0].Key != pA.Key || empty[1].Key != pB.Key {
+		t.Fatalf("EmptyPacks = %v, %v; want both packs", empty, err)
+	}
+	if err := s.DeletePackRows(ctx, "t1", []string{"pck-A", "pck-B"}); err != nil {
+		t.Fatal(err)
+	}
+	if empty, _ := s.EmptyPacks(ctx, "t1", 10); len(empty) != 0 {
+		t.Errorf("EmptyPacks after DeletePackRows = %v", empty)
+	}
+	if err := s.DeleteBackupRow(ctx, "t1", "bB"); err != nil {
+		t.Errorf("DeleteBackupRow(bB): %v", err)
+	}
+	if un, _ := s.UnclaimedKeys(ctx, "t1", []string{pA.Key}); !slices.Equal(un, []string{pA.Key}) {
+		t.Errorf("a deleted pack's key is still claimed: %v", un)
+	}
+}
+
+// testPackRace commits two packs holding the same upload id at once: exactly one file row, and
+// the other commit answers the winner.
+func testPackRace(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	b := newBackup(t, s, "t1", "b1", org1, "s1", minutes(0))
+	var wg sync.WaitGroup
+	res := make([][]*metadata.PackedFile, 2)
+	errs := make([]error, 2)
+	for i := range res {
+		p, blobs, files := packOf(b, []string{"pck-x", "pck-y"}[i], []string{"same", []string{"x", "y"}[i]}, []string{"body", "other" + []string{"x", "y"}[i]})
+		res[i] = files
+		wg.Go(func() { errs[i] = s.CommitPack(ctx, p, blobs, files) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("CommitPack %d: %v", i, err)
+		}
+	}
+	winners := 0
+	for _, files := range res {
+		if files[0].Winner != nil {
+			winners++
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d of the two commits saw a winner for the shared upload id, want exactly 1", winners)
+	}
+	list, _, err := s.ListFiles(ctx, "t1", "b1", 0, "")
+	if err != nil || len(list) != 3 {
+		t.Errorf("ListFiles = %d files, %v; want 3 (one for the shared upload id)", len(list), err)
+	}
+}
