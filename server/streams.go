@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"backupstore/fault"
+	"backupstore/internal/wirecodec"
 )
 
 // DefaultStreamIdleTimeout is how long an upload stream may send nothing.
@@ -112,8 +113,14 @@ func openUpload[T, H any](s *Server, ctx context.Context, rpc string, recv func(
 		return nil, first, nil, recvErr(err)
 	}
 	if header(first) == nil {
+		in.releaseLast()
 		leave()
 		return nil, first, nil, fault.New(fault.InvalidArgument, "MISSING_HEADER", "the first message of %s must be a header", rpc)
+	}
+	counted := leave
+	leave = func() {
+		in.releaseLast()
+		counted()
 	}
 	return in, first, leave, nil
 }
@@ -123,6 +130,12 @@ func openUpload[T, H any](s *Server, ctx context.Context, rpc string, recv func(
 // ended, so what the stream holds (memory, a stream slot) is released. The
 // wait happens on a goroutine that receives only when asked, so a message
 // stays the caller's until its next call, as with Recv.
+//
+// That next call is also where a message's data ends: the server's codec
+// (internal/wirecodec) aliases a data message's bytes into the received
+// gRPC buffer, and Recv gives the previous message's buffer back to the pool
+// before it asks for the next (ingest.Source's "valid until the next call").
+// releaseLast does the same when the stream ends.
 type idleRecv[T any] struct {
 	ctx     context.Context // the stream's: done once the handler returns
 	recv    func() (T, error)
@@ -131,6 +144,27 @@ type idleRecv[T any] struct {
 	got     chan idleResult[T]
 	started bool
 	dead    error
+	last    T    // the message the caller holds
+	holding bool // last is set
+}
+
+// releaseLast ends the caller's hold on the last message it received: its
+// data must not be used after this.
+func (r *idleRecv[T]) releaseLast() {
+	if r.holding {
+		wirecodec.Release(r.last)
+		var zero T
+		r.last, r.holding = zero, false
+	}
+}
+
+// deliver hands a received message to the caller, who holds it until the
+// next call.
+func (r *idleRecv[T]) deliver(res idleResult[T]) (T, error) {
+	if res.err == nil {
+		r.last, r.holding = res.msg, true
+	}
+	return res.msg, res.err
 }
 
 type idleResult[T any] struct {
@@ -150,6 +184,7 @@ func (r *idleRecv[T]) Recv() (T, error) {
 	if r.dead != nil {
 		return zero, r.dead
 	}
+	r.releaseLast()
 	if !r.started {
 		r.started = true
 		go r.loop()
@@ -159,7 +194,7 @@ func (r *idleRecv[T]) Recv() (T, error) {
 	defer t.Stop()
 	select {
 	case res := <-r.got:
-		return res.msg, res.err
+		return r.deliver(res)
 	case <-t.C:
 		r.dead = fault.Wrap(errStreamIdle, fault.Aborted, "STREAM_IDLE",
 			"the stream sent nothing for %s and was ended, releasing what it held; an upload stays PENDING: resume it with the same upload id (files at QueryUploadStatus's committed_size)",
@@ -170,7 +205,7 @@ func (r *idleRecv[T]) Recv() (T, error) {
 		// over the size limit ends the stream's context too).
 		select {
 		case res := <-r.got:
-			return res.msg, res.err
+			return r.deliver(res)
 		case <-time.After(100 * time.Millisecond):
 		}
 		r.dead = r.ctx.Err()

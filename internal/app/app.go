@@ -22,6 +22,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/ingest"
 	"backupstore/internal/bytesize"
+	"backupstore/internal/wirecodec"
 	"backupstore/maintenance"
 	"backupstore/metadata"
 	"backupstore/registry"
@@ -151,7 +152,8 @@ type Hooks struct {
 	// WrapServiceStore wraps the service-managed default store, for fault
 	// injection and for counting what reaches it.
 	WrapServiceStore func(storage.Store) storage.Store
-	// Crash is maintenance.Hooks.Crash: a crash test's backupd ends its
+	// Crash is maintenance.Hooks.Crash (and "before-pack-commit": a pack is
+	// in the bucket, its rows not yet committed): a crash test's backupd ends its
 	// process at the named point of a deletion.
 	Crash func(point string)
 }
@@ -225,6 +227,20 @@ func New(ctx context.Context, cfg Config) (a *App, err error) {
 
 	ic := cfg.Ingest
 	ic.Catalog, ic.Registry, ic.Budget, ic.Logger = a.Catalog, a.Registry, a.Budget, log
+	if ic.PackKey == nil {
+		ic.PackKey = func(tenant string) (string, []byte, error) {
+			id, key := cfg.Keyring.DeriveKey("pack-index", tenant)
+			return id, key, nil
+		}
+	}
+	if cfg.Hooks.Crash != nil && (ic.Hooks == nil || ic.Hooks.BeforePackCommit == nil) {
+		h := &ingest.Hooks{}
+		if ic.Hooks != nil {
+			*h = *ic.Hooks
+		}
+		h.BeforePackCommit = func(string) { cfg.Hooks.Crash("before-pack-commit") }
+		ic.Hooks = h
+	}
 	// Restore and verify decode what ingest wrote: their bound on one
 	// frame is the most input ingest puts in one.
 	maxFrame := cmpOr(ic.FrameSize, ingest.DefaultFrameSize) + cmpOr(ic.Limits.MaxRowBytes, csvscan.DefaultMaxRowBytes)
@@ -366,7 +382,10 @@ func (a *App) reloadTokens(tf *server.TokenFile, onHUP bool) {
 
 func grpcOptions(cfg Config) ([]grpc.ServerOption, error) {
 	g := cfg.GRPC
-	var opts []grpc.ServerOption
+	// Upload data messages are unmarshalled without a copy (their bytes stay
+	// in the received buffer until the stream's next Recv): the garbage of an
+	// upload no longer grows with its size (docs/FORMAT.md §4.2).
+	opts := []grpc.ServerOption{grpc.ForceServerCodecV2(wirecodec.Codec{})}
 	if g.StaticWindows {
 		opts = append(opts, grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow))
 	}

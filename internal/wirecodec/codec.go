@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 	"weak"
 
@@ -171,6 +172,7 @@ func unmarshalAliased[T any, M dataMessage[T]](pool mem.BufferPool, data mem.Buf
 		return nil
 	}
 	hold(m, buf, set)
+	aliased.Add(1)
 	return nil
 }
 
@@ -233,6 +235,12 @@ func Release(msg any) {
 	h.clear()
 	h.buf.Free()
 }
+
+var aliased atomic.Int64
+
+// Aliased returns how many messages Unmarshal has decoded without copying
+// their data, since the process started (for tests and diagnostics).
+func Aliased() int64 { return aliased.Load() }
 
 // Held returns how many received buffers messages hold now (for tests and
 // diagnostics).

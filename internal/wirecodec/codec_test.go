@@ -215,7 +215,7 @@ func TestDataAliasedUntilRelease(t *testing.T) {
 			transport := &countingPool{} // the transport's frames
 			gather := &countingPool{}    // the codec's pool
 			in := split(wire, tc.frame, transport)
-			held := Held()
+			held, aliased := Held(), Aliased()
 			m := new(pb.UploadRecordsRequest)
 			if err := (Codec{Pool: gather}).Unmarshal(in, m); err != nil {
 				t.Fatal(err)
@@ -225,8 +225,8 @@ func TestDataAliasedUntilRelease(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatal("data differs from what was sent")
 			}
-			if Held() != held+1 {
-				t.Fatalf("Held() = %d, want %d", Held(), held+1)
+			if Held() != held+1 || Aliased() != aliased+1 {
+				t.Fatalf("Held() = %d, Aliased() = %d, want %d, %d", Held(), Aliased(), held+1, aliased+1)
 			}
 			var owner *countingPool // whose buffer data aliases
 			if len(in) == 1 {
