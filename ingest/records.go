@@ -453,23 +453,28 @@ func (w *recWriter) emit(r *csvscan.Row) error {
 // indexRow adds a row's id (checking it is new in the chunk) and its
 // references to the record index.
 func (w *recWriter) indexRow(r *csvscan.Row) error {
-	id := string(r.ID[:])
-	if err := w.idx.AddRecord(id, w.frameNo, r.Number); err != nil {
-		var de *recindex.DuplicateError
-		if errors.As(err, &de) {
-			return &csvscan.RowError{Row: r.Number, Column: "Id", Reason: "DUPLICATE_ID",
-				Detail: fmt.Sprintf("id %s appears twice in this chunk", de.ID)}
-		}
-		return err
+	if err := w.idx.AddRecordID(r.ID, w.frameNo, r.Number); err != nil {
+		return duplicateFault(err)
 	}
 	for i, ref := range r.Refs {
 		if ref != (sfid.ID{}) {
-			if err := w.idx.AddRef(i, string(ref[:]), id); err != nil {
+			if err := w.idx.AddRefID(i, ref, r.ID); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// duplicateFault turns the index's report of an id seen twice in the chunk (at once, or by
+// Finish when the first one is in an earlier run) into the row error naming the later row.
+func duplicateFault(err error) error {
+	var de *recindex.DuplicateError
+	if errors.As(err, &de) {
+		return &csvscan.RowError{Row: de.Row, Column: "Id", Reason: "DUPLICATE_ID",
+			Detail: fmt.Sprintf("id %s appears twice in this chunk (first at row %d)", de.ID, de.FirstRow)}
+	}
+	return err
 }
 
 // placeHeader puts the chunk's header row at the start of frame 0, after
@@ -726,7 +731,7 @@ func (w *recWriter) finish() (*Result, error) {
 	}
 	idxSize, err := w.idx.Finish()
 	if err != nil {
-		return fail(err)
+		return fail(duplicateFault(err)) // UploadRecords makes a row error InvalidArgument
 	}
 	ikey := indexKey(u.ObjectKey)
 	isum := sha256.New()

@@ -80,7 +80,9 @@ var idBad = func() (t [256]byte) {
 }()
 
 // ValidID reports whether id is a normalised record id: exactly 18 bytes of [A-Za-z0-9].
-func ValidID(id string) bool {
+func ValidID(id string) bool { return validID(id) }
+
+func validID[T ~string | ~[]byte](id T) bool {
 	if len(id) != IDLen {
 		return false
 	}

@@ -114,14 +114,15 @@ type refEntry struct {
 	field          uint16
 }
 
-func be64(s string) uint64 {
+func be64[T ~string | ~[]byte](s T) uint64 {
 	_ = s[7]
 	return uint64(s[0])<<56 | uint64(s[1])<<48 | uint64(s[2])<<40 | uint64(s[3])<<32 |
 		uint64(s[4])<<24 | uint64(s[5])<<16 | uint64(s[6])<<8 | uint64(s[7])
 }
 
 // packID splits an 18-byte id into its integer form.
-func packID(id string) (hi, mid uint64, lo uint16) {
+func packID[T ~string | ~[]byte](id T) (hi, mid uint64, lo uint16) {
+	_ = id[IDLen-1]
 	return be64(id[0:8]), be64(id[8:16]), uint16(id[16])<<8 | uint16(id[17])
 }
 
@@ -181,9 +182,15 @@ type Writer struct {
 	err  error  // sticky: a spool failure or a duplicate found at Finish ends the writer
 	done bool
 
-	recs  []recEntry
-	table []uint32 // open addressing over recs; 0 = empty, else index+1; len = 2*cap(recs)
-	refs  []refEntry
+	recs []recEntry
+	// table is open addressing over recs (0 = empty, else index+1; 2*cap(recs) slots), kept
+	// only while indexed. A run whose ids arrive in strictly increasing order (an export in
+	// id order) needs neither the table nor a sort: a new id above the last one cannot be a
+	// repeat. The first id out of order builds the table over the run so far. Its memory is
+	// counted in RunBytes whether it is built or not, so runs end where they always did.
+	table   []uint32
+	indexed bool
+	refs    []refEntry
 
 	frames   []FrameInfo
 	runs     []run
@@ -228,53 +235,133 @@ func (w *Writer) usable() error {
 // added, and the writer stays usable; a repeat of an id already written out is reported by
 // Finish.
 func (w *Writer) AddRecord(id string, frame uint32, row int64) error {
+	if !ValidID(id) {
+		if err := w.usable(); err != nil {
+			return err
+		}
+		return fmt.Errorf("recindex: row %d: %w: %s", row, ErrInvalidID, quoteID(id))
+	}
+	hi, mid, lo := packID(id)
+	return w.addRecord(hi, mid, lo, frame, row)
+}
+
+// AddRecordID is AddRecord for an id held in an array (as sfid.ID holds it): it does not
+// allocate.
+func (w *Writer) AddRecordID(id [IDLen]byte, frame uint32, row int64) error {
+	if !validID(id[:]) {
+		if err := w.usable(); err != nil {
+			return err
+		}
+		return fmt.Errorf("recindex: row %d: %w: %s", row, ErrInvalidID, quoteID(string(id[:])))
+	}
+	hi, mid, lo := packID(id[:])
+	return w.addRecord(hi, mid, lo, frame, row)
+}
+
+func (w *Writer) addRecord(hi, mid uint64, lo uint16, frame uint32, row int64) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if !ValidID(id) {
-		return fmt.Errorf("recindex: row %d: %w: %s", row, ErrInvalidID, quoteID(id))
-	}
+	e := recEntry{hi: hi, mid: mid, lo: lo, frame: frame, row: row}
 	if row < 0 {
-		return fmt.Errorf("recindex: record %s: negative row %d", id, row)
+		return fmt.Errorf("recindex: record %s: negative row %d", e.id(), row)
 	}
 	if err := w.roomForRec(); err != nil {
 		return err
 	}
-	e := recEntry{frame: frame, row: row}
-	e.hi, e.mid, e.lo = packID(id)
-	slot, dup := w.probe(&e)
-	if dup >= 0 {
-		return &DuplicateError{ID: id, FirstRow: w.recs[dup].row, Row: row}
+	inOrder := false
+	if n := len(w.recs); !w.indexed {
+		c := -1
+		if n > 0 {
+			c = cmpRec(w.recs[n-1], e)
+		}
+		if c == 0 {
+			return &DuplicateError{ID: e.id(), FirstRow: w.recs[n-1].row, Row: row}
+		}
+		inOrder = c < 0
 	}
-	w.table[slot] = uint32(len(w.recs)) + 1
-	w.recs = append(w.recs, e)
+	if inOrder {
+		w.recs = append(w.recs, e) // above every id of the run
+	} else {
+		if !w.indexed {
+			w.buildTable()
+		}
+		slot, dup := w.probe(&e)
+		if dup >= 0 {
+			return &DuplicateError{ID: e.id(), FirstRow: w.recs[dup].row, Row: row}
+		}
+		w.table[slot] = uint32(len(w.recs)) + 1
+		w.recs = append(w.recs, e)
+	}
 	w.records++
 	w.maxFrame = max(w.maxFrame, int64(frame))
 	return nil
 }
 
+// id returns the entry's id as a string.
+func (e *recEntry) id() string {
+	var b [IDLen]byte
+	putID(b[:], e.hi, e.mid, e.lo)
+	return string(b[:])
+}
+
 // AddRef adds the reference child → parent through RefFields[field]. Repeated pairs are
 // allowed; they are stored once per run (and Reader.Children dedupes across runs).
 func (w *Writer) AddRef(field int, parent, child string) error {
+	if err := w.checkRef(field, ValidID(parent), ValidID(child)); err != nil {
+		return refError(err, parent, child)
+	}
+	e := refEntry{field: uint16(field)}
+	e.ph, e.pm, e.pl = packID(parent)
+	e.ch, e.cm, e.cl = packID(child)
+	return w.addRef(&e)
+}
+
+// AddRefID is AddRef for ids held in arrays: it does not allocate.
+func (w *Writer) AddRefID(field int, parent, child [IDLen]byte) error {
+	if err := w.checkRef(field, validID(parent[:]), validID(child[:])); err != nil {
+		return refError(err, string(parent[:]), string(child[:]))
+	}
+	e := refEntry{field: uint16(field)}
+	e.ph, e.pm, e.pl = packID(parent[:])
+	e.ch, e.cm, e.cl = packID(child[:])
+	return w.addRef(&e)
+}
+
+// errBadParent and errBadChild are what checkRef reports for refError to name the id.
+var errBadParent, errBadChild = errors.New("parent"), errors.New("child")
+
+func (w *Writer) checkRef(field int, parentOK, childOK bool) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
 	if field < 0 || field >= len(w.opt.RefFields) {
 		return fmt.Errorf("recindex: %w: number %d of %d", ErrUnknownField, field, len(w.opt.RefFields))
 	}
-	if !ValidID(parent) {
-		return fmt.Errorf("recindex: %s parent: %w: %s", w.opt.RefFields[field], ErrInvalidID, quoteID(parent))
+	if !parentOK {
+		return fmt.Errorf("recindex: %s %w", w.opt.RefFields[field], errBadParent)
 	}
-	if !ValidID(child) {
-		return fmt.Errorf("recindex: %s child: %w: %s", w.opt.RefFields[field], ErrInvalidID, quoteID(child))
+	if !childOK {
+		return fmt.Errorf("recindex: %s %w", w.opt.RefFields[field], errBadChild)
 	}
+	return nil
+}
+
+func refError(err error, parent, child string) error {
+	switch {
+	case errors.Is(err, errBadParent):
+		return fmt.Errorf("%v: %w: %s", err, ErrInvalidID, quoteID(parent))
+	case errors.Is(err, errBadChild):
+		return fmt.Errorf("%v: %w: %s", err, ErrInvalidID, quoteID(child))
+	}
+	return err
+}
+
+func (w *Writer) addRef(e *refEntry) error {
 	if err := w.roomForRef(); err != nil {
 		return err
 	}
-	e := refEntry{field: uint16(field)}
-	e.ph, e.pm, e.pl = packID(parent)
-	e.ch, e.cm, e.cl = packID(child)
-	w.refs = append(w.refs, e)
+	w.refs = append(w.refs, *e)
 	return nil
 }
 
@@ -310,7 +397,7 @@ func (w *Writer) finish() error {
 	if err := w.flushRun(); err != nil {
 		return err
 	}
-	w.recs, w.table, w.refs = nil, nil, nil
+	w.recs, w.table, w.refs, w.indexed = nil, nil, nil, false
 	if len(w.frames) > 0 && w.maxFrame >= int64(len(w.frames)) {
 		return fmt.Errorf("recindex: a record is in frame %d but only %d frames were added", w.maxFrame, len(w.frames))
 	}
@@ -328,9 +415,10 @@ func (w *Writer) finish() error {
 	return err
 }
 
-// memUsed is the memory held by the current run's entries and hash table.
+// memUsed is the memory held by the current run's entries and hash table (counted whether
+// the table is built or not).
 func (w *Writer) memUsed() int {
-	return cap(w.recs)*recEntrySize + len(w.table)*4 + cap(w.refs)*refEntrySize
+	return cap(w.recs)*recEntrySize + 2*cap(w.recs)*4 + cap(w.refs)*refEntrySize
 }
 
 func (w *Writer) roomForRec() error {
@@ -360,7 +448,7 @@ func (w *Writer) roomForRef() error {
 	if len(w.refs) < cap(w.refs) || w.growRefs() {
 		return nil
 	}
-	w.recs, w.table = nil, nil
+	w.recs, w.table, w.indexed = nil, nil, false
 	if w.growRefs() {
 		return nil
 	}
@@ -395,11 +483,25 @@ func (w *Writer) resizeRecs(c int) {
 	recs := make([]recEntry, len(w.recs), c)
 	copy(recs, w.recs)
 	w.recs = recs
-	w.table = make([]uint32, 2*c)
+	w.table = nil
+	if w.indexed {
+		w.buildTable()
+	}
+}
+
+// buildTable (re)builds the hash table over the run's entries, allocating it if its size
+// does not match the record buffer.
+func (w *Writer) buildTable() {
+	if len(w.table) != 2*cap(w.recs) {
+		w.table = make([]uint32, 2*cap(w.recs))
+	} else {
+		clear(w.table)
+	}
 	for i := range w.recs {
 		slot, _ := w.probe(&w.recs[i])
 		w.table[slot] = uint32(i) + 1
 	}
+	w.indexed = true
 }
 
 func (w *Writer) growRefs() bool {
@@ -443,7 +545,9 @@ func (w *Writer) flushRun() error {
 	}
 	r := run{sections: make([]section, 1+len(w.opt.RefFields))}
 
-	slices.SortFunc(w.recs, cmpRec)
+	if w.indexed {
+		sortRecs(w.recs)
+	} // else the ids came in strictly increasing order
 	s := &r.sections[0]
 	w.startSection(s, IDLen)
 	s.bloom = newBloom(len(w.recs), w.opt.BloomBitsPerKey)
@@ -462,7 +566,7 @@ func (w *Writer) flushRun() error {
 		return err
 	}
 
-	slices.SortFunc(w.refs, cmpRef)
+	sortRefs(w.refs)
 	refs := w.refs
 	for f := range w.opt.RefFields {
 		n := 0
@@ -515,7 +619,7 @@ func (w *Writer) writeRefSection(s *section, refs []refEntry) error {
 func (w *Writer) rebalance() {
 	nr, nf := len(w.recs), len(w.refs)
 	w.recs, w.refs = w.recs[:0], w.refs[:0]
-	clear(w.table)
+	w.indexed = false // the table, if any, is cleared when next needed
 	shrunk := func(used, c int) int {
 		if c > used+used/4+16 {
 			return used + used/8 + 16
