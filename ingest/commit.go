@@ -48,6 +48,9 @@ func (s *Service) CommitBackup(ctx context.Context, tenant, id string, requirePa
 	if err != nil {
 		return nil, nil, err
 	}
+	// The backup's open pack in this process is sealed and committed first,
+	// so its files are in the count and the manifest.
+	s.flushPacks(tenant, id)
 	for attempt := 0; attempt < 3; attempt++ {
 		nb, orphans, err := s.commitOnce(ctx, b, st, requireParents)
 		var changed *metadata.BackupChangedError
@@ -187,6 +190,9 @@ type manifestFile struct {
 	Size        int64  `json:"size"`
 	SHA256      string `json:"sha256"`
 	Key         string `json:"key"`
+	// PackOffset is where a packed file's body starts in the pack at Key
+	// (absent for a file stored as an object of its own).
+	PackOffset int64 `json:"pack_offset,omitempty"`
 }
 
 // commitBlockCacheBytes bounds the index blocks one CommitBackup keeps for
@@ -260,7 +266,7 @@ func (mb *manifestBuilder) write(ctx context.Context, w io.Writer) error {
 			bw.WriteByte(',')
 		}
 		line, _ := json.Marshal(manifestFile{ID: f.ID, ParentID: f.ParentID, Path: f.Path, Name: f.Name,
-			ContentType: f.ContentType, Size: f.Size, SHA256: hex.EncodeToString(f.SHA256), Key: f.ObjectKey})
+			ContentType: f.ContentType, Size: f.Size, SHA256: hex.EncodeToString(f.SHA256), Key: f.ObjectKey, PackOffset: f.PackOffset})
 		bw.WriteString("\n")
 		if _, err := bw.Write(line); err != nil {
 			return err

@@ -258,6 +258,11 @@ func committedUpload(b *metadata.Backup, h *FileHeader, u *metadata.Upload, obje
 // deleted between the lookup and the commit.
 func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader) (*Result, error) {
 	sum, _ := hex.DecodeString(h.DeclaredSHA256)
+	if s.cfg.PackThreshold > 0 {
+		if res, err := s.dedupBlob(ctx, b, st, u, h, sum); res != nil || err != nil {
+			return res, err
+		}
+	}
 	obj, err := s.cfg.Catalog.FindFileObject(ctx, b.TenantID, b.OrgID, b.StorageID, sum)
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, nil
@@ -299,6 +304,68 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 		return s.afterFailedCommit(ctx, st, cu, res, "", err)
 	}
 	if u != nil && u.S3UploadID != "" { // a restarted upload that had begun a multipart upload
+		actx, cancel := detached(ctx)
+		_ = st.AbortMultipart(actx, u.ObjectKey, u.S3UploadID)
+		cancel()
+	}
+	return res, nil
+}
+
+// dedupBlob is dedup against packed bodies: the backup's open pack in this
+// process (the file joins it and waits for its commit), then sealed packs
+// (one FindBlobs query, one HEAD of the pack). (nil, nil): not found, send
+// the body.
+func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, sum []byte) (*Result, error) {
+	if u == nil && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
+		if pw := s.lookupPackWriter(b.TenantID, b.ID); pw != nil {
+			if op, i, ok := pw.addShared(h, sum); ok {
+				return s.waitPacked(ctx, st, h, op, i)
+			}
+		}
+	}
+	found, err := s.cfg.Catalog.FindBlobs(ctx, b.TenantID, b.OrgID, b.StorageID, [][]byte{sum})
+	if err != nil {
+		return nil, err
+	}
+	bl := found[string(sum)]
+	if bl == nil {
+		return nil, nil
+	}
+	if h.DeclaredSize >= 0 && h.DeclaredSize != bl.Size {
+		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
+			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, bl.Size)
+	}
+	p, err := s.cfg.Catalog.GetPack(ctx, b.TenantID, bl.PackID)
+	if err != nil {
+		return nil, err
+	}
+	// A catalog row is not the body: share it only if the bucket still has the pack.
+	info, err := st.Head(ctx, p.Key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != p.Size):
+		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a pack that is missing or has the wrong size; marked damaged",
+			"tenant", b.TenantID, "pack", p.ID, "key", p.Key)
+		if err := s.cfg.Catalog.SetBlobDamaged(ctx, b.TenantID, bl.ID); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return nil, err
+		}
+		return nil, nil
+	case err != nil:
+		return nil, s3Fault(err, "HeadObject")
+	}
+	f := s.newFileRow(b, h, "", bl.Size, sum)
+	f.BlobID = bl.ID
+	res := &Result{UploadID: h.UploadID, DataKey: p.Key, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
+	cu := committedUpload(b, h, u, bl.ID, p.Key)
+	cu.Result, _ = json.Marshal(res)
+	if err := s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f); err != nil {
+		if errors.Is(err, metadata.ErrNotFound) {
+			if _, gerr := s.cfg.Catalog.GetBackup(ctx, b.TenantID, b.ID); gerr == nil {
+				return nil, nil
+			}
+		}
+		return s.afterFailedCommit(ctx, st, cu, res, "", err)
+	}
+	if u != nil && u.S3UploadID != "" {
 		actx, cancel := detached(ctx)
 		_ = st.AbortMultipart(actx, u.ObjectKey, u.S3UploadID)
 		cancel()
@@ -445,6 +512,9 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 	digest := sum.Sum(nil)
 	if err := checkDeclared(h, size, digest); err != nil {
 		return nil, err
+	}
+	if s.cfg.PackThreshold > 0 && h.DeclaredSize >= 0 && size <= s.cfg.PackThreshold {
+		return s.packFile(ctx, b, st, h, buf.Bytes(), digest)
 	}
 	objID := newObjectID()
 	key := fileKey(b, objID)

@@ -17,6 +17,7 @@ import (
 	"backupstore/csvscan"
 	"backupstore/fault"
 	"backupstore/metadata"
+	"backupstore/pack"
 	"backupstore/recindex"
 	"backupstore/registry"
 	"backupstore/sfid"
@@ -62,6 +63,19 @@ type Config struct {
 	Now func() time.Time
 	// Quotas cap what one tenant may have in the catalog; zero: no limits.
 	Quotas Quotas
+	// PackThreshold is the largest file body packed with others into a pack
+	// object (packwriter.go); 0 disables packing. At most PartSize.
+	PackThreshold int64
+	// PackTarget seals a pack at the first body boundary past it. Default
+	// PartSize.
+	PackTarget int64
+	// PackLinger seals an open pack that got no new body for this long
+	// while uploads wait on it. Default DefaultPackLinger.
+	PackLinger time.Duration
+	// PackKey returns the key id and the key that authenticate a tenant's
+	// pack indexes (secrets.Keyring.DeriveKey("pack-index", tenant));
+	// required when PackThreshold > 0.
+	PackKey func(tenant string) (keyID string, key []byte, err error)
 	// Hooks are testing knobs; nil in production.
 	Hooks *Hooks
 }
@@ -101,6 +115,12 @@ type Hooks struct {
 	// AfterAbortMark runs in AbortBackup once the backup is ABORTED, before
 	// anything is deleted.
 	AfterAbortMark func(backupID string)
+	// BeforePackCommit runs when a pack is in the bucket, before the catalog
+	// transaction that records it and its files (a crash here leaves an
+	// object without a row).
+	BeforePackCommit func(key string)
+	// LosePackCommitOK is LoseCommitOK for a pack's transaction.
+	LosePackCommitOK func(key string) bool
 }
 
 func (s *Service) hooks() *Hooks {
@@ -161,11 +181,18 @@ func (c *Config) withDefaults() {
 	if c.Limits.MaxRowBytes <= 0 {
 		c.Limits.MaxRowBytes = csvscan.DefaultMaxRowBytes
 	}
+	if c.PackTarget <= 0 {
+		c.PackTarget = c.PartSize
+	}
+	if c.PackLinger <= 0 {
+		c.PackLinger = DefaultPackLinger
+	}
 }
 
 // Service is the ingest domain service. It is safe for concurrent use.
 type Service struct {
-	cfg Config
+	cfg   Config
+	packs packWriters
 }
 
 // New returns a Service.
@@ -184,6 +211,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxMemoryPart < cfg.PartSize {
 		cfg.MaxMemoryPart = cfg.PartSize
+	}
+	switch {
+	case cfg.PackThreshold < 0 || cfg.PackThreshold > cfg.PartSize || cfg.PackThreshold > pack.MaxBody:
+		return nil, fmt.Errorf("ingest: PackThreshold %d is not between 0 and the part size %d", cfg.PackThreshold, cfg.PartSize)
+	case cfg.PackThreshold > 0 && cfg.PackKey == nil:
+		return nil, errors.New("ingest: PackKey is required when packing is on")
 	}
 	if need := recordsReservation(&cfg); need > cfg.Budget.TenantShare() {
 		return nil, fmt.Errorf("ingest: a tenant's share of the memory budget (%d bytes) is below what one record stream may need (%d bytes)", cfg.Budget.TenantShare(), need)

@@ -175,6 +175,30 @@ func (s *Service) purge(ctx context.Context, b *metadata.Backup) (Deleted, error
 	if err := s.cfg.Catalog.PurgeBackupRows(ctx, b.TenantID, b.ID, ids); err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return Deleted{}, err
 	}
+	// Packs left without a body (their last files were this backup's) go
+	// from the bucket, then their rows; a crash in between finds them again.
+	for {
+		packs, err := s.cfg.Catalog.EmptyPacks(ctx, b.TenantID, b.StorageID, purgePage)
+		if err != nil {
+			return Deleted{}, err
+		}
+		if len(packs) == 0 {
+			break
+		}
+		var keys, pids []string
+		for _, p := range packs {
+			keys, pids = append(keys, p.Key), append(pids, p.ID)
+			d.Objects++
+			d.Bytes += p.Size
+		}
+		if err := st.Delete(ctx, keys...); err != nil {
+			return Deleted{}, deleteFault(err)
+		}
+		s.crash("after-packs")
+		if err := s.cfg.Catalog.DeletePackRows(ctx, b.TenantID, pids); err != nil {
+			return Deleted{}, err
+		}
+	}
 	return d, nil
 }
 

@@ -465,16 +465,25 @@ func (c catalog) PackBlobs(ctx context.Context, tenantID, packID string) ([]*Blo
 	return list, c.fail("PackBlobs", err, nil)
 }
 
-// EmptyPacks returns up to limit of the tenant's packs that hold no blob any more (the purge
+// EmptyPacks returns up to limit of the tenant's packs on the storage ("" = the service default)
+// that hold no blob any more (the purge
 // deleted the last file referencing each of its bodies), in byte order of id: their objects are
 // deleted from the bucket, then their rows (DeletePackRows).
-func (c catalog) EmptyPacks(ctx context.Context, tenantID string, limit int) ([]*Pack, error) {
+func (c catalog) EmptyPacks(ctx context.Context, tenantID, storageID string, limit int) ([]*Pack, error) {
 	const op = "EmptyPacks"
 	if limit <= 0 || limit > 1000 {
 		return nil, c.fail(op, fmt.Errorf("%w: limit %d (want 1 to 1000)", ErrInvalid, limit), nil)
 	}
-	list, err := c.queryPacks(ctx, "SELECT "+colsAs("p", packCols)+` FROM packs p WHERE p.tenant_id = ?
- AND NOT EXISTS (SELECT 1 FROM blobs bl WHERE bl.tenant_id = p.tenant_id AND bl.pack_id = p.id) ORDER BY p.id LIMIT ?`, tenantID, limit)
+	q := "SELECT " + colsAs("p", packCols) + " FROM packs p WHERE p.tenant_id = ?"
+	args := []any{tenantID}
+	if storageID == "" {
+		q += " AND p.storage_id IS NULL"
+	} else {
+		q += " AND p.storage_id = ?"
+		args = append(args, storageID)
+	}
+	list, err := c.queryPacks(ctx, q+` AND NOT EXISTS (SELECT 1 FROM blobs bl WHERE bl.tenant_id = p.tenant_id AND bl.pack_id = p.id)
+ ORDER BY p.id LIMIT ?`, append(args, limit)...)
 	return list, c.fail(op, err, nil)
 }
 

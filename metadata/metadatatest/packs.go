@@ -226,7 +226,7 @@ func testPackPurgeAndKeys(t *testing.T, newDB NewDB) {
 	if err != nil || len(bls) != 1 || bls[0].ID != "blb-pck-A-shared" {
 		t.Errorf("pck-A's blobs after purging A = %v, %v; want the shared one", bls, err)
 	}
-	if empty, err := s.EmptyPacks(ctx, "t1", 10); err != nil || len(empty) != 0 {
+	if empty, err := s.EmptyPacks(ctx, "t1", "s1", 10); err != nil || len(empty) != 0 {
 		t.Errorf("EmptyPacks = %v, %v; want none", empty, err)
 	}
 	if err := s.DeleteBackupRow(ctx, "t1", "bA"); err != nil {
@@ -239,14 +239,17 @@ func testPackPurgeAndKeys(t *testing.T, newDB NewDB) {
 	if err := s.PurgeBackupRows(ctx, "t1", "bB", nil); err != nil {
 		t.Fatal(err)
 	}
-	empty, err := s.EmptyPacks(ctx, "t1", 10)
+	empty, err := s.EmptyPacks(ctx, "t1", "s1", 10)
 	if err != nil || len(empty) != 2 || empty[0].Key != pA.Key || empty[1].Key != pB.Key {
 		t.Fatalf("EmptyPacks = %v, %v; want both packs", empty, err)
+	}
+	if other, err := s.EmptyPacks(ctx, "t1", "", 10); err != nil || len(other) != 0 {
+		t.Errorf("EmptyPacks on the default storage = %v, %v; want none", other, err)
 	}
 	if err := s.DeletePackRows(ctx, "t1", []string{"pck-A", "pck-B"}); err != nil {
 		t.Fatal(err)
 	}
-	if empty, _ := s.EmptyPacks(ctx, "t1", 10); len(empty) != 0 {
+	if empty, _ := s.EmptyPacks(ctx, "t1", "s1", 10); len(empty) != 0 {
 		t.Errorf("EmptyPacks after DeletePackRows = %v", empty)
 	}
 	if err := s.DeleteBackupRow(ctx, "t1", "bB"); err != nil {

@@ -1,0 +1,339 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"backupstore/fault"
+	"backupstore/metadata"
+	"backupstore/pack"
+	"backupstore/storage"
+)
+
+// Small-file packs, phase 1 (docs/FORMAT.md §2, "phase 1"): bodies ≤
+// Config.PackThreshold with a declared size go into the open pack of their
+// backup in this process. A pack is written with ONE PutObject when it is
+// sealed — at the first body boundary past PackTarget, after PackLinger with
+// no new body, on CommitBackup — and then recorded in one catalog
+// transaction (pack, blobs, uploads, files); only then are its uploads
+// answered, so an upload response is still a promise. A crash between the
+// PUT and the transaction leaves an object without a row, which garbage
+// collection owns after its grace period, as a single-PUT file's.
+
+// Defaults of the pack settings.
+const (
+	// DefaultPackThreshold is the largest body packed when packing is on.
+	DefaultPackThreshold = 1 << 20
+	// DefaultPackLinger is how long an open pack waits for another body
+	// while uploads wait on it.
+	DefaultPackLinger = 20 * time.Millisecond
+	// maxPackBodies seals a pack of many tiny bodies: its index stays ≤ 448 KiB.
+	maxPackBodies = 8192
+)
+
+// packKey is where a pack lives: per org, as file objects (dedup is per org
+// and storage).
+func packKey(b *metadata.Backup, packID string) string {
+	return b.TenantID + "/" + b.OrgID + "/packs/" + packID
+}
+
+// packWriters holds the open pack writer of each backup in this process.
+type packWriters struct {
+	mu sync.Mutex
+	m  map[string]*packWriter // by tenant + "\x00" + backup id
+}
+
+// packWriter fills one backup's packs. One pack is open at a time; sealed
+// packs upload and commit on their own goroutines while the next fills.
+type packWriter struct {
+	s   *Service
+	key string
+	b   *metadata.Backup
+	st  storage.Store
+
+	mu       sync.Mutex
+	cur      *openPack
+	inFlight sync.WaitGroup // sealed packs not yet committed (or failed)
+}
+
+// openPack is a pack being filled, then sealed, written and committed.
+type openPack struct {
+	pw       *packWriter
+	id, key  string
+	w        *pack.Writer
+	reserved int64 // budget bytes held for the buffer
+	blobs    []*metadata.Blob
+	bySHA    map[[32]byte]*metadata.Blob
+	files    []*metadata.PackedFile
+	results  []*Result
+	timer    *time.Timer
+	sealed   bool
+
+	done chan struct{} // closed once committed or failed
+	err  error         // the commit's error, if any
+}
+
+// packCap is the buffer one open pack reserves: the target, one body past
+// it, the largest index, header and trailer.
+func (s *Service) packCap() int64 {
+	return s.cfg.PackTarget + s.cfg.PackThreshold + pack.FinishedSize(maxPackBodies, 0)
+}
+
+func (s *Service) packWriter(b *metadata.Backup, st storage.Store) *packWriter {
+	k := b.TenantID + "\x00" + b.ID
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	if s.packs.m == nil {
+		s.packs.m = map[string]*packWriter{}
+	}
+	pw := s.packs.m[k]
+	if pw == nil {
+		pw = &packWriter{s: s, key: k, b: b, st: st}
+		s.packs.m[k] = pw
+	}
+	return pw
+}
+
+// lookupPackWriter returns the backup's writer in this process, or nil.
+func (s *Service) lookupPackWriter(tenant, backupID string) *packWriter {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	return s.packs.m[tenant+"\x00"+backupID]
+}
+
+// packFile stores a whole small body through the backup's pack writer and
+// returns once the pack holding it is in the bucket and committed.
+func (s *Service) packFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, body, digest []byte) (*Result, error) {
+	pw := s.packWriter(b, st)
+	op, i, err := pw.add(ctx, h, body, digest)
+	if err != nil {
+		return nil, err
+	}
+	return s.waitPacked(ctx, st, h, op, i)
+}
+
+// waitPacked waits for file i of op to be committed and answers it.
+func (s *Service) waitPacked(ctx context.Context, st storage.Store, h *FileHeader, op *openPack, i int) (*Result, error) {
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+		// The body stays in the pack and is committed without us: a resend
+		// of the same upload id answers the stored result.
+		return nil, ctx.Err()
+	}
+	pf := op.files[i]
+	if op.err != nil {
+		return s.afterFailedCommit(ctx, st, pf.Upload, op.results[i], "", op.err)
+	}
+	if w := pf.Winner; w != nil {
+		if w.State == metadata.UploadCommitted && w.Kind == metadata.KindFile && w.ParentID == h.ParentID && w.Path == h.Path &&
+			w.DeclaredSize == h.DeclaredSize && w.DeclaredSHA256 == h.DeclaredSHA256 {
+			return storedResult(w)
+		}
+		return nil, fault.New(fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", h.UploadID)
+	}
+	return op.results[i], nil
+}
+
+// add puts the body into the open pack (starting one if needed; a body the
+// open pack holds already is shared, not copied) and returns the pack and
+// the file's index in it.
+func (pw *packWriter) add(ctx context.Context, h *FileHeader, body, digest []byte) (*openPack, int, error) {
+	s := pw.s
+	var sum [32]byte
+	copy(sum[:], digest)
+	for {
+		pw.mu.Lock()
+		if pw.cur != nil {
+			break
+		}
+		pw.mu.Unlock()
+		// Reserve a whole pack buffer, then install it unless another stream
+		// did. The caller holds its body's reservation, so this never waits
+		// (a stream never waits while it holds memory): no room fails the
+		// upload as ResourceExhausted, to be retried.
+		n := s.packCap()
+		if !s.cfg.Budget.TryAcquireFor(pw.b.TenantID, n) {
+			return nil, 0, growFault(s.cfg.Budget, pw.b.TenantID, n)
+		}
+		id := "pck-" + uuid.NewString()
+		w, err := pack.NewWriter(make([]byte, 0, n), id)
+		if err != nil {
+			s.cfg.Budget.ReleaseFor(pw.b.TenantID, n)
+			return nil, 0, err
+		}
+		pw.mu.Lock()
+		if pw.cur == nil {
+			pw.cur = &openPack{pw: pw, id: id, key: packKey(pw.b, id), w: w, reserved: n,
+				bySHA: map[[32]byte]*metadata.Blob{}, done: make(chan struct{})}
+			break
+		}
+		pw.mu.Unlock()
+		s.cfg.Budget.ReleaseFor(pw.b.TenantID, n)
+	}
+	defer pw.mu.Unlock()
+	op, i := pw.addLocked(h, body, digest, pw.cur.bySHA[sum])
+	return op, i, nil
+}
+
+// addShared adds a file whose declared SHA-256 the open pack holds already,
+// without its body; ok is false when there is no open pack or it does not
+// hold that body.
+func (pw *packWriter) addShared(h *FileHeader, digest []byte) (op *openPack, i int, ok bool) {
+	var sum [32]byte
+	copy(sum[:], digest)
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if pw.cur == nil || pw.cur.bySHA[sum] == nil {
+		return nil, 0, false
+	}
+	bl := pw.cur.bySHA[sum]
+	if h.DeclaredSize >= 0 && h.DeclaredSize != bl.Size {
+		return nil, 0, false
+	}
+	op, i = pw.addLocked(h, nil, digest, bl)
+	return op, i, true
+}
+
+// addLocked adds a file to the open pack: its body, or a share of bl when bl
+// is not nil. pw.mu is held.
+func (pw *packWriter) addLocked(h *FileHeader, body, digest []byte, bl *metadata.Blob) (*openPack, int) {
+	s := pw.s
+	var sum [32]byte
+	copy(sum[:], digest)
+	op := pw.cur
+	dup := bl != nil
+	if !dup {
+		off, _ := op.w.Add(body, sum) // ≤ PackThreshold ≤ MaxBody, < maxPackBodies: cannot fail
+		bl = &metadata.Blob{ID: "blb-" + uuid.NewString(), Offset: off, Size: int64(len(body)), SHA256: digest}
+		op.blobs = append(op.blobs, bl)
+		op.bySHA[sum] = bl
+	}
+	b := pw.b
+	f := s.newFileRow(b, h, "", bl.Size, digest)
+	f.BlobID = bl.ID
+	in, stored := bl.Size, bl.Size
+	if dup {
+		in, stored = int64(len(body)), 0 // as a dedup of a stored body: nothing was sent if body is nil
+	}
+	res := &Result{UploadID: h.UploadID, DataKey: op.key, BytesIn: in, BytesStored: stored,
+		SHA256: hex.EncodeToString(digest), Deduplicated: dup, FileID: f.ID}
+	u := committedUpload(b, h, nil, bl.ID, op.key)
+	u.Result, _ = json.Marshal(res)
+	op.files = append(op.files, &metadata.PackedFile{Upload: u, File: f})
+	op.results = append(op.results, res)
+	i := len(op.files) - 1
+	if int64(op.w.Size()) >= s.cfg.PackTarget || op.w.Count() >= maxPackBodies {
+		pw.sealLocked("target")
+	} else if op.timer == nil {
+		op.timer = time.AfterFunc(s.cfg.PackLinger, func() { pw.lingered(op) })
+	} else {
+		op.timer.Reset(s.cfg.PackLinger)
+	}
+	return op, i
+}
+
+// lingered seals op if it is still the open pack: no body came for a
+// linger while uploads wait on it.
+func (pw *packWriter) lingered(op *openPack) {
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if pw.cur == op {
+		pw.sealLocked("linger")
+	}
+}
+
+// flush seals the open pack, if any, and waits until every sealed pack of
+// the backup in this process is committed or failed.
+func (pw *packWriter) flush() {
+	pw.mu.Lock()
+	if pw.cur != nil {
+		pw.sealLocked("flush")
+	}
+	pw.mu.Unlock()
+	pw.inFlight.Wait()
+}
+
+// sealLocked detaches the open pack and writes and commits it on a
+// goroutine of its own. pw.mu is held.
+func (pw *packWriter) sealLocked(reason string) {
+	op := pw.cur
+	pw.cur = nil
+	if op.timer != nil {
+		op.timer.Stop()
+	}
+	op.sealed = true
+	pw.inFlight.Add(1)
+	go func() {
+		defer pw.inFlight.Done()
+		defer pw.s.cfg.Budget.ReleaseFor(pw.b.TenantID, op.reserved)
+		op.err = pw.write(op)
+		close(op.done)
+		pw.forgetIfIdle()
+	}()
+}
+
+// forgetIfIdle drops the writer from the registry once nothing is open.
+func (pw *packWriter) forgetIfIdle() {
+	s := pw.s
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	if pw.cur == nil && s.packs.m[pw.key] == pw {
+		delete(s.packs.m, pw.key)
+	}
+}
+
+// write finishes the pack (index and MAC), PUTs it, and commits its rows.
+// It runs detached from any one upload's context: the uploads waiting on it
+// may end, the pack is still the promise to those that did not.
+func (pw *packWriter) write(op *openPack) (err error) {
+	s, b := pw.s, pw.b
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fault.New(fault.Internal, "PANIC", "pack writer: %v", p)
+		}
+	}()
+	keyID, macKey, err := s.cfg.PackKey(b.TenantID)
+	if err != nil {
+		return err
+	}
+	count := op.w.Count()
+	data, indexOffset, err := op.w.Finish(macKey, keyID, b.TenantID, b.OrgID)
+	if err != nil {
+		return err
+	}
+	if _, err := pw.st.Put(ctx, op.key, bytes.NewReader(data)); err != nil {
+		return s3Fault(err, "PutObject")
+	}
+	call(s.hooks().BeforePackCommit, op.key)
+	isum := sha256.Sum256(data[indexOffset:])
+	p := &metadata.Pack{TenantID: b.TenantID, ID: op.id, BackupID: b.ID, Key: op.key, Size: int64(len(data)),
+		BodyCount: count, IndexOffset: indexOffset, IndexSHA256: isum[:], KeyID: keyID, CreatedAt: s.cfg.Now().UTC()}
+	if err := s.cfg.Catalog.CommitPack(ctx, p, op.blobs, op.files); err != nil {
+		return err
+	}
+	if f := s.hooks().LosePackCommitOK; f != nil && f(op.key) {
+		return errors.New("test: the pack commit's OK was lost")
+	}
+	return nil
+}
+
+// flushPacks seals and waits for the backup's packs in this process
+// (CommitBackup and AbortBackup call it first).
+func (s *Service) flushPacks(tenant, backupID string) {
+	if pw := s.lookupPackWriter(tenant, backupID); pw != nil {
+		pw.flush()
+	}
+}
