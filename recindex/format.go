@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/bits"
 )
 
 const (
@@ -244,7 +245,13 @@ func (b *blockWriter) reset() {
 
 func commonPrefix(a, b []byte) int {
 	n := min(len(a), len(b))
-	for i := 0; i < n; i++ {
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		if x := binary.BigEndian.Uint64(a[i:]) ^ binary.BigEndian.Uint64(b[i:]); x != 0 {
+			return i + bits.LeadingZeros64(x)/8
+		}
+	}
+	for ; i < n; i++ {
 		if a[i] != b[i] {
 			return i
 		}
@@ -260,17 +267,22 @@ func (b *blockWriter) shared(key []byte) int {
 }
 
 // fits reports whether an entry of key and a value of vlen bytes fits in the block.
-func (b *blockWriter) fits(key []byte, vlen int) bool {
+func (b *blockWriter) fits(key []byte, vlen int) bool { return b.fitsShared(b.shared(key), vlen) }
+
+// fitsShared is fits for a key sharing sh bytes with the last one (b.shared(key)).
+func (b *blockWriter) fitsShared(sh, vlen int) bool {
 	restarts := len(b.restarts)
 	if b.n%restartInterval == 0 {
 		restarts++
 	}
-	size := len(b.buf) + 1 + b.keyLen - b.shared(key) + vlen + 4*restarts + blockTrailerLen
+	size := len(b.buf) + 1 + b.keyLen - sh + vlen + 4*restarts + blockTrailerLen
 	return size <= b.limit
 }
 
-func (b *blockWriter) add(key, val []byte) {
-	sh := b.shared(key)
+func (b *blockWriter) add(key, val []byte) { b.addShared(key, val, b.shared(key)) }
+
+// addShared is add for a key sharing sh bytes with the last one (b.shared(key)).
+func (b *blockWriter) addShared(key, val []byte, sh int) {
 	if b.n%restartInterval == 0 {
 		b.restarts = append(b.restarts, uint32(len(b.buf)))
 	}

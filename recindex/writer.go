@@ -642,15 +642,17 @@ func (w *Writer) startSection(s *section, keyLen int) {
 }
 
 func (w *Writer) addEntry(s *section, key, val []byte) error {
-	if w.bw.n > 0 && !w.bw.fits(key, len(val)) {
+	sh := w.bw.shared(key)
+	if w.bw.n > 0 && !w.bw.fitsShared(sh, len(val)) {
 		if err := w.flushBlock(s); err != nil {
 			return err
 		}
+		sh = 0 // a block starts with a restart
 	}
 	if w.bw.n == 0 {
 		s.firstKeys = append(s.firstKeys, key...)
 	}
-	w.bw.add(key, val)
+	w.bw.addShared(key, val, sh)
 	s.count++
 	return nil
 }
