@@ -59,6 +59,10 @@ type Config struct {
 	MaxFrameBytes int
 	// Hooks are testing knobs; nil in production.
 	Hooks *Hooks
+	// PackKeyWith derives the key of a tenant's pack indexes under a named
+	// master key (secrets.Keyring.DeriveKeyWith(keyID, "pack-index",
+	// tenant)), for Verify's MAC check of sampled packs.
+	PackKeyWith func(keyID, tenant string) ([]byte, error)
 }
 
 // Defaults of Config.

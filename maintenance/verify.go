@@ -192,6 +192,9 @@ func (s *Service) verify(ctx context.Context, b *metadata.Backup, st storage.Sto
 	if err != nil {
 		return err
 	}
+	if err := s.verifyPacks(ctx, b, st, readPercent, rep); err != nil {
+		return err
+	}
 	return s.dangling(ctx, b, st, rep)
 }
 

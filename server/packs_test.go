@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
 
 	"backupstore/ingest"
 	"backupstore/pack"
@@ -316,6 +320,85 @@ func TestPackRaceSameUploadID(t *testing.T) {
 				t.Fatalf("ListBackupContents: %d files, %v; want 1", len(list.Files), err)
 			}
 			e.mustReadFile(t, b.Id, o1.r.Result.FileId, body)
+		})
+	}
+}
+
+// TestPackVerifyAndDamage: Verify reads a pack whole (index MAC, every body); a body changed in
+// the bucket fails its whole read with DataLoss naming the pack, and Verify reports the pack; an
+// index re-signed by anyone without the master key (here: the MAC bytes changed) is reported as
+// forged.
+func TestPackVerifyAndDamage(t *testing.T) {
+	for _, driver := range []string{"sqlite", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			e := newEnv(t, driver, func(o *envOptions) { o.pack = ingest.DefaultPackThreshold })
+			ctx := as(tokenA)
+			sid, bucket := e.registerRoot(t, "prod")
+			b := e.newBackup(t, sid)
+			bodies := make([][]byte, 4)
+			uids := make([]string, 4)
+			for i := range bodies {
+				bodies[i] = packedBody(4, i)
+				uids[i] = uuid.NewString()
+			}
+			// One stream, one after the other within the linger: one pack.
+			var res []*pb.UploadFileResponse
+			for i := range bodies {
+				r, err := e.sendFile(ctx, packedHeader(b.Id, uids[i], i, bodies[i]), bodies[i], 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res = append(res, r)
+			}
+			e.commit(t, b.Id)
+			e.verifyIntact(t, b.Id)
+			key := res[2].Result.DataKey
+			orig := e.get(t, bucket, key)
+			x, err := pack.Parse(orig, pack.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put := func(data []byte) {
+				t.Helper()
+				if _, err := e.gw.RootClient().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket),
+					Key: aws.String(key), Body: bytes.NewReader(data)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The MAC changed: the index is no longer the service's.
+			forged := bytes.Clone(orig)
+			forged[len(forged)-9] ^= 1
+			put(forged)
+			v, err := e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b.Id, ReadPercent: 100})
+			if err != nil || len(v.Problems) != 1 || v.Problems[0].Key != key || v.Problems[0].Problem != "forged" {
+				t.Fatalf("VerifyBackup of a pack with a changed MAC: %v, %v", v.GetProblems(), err)
+			}
+			// A body changed in place: its read fails naming the pack, Verify reports the pack.
+			changed := bytes.Clone(orig)
+			var at int64 = -1
+			for _, en := range x.Entries {
+				if hex.EncodeToString(en.SHA256[:]) == res[2].Result.Sha256 {
+					at = en.Offset
+				}
+			}
+			changed[at+10] ^= 0xff
+			put(changed)
+			_, _, err = e.readFile(t, ctx, &pb.ReadFileRequest{BackupId: b.Id, Selector: &pb.ReadFileRequest_FileId{FileId: res[2].Result.FileId}})
+			st := wantCode(t, err, codes.DataLoss, "DATA_LOSS")
+			if !strings.Contains(st.Message(), key) {
+				t.Errorf("DataLoss does not name the pack: %s", st.Message())
+			}
+			e.mustReadFile(t, b.Id, res[1].Result.FileId, bodies[1]) // its neighbours are intact
+			v, err = e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b.Id, ReadPercent: 100})
+			if err != nil || len(v.Problems) != 1 || v.Problems[0].Key != key || v.Problems[0].Problem != "corrupt" || !v.Backup.Damaged {
+				t.Fatalf("VerifyBackup of a pack with a changed body: %v, %v", v.GetProblems(), err)
+			}
+			// A truncated pack fails its HEAD check.
+			put(orig[:len(orig)-1])
+			v, err = e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b.Id, ReadPercent: 0})
+			if err != nil || len(v.Problems) != 1 || v.Problems[0].Problem != "size" {
+				t.Fatalf("VerifyBackup of a truncated pack: %v, %v", v.GetProblems(), err)
+			}
 		})
 	}
 }

@@ -255,6 +255,11 @@ func New(ctx context.Context, cfg Config) (a *App, err error) {
 	}
 	mc := cfg.Maintenance
 	mc.Catalog, mc.Registry, mc.Logger = a.Catalog, a.Registry, log
+	if mc.PackKeyWith == nil {
+		mc.PackKeyWith = func(keyID, tenant string) ([]byte, error) {
+			return cfg.Keyring.DeriveKeyWith(keyID, "pack-index", tenant)
+		}
+	}
 	mc.MaxFrameBytes = cmpOr(mc.MaxFrameBytes, maxFrame)
 	if cfg.Hooks.Crash != nil {
 		mc.Hooks = &maintenance.Hooks{Crash: cfg.Hooks.Crash}
