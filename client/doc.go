@@ -18,6 +18,9 @@
 //     into chunks, files hashed first, concurrent uploads, resume of an
 //     interrupted run, commit. RestoreDir writes a committed backup back as
 //     such a directory, every byte checked.
+//   - ReadRecords, ReadRecordsTo and RestoreDir ask for the stored zstd
+//     frames of whole reads (passthrough) and decode and check them here:
+//     a quarter of the bytes on the wire, every byte still checked.
 //   - ReadRecords and the List iterators (Backups, Uploads, Storages,
 //     MaintenanceRuns) follow streams and pages.
 //
@@ -28,7 +31,10 @@
 // gRPC, protobuf, github.com/google/uuid, the standard library and
 // backupstore/csvscan with its id helper backupstore/sfid (leaf packages of
 // the standard library only, so that a worker rejects a record set exactly as
-// the service would, before sending it). It never imports the server's
+// the service would, before sending it), and backupstore/csvframes with
+// github.com/klauspost/compress/zstd (the decoder and checker of the stored
+// frames a passthrough read receives, shared with the server's own plain
+// reads). It never imports the server's
 // packages: it is a client like any other. TestImportsOnlyTheAPI keeps it so.
 //
 // # Stability

@@ -269,3 +269,36 @@ func TestReadRecordsZstdDamagedInBucket(t *testing.T) {
 		})
 	}
 }
+
+// A record index that does not open: a whole plain read still succeeds (the
+// server decodes the data object as a stream, and its SHA-256 tells), while
+// a passthrough read, which needs the frame table, is DataLoss naming the
+// index, flagged.
+func TestReadRecordsDamagedIndex(t *testing.T) {
+	dir := t.TempDir()
+	addr, stop, err := startServer(dir, nil, smallFrames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	c := dial(t, addr)
+	chunks := framesChunks()[:1]
+	id := uploadChunks(t, c, chunks)
+	idx := strings.TrimSuffix(dataObjects(t, filepath.Join(dir, "objects"))[0], ".csv.zst") + ".idx"
+	b, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-30] ^= 0x01 // the footer: its CRC fails
+	if err := os.WriteFile(idx, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := readAs(t, c, &pb.ReadRecordsRequest{BackupId: id, Sobject: "Account"}, pb.ContentEncoding_CONTENT_ENCODING_IDENTITY)
+	if err != nil || !bytes.Equal(got, chunks[0]) {
+		t.Fatalf("plain read with a damaged index: %v (%d bytes, want %d)", err, len(got), len(chunks[0]))
+	}
+	_, _, err = readAs(t, c, &pb.ReadRecordsRequest{BackupId: id, Sobject: "Account"}, pb.ContentEncoding_CONTENT_ENCODING_ZSTD)
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), ".idx") {
+		t.Fatalf("passthrough read with a damaged index: %v, want DataLoss naming the index", err)
+	}
+}

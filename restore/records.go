@@ -184,11 +184,12 @@ func (s *Service) ReadRecords(ctx context.Context, tenant string, req RecordsRea
 	if err != nil {
 		return nil, err
 	}
-	// Messages being built and sent, and (whole reads) one zstd window or
-	// (reads by id) the frame buffers, which frameRows charges on top.
+	// Whole reads: the pipeline's base (streamChunkFrames charges larger
+	// frames on top). Reads by id: messages being built and sent, and the
+	// frame buffers, which frameRows charges on top.
 	reserve := int64(3 * s.cfg.MessageSize)
 	if r.ids == nil {
-		reserve += int64(s.cfg.MaxFrameBytes)
+		reserve = s.pipelineBase()
 	}
 	if err := s.cfg.Budget.AcquireFor(ctx, tenant, reserve); err != nil {
 		return nil, budgetFault(err)
@@ -199,7 +200,7 @@ func (s *Service) ReadRecords(ctx context.Context, tenant string, req RecordsRea
 	if r.ids == nil {
 		for i, c := range r.chunks {
 			out.boundary()
-			if err := s.streamChunk(ctx, r.b, r.st, c, r.first+i > 0, out); err != nil {
+			if err := s.streamChunkFrames(ctx, r.b, r.st, c, r.first+i > 0, out.eol, out); err != nil {
 				return nil, err
 			}
 			sum.Records += c.Records

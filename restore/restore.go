@@ -6,7 +6,7 @@
 // and flags the object and its backup damaged; S3 or network failures are
 // Unavailable.
 //
-// restore imports storage, metadata, registry, recindex, csvscan, sfid,
+// restore imports storage, metadata, registry, recindex, csvframes, csvscan, sfid,
 // budget and fault; never server or ingest.
 package restore
 
@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,6 +56,9 @@ type Config struct {
 	// A frame read back from the bucket that asks for more is damage,
 	// refused before anything is allocated for it.
 	MaxFrameBytes int
+	// DecodeWorkers decode the frames of one plain whole read at once.
+	// Default 2.
+	DecodeWorkers int
 }
 
 // DefaultBlockCacheBytes is Config.BlockCacheBytes' default.
@@ -73,6 +77,7 @@ type Service struct {
 
 	frameGets, frameBytes atomic.Int64
 	sent                  atomic.Int64 // bytes handed to gRPC streams
+	batches               sync.Pool    // *[]byte of MessageSize: frame batches of plain whole reads
 }
 
 // New returns a Service.
@@ -105,6 +110,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxFrameBytes <= 0 {
 		cfg.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if cfg.DecodeWorkers <= 0 {
+		cfg.DecodeWorkers = 2
 	}
 	limit := uint64(max(cfg.MaxFrameBytes, zstd.MinWindowSize))
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))

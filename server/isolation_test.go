@@ -58,7 +58,10 @@ func backupOf(t *testing.T, e *env, tok string) *pb.Backup {
 func TestIdleStreamsOfOneTenantDoNotBlockAnother(t *testing.T) {
 	const share = 40 << 20
 	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.budget = &budget.Config{Size: 100 << 20, TenantShare: share, MaxWait: 500 * time.Millisecond}
+		// MaxWait is how long B's 7th stream stays counted while it waits for
+		// budget: long enough for a loaded machine to see it (at 500 ms the
+		// test missed it once under load), short enough to wait out below.
+		o.budget = &budget.Config{Size: 100 << 20, TenantShare: share, MaxWait: 4 * time.Second}
 		o.streams = &server.StreamLimits{MaxPerTenant: 7, IdleTimeout: time.Minute}
 	})
 	bb := backupOf(t, e, tokenB)
