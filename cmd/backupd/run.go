@@ -54,6 +54,7 @@ type config struct {
 	quotas          ingest.Quotas
 	partSize        bytesize.Flag
 	packThreshold   bytesize.Flag
+	packLinger      time.Duration
 	maxConns        int
 	maxStreams      int
 	spoolDir        string
@@ -100,7 +101,9 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	c.memoryBudget, c.partSize, c.maxFieldBytes, c.maxRowBytes = app.DefaultMemoryBudget, ingest.DefaultPartSize, csvscan.DefaultMaxFieldBytes, csvscan.DefaultMaxRowBytes
 	fs.Var(&c.memoryBudget, "memory-budget", "service-wide budget for buffered bytes (upload parts, frames, gRPC flow-control windows), e.g. 1GiB; GOMEMLIMIT is set to it plus 256MiB unless given")
 	fs.Var(&c.partSize, "part-size", "multipart part size for uploads (≥ 5MiB)")
+	c.packThreshold = ingest.DefaultPackThreshold
 	fs.Var(&c.packThreshold, "pack-threshold", "file bodies up to this size (with a declared size) are packed with others into pack objects, one PUT and one catalog transaction per pack; 0 disables packing (at most --part-size)")
+	fs.DurationVar(&c.packLinger, "pack-linger", ingest.DefaultPackLinger, "an open pack with uploads waiting on it is written after this long without a new body")
 	fs.Var(&c.tenantShare, "tenant-memory-share", "most of the memory budget one tenant's streams may hold at once; default a quarter of the budget (at least 128MiB), the whole budget with --auth=none")
 	fs.DurationVar(&c.budgetWait, "memory-wait", 10*time.Second, "longest a stream waits for memory before it is answered RESOURCE_EXHAUSTED with a retry delay")
 	fs.IntVar(&c.tenantStreams, "max-streams-per-tenant", 32, "upload and restore streams one tenant may have open; one more answers RESOURCE_EXHAUSTED (0: no cap)")
@@ -221,7 +224,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		Memory:   app.MemoryConfig{Total: int64(c.memoryBudget), TenantShare: int64(c.tenantShare), MaxWait: c.budgetWait, SetMemoryLimit: true},
 		Streams:  &server.StreamLimits{MaxPerTenant: c.tenantStreams, IdleTimeout: c.streamIdle},
 		Registry: registry.Config{FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints},
-		Ingest: ingest.Config{PartSize: int64(c.partSize), PackThreshold: int64(c.packThreshold), SpoolDir: spool, CompressWorkers: c.compressWorkers,
+		Ingest: ingest.Config{PartSize: int64(c.partSize), PackThreshold: int64(c.packThreshold), PackLinger: c.packLinger, SpoolDir: spool, CompressWorkers: c.compressWorkers,
 			BenchmarkWithoutIndex: c.benchNoIndex, Quotas: c.quotas,
 			Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}},
 		Restore:         restore.Config{BlockCacheBytes: int64(c.indexCache)},
