@@ -712,33 +712,50 @@ func (w *recWriter) finish() (*Result, error) {
 		return nil, &csvscan.RowError{Row: 1, Reason: "NO_HEADER", Detail: "the chunk is empty: it must start with the header row"}
 	}
 	size := w.parts.stored
+	// The index is finished and stored while the data object is completed: neither needs
+	// the other, and the index's last run, duplicate check, footer and PUT would otherwise
+	// add their time to every chunk's answer.
+	for _, f := range w.frames {
+		w.idx.AddFrame(f)
+	}
+	ikey := indexKey(u.ObjectKey)
+	ictx, icancel := context.WithCancel(ctx)
+	defer icancel()
+	idone := make(chan indexStored, 1)
+	go func() { idone <- w.storeIndex(ictx, ikey) }()
+	var derr error
 	if w.parts.Single() {
 		if _, err := w.st.Put(ctx, u.ObjectKey, w.parts.Body()); err != nil {
-			return nil, s3Fault(err, "PutObject")
+			derr = s3Fault(err, "PutObject")
 		}
 	} else if _, err := w.parts.Close(ctx); err != nil {
-		return nil, err
+		derr = err
 	}
-	cleanup := []string{u.ObjectKey}
+	if derr != nil {
+		icancel()
+	}
+	is := <-idone
+	cleanup := []string{u.ObjectKey, ikey}
 	fail := func(err error) (*Result, error) {
 		dctx, cancel := detached(ctx)
 		defer cancel()
 		_ = w.st.Delete(dctx, cleanup...)
 		return nil, err
 	}
-	for _, f := range w.frames {
-		w.idx.AddFrame(f)
+	var re *csvscan.RowError
+	switch {
+	case errors.As(is.err, &re):
+		return fail(is.err) // a duplicate id: the client's to fix, whatever S3 said
+	case derr != nil:
+		if is.err == nil {
+			cleanup = cleanup[1:] // the data object is the failed upload's (aborted with it)
+			return fail(derr)
+		}
+		return nil, derr
+	case is.err != nil:
+		return fail(is.err)
 	}
-	idxSize, err := w.idx.Finish()
-	if err != nil {
-		return fail(duplicateFault(err)) // UploadRecords makes a row error InvalidArgument
-	}
-	ikey := indexKey(u.ObjectKey)
-	isum := sha256.New()
-	if _, err := w.st.Put(ctx, ikey, io.TeeReader(io.NewSectionReader(w.spool, 0, idxSize), isum)); err != nil {
-		return fail(s3Fault(err, "PutObject (index)"))
-	}
-	cleanup = append(cleanup, ikey)
+	idxSize := is.size
 
 	digest := w.sum.Sum(nil)
 	res := &Result{UploadID: u.UploadID, DataKey: u.ObjectKey, IndexKey: ikey, BytesIn: w.bytesIn,
@@ -748,7 +765,7 @@ func (w *recWriter) finish() (*Result, error) {
 	data := &metadata.Object{TenantID: u.TenantID, ID: u.ObjectID, OrgID: w.b.OrgID, StorageID: w.b.StorageID, BackupID: w.b.ID,
 		Key: u.ObjectKey, Kind: metadata.ObjRecords, Size: size, SHA256: digest, CreatedAt: now}
 	index := &metadata.Object{TenantID: u.TenantID, ID: newObjectID(), OrgID: w.b.OrgID, StorageID: w.b.StorageID, BackupID: w.b.ID,
-		Key: ikey, Kind: metadata.ObjIndex, Size: idxSize, SHA256: isum.Sum(nil), CreatedAt: now}
+		Key: ikey, Kind: metadata.ObjIndex, Size: idxSize, SHA256: is.sum, CreatedAt: now}
 	chunk := &metadata.RecordChunk{TenantID: u.TenantID, BackupID: w.b.ID, SObject: w.h.SObject, Sequence: w.h.Sequence,
 		UploadID: u.UploadID, DataObjectID: data.ID, IndexObjectID: index.ID, Records: w.records, BytesIn: w.bytesIn,
 		BytesStored: size + idxSize, SHA256: digest, References: u.References, CreatedAt: now}
@@ -784,6 +801,31 @@ func (w *recWriter) finish() (*Result, error) {
 		return nil, catalogFault(err, u)
 	}
 	return res, nil
+}
+
+// indexStored is what storeIndex did.
+type indexStored struct {
+	size int64
+	sum  []byte // SHA-256 of the index object
+	err  error
+}
+
+// storeIndex finishes the record index (its last run, the check for ids repeated across
+// runs, the footer) and PUTs it at key. It runs beside the data object's completion.
+func (w *recWriter) storeIndex(ctx context.Context, key string) (r indexStored) {
+	r.err = fault.Catch(func() error {
+		size, err := w.idx.Finish()
+		if err != nil {
+			return duplicateFault(err) // UploadRecords makes a row error InvalidArgument
+		}
+		sum := sha256.New()
+		if _, err := w.st.Put(ctx, key, io.TeeReader(io.NewSectionReader(w.spool, 0, size), sum)); err != nil {
+			return s3Fault(err, "PutObject (index)")
+		}
+		r.size, r.sum = size, sum.Sum(nil)
+		return nil
+	})
+	return r
 }
 
 // rowFault turns a CSV row error into InvalidArgument naming row and column.

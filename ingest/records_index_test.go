@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"backupstore/csvscan/csvgen"
 	"backupstore/fault"
 	"backupstore/recindex"
+	"backupstore/storage"
 )
 
 // TestRecordsDuplicateID: an id repeated in a chunk is InvalidArgument DUPLICATE_ID naming
@@ -65,4 +69,83 @@ func seq(from, to int64) []int64 {
 		s = append(s, n)
 	}
 	return s
+}
+
+// failPut is a store whose Put of a key with the given suffix fails. With indexFirst set, that
+// Put first waits until an index object was stored (or 10 s pass: the index is not being
+// stored beside it), and indexSeen says whether it was.
+type failPut struct {
+	storage.Store
+	suffix     string
+	indexFirst bool
+	stored     chan struct{} // closed by the first successful PUT of an index
+	once       sync.Once
+	indexSeen  bool
+}
+
+func (f *failPut) Put(ctx context.Context, key string, r io.Reader) (storage.ObjectInfo, error) {
+	if strings.HasSuffix(key, f.suffix) {
+		if f.indexFirst {
+			select {
+			case <-f.stored:
+				f.indexSeen = true
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return storage.ObjectInfo{}, errors.New("test: put refused")
+	}
+	info, err := f.Store.Put(ctx, key, r)
+	if err == nil && strings.HasSuffix(key, ".idx") {
+		f.once.Do(func() { close(f.stored) })
+	}
+	return info, err
+}
+
+// TestRecordsIndexStoredBesideData: the index is finished and PUT while the data object is
+// completed; when either fails, the chunk fails (Unavailable, or DUPLICATE_ID when the index
+// found a repeated id) and neither object is left in the store.
+func TestRecordsIndexStoredBesideData(t *testing.T) {
+	ctx := context.Background()
+	var in strings.Builder
+	in.WriteString("Id,Name\n")
+	for n := range int64(3000) {
+		fmt.Fprintf(&in, "%s,n%d\n", csvgen.ID("001", n), n)
+	}
+	dup := in.String() + csvgen.ID("001", 5) + ",again\n" // found by the index's Finish
+	for _, tc := range []struct {
+		name, suffix, input string
+		slowData            bool // the data PUT fails only after the index is stored
+		kind                fault.Kind
+		reason              string
+	}{
+		{"index PUT fails", ".idx", in.String(), false, fault.Unavailable, ""},
+		{"data PUT fails after the index is stored", ".csv.zst", in.String(), true, fault.Unavailable, ""},
+		{"data PUT fails, duplicate id", ".csv.zst", dup, false, fault.InvalidArgument, "DUPLICATE_ID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fp := &failPut{suffix: tc.suffix, indexFirst: tc.slowData, stored: make(chan struct{})}
+			s, st := testService(t, Config{IndexRunBytes: recindex.MinRunBytes},
+				func(st storage.Store) storage.Store { fp.Store = st; return fp })
+			b, _, err := s.CreateBackup(ctx, "t1", CreateInput{OrgID: "00D000000000001"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.UploadRecords(ctx, "t1", RecordsHeader{BackupID: b.ID, SObject: "Account", UploadID: uuid.NewString()},
+				&chunks{data: []byte(tc.input), size: 1 << 20})
+			var fe *fault.Error
+			if !errors.As(err, &fe) || fe.Kind != tc.kind || (tc.reason != "" && fe.Reason != tc.reason) {
+				t.Fatalf("err = %v, want %v %s", err, tc.kind, tc.reason)
+			}
+			var left []string
+			if err := st.List(ctx, "", func(o storage.ObjectInfo) error { left = append(left, o.Key); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if len(left) > 0 {
+				t.Fatalf("objects left in the store: %v", left)
+			}
+			if tc.slowData && !fp.indexSeen {
+				t.Fatal("the index was not stored while the data object was being stored")
+			}
+		})
+	}
 }

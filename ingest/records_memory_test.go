@@ -25,8 +25,8 @@ import (
 )
 
 // testService is an ingest Service on an embedded SQLite catalog and a local
-// directory store.
-func testService(t *testing.T, cfg Config) (*Service, storage.Store) {
+// directory store (seen by the service through wrap, if given).
+func testService(t *testing.T, cfg Config, wrap ...func(storage.Store) storage.Store) (*Service, storage.Store) {
 	t.Helper()
 	ctx := context.Background()
 	cat, err := metadata.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "catalog.db"))
@@ -42,7 +42,11 @@ func testService(t *testing.T, cfg Config) (*Service, storage.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: local, AllowEndpoints: "127.0.0.1/32"})
+	var svc storage.Store = local
+	for _, w := range wrap {
+		svc = w(svc)
+	}
+	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, Logger: log, ServiceStore: svc, AllowEndpoints: "127.0.0.1/32"})
 	if err != nil {
 		t.Fatal(err)
 	}
