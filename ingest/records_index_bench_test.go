@@ -41,6 +41,7 @@ func BenchmarkIndexRows(b *testing.B) {
 			b.SetBytes(int64(len(in)))
 			b.ReportAllocs()
 			var rows int64
+			cpu := processCPU()
 			for b.Loop() {
 				spool, err := os.Create(filepath.Join(dir, "idx"))
 				if err != nil {
@@ -81,6 +82,7 @@ func BenchmarkIndexRows(b *testing.B) {
 				}
 				spool.Close()
 			}
+			reportCPU(b, cpu)
 			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}

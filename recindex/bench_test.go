@@ -63,6 +63,7 @@ func BenchmarkWriter(b *testing.B) {
 			b.ReportAllocs()
 			var size int64
 			var runs int
+			cpu := processCPU()
 			for i := 0; b.Loop(); i++ {
 				f, err := os.Create(filepath.Join(dir, "idx"))
 				if err != nil {
@@ -88,6 +89,7 @@ func BenchmarkWriter(b *testing.B) {
 				runs = w.Stats().Runs
 				f.Close()
 			}
+			reportCPU(b, cpu)
 			b.ReportMetric(float64(benchRows*b.N)/b.Elapsed().Seconds(), "ids/s")
 			b.ReportMetric(float64(size)/benchRows, "idxB/rec")
 			b.ReportMetric(float64(runs), "runs")
