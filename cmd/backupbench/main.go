@@ -5,6 +5,7 @@
 //	go run ./cmd/backupbench ingest [flags]
 //	go run ./cmd/backupbench restore [flags]
 //	go run ./cmd/backupbench maintenance [flags]
+//	go run ./cmd/backupbench scale [--files 20000]
 //	go run ./cmd/backupbench torture --duration 10m [--seed N]
 //	go run ./cmd/backupbench all [-o json]
 //
@@ -67,13 +68,16 @@ commands:
   ingest        backupstore ingest against rclone rcat and the S3 manager upload, RSS, small files
   restore       ReadRecords against a plain gRPC stream and rclone cat, lookups by id, PlanRestore
   maintenance   DeleteBackup against per-key DeleteObject, garbage collection of stray keys
+  scale         issue 12 §4: a backup of 1,000,000 packed files (--files): upload rate, CommitBackup,
+                ListBackupContents pages, ReadFile, FindBackup/ListBackups with 1 and --backups backups
+                in the catalog, DeleteBackup, peak RSS, table sizes (quick try: --files 20000 --backups 5)
   torture       three replicas, random operations and faults (kill -9, MariaDB restart, toxiproxy);
                 checks that nothing acknowledged is lost (flags: --duration, --seed, --replicas, --clients)
   abuse         two tenants on one backupd: A's backup+restore loop alone, then while B runs every
                 resource attack at once (bombs, idle streams, anonymous connections, huge headers,
                 SSRF, overlapping key spaces, a stalled bucket, quotas); reports A's throughput
                 and p99 attacked ÷ alone, A's errors, backupd's RSS (flags: --phase, --workers)
-  all           ingest, restore and maintenance one after the other, each with its defaults
+  all           ingest, restore, maintenance and scale one after the other, each with its defaults
                 (flags: -o, --mysql, --tmp, --keep, --skip-rclone)
 `
 
@@ -85,6 +89,7 @@ var commands = map[string]command{
 	"ingest":      ingestCommand,
 	"restore":     restoreCommand,
 	"maintenance": maintenanceCommand,
+	"scale":       scaleCommand,
 	"torture":     tortureCommand,
 	"abuse":       abuseCommand,
 }
@@ -149,9 +154,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 	reports := map[string]*report{}
 	var errs []error
-	for i, name := range []string{"ingest", "restore", "maintenance"} {
+	for i, name := range []string{"ingest", "restore", "maintenance", "scale"} {
 		a := slices.Clone(pass)
-		if skipRclone && name != "maintenance" {
+		if skipRclone && (name == "ingest" || name == "restore") {
 			a = append(a, "--skip-rclone")
 		}
 		if cc.timeout > 0 {

@@ -1,0 +1,783 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"backupstore/csvscan/csvgen"
+	"backupstore/internal/bytesize"
+	pb "backupstore/proto/backupstore/v1"
+	"backupstore/storage"
+)
+
+// scaleConfig is every setting of the scale benchmark (issue 12 §4); defaults live in scaleFlags.
+type scaleConfig struct {
+	commonConfig
+	files      int
+	accounts   int
+	bodySize   int
+	streams    int
+	backups    int
+	copyBudget time.Duration
+	samples    int
+	budget     bytesize.Flag
+	partSize   bytesize.Flag
+}
+
+func scaleFlags(fs *flag.FlagSet, c *scaleConfig) {
+	c.budget, c.partSize = 512<<20, storage.DefaultPartSize
+	commonFlags(fs, &c.commonConfig, 3*time.Hour)
+	fs.IntVar(&c.files, "files", 1000000, "files of the big backup (quick try: --files 20000)")
+	fs.IntVar(&c.accounts, "accounts", 100000, "Account records of the backup; file i has parent account i mod --accounts")
+	fs.IntVar(&c.bodySize, "file-size", 512, "bytes of each generated file body (distinct bodies, so nothing deduplicates)")
+	fs.IntVar(&c.streams, "streams", 64, "concurrent UploadFile streams on one connection")
+	fs.IntVar(&c.backups, "backups", 50, "backups in the many-backup catalog (the big one and copies of its catalog rows made with INSERT … SELECT); 1 skips that stage")
+	fs.DurationVar(&c.copyBudget, "copy-budget", 20*time.Minute, "stop making catalog copies once this long was spent on them (the report says how many were made)")
+	fs.IntVar(&c.samples, "samples", 100, "calls per latency measurement (p50/p99)")
+	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
+	fs.Var(&c.partSize, "part-size", "backupd --part-size")
+}
+
+func (c *scaleConfig) validate() error {
+	errs := []error{c.commonConfig.validate()}
+	if c.files < 1 || c.accounts < 1 || c.streams < 1 || c.backups < 1 || c.samples < 1 {
+		errs = append(errs, errors.New("--files, --accounts, --streams, --backups and --samples must be ≥ 1"))
+	}
+	if c.bodySize < 16 || c.bodySize > 1<<20 {
+		errs = append(errs, errors.New("--file-size must be in [16, 1MiB] (packed bodies)"))
+	}
+	return errors.Join(errs...)
+}
+
+// scaleBench is one run of the scale benchmark.
+type scaleBench struct {
+	*harness
+	c        scaleConfig
+	proxy    *s3Proxy
+	direct   *storage.S3
+	d        *daemon
+	id       string // the big backup
+	tenant   []byte // its catalog tenant id
+	sampleIs []int  // file numbers whose ids were kept for reads
+	fileIDs  map[int]string
+	copies   []string // backup ids of the catalog copies
+}
+
+func scaleCommand(ctx context.Context, args []string, stderr io.Writer) (*report, string, error) {
+	var c scaleConfig
+	if err := parseCommand("scale", args, stderr, &c, scaleFlags); err != nil {
+		return nil, "", err
+	}
+	h := newHarness("scale", commandLine("scale", args), c.commonConfig, stderr, map[string]any{
+		"files": c.files, "accounts": c.accounts, "file_size": c.bodySize, "streams": c.streams, "backups": c.backups,
+		"copy_budget": c.copyBudget.String(), "samples": c.samples, "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
+		"pack_threshold": "backupd default (1 MiB)"})
+	b := &scaleBench{harness: h, c: c, fileIDs: map[int]string{}}
+	err := h.execute(ctx, b.run)
+	return h.rep, c.output, err
+}
+
+// filesLabel is how rows name the backup: "1,000,000 files".
+func (b *scaleBench) filesLabel() string { return thousands(b.c.files) + " files" }
+
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func (b *scaleBench) run(ctx context.Context) error {
+	err := b.setupEnv(ctx, envOptions{budget: b.c.budget.String(), partSize: b.c.partSize.String(),
+		overlap: func(context.Context) error {
+			// ids csvgen.ID(AccountPrefix, 0 … accounts-1)
+			_, err := writeCSV(filepath.Join(b.dir, "accounts.csv"), b.c.accounts, 0)
+			return err
+		}})
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	if b.proxy, err = b.countingProxy(); err != nil {
+		return err
+	}
+	if b.direct, err = storage.NewS3(storage.S3Config{Region: b.gw.region, Bucket: b.bucket, AccessKeyID: b.gw.key,
+		SecretAccessKey: b.gw.secret, Endpoint: b.gw.endpoint, PathStyle: true}); err != nil {
+		return err
+	}
+	if b.d, err = startDaemon(ctx, b.dcfg, "backupd-scale", "--gc-grace", "1s", "--cleanup-interval", "0"); err != nil {
+		return err
+	}
+	b.onCleanup(b.d.stop)
+	b.cpu.set("backupd", b.d.proc.pid())
+	if _, err := b.registerStorage(ctx, b.d, "counted", b.proxy.endpoint, "", true); err != nil {
+		return err
+	}
+	steps := []func(context.Context) error{b.upload, b.commit, func(ctx context.Context) error { return b.reads(ctx, 1) }}
+	if b.c.backups > 1 {
+		steps = append(steps, b.copyCatalog, func(ctx context.Context) error { return b.reads(ctx, len(b.copies)+1) }, b.dropCopies)
+	}
+	steps = append(steps, b.deleteBackup)
+	for _, s := range steps {
+		if err := s(ctx); err != nil {
+			return errors.Join(err, b.d.alive())
+		}
+		b.rss()
+	}
+	return nil
+}
+
+// rss records backupd's peak RSS so far against the budget.
+func (b *scaleBench) rss() {
+	hwm, err := vmHWM(b.d.proc.pid())
+	if err != nil {
+		b.logf("VmHWM: %v", err)
+		return
+	}
+	b.rep.Runs["backupd_vmhwm_mib"] = append(b.rep.Runs["backupd_vmhwm_mib"], float64(hwm)/(1<<20))
+}
+
+// scaleBody is file i's body: its number, then ChaCha8 bytes seeded by it.
+func scaleBody(i, size int, dst []byte) []byte {
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], uint64(i))
+	copy(seed[8:], "backupbench scale")
+	dst = slices.Grow(dst[:0], size)[:size]
+	_, _ = rand.NewChaCha8(seed).Read(dst)
+	binary.LittleEndian.PutUint64(dst, uint64(i))
+	return dst
+}
+
+func scalePath(i int) string { return fmt.Sprintf("scale/ContentVersion/%07d.bin", i) }
+
+// upload creates the backup, uploads the Account record set and then every file over
+// --streams concurrent UploadFile streams (declared size and SHA-256, one data message).
+func (b *scaleBench) upload(ctx context.Context) error {
+	var err error
+	if b.id, err = createBackup(ctx, b.d, "scale"); err != nil {
+		return err
+	}
+	csvPath := filepath.Join(b.dir, "accounts.csv")
+	res, dur, err := uploadRecords(ctx, b.d, b.id, 0, csvPath)
+	if err != nil {
+		return err
+	}
+	b.logf("Account record set: %d records in %s", res.GetRecords(), dur.Round(time.Millisecond))
+	if err := b.db.admin.QueryRowContext(ctx, "SELECT tenant_id FROM "+b.db.name+".backups WHERE id = ?", b.id).Scan(&b.tenant); err != nil {
+		return fmt.Errorf("tenant of backup %s: %w", b.id, err)
+	}
+
+	n := b.c.files
+	keepEvery := max(1, n/2000)
+	mark := b.proxy.mark()
+	var done, dedup atomic.Int64
+	var bodies sync.Pool
+	s0 := b.cpu.snap()
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		last, lastT := int64(0), start
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				d := done.Load()
+				b.logf("uploaded %d of %d files (%.0f files/s over the last %s; load %s)", d, n, float64(d-last)/now.Sub(lastT).Seconds(),
+					now.Sub(lastT).Round(time.Second), loadavg())
+				last, lastT = d, now
+			}
+		}
+	})
+	var mu sync.Mutex
+	err = parallel(ctx, n, b.c.streams, func(ctx context.Context, i int) error {
+		bp, _ := bodies.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		defer bodies.Put(bp)
+		body := scaleBody(i, b.c.bodySize, *bp)
+		*bp = body
+		sum := sha256.Sum256(body)
+		size := int64(len(body))
+		hdr := &pb.FileHeader{BackupId: b.id, ParentId: csvgen.ID(csvgen.AccountPrefix, int64(i%b.c.accounts)),
+			Path: scalePath(i), ContentType: "application/octet-stream", UploadId: uuid.NewString(),
+			DeclaredSize: &size, DeclaredSha256: hex.EncodeToString(sum[:])}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := b.d.backups.UploadFile(sctx)
+		if err != nil {
+			return fmt.Errorf("UploadFile: %w", err)
+		}
+		for _, m := range []*pb.UploadFileRequest{
+			{Message: &pb.UploadFileRequest_Header{Header: hdr}},
+			{Message: &pb.UploadFileRequest_Data{Data: body}},
+			{Message: &pb.UploadFileRequest_Finish{Finish: &pb.FinishWrite{}}},
+		} {
+			if err := stream.Send(m); err != nil {
+				if errors.Is(err, io.EOF) {
+					break // answered: CloseAndRecv has it
+				}
+				return fmt.Errorf("UploadFile send: %w", err)
+			}
+		}
+		resp, err := stream.CloseAndRecv()
+		if err != nil {
+			return fmt.Errorf("UploadFile %s: %w", hdr.Path, err)
+		}
+		if resp.GetResult().GetDeduplicated() {
+			dedup.Add(1)
+		}
+		done.Add(1)
+		if i%keepEvery == 0 {
+			mu.Lock()
+			b.sampleIs = append(b.sampleIs, i)
+			mu.Unlock()
+		}
+		return nil
+	})
+	dur = time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	u := b.cpu.snap().since(s0, nil)
+	reqs := b.proxy.since(mark)
+	if err := failed(reqs); err != nil {
+		return err
+	}
+	writes := sum(reqs, func(r proxyReq) bool { return r.Op == "put" || r.Op == "other" })
+	rate := float64(n) / dur.Seconds()
+	b.rep.Runs["upload_files_per_s"] = []float64{rate}
+	b.rep.CPU["upload"] = u
+	b.logf("uploaded %d files of %d bytes in %s: %.0f files/s, %d deduplicated; S3: %s; %s", n, b.c.bodySize, dur.Round(time.Millisecond), rate, dedup.Load(), byOp(reqs), u)
+	if dedup.Load() != 0 {
+		return fmt.Errorf("%d of %d distinct bodies answered deduplicated", dedup.Load(), n)
+	}
+	b.rep.addValue("1", fmt.Sprintf("upload rate, %s of %d B (UploadFile, %d concurrent streams, declared size and SHA-256, packed)", b.filesLabel(), b.c.bodySize, b.c.streams),
+		rate, "files/s", "", fmt.Sprintf("%s wall; load %s; %s", dur.Round(time.Second), loadavg(), u))
+	b.rep.addValue("1", fmt.Sprintf("S3 PUT requests per 1,000 files during the upload of %s", b.filesLabel()),
+		float64(writes.Requests)*1000/float64(n), "requests", "≤ 10", "PUT and POST requests at the counting proxy: "+byOp(reqs))
+	return b.tableSizes(ctx, "after the upload")
+}
+
+// commit times CommitBackup of the big backup (its parent check included).
+func (b *scaleBench) commit(ctx context.Context) error {
+	sampler := b.db.sample(100 * time.Millisecond)
+	s0 := b.cpu.snap()
+	start := time.Now()
+	resp, err := b.d.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.id})
+	dur := time.Since(start)
+	sqlSeen := sampler.finish(3)
+	if err != nil {
+		return fmt.Errorf("CommitBackup: %w (%s)", err, sqlSeen)
+	}
+	u := b.cpu.snap().since(s0, nil)
+	b.rep.CPU["commit"] = u
+	b.rep.Runs["commit_s"] = []float64{dur.Seconds()}
+	orphans := len(resp.GetOrphanFiles())
+	b.logf("CommitBackup: %s, %d orphan files, file_count %d; %s; %s", dur.Round(time.Millisecond), orphans, resp.GetBackup().GetFileCount(), u, sqlSeen)
+	if orphans != 0 || resp.GetBackup().GetFileCount() != int64(b.c.files) {
+		return fmt.Errorf("CommitBackup: %d orphan files, file_count %d; want 0 and %d", orphans, resp.GetBackup().GetFileCount(), b.c.files)
+	}
+	b.rep.addValue("2", fmt.Sprintf("CommitBackup of %s (s)", b.filesLabel()), dur.Seconds(), "s", "≤ 60",
+		fmt.Sprintf("every file's parent among %s Account records; load %s; %s; %s", thousands(b.c.accounts), loadavg(), u, sqlSeen))
+	return b.tableSizes(ctx, "after CommitBackup")
+}
+
+// latencies calls fn n times, one at a time, and returns the wall time of each in ms.
+func latencies(ctx context.Context, n int, fn func(ctx context.Context, k int) error) ([]float64, error) {
+	lat := make([]float64, 0, min(n, 1<<12))
+	for k := range n {
+		t0 := time.Now()
+		if err := fn(ctx, k); err != nil {
+			return nil, err
+		}
+		lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
+	}
+	return lat, nil
+}
+
+// reads measures, in a catalog of `backups` backups, ListBackupContents pages, ReadFile of
+// packed files, FindBackup and ListBackups, against the big backup.
+func (b *scaleBench) reads(ctx context.Context, backups int) error {
+	tag := fmt.Sprintf("%d_backups", backups)
+	cat := fmt.Sprintf("catalog of %d backup", backups)
+	if backups > 1 {
+		cat = fmt.Sprintf("catalog of %d backups (%d of them copies of the first's catalog rows, INSERT … SELECT)", backups, backups-1)
+	}
+	stage := "3"
+	if backups > 1 {
+		stage = "5"
+	}
+
+	// Walk every page once: the tokens of the first, middle and last pages, every file id
+	// sampled at upload, and the latency of each page in the walk.
+	var tokens []string
+	token := ""
+	files := 0
+	want := map[string]int{}
+	for _, i := range b.sampleIs {
+		want[scalePath(i)] = i
+	}
+	sampler := b.db.sample(100 * time.Millisecond)
+	walkStart := time.Now()
+	var walk []float64
+	for {
+		tokens = append(tokens, token)
+		t0 := time.Now()
+		resp, err := b.d.restores.ListBackupContents(ctx, &pb.ListBackupContentsRequest{BackupId: b.id, PageSize: 1000, PageToken: token})
+		if err != nil {
+			sampler.finish(1)
+			return fmt.Errorf("ListBackupContents page %d: %w", len(tokens), err)
+		}
+		walk = append(walk, float64(time.Since(t0).Microseconds())/1000)
+		for _, f := range resp.GetFiles() {
+			if i, ok := want[f.GetPath()]; ok {
+				b.fileIDs[i] = f.GetFileId()
+			}
+		}
+		files += len(resp.GetFiles())
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	walkDur := time.Since(walkStart)
+	walkSQL := sampler.finish(3)
+	if files != b.c.files {
+		return fmt.Errorf("ListBackupContents listed %d files, want %d", files, b.c.files)
+	}
+	b.rep.Runs["list_walk_ms_"+tag] = walk
+	b.logf("%s: walked %d pages in %s (p50 %.1f ms, p99 %.1f ms); %s", cat, len(tokens), walkDur.Round(time.Millisecond), percentile(walk, 50), percentile(walk, 99), walkSQL)
+	b.rep.addValue(stage, fmt.Sprintf("ListBackupContents, every page of %s once (page_size 1000), %s: page p99 (ms)", b.filesLabel(), cat),
+		percentile(walk, 99), "ms", "≤ 50", fmt.Sprintf("%d pages in %s, p50 %.1f ms, max %.1f ms; load %s; %s", len(tokens), walkDur.Round(time.Millisecond),
+			percentile(walk, 50), slices.Max(walk), loadavg(), walkSQL))
+
+	pages := []struct {
+		name string
+		k    int
+	}{{"first", 0}, {"middle", len(tokens) / 2}, {"last", len(tokens) - 1}}
+	for _, p := range pages {
+		sampler := b.db.sample(100 * time.Millisecond)
+		lat, err := latencies(ctx, b.c.samples, func(ctx context.Context, _ int) error {
+			_, err := b.d.restores.ListBackupContents(ctx, &pb.ListBackupContentsRequest{BackupId: b.id, PageSize: 1000, PageToken: tokens[p.k]})
+			return err
+		})
+		sqlSeen := sampler.finish(2)
+		if err != nil {
+			return fmt.Errorf("ListBackupContents %s page: %w", p.name, err)
+		}
+		name := "list_" + p.name + "_ms_" + tag
+		b.rep.Runs[name] = lat
+		b.logf("%s: ListBackupContents %s page (%d): p50 %.1f ms, p99 %.1f ms; %s", cat, p.name, p.k+1, percentile(lat, 50), percentile(lat, 99), sqlSeen)
+		b.rep.addValue(stage, fmt.Sprintf("ListBackupContents %s page p99 at %s (ms), %s", p.name, b.filesLabel(), cat), percentile(lat, 99), "ms", "≤ 50",
+			fmt.Sprintf("page %d of %d, %d calls one at a time, p50 %.1f ms; load %s; %s", p.k+1, len(tokens), len(lat), percentile(lat, 50), loadavg(), sqlSeen))
+	}
+
+	// ReadFile of packed files spread over the backup, checked byte for byte.
+	var is []int
+	for i := range b.fileIDs {
+		is = append(is, i)
+	}
+	slices.Sort(is)
+	if len(is) == 0 {
+		return errors.New("no sampled file ids")
+	}
+	var buf []byte
+	sampler = b.db.sample(100 * time.Millisecond)
+	lat, err := latencies(ctx, b.c.samples, func(ctx context.Context, k int) error {
+		i := is[(k*7919)%len(is)]
+		stream, err := b.d.restores.ReadFile(ctx, &pb.ReadFileRequest{BackupId: b.id, Selector: &pb.ReadFileRequest_FileId{FileId: b.fileIDs[i]}})
+		if err != nil {
+			return fmt.Errorf("ReadFile: %w", err)
+		}
+		var got []byte
+		for {
+			m, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("ReadFile %s: %w", scalePath(i), err)
+			}
+			got = append(got, m.GetData()...)
+		}
+		buf = scaleBody(i, b.c.bodySize, buf)
+		if !bytes.Equal(got, buf) {
+			return fmt.Errorf("ReadFile %s: %d bytes, not the body sent", scalePath(i), len(got))
+		}
+		return nil
+	})
+	sqlSeen := sampler.finish(2)
+	if err != nil {
+		return err
+	}
+	b.rep.Runs["readfile_ms_"+tag] = lat
+	b.logf("%s: ReadFile p50 %.1f ms, p99 %.1f ms; %s", cat, percentile(lat, 50), percentile(lat, 99), sqlSeen)
+	b.rep.addValue(stage, fmt.Sprintf("ReadFile of one packed file p99 (ms), backup of %s, %s", b.filesLabel(), cat), percentile(lat, 99), "ms", "",
+		fmt.Sprintf("%d reads by file id (%d distinct files), one at a time, bodies checked; p50 %.1f ms; load %s; %s", len(lat), min(len(lat), len(is)), percentile(lat, 50), loadavg(), sqlSeen))
+
+	// FindBackup (now: the big backup is the latest) and ListBackups (first page of the org's).
+	lat, err = latencies(ctx, b.c.samples, func(ctx context.Context, _ int) error {
+		resp, err := b.d.restores.FindBackup(ctx, &pb.FindBackupRequest{OrgId: benchOrg, At: timestamppb.Now()})
+		if err == nil && resp.GetBackup().GetId() != b.id {
+			err = fmt.Errorf("FindBackup found %s, want %s", resp.GetBackup().GetId(), b.id)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("FindBackup: %w", err)
+	}
+	b.rep.Runs["findbackup_ms_"+tag] = lat
+	b.rep.addValue(stage, "FindBackup p99 (ms), "+cat, percentile(lat, 99), "ms", "", fmt.Sprintf("%d calls, p50 %.2f ms; load %s", len(lat), percentile(lat, 50), loadavg()))
+	lat, err = latencies(ctx, b.c.samples, func(ctx context.Context, _ int) error {
+		resp, err := b.d.backups.ListBackups(ctx, &pb.ListBackupsRequest{OrgId: benchOrg, PageSize: 50})
+		if err == nil && len(resp.GetBackups()) != min(backups, 50) {
+			err = fmt.Errorf("ListBackups listed %d backups, want %d", len(resp.GetBackups()), min(backups, 50))
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ListBackups: %w", err)
+	}
+	b.rep.Runs["listbackups_ms_"+tag] = lat
+	b.rep.addValue(stage, "ListBackups (org filter, page_size 50) p99 (ms), "+cat, percentile(lat, 99), "ms", "", fmt.Sprintf("%d calls, p50 %.2f ms; load %s", len(lat), percentile(lat, 50), loadavg()))
+	b.logf("%s: FindBackup p99 %.2f ms, ListBackups p99 %.2f ms", cat, percentile(b.rep.Runs["findbackup_ms_"+tag], 99), percentile(lat, 99))
+
+	if backups > 1 {
+		b.ratios(tag)
+	}
+	return nil
+}
+
+// ratios adds the many-backup ÷ one-backup p99 rows (issue 12 §4: within 2×).
+func (b *scaleBench) ratios(tag string) {
+	n := len(b.copies) + 1
+	for _, r := range []struct{ run, what string }{
+		{"list_walk_ms_", "ListBackupContents page p99, every page once"},
+		{"list_first_ms_", "ListBackupContents first page p99"},
+		{"list_middle_ms_", "ListBackupContents middle page p99"},
+		{"list_last_ms_", "ListBackupContents last page p99"},
+		{"readfile_ms_", "ReadFile p99"},
+		{"findbackup_ms_", "FindBackup p99"},
+		{"listbackups_ms_", "ListBackups p99"},
+	} {
+		one, many := b.rep.Runs[r.run+"1_backups"], b.rep.Runs[r.run+tag]
+		if len(one) == 0 || len(many) == 0 {
+			continue
+		}
+		p1, pn := percentile(one, 99), percentile(many, 99)
+		b.rep.addRatio("5", fmt.Sprintf("%s, %d backups × %s ÷ 1 backup (catalog copies, INSERT … SELECT)", r.what, n, b.filesLabel()), pn, "ms", div(pn, p1), "≤ 2",
+			fmt.Sprintf("1 backup: %.2f ms", p1))
+	}
+}
+
+// tableSizes reports rows, data and index MB of every catalog table (information_schema after
+// ANALYZE TABLE; InnoDB's row counts are estimates).
+func (b *scaleBench) tableSizes(ctx context.Context, when string) error {
+	rows, err := b.db.admin.QueryContext(ctx, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", b.db.name)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	for _, n := range names {
+		if _, err := b.db.admin.ExecContext(ctx, "ANALYZE TABLE "+b.db.name+"."+n); err != nil {
+			return fmt.Errorf("ANALYZE TABLE %s: %w", n, err)
+		}
+	}
+	rows, err = b.db.admin.QueryContext(ctx, "SELECT TABLE_NAME, COALESCE(TABLE_ROWS, 0), COALESCE(DATA_LENGTH, 0), COALESCE(INDEX_LENGTH, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY DATA_LENGTH + INDEX_LENGTH DESC", b.db.name)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	backups := len(b.copies) + 1
+	var parts []string
+	for rows.Next() {
+		var name string
+		var n, data, index int64
+		if err := rows.Scan(&name, &n, &data, &index); err != nil {
+			return err
+		}
+		if n < 2 && data+index <= 64<<10 {
+			continue // empty or one-row tables
+		}
+		mb := float64(data+index) / 1e6
+		parts = append(parts, fmt.Sprintf("%s %d rows %.0f MB", name, n, mb))
+		b.rep.addValue("sizes", fmt.Sprintf("table %s %s, %d backup(s) in the catalog: data + index MB", name, when, backups), mb, "MB", "",
+			fmt.Sprintf("≈ %d rows (estimate), data %.1f MB, index %.1f MB; per backup %.1f MB", n, float64(data)/1e6, float64(index)/1e6, mb/float64(backups)))
+	}
+	b.logf("table sizes %s: %s", when, strings.Join(parts, "; "))
+	return rows.Err()
+}
+
+// copyCatalog makes the many-backup catalog: --backups - 1 copies of the big backup's catalog
+// rows (backup, record sets, record chunks, files; not its upload rows), each its own COMMITTED
+// backup that started earlier, sharing the objects, packs and blobs.
+func (b *scaleBench) copyCatalog(ctx context.Context) error {
+	db := b.db.name
+	conn, err := b.db.admin.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cols := func(table string) ([]string, error) {
+		rows, err := conn.QueryContext(ctx, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", db, table)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var cs []string
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				return nil, err
+			}
+			cs = append(cs, c)
+		}
+		return cs, rows.Err()
+	}
+	// INSERT INTO t (cols) SELECT cols with backup_id (or id, or its overrides) replaced.
+	copyStmt := func(table, idCol string, override map[string]string) (string, error) {
+		cs, err := cols(table)
+		if err != nil {
+			return "", err
+		}
+		sel := make([]string, len(cs))
+		for i, c := range cs {
+			switch {
+			case c == idCol:
+				sel[i] = "?"
+			case override[c] != "":
+				sel[i] = override[c]
+			default:
+				sel[i] = c
+			}
+		}
+		return fmt.Sprintf("INSERT INTO %s.%s (%s) SELECT %s FROM %s.%s WHERE tenant_id = ? AND %s = ?",
+			db, table, strings.Join(cs, ", "), strings.Join(sel, ", "), db, table, idCol), nil
+	}
+	backupStmt, err := copyStmt("backups", "id", map[string]string{"started_at": "started_at - ?", "committed_at": "committed_at - ?",
+		"idempotency_key": "NULL", "manifest_key": "CONCAT(manifest_key, '.copy')"})
+	if err != nil {
+		return err
+	}
+	var tables []string
+	stmts := map[string]string{}
+	for _, t := range []string{"record_sets", "record_chunks", "files"} {
+		if stmts[t], err = copyStmt(t, "backup_id", nil); err != nil {
+			return err
+		}
+		tables = append(tables, t)
+	}
+	s0 := b.cpu.snap()
+	start := time.Now()
+	var each []float64
+	for k := 1; k < b.c.backups; k++ {
+		if time.Since(start) > b.c.copyBudget {
+			b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("--copy-budget %s reached after %d copies: the many-backup catalog has %d backups, not %d.",
+				b.c.copyBudget, len(b.copies), len(b.copies)+1, b.c.backups))
+			break
+		}
+		t0 := time.Now()
+		cp := uuid.NewString()
+		shift := int64(k) * int64(time.Hour/time.Millisecond) // started_at is in ms or ns; an hour or more earlier either way
+		if err := b.copyOne(ctx, conn, backupStmt, stmts, tables, cp, shift); err != nil {
+			return fmt.Errorf("catalog copy %d: %w", k, err)
+		}
+		b.copies = append(b.copies, cp)
+		each = append(each, time.Since(t0).Seconds())
+		b.logf("catalog copy %d of %d (%s) in %s (load %s)", k, b.c.backups-1, cp, time.Since(t0).Round(time.Millisecond), loadavg())
+	}
+	dur := time.Since(start)
+	u := b.cpu.snap().since(s0, nil)
+	b.rep.Runs["catalog_copy_s"] = each
+	b.rep.addValue("4", fmt.Sprintf("making the many-backup catalog: %d copies of the %s backup's catalog rows (backup, record sets, chunks, files; not uploads) with INSERT … SELECT, per copy (information)",
+		len(b.copies), b.filesLabel()), median(each), "s", "", fmt.Sprintf("%s in all; load %s; %s", dur.Round(time.Second), loadavg(), u))
+	return b.tableSizes(ctx, fmt.Sprintf("with %d copies", len(b.copies)))
+}
+
+func (b *scaleBench) copyOne(ctx context.Context, conn *sql.Conn, backupStmt string, stmts map[string]string, tables []string, cp string, shift int64) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	// started_at: find the unit from the value (ns since 1970 ≈ 1.7e18, µs ≈ 1.7e15, ms ≈ 1.7e12,
+	// s ≈ 1.7e9); shift is in ms.
+	var started int64
+	if err := tx.QueryRowContext(ctx, "SELECT started_at FROM "+b.db.name+".backups WHERE tenant_id = ? AND id = ?", b.tenant, b.id).Scan(&started); err != nil {
+		return err
+	}
+	switch {
+	case started > 1e17:
+		shift *= 1e6
+	case started > 1e14:
+		shift *= 1e3
+	case started < 1e11:
+		shift /= 1e3
+	}
+	if _, err := tx.ExecContext(ctx, backupStmt, cp, shift, shift, b.tenant, b.id); err != nil {
+		return fmt.Errorf("backups: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := tx.ExecContext(ctx, stmts[t], cp, b.tenant, b.id); err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+	}
+	return tx.Commit()
+}
+
+var constraintName = regexp.MustCompile("CONSTRAINT `([^`]+)`")
+
+// dropCopies removes the copies' catalog rows again, so that deleting the big backup frees its
+// keys (the copies share its blobs). The files table is rebuilt with the big backup's rows only
+// (same definition, constraints renamed), which is far quicker than deleting the copies' rows.
+func (b *scaleBench) dropCopies(ctx context.Context) error {
+	if len(b.copies) == 0 {
+		return nil
+	}
+	db := b.db.name
+	start := time.Now()
+	conn, err := b.db.admin.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var name, ddl string
+	if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+db+".files").Scan(&name, &ddl); err != nil {
+		return err
+	}
+	ddl = strings.Replace(ddl, "CREATE TABLE `files`", "CREATE TABLE "+db+".files_keep", 1)
+	ddl = constraintName.ReplaceAllString(ddl, "CONSTRAINT `${1}_k`")
+	for _, q := range []string{
+		ddl,
+		"INSERT INTO " + db + ".files_keep SELECT * FROM " + db + ".files WHERE tenant_id = ? AND backup_id = ?",
+		"RENAME TABLE " + db + ".files TO " + db + ".files_old, " + db + ".files_keep TO " + db + ".files",
+		"DROP TABLE " + db + ".files_old",
+	} {
+		var args []any
+		if strings.Contains(q, "?") {
+			args = []any{b.tenant, b.id}
+		}
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("%.60s…: %w", q, err)
+		}
+	}
+	for _, t := range []string{"record_chunks", "record_sets", "backups"} {
+		col := "backup_id"
+		if t == "backups" {
+			col = "id"
+		}
+		for _, cp := range b.copies {
+			if _, err := conn.ExecContext(ctx, "DELETE FROM "+db+"."+t+" WHERE tenant_id = ? AND "+col+" = ?", b.tenant, cp); err != nil {
+				return fmt.Errorf("DELETE FROM %s: %w", t, err)
+			}
+		}
+	}
+	b.logf("copies' catalog rows removed in %s (files table rebuilt with the big backup's rows)", time.Since(start).Round(time.Millisecond))
+	b.copies = nil
+	return nil
+}
+
+// deleteBackup times DeleteBackup of the big backup and then waits until its keys are gone
+// from the bucket.
+func (b *scaleBench) deleteBackup(ctx context.Context) error {
+	prefix := "dev/" + benchOrg + "/"
+	countKeys := func() (int, error) {
+		n := 0
+		err := b.direct.List(ctx, prefix, func(storage.ObjectInfo) error { n++; return nil })
+		return n, err
+	}
+	before, err := countKeys()
+	if err != nil {
+		return err
+	}
+	mark := b.proxy.mark()
+	sampler := b.db.sample(200 * time.Millisecond)
+	s0 := b.cpu.snap()
+	start := time.Now()
+	resp, err := b.d.maint.DeleteBackup(ctx, &pb.DeleteBackupRequest{BackupId: b.id})
+	callDur := time.Since(start)
+	sqlSeen := sampler.finish(3)
+	if err != nil {
+		return fmt.Errorf("DeleteBackup: %w (%s)", err, sqlSeen)
+	}
+	left := -1
+	for {
+		if left, err = countKeys(); err != nil {
+			return err
+		}
+		if left == 0 || time.Since(start) > 10*time.Minute {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	dur := time.Since(start)
+	u := b.cpu.snap().since(s0, nil)
+	reqs := b.proxy.since(mark)
+	b.rep.Runs["delete_s"] = []float64{dur.Seconds()}
+	b.rep.CPU["delete"] = u
+	b.logf("DeleteBackup: call %s, keys gone after %s (%d of %d left); %d objects deleted; S3: %s; %s; %s",
+		callDur.Round(time.Millisecond), dur.Round(time.Millisecond), left, before, resp.GetObjectsDeleted(), byOp(reqs), u, sqlSeen)
+	if left != 0 {
+		return fmt.Errorf("DeleteBackup: %d of %d keys left under %s after %s", left, before, prefix, dur.Round(time.Second))
+	}
+	b.rep.addValue("6", fmt.Sprintf("DeleteBackup of %s until its keys are gone (s)", b.filesLabel()), dur.Seconds(), "s", "≤ 120",
+		fmt.Sprintf("the call took %s; %d keys before, %d objects deleted; S3: %s; load %s; %s; %s", callDur.Round(time.Millisecond), before,
+			resp.GetObjectsDeleted(), byOp(reqs), loadavg(), u, sqlSeen))
+	peak := slices.Max(append([]float64{0}, b.rep.Runs["backupd_vmhwm_mib"]...))
+	if hwm, err := vmHWM(b.d.proc.pid()); err == nil {
+		peak = max(peak, float64(hwm)/(1<<20))
+	}
+	budget := float64(b.c.budget) / (1 << 20)
+	b.rep.addRatio("7", fmt.Sprintf("backupd peak RSS (VmHWM) over the whole run ÷ --memory-budget %s", b.c.budget.String()), peak, "MiB", div(peak, budget), "≤ 1.0",
+		"VmHWM after each stage: "+fmtList(b.rep.Runs["backupd_vmhwm_mib"]))
+	return b.tableSizes(ctx, "after DeleteBackup")
+}
+
+func fmtList(xs []float64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(s, ", ")
+}
