@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"backupstore/csvscan/csvgen"
@@ -217,6 +219,9 @@ func (b *scaleBench) upload(ctx context.Context) error {
 		}
 	})
 	var mu sync.Mutex
+	var retries atomic.Int64
+	retryWhy := map[string]int{}
+	sampler := b.db.sample(250 * time.Millisecond)
 	err = parallel(ctx, n, b.c.streams, func(ctx context.Context, i int) error {
 		bp, _ := bodies.Get().(*[]byte)
 		if bp == nil {
@@ -230,27 +235,27 @@ func (b *scaleBench) upload(ctx context.Context) error {
 		hdr := &pb.FileHeader{BackupId: b.id, ParentId: csvgen.ID(csvgen.AccountPrefix, int64(i%b.c.accounts)),
 			Path: scalePath(i), ContentType: "application/octet-stream", UploadId: uuid.NewString(),
 			DeclaredSize: &size, DeclaredSha256: hex.EncodeToString(sum[:])}
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := b.d.backups.UploadFile(sctx)
-		if err != nil {
-			return fmt.Errorf("UploadFile: %w", err)
-		}
-		for _, m := range []*pb.UploadFileRequest{
-			{Message: &pb.UploadFileRequest_Header{Header: hdr}},
-			{Message: &pb.UploadFileRequest_Data{Data: body}},
-			{Message: &pb.UploadFileRequest_Finish{Finish: &pb.FinishWrite{}}},
-		} {
-			if err := stream.Send(m); err != nil {
-				if errors.Is(err, io.EOF) {
-					break // answered: CloseAndRecv has it
-				}
-				return fmt.Errorf("UploadFile send: %w", err)
+		// UNAVAILABLE, ABORTED and RESOURCE_EXHAUSTED are retried with the same upload id, as
+		// the API asks of a worker (a resent upload id answers the row that won).
+		var resp *pb.UploadFileResponse
+		for attempt := 0; ; attempt++ {
+			resp, err = b.uploadOne(ctx, hdr, body)
+			if err == nil {
+				break
 			}
-		}
-		resp, err := stream.CloseAndRecv()
-		if err != nil {
-			return fmt.Errorf("UploadFile %s: %w", hdr.Path, err)
+			code := status.Code(err)
+			if attempt == 9 || (code != codes.Unavailable && code != codes.Aborted && code != codes.ResourceExhausted) || ctx.Err() != nil {
+				return err
+			}
+			retries.Add(1)
+			mu.Lock()
+			retryWhy[code.String()+": "+status.Convert(err).Message()]++
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(2*time.Second, 50*time.Millisecond<<attempt)):
+			}
 		}
 		if resp.GetResult().GetDeduplicated() {
 			dedup.Add(1)
@@ -266,6 +271,7 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	dur = time.Since(start)
 	close(stop)
 	wg.Wait()
+	sqlSeen := sampler.finish(4)
 	if err != nil {
 		return err
 	}
@@ -278,15 +284,45 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	rate := float64(n) / dur.Seconds()
 	b.rep.Runs["upload_files_per_s"] = []float64{rate}
 	b.rep.CPU["upload"] = u
-	b.logf("uploaded %d files of %d bytes in %s: %.0f files/s, %d deduplicated; S3: %s; %s", n, b.c.bodySize, dur.Round(time.Millisecond), rate, dedup.Load(), byOp(reqs), u)
+	b.logf("uploaded %d files of %d bytes in %s: %.0f files/s, %d deduplicated; S3: %s; %s; %s", n, b.c.bodySize, dur.Round(time.Millisecond), rate, dedup.Load(), byOp(reqs), u, sqlSeen)
 	if dedup.Load() != 0 {
 		return fmt.Errorf("%d of %d distinct bodies answered deduplicated", dedup.Load(), n)
 	}
+	b.rep.Runs["upload_retries"] = []float64{float64(retries.Load())}
+	why := fmt.Sprint(retryWhy)
+	b.logf("upload retries: %d %s", retries.Load(), why)
 	b.rep.addValue("1", fmt.Sprintf("upload rate, %s of %d B (UploadFile, %d concurrent streams, declared size and SHA-256, packed)", b.filesLabel(), b.c.bodySize, b.c.streams),
-		rate, "files/s", "", fmt.Sprintf("%s wall; load %s; %s", dur.Round(time.Second), loadavg(), u))
+		rate, "files/s", "", fmt.Sprintf("%s wall; load %s; %s; %d uploads retried %s; %s", dur.Round(time.Second), loadavg(), u, retries.Load(), why, sqlSeen))
 	b.rep.addValue("1", fmt.Sprintf("S3 PUT requests per 1,000 files during the upload of %s", b.filesLabel()),
 		float64(writes.Requests)*1000/float64(n), "requests", "≤ 10", "PUT and POST requests at the counting proxy: "+byOp(reqs))
 	return b.tableSizes(ctx, "after the upload")
+}
+
+// uploadOne sends one file over its own UploadFile stream: header, one data message, finish.
+func (b *scaleBench) uploadOne(ctx context.Context, hdr *pb.FileHeader, body []byte) (*pb.UploadFileResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := b.d.backups.UploadFile(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("UploadFile: %w", err)
+	}
+	for _, m := range []*pb.UploadFileRequest{
+		{Message: &pb.UploadFileRequest_Header{Header: hdr}},
+		{Message: &pb.UploadFileRequest_Data{Data: body}},
+		{Message: &pb.UploadFileRequest_Finish{Finish: &pb.FinishWrite{}}},
+	} {
+		if err := stream.Send(m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break // answered: CloseAndRecv has it
+			}
+			return nil, fmt.Errorf("UploadFile send: %w", err)
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, fmt.Errorf("UploadFile %s: %w", hdr.Path, err)
+	}
+	return resp, nil
 }
 
 // commit times CommitBackup of the big backup (its parent check included).
