@@ -627,7 +627,8 @@ func (t *tortureRun) checkStore(ctx context.Context, db *sql.DB, s3c *s3.Client)
 		token = out.NextContinuationToken
 	}
 	rows := map[string]string{} // full key → kind
-	q, err := db.QueryContext(ctx, "SELECT object_key, kind FROM objects")
+	// Objects, and packs (small files' bodies, one object each).
+	q, err := db.QueryContext(ctx, "SELECT object_key, kind FROM objects UNION ALL SELECT object_key, 'pack' FROM packs")
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
@@ -679,6 +680,29 @@ func (t *tortureRun) checkStore(ctx context.Context, db *sql.DB, s3c *s3.Client)
 	}
 	if pending > 0 {
 		t.v.add("cleanup ends uploads past their TTL", "12", "%d uploads still PENDING after cleanup past the TTL", pending)
+	}
+	// Packs: every pack row still holds a body some file references (deleting the last
+	// backup that uses a pack deletes it).
+	var deadPacks []string
+	dq, err := db.QueryContext(ctx, `SELECT p.object_key FROM packs p WHERE NOT EXISTS (SELECT 1 FROM blobs bl
+		JOIN files f ON f.tenant_id = bl.tenant_id AND f.blob_id = bl.id WHERE bl.tenant_id = p.tenant_id AND bl.pack_id = p.id)`)
+	if err != nil {
+		return err
+	}
+	for dq.Next() {
+		var k string
+		if err := dq.Scan(&k); err != nil {
+			dq.Close()
+			return err
+		}
+		deadPacks = append(deadPacks, k)
+	}
+	dq.Close()
+	if err := dq.Err(); err != nil {
+		return err
+	}
+	if len(deadPacks) > 0 {
+		t.v.add("no pack without a body a file references, after cleanup", "8", "%d packs, e.g. %v", len(deadPacks), deadPacks[:min(10, len(deadPacks))])
 	}
 	// References: every object row is referenced by a file, a chunk or its backup's manifest.
 	unref, err := db.QueryContext(ctx, `SELECT o.object_key, o.kind, COALESCE(o.backup_id, '') FROM objects o

@@ -79,7 +79,7 @@ var rules = []rule{
 	// child-process helpers. The upload response header it reads is the API's
 	// (pb.UploadHeader), not server's. -tags benchprofile wires the whole service and is not
 	// checked here.
-	{pkg: "cmd/backupbench", may: []string{"proto/...", "client", "csvscan", "sfid", "storage", "csvscan/csvgen", "recindex", "internal/bytesize", "internal/testenv"},
+	{pkg: "cmd/backupbench", may: []string{"proto/...", "client", "csvframes", "csvscan", "sfid", "storage", "csvscan/csvgen", "recindex", "internal/bytesize", "internal/testenv"},
 		doc: "cmd/backupbench/main.go: through the API only"},
 }
 
