@@ -264,6 +264,18 @@ func (o *sender) write(p []byte) error {
 
 func (o *sender) put(p []byte) error {
 	o.sum.Bytes += int64(len(p))
+	if len(o.buf) == 0 && len(p) >= o.size/2 {
+		// A piece worth a message of its own (a decoded frame) is sent as
+		// it is, without a copy: Send has encoded it when it returns.
+		for len(p) > 0 {
+			n := min(len(p), o.size)
+			if err := o.send(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+		return nil
+	}
 	for len(p) > 0 {
 		if o.buf == nil {
 			o.buf = make([]byte, 0, o.size)
