@@ -818,8 +818,15 @@ func (w *recWriter) storeIndex(ctx context.Context, key string) (r indexStored) 
 		if err != nil {
 			return duplicateFault(err) // UploadRecords makes a row error InvalidArgument
 		}
+		// Hashed first and then PUT as a section of the spool file: the S3 uploader sends
+		// sections of a seekable body as they are, where a stream costs it fresh part-size
+		// buffers (about twice the index in garbage at the end of every chunk, the peak of a
+		// long upload's heap).
 		sum := sha256.New()
-		if _, err := w.st.Put(ctx, key, io.TeeReader(io.NewSectionReader(w.spool, 0, size), sum)); err != nil {
+		if _, err := io.Copy(sum, io.NewSectionReader(w.spool, 0, size)); err != nil {
+			return fmt.Errorf("index spool: %w", err)
+		}
+		if _, err := w.st.Put(ctx, key, io.NewSectionReader(w.spool, 0, size)); err != nil {
 			return s3Fault(err, "PutObject (index)")
 		}
 		r.size, r.sum = size, sum.Sum(nil)

@@ -509,7 +509,15 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, erro
 		return ObjectInfo{}, err
 	}
 	cr := &CountingReader{R: r, Ctx: ctx}
-	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: cr}
+	var body io.Reader = cr
+	if sr, ok := r.(*io.SectionReader); ok {
+		if pos, err := sr.Seek(0, io.SeekCurrent); err == nil && pos == 0 {
+			// Seekable: the Uploader sends sections of it as they are. Any other
+			// reader is copied into part-size buffers it allocates for each Put.
+			body, cr.N = sr, sr.Size()
+		}
+	}
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: body}
 	in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
 	out, err := s.uploader.Upload(ctx, in)
 	if err != nil {

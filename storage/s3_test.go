@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -267,6 +268,49 @@ func TestS3PutLargeIsMultipart(t *testing.T) {
 	}
 	if !strings.HasSuffix(info.ETag, `-9"`) || info.Size != size {
 		t.Errorf("Put = %+v, want size %d and a multipart ETag ending in -9", info, size)
+	}
+}
+
+// TestS3PutSection: a body that is an *io.SectionReader (an index in its spool file) is sent
+// in sections of itself (not copied into part buffers), multipart beyond the part size, and
+// stored byte for byte; one read part way is sent from where it stands. No other test runs
+// in parallel in this package, so the allocation count is this Put's.
+func TestS3PutSection(t *testing.T) {
+	g := testenv.VersityGW(t)
+	rec := &recorder{}
+	cfg := s3Config(t, g)
+	cfg.HTTPClient = &http.Client{Transport: rec}
+	s := newS3(t, cfg)
+	body := make([]byte, 2*storage.DefaultPartSize+12345)
+	for i := range body {
+		body[i] = byte(i*31 + i>>9)
+	}
+	src := bytes.NewReader(body)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	info, err := s.Put(t.Context(), "section", io.NewSectionReader(src, 0, int64(len(body))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > storage.DefaultPartSize {
+		t.Errorf("Put of a %d-byte section allocated %d bytes: it was copied into part buffers", len(body), alloc)
+	}
+	if n := count(rec.take(), "UploadPart"); n != 3 || info.Size != int64(len(body)) {
+		t.Errorf("Put = %+v with %d UploadPart, want size %d in 3 parts", info, n, len(body))
+	}
+	if got := get(t, s, "section"); !bytes.Equal(got, body) {
+		t.Fatalf("stored %d bytes that differ from the %d sent", len(got), len(body))
+	}
+	part := io.NewSectionReader(src, 0, 1000)
+	if _, err := part.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = s.Put(t.Context(), "rest", part); err != nil || info.Size != 990 {
+		t.Fatalf("Put of a section read part way = %+v, %v; want its last 990 bytes", info, err)
+	}
+	if got := get(t, s, "rest"); !bytes.Equal(got, body[10:1000]) {
+		t.Fatalf("stored %d bytes, want the section's unread 990", len(got))
 	}
 }
 
@@ -643,4 +687,18 @@ func TestS3ListMultipartPaging(t *testing.T) {
 	if !slices.Equal(keys, []string{"a/x", "a/y", "b", "c"}) {
 		t.Fatalf("listed keys %v, want every key in order", keys)
 	}
+}
+
+func get(t *testing.T, s *storage.S3, key string) []byte {
+	t.Helper()
+	rc, err := s.Get(t.Context(), key, 0, -1)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	return b
 }
