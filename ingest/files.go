@@ -339,8 +339,17 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 	if err != nil {
 		return nil, err
 	}
-	// A catalog row is not the body: share it only if the bucket still has the pack.
-	info, err := st.Head(ctx, p.Key)
+	// A catalog row is not the body: share it only if the bucket still has the
+	// pack (asked once per backup and pack).
+	var info storage.ObjectInfo
+	if s.packHeaded(b, p.ID) {
+		info.Size = p.Size
+	} else {
+		info, err = st.Head(ctx, p.Key)
+	}
+	if err == nil && info.Size == p.Size {
+		s.setPackHeaded(b, p.ID)
+	}
 	switch {
 	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != p.Size):
 		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a pack that is missing or has the wrong size; marked damaged",

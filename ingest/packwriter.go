@@ -49,6 +49,27 @@ func packKey(b *metadata.Backup, packID string) string {
 type packWriters struct {
 	mu sync.Mutex
 	m  map[string]*packWriter // by tenant + "\x00" + backup id
+	// headed memoises, per backup and pack, that dedup found the pack in the
+	// bucket with its size: one HEAD per (backup, pack), not per file.
+	// Bounded: cleared when it reaches maxHeaded entries.
+	headed map[string]bool
+}
+
+const maxHeaded = 16384
+
+func (s *Service) packHeaded(b *metadata.Backup, packID string) bool {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	return s.packs.headed[b.TenantID+"\x00"+b.ID+"\x00"+packID]
+}
+
+func (s *Service) setPackHeaded(b *metadata.Backup, packID string) {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	if s.packs.headed == nil || len(s.packs.headed) >= maxHeaded {
+		s.packs.headed = map[string]bool{}
+	}
+	s.packs.headed[b.TenantID+"\x00"+b.ID+"\x00"+packID] = true
 }
 
 // packWriter fills one backup's packs. One pack is open at a time; sealed
