@@ -198,8 +198,11 @@ func (c catalog) commitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 		p.CreatedAt = t
 	}
 	p.CreatedAt, p.SealedAt = micros(p.CreatedAt), t
-	// Which upload ids exist already: one query per batch, locking (the latest rows; MySQL also
-	// holds the gaps, so a racing insert of one of them waits for this transaction).
+	// Which upload ids exist already: one plain query per batch. Not a locking read: on MySQL it
+	// would take gap locks that concurrent packs' inserts wait for, in cycles (deadlocks at 8
+	// writers, testPackConcurrentCommits). A racing commit of one of these ids is caught by the
+	// unique keys (uploads' primary key, files_upload) instead, and CommitPack runs the
+	// transaction again, whose fresh read then finds the winner.
 	existing := map[string]*Upload{}
 	for start := 0; start < len(files); start += purgeBatch {
 		batch := files[start:min(start+purgeBatch, len(files))]
@@ -208,7 +211,7 @@ func (c catalog) commitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 			ids[i] = pf.Upload.UploadID
 		}
 		in, args := inList(p.TenantID, ids)
-		list, err := c.queryUploads(ctx, selectUpload+" WHERE tenant_id = ? AND backup_id = ? AND upload_id IN ("+in+")"+c.d.forUpdate(),
+		list, err := c.queryUploads(ctx, selectUpload+" WHERE tenant_id = ? AND backup_id = ? AND upload_id IN ("+in+")",
 			append([]any{p.TenantID, p.BackupID}, args[1:]...)...)
 		if err != nil {
 			return fmt.Errorf("uploads: %w", err)

@@ -2,6 +2,7 @@ package metadatatest
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -293,5 +294,46 @@ func testPackRace(t *testing.T, newDB NewDB) {
 	list, _, err := s.ListFiles(ctx, "t1", "b1", 0, "")
 	if err != nil || len(list) != 3 {
 		t.Errorf("ListFiles = %d files, %v; want 3 (one for the shared upload id)", len(list), err)
+	}
+}
+
+// testPackConcurrentCommits commits many packs of one backup at once, with distinct upload ids
+// interleaved in key order (as concurrent streams make them): every commit succeeds. A locking
+// read of the upload ids would take gap locks on MySQL that the other commits' inserts wait for,
+// in a cycle: deadlocks that outlast the retries.
+func testPackConcurrentCommits(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	b := newBackup(t, s, "t1", "b1", org1, "s1", minutes(0))
+	const writers, packs, per = 8, 4, 20
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for p := range packs {
+				var ids, bodies []string
+				for i := range per {
+					// Upload ids of all writers interleave: u-<i>-<writer>-<pack>.
+					ids = append(ids, fmt.Sprintf("u-%03d-%d-%d", i, w, p))
+					bodies = append(bodies, fmt.Sprintf("body %d %d %d", i, w, p))
+				}
+				pk, blobs, files := packOf(b, fmt.Sprintf("pck-%d-%d", w, p), ids, bodies)
+				if err := s.CommitPack(ctx, pk, blobs, files); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for w, err := range errs {
+		if err != nil {
+			t.Errorf("writer %d: %v", w, err)
+		}
+	}
+	list, _, err := s.ListFiles(ctx, "t1", "b1", metadata.MaxPageSize, "")
+	if err != nil || len(list) != writers*packs*per {
+		t.Errorf("ListFiles = %d files, %v; want %d", len(list), err, writers*packs*per)
 	}
 }

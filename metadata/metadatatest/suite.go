@@ -79,6 +79,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"Packs", testPacks},
 		{"PackPurgeAndKeys", testPackPurgeAndKeys},
 		{"PackRace", testPackRace},
+		{"PackConcurrentCommits", testPackConcurrentCommits},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })
