@@ -55,6 +55,7 @@ var rules = []rule{
 	{pkg: "csvframes", may: []string{"csvscan", "sfid"}, doc: "csvframes/csvframes.go: csvscan, zstd and the standard library only"},
 	{pkg: "internal/bytesize", may: []string{}, stdOnly: true, doc: "internal/bytesize: the standard library only"},
 	{pkg: "internal/testenv", may: []string{}, doc: "internal/testenv: no backupstore package"},
+	{pkg: "internal/wirecodec", may: []string{"proto/..."}, doc: "internal/wirecodec/doc.go: only the generated API package"},
 	{pkg: "metadata", may: []string{}, doc: "metadata/doc.go: no other backupstore package"},
 	{pkg: "storage", may: []string{}, doc: "storage/doc.go: at the bottom, no other backupstore package"},
 	{pkg: "registry", may: []string{"storage", "metadata", "secrets", "fault"}, never: []string{"server"},
