@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,8 +34,12 @@ type BackupDirOptions struct {
 	Labels    map[string]string
 	// IdempotencyKey replaces the key derived from the directory.
 	IdempotencyKey string
-	Concurrency    int   // uploads in flight, 1 to 64; 0 for DefaultConcurrency
-	ChunkSize      int64 // largest record chunk, at most MaxChunkSize; 0 for that
+	// Concurrency is the uploads in flight, 1 to 64; 0 for
+	// DefaultConcurrency. Files of at most MaxBatchedFile bytes go before the
+	// rest, up to 1,024 at a time on one UploadFiles stream, so that they
+	// share packs.
+	Concurrency int
+	ChunkSize   int64 // largest record chunk, at most MaxChunkSize; 0 for that
 	// RequireParents fails the commit when a file's parent record is in no
 	// record set (otherwise they are listed in the commit's response).
 	RequireParents bool
@@ -312,10 +318,114 @@ func (r *runner) tasks(ctx context.Context) ([]*task, BackupPlan, error) {
 
 // uploadAll runs the tasks with Concurrency workers. The first failure
 // stops the others; it is what is returned.
+//
+// New files of at most MaxBatchedFile bytes go first, in batches of up to
+// batchFiles files or batchBytes of bodies on one UploadFiles stream each:
+// in flight together they share packs (about a PUT per thousand files,
+// instead of one per few files when each waits for its own answer).
 func (r *runner) uploadAll(ctx context.Context, tasks []*task) error {
-	return runTasks(ctx, r.o.Concurrency, tasks, func(ctx context.Context, t *task) error {
+	var small, rest []*task
+	for _, t := range tasks {
+		if t.file != nil && t.known == nil && t.size <= MaxBatchedFile {
+			small = append(small, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	for len(small) > 0 {
+		n, bytes := 0, int64(0)
+		for n < len(small) && n < batchFiles && (n == 0 || bytes+small[n].size <= batchBytes) {
+			bytes += small[n].size
+			n++
+		}
+		if err := r.uploadBatch(ctx, small[:n]); err != nil {
+			if status.Code(err) == codes.Unimplemented {
+				// A service older than UploadFiles: one stream per file, in
+				// the plan's order, for what is not done yet.
+				left := map[*task]bool{}
+				for _, t := range small {
+					left[t] = true
+				}
+				rest = rest[:0]
+				for _, t := range tasks {
+					if t.file == nil || left[t] || !(t.known == nil && t.size <= MaxBatchedFile) {
+						rest = append(rest, t)
+					}
+				}
+				break
+			}
+			return err
+		}
+		small = small[n:]
+	}
+	return runTasks(ctx, r.o.Concurrency, rest, func(ctx context.Context, t *task) error {
 		return annotate(r.upload(ctx, t), "%s", t.what())
 	})
+}
+
+// A batch of small files: the service's UploadFiles window.
+const (
+	batchFiles = 1024
+	batchBytes = 16 << 20
+)
+
+// uploadBatch reads small files whole and uploads them on one UploadFiles
+// stream (retried as UploadFiles retries). A body that repeats an earlier
+// one of the batch goes on a second stream once the first is answered, so
+// that the service deduplicates it as it would across batches.
+func (r *runner) uploadBatch(ctx context.Context, ts []*task) error {
+	var files, again []SmallFile
+	var tasks, againTasks []*task
+	seen := map[[32]byte]bool{}
+	for _, t := range ts {
+		f := t.file
+		if err := unchanged(f.local, f.size, f.modTime); err != nil {
+			return err
+		}
+		body, err := os.ReadFile(f.local)
+		if err != nil {
+			return err
+		}
+		if int64(len(body)) != f.size {
+			return fmt.Errorf("%s changed since the run started; run again to back up the new version", f.local)
+		}
+		sum := sha256.Sum256(body)
+		sf := SmallFile{File: File{ParentID: f.parentID, Path: f.rel, Name: f.name, ContentType: f.contentType,
+			UploadID: t.uploadID, SHA256: hex.EncodeToString(sum[:])}, Body: body}
+		if seen[sum] {
+			again, againTasks = append(again, sf), append(againTasks, t)
+			continue
+		}
+		seen[sum] = true
+		files, tasks = append(files, sf), append(tasks, t)
+	}
+	for _, b := range []struct {
+		files []SmallFile
+		tasks []*task
+	}{{files, tasks}, {again, againTasks}} {
+		if len(b.files) == 0 {
+			continue
+		}
+		var failed error
+		err := r.c.UploadFiles(ctx, r.backup.GetId(), b.files, func(i int, res *pb.UploadResult, err error) {
+			t := b.tasks[i]
+			if err != nil {
+				if failed == nil {
+					failed = annotate(err, "%s", t.what())
+				}
+				return
+			}
+			tracker(r.o.Progress)(t.size) // each file's progress is its own
+			r.done(Uploaded{Kind: pb.UploadKind_UPLOAD_KIND_FILE, Path: t.file.rel, Size: t.size, Result: res})
+		})
+		if failed != nil {
+			return failed
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runTasks runs do on every task with n workers. The first failure stops

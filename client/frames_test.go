@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -300,5 +301,62 @@ func TestReadRecordsDamagedIndex(t *testing.T) {
 	_, _, err = readAs(t, c, &pb.ReadRecordsRequest{BackupId: id, Sobject: "Account"}, pb.ContentEncoding_CONTENT_ENCODING_ZSTD)
 	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), ".idx") {
 		t.Fatalf("passthrough read with a damaged index: %v, want DataLoss naming the index", err)
+	}
+}
+
+// UploadFiles: every file answered once (done), all of them in packs (a
+// few PUTs for hundreds of files), each reading back; a second call with
+// the same upload ids answers the first results.
+func TestUploadFilesPacks(t *testing.T) {
+	c := dial(t, serve(t, nil, func(cfg *app.Config) { cfg.Ingest.PackThreshold = 1 << 20 }))
+	ctx := t.Context()
+	b, err := c.Backup().CreateBackup(ctx, &pb.CreateBackupRequest{OrgId: org})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := b.GetBackup().GetId()
+	var files []client.SmallFile
+	for i := range 300 {
+		files = append(files, client.SmallFile{File: client.File{ParentID: "001000000000001AAA", Path: fmt.Sprintf("f/%d.bin", i),
+			UploadID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i)}, Body: randomBytes(3000+i, uint64(i))})
+	}
+	results := make([]*pb.UploadResult, len(files))
+	calls := 0
+	if err := c.UploadFiles(ctx, id, files, func(i int, res *pb.UploadResult, err error) {
+		calls++
+		if err != nil {
+			t.Errorf("file %d: %v", i, err)
+		}
+		results[i] = res
+	}); err != nil {
+		t.Fatal(err)
+	}
+	packs := map[string]bool{}
+	for i, r := range results {
+		if r == nil || !strings.Contains(r.GetDataKey(), "/packs/") {
+			t.Fatalf("file %d: %v", i, r)
+		}
+		packs[r.GetDataKey()] = true
+	}
+	if calls != len(files) || len(packs) > 10 {
+		t.Errorf("%d answers for %d files, in %d packs", calls, len(files), len(packs))
+	}
+	if err := c.UploadFiles(ctx, id, files[:5], func(i int, res *pb.UploadResult, err error) {
+		if err != nil || res.GetFileId() != results[i].GetFileId() {
+			t.Errorf("resent file %d: %v %v, first %v", i, res, err, results[i])
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Backup().CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: id}); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 299} {
+		var got bytes.Buffer
+		_, err := c.ReadFiles(ctx, &pb.ReadFileRequest{BackupId: id, Selector: &pb.ReadFileRequest_FileId{FileId: results[i].GetFileId()}},
+			client.FileSink{Begin: func(*pb.FileInfo) (io.Writer, error) { return &got, nil }})
+		if err != nil || !bytes.Equal(got.Bytes(), files[i].Body) {
+			t.Fatalf("file %d reads back %d bytes: %v", i, got.Len(), err)
+		}
 	}
 }

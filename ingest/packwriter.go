@@ -39,6 +39,9 @@ const (
 	maxPackBodies = 8192
 )
 
+// PackThreshold is the largest body packed (0: packing is off).
+func (s *Service) PackThreshold() int64 { return s.cfg.PackThreshold }
+
 // packKey is where a pack lives: per org, as file objects (dedup is per org
 // and storage).
 func packKey(b *metadata.Backup, packID string) string {
@@ -353,6 +356,10 @@ func (pw *packWriter) write(op *openPack) (err error) {
 
 // flushPacks seals and waits for the backup's packs in this process
 // (CommitBackup and AbortBackup call it first).
+// FlushPacks seals the backup's open pack in this process now (an
+// UploadFiles stream ended: nothing more is coming for the files waiting).
+func (s *Service) FlushPacks(tenant, backupID string) { s.flushPacks(tenant, backupID) }
+
 func (s *Service) flushPacks(tenant, backupID string) {
 	if pw := s.lookupPackWriter(tenant, backupID); pw != nil {
 		pw.flush()

@@ -72,6 +72,9 @@ type Tx struct {
 	catalog
 }
 
+// MaxOpenConns bounds a MySQL catalog's connections per process.
+const MaxOpenConns = 64
+
 // Open connects to the catalog and applies any pending schema migrations.
 //
 // driver "mysql": dsn is a go-sql-driver/mysql DSN that must name a database. Open forces
@@ -110,6 +113,11 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	} else {
 		db.SetConnMaxLifetime(5 * time.Minute) // under typical proxy and server idle timeouts
 		db.SetMaxIdleConns(10)
+		// A burst of requests (a window of small files in flight) queues for
+		// a connection instead of passing MariaDB's max_connections (151 by
+		// default), which fails everyone's queries with error 1040. Each
+		// catalog call holds one connection at a time.
+		db.SetMaxOpenConns(MaxOpenConns)
 	}
 	if err := checkSession(ctx, db, d); err != nil {
 		db.Close()

@@ -109,6 +109,7 @@ type envOptions struct {
 	streams     *server.StreamLimits // per-tenant stream cap and idle timeout
 	restore     restore.Config       // app.Config.Restore (its Catalog, Registry and Budget are the env's)
 	pack        int64                // ingest.Config.PackThreshold
+	packLinger  time.Duration        // ingest.Config.PackLinger
 }
 
 func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
@@ -158,7 +159,7 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 		Registry: registry.Config{FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
 			AllowEndpoints: "127.0.0.1/32"}, // the test gateway, as an operator would allow an on-prem S3
 		Ingest: ingest.Config{PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(),
-			Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}, Hooks: o.ingestHooks, Quotas: o.quotas, PackThreshold: o.pack},
+			Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}, Hooks: o.ingestHooks, Quotas: o.quotas, PackThreshold: o.pack, PackLinger: o.packLinger},
 		Restore:     o.restore,
 		Maintenance: maintenance.Config{Now: e.now, Grace: 2 * time.Second, Replica: "test"},
 		Server:      server.Config{MaxConnectionIdle: o.maxIdle},

@@ -325,3 +325,71 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// uploadFilesBatched uploads fs through UploadFiles: streams streams, each sending its share of
+// the files (header, then the whole body) as fast as the service's window takes them while a
+// second goroutine reads the answers, as client.UploadFiles does.
+func uploadFilesBatched(ctx context.Context, d *daemon, backupID string, fs fileSet, streams int, tag string) (filesOutcome, error) {
+	var sent, dedup, stored atomic.Int64
+	start := time.Now()
+	per := (len(fs.bodies) + streams - 1) / streams
+	err := parallel(ctx, streams, streams, func(ctx context.Context, s int) error {
+		lo, hi := s*per, min((s+1)*per, len(fs.bodies))
+		if lo >= hi {
+			return nil
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := d.backups.UploadFiles(sctx)
+		if err != nil {
+			return fmt.Errorf("UploadFiles: %w", err)
+		}
+		sendErr := make(chan error, 1)
+		go func() {
+			for i := lo; i < hi; i++ {
+				body := fs.bodies[i]
+				size := int64(len(body))
+				id := uuid.NewString()
+				hdr := &pb.FileHeader{BackupId: backupID, ParentId: csvgen.ID(csvgen.AccountPrefix, int64(i)),
+					Path: fmt.Sprintf("%s/ContentVersion/%05d.bin", tag, i), ContentType: "application/octet-stream",
+					UploadId: id, DeclaredSize: &size, DeclaredSha256: fs.sums[i]}
+				if err := stream.Send(&pb.UploadFilesRequest{Message: &pb.UploadFilesRequest_Header{Header: hdr}}); err != nil {
+					sendErr <- err
+					return
+				}
+				if err := stream.Send(&pb.UploadFilesRequest{Message: &pb.UploadFilesRequest_Data{Data: &pb.FileData{UploadId: id, Data: body}}}); err != nil {
+					sendErr <- err
+					return
+				}
+				sent.Add(size)
+			}
+			sendErr <- stream.CloseSend()
+		}()
+		answered := 0
+		for {
+			a, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("UploadFiles: %w", err)
+			}
+			if e := a.GetError(); e != nil {
+				return fmt.Errorf("UploadFiles %s: code %d %s", a.GetUploadId(), e.GetCode(), e.GetMessage())
+			}
+			answered++
+			if a.GetResult().GetDeduplicated() {
+				dedup.Add(1)
+			}
+			stored.Add(a.GetResult().GetBytesStored())
+		}
+		if err := <-sendErr; err != nil {
+			return fmt.Errorf("UploadFiles send: %w", err)
+		}
+		if answered != hi-lo {
+			return fmt.Errorf("UploadFiles: %d answers for %d files", answered, hi-lo)
+		}
+		return nil
+	})
+	return filesOutcome{dur: time.Since(start), dataSent: sent.Load(), deduplicated: dedup.Load(), bytesStored: stored.Load()}, err
+}

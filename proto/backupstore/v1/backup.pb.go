@@ -2024,6 +2024,268 @@ func (x *ListBackupsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type UploadFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*UploadFilesRequest_Header
+	//	*UploadFilesRequest_Data
+	Message       isUploadFilesRequest_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadFilesRequest) Reset() {
+	*x = UploadFilesRequest{}
+	mi := &file_backupstore_v1_backup_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadFilesRequest) ProtoMessage() {}
+
+func (x *UploadFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_backup_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadFilesRequest.ProtoReflect.Descriptor instead.
+func (*UploadFilesRequest) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_backup_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UploadFilesRequest) GetMessage() isUploadFilesRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *UploadFilesRequest) GetHeader() *FileHeader {
+	if x != nil {
+		if x, ok := x.Message.(*UploadFilesRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadFilesRequest) GetData() *FileData {
+	if x != nil {
+		if x, ok := x.Message.(*UploadFilesRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isUploadFilesRequest_Message interface {
+	isUploadFilesRequest_Message()
+}
+
+type UploadFilesRequest_Header struct {
+	Header *FileHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadFilesRequest_Data struct {
+	// The body of the file whose header came just before.
+	Data *FileData `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*UploadFilesRequest_Header) isUploadFilesRequest_Message() {}
+
+func (*UploadFilesRequest_Data) isUploadFilesRequest_Message() {}
+
+// FileData is one whole body of an UploadFiles stream.
+type FileData struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileData) Reset() {
+	*x = FileData{}
+	mi := &file_backupstore_v1_backup_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileData) ProtoMessage() {}
+
+func (x *FileData) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_backup_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileData.ProtoReflect.Descriptor instead.
+func (*FileData) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_backup_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *FileData) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *FileData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// UploadFilesResponse answers one file of an UploadFiles stream: its result,
+// or why it failed (the stream goes on).
+type UploadFilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Result        *UploadResult          `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Error         *FileError             `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadFilesResponse) Reset() {
+	*x = UploadFilesResponse{}
+	mi := &file_backupstore_v1_backup_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadFilesResponse) ProtoMessage() {}
+
+func (x *UploadFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_backup_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadFilesResponse.ProtoReflect.Descriptor instead.
+func (*UploadFilesResponse) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_backup_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UploadFilesResponse) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadFilesResponse) GetResult() *UploadResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *UploadFilesResponse) GetError() *FileError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// FileError is one file's failure on an UploadFiles stream, as a call's
+// status would say it.
+type FileError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A google.rpc.Code (e.g. 3 INVALID_ARGUMENT, 14 UNAVAILABLE: resend).
+	Code    int32  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The ErrorInfo reason, e.g. SIZE_MISMATCH.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileError) Reset() {
+	*x = FileError{}
+	mi := &file_backupstore_v1_backup_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileError) ProtoMessage() {}
+
+func (x *FileError) ProtoReflect() protoreflect.Message {
+	mi := &file_backupstore_v1_backup_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileError.ProtoReflect.Descriptor instead.
+func (*FileError) Descriptor() ([]byte, []int) {
+	return file_backupstore_v1_backup_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FileError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *FileError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *FileError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_backupstore_v1_backup_proto protoreflect.FileDescriptor
 
 const file_backupstore_v1_backup_proto_rawDesc = "" +
@@ -2176,7 +2438,22 @@ const file_backupstore_v1_backup_proto_rawDesc = "" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\"o\n" +
 	"\x13ListBackupsResponse\x120\n" +
 	"\abackups\x18\x01 \x03(\v2\x16.backupstore.v1.BackupR\abackups\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x99\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x85\x01\n" +
+	"\x12UploadFilesRequest\x124\n" +
+	"\x06header\x18\x01 \x01(\v2\x1a.backupstore.v1.FileHeaderH\x00R\x06header\x12.\n" +
+	"\x04data\x18\x02 \x01(\v2\x18.backupstore.v1.FileDataH\x00R\x04dataB\t\n" +
+	"\amessage\";\n" +
+	"\bFileData\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x99\x01\n" +
+	"\x13UploadFilesResponse\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\x124\n" +
+	"\x06result\x18\x02 \x01(\v2\x1c.backupstore.v1.UploadResultR\x06result\x12/\n" +
+	"\x05error\x18\x03 \x01(\v2\x19.backupstore.v1.FileErrorR\x05error\"Q\n" +
+	"\tFileError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason*\x99\x01\n" +
 	"\fBackupStatus\x12\x1d\n" +
 	"\x19BACKUP_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BACKUP_STATUS_OPEN\x10\x01\x12\x1b\n" +
@@ -2193,12 +2470,13 @@ const file_backupstore_v1_backup_proto_rawDesc = "" +
 	"UploadKind\x12\x1b\n" +
 	"\x17UPLOAD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPLOAD_KIND_RECORDS\x10\x01\x12\x14\n" +
-	"\x10UPLOAD_KIND_FILE\x10\x022\xc0\x06\n" +
+	"\x10UPLOAD_KIND_FILE\x10\x022\x9c\a\n" +
 	"\rBackupService\x12Y\n" +
 	"\fCreateBackup\x12#.backupstore.v1.CreateBackupRequest\x1a$.backupstore.v1.CreateBackupResponse\x12^\n" +
 	"\rUploadRecords\x12$.backupstore.v1.UploadRecordsRequest\x1a%.backupstore.v1.UploadRecordsResponse(\x01\x12U\n" +
 	"\n" +
-	"UploadFile\x12!.backupstore.v1.UploadFileRequest\x1a\".backupstore.v1.UploadFileResponse(\x01\x12h\n" +
+	"UploadFile\x12!.backupstore.v1.UploadFileRequest\x1a\".backupstore.v1.UploadFileResponse(\x01\x12Z\n" +
+	"\vUploadFiles\x12\".backupstore.v1.UploadFilesRequest\x1a#.backupstore.v1.UploadFilesResponse(\x010\x01\x12h\n" +
 	"\x11QueryUploadStatus\x12(.backupstore.v1.QueryUploadStatusRequest\x1a).backupstore.v1.QueryUploadStatusResponse\x12V\n" +
 	"\vListUploads\x12\".backupstore.v1.ListUploadsRequest\x1a#.backupstore.v1.ListUploadsResponse\x12Y\n" +
 	"\fCommitBackup\x12#.backupstore.v1.CommitBackupRequest\x1a$.backupstore.v1.CommitBackupResponse\x12V\n" +
@@ -2219,7 +2497,7 @@ func file_backupstore_v1_backup_proto_rawDescGZIP() []byte {
 }
 
 var file_backupstore_v1_backup_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_backupstore_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_backupstore_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_backupstore_v1_backup_proto_goTypes = []any{
 	(BackupStatus)(0),                 // 0: backupstore.v1.BackupStatus
 	(UploadState)(0),                  // 1: backupstore.v1.UploadState
@@ -2250,16 +2528,20 @@ var file_backupstore_v1_backup_proto_goTypes = []any{
 	(*GetBackupResponse)(nil),         // 26: backupstore.v1.GetBackupResponse
 	(*ListBackupsRequest)(nil),        // 27: backupstore.v1.ListBackupsRequest
 	(*ListBackupsResponse)(nil),       // 28: backupstore.v1.ListBackupsResponse
-	nil,                               // 29: backupstore.v1.Backup.LabelsEntry
-	nil,                               // 30: backupstore.v1.CreateBackupRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 31: google.protobuf.Timestamp
+	(*UploadFilesRequest)(nil),        // 29: backupstore.v1.UploadFilesRequest
+	(*FileData)(nil),                  // 30: backupstore.v1.FileData
+	(*UploadFilesResponse)(nil),       // 31: backupstore.v1.UploadFilesResponse
+	(*FileError)(nil),                 // 32: backupstore.v1.FileError
+	nil,                               // 33: backupstore.v1.Backup.LabelsEntry
+	nil,                               // 34: backupstore.v1.CreateBackupRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 35: google.protobuf.Timestamp
 }
 var file_backupstore_v1_backup_proto_depIdxs = []int32{
-	29, // 0: backupstore.v1.Backup.labels:type_name -> backupstore.v1.Backup.LabelsEntry
+	33, // 0: backupstore.v1.Backup.labels:type_name -> backupstore.v1.Backup.LabelsEntry
 	0,  // 1: backupstore.v1.Backup.status:type_name -> backupstore.v1.BackupStatus
-	31, // 2: backupstore.v1.Backup.start_time:type_name -> google.protobuf.Timestamp
-	31, // 3: backupstore.v1.Backup.commit_time:type_name -> google.protobuf.Timestamp
-	30, // 4: backupstore.v1.CreateBackupRequest.labels:type_name -> backupstore.v1.CreateBackupRequest.LabelsEntry
+	35, // 2: backupstore.v1.Backup.start_time:type_name -> google.protobuf.Timestamp
+	35, // 3: backupstore.v1.Backup.commit_time:type_name -> google.protobuf.Timestamp
+	34, // 4: backupstore.v1.CreateBackupRequest.labels:type_name -> backupstore.v1.CreateBackupRequest.LabelsEntry
 	3,  // 5: backupstore.v1.CreateBackupResponse.backup:type_name -> backupstore.v1.Backup
 	6,  // 6: backupstore.v1.RecordsHeader.references:type_name -> backupstore.v1.ReferenceField
 	7,  // 7: backupstore.v1.UploadRecordsRequest.header:type_name -> backupstore.v1.RecordsHeader
@@ -2271,8 +2553,8 @@ var file_backupstore_v1_backup_proto_depIdxs = []int32{
 	2,  // 13: backupstore.v1.Upload.kind:type_name -> backupstore.v1.UploadKind
 	1,  // 14: backupstore.v1.Upload.state:type_name -> backupstore.v1.UploadState
 	10, // 15: backupstore.v1.Upload.result:type_name -> backupstore.v1.UploadResult
-	31, // 16: backupstore.v1.Upload.create_time:type_name -> google.protobuf.Timestamp
-	31, // 17: backupstore.v1.Upload.update_time:type_name -> google.protobuf.Timestamp
+	35, // 16: backupstore.v1.Upload.create_time:type_name -> google.protobuf.Timestamp
+	35, // 17: backupstore.v1.Upload.update_time:type_name -> google.protobuf.Timestamp
 	15, // 18: backupstore.v1.QueryUploadStatusResponse.upload:type_name -> backupstore.v1.Upload
 	1,  // 19: backupstore.v1.ListUploadsRequest.state:type_name -> backupstore.v1.UploadState
 	15, // 20: backupstore.v1.ListUploadsResponse.uploads:type_name -> backupstore.v1.Upload
@@ -2281,32 +2563,38 @@ var file_backupstore_v1_backup_proto_depIdxs = []int32{
 	3,  // 23: backupstore.v1.AbortBackupResponse.backup:type_name -> backupstore.v1.Backup
 	3,  // 24: backupstore.v1.GetBackupResponse.backup:type_name -> backupstore.v1.Backup
 	0,  // 25: backupstore.v1.ListBackupsRequest.status:type_name -> backupstore.v1.BackupStatus
-	31, // 26: backupstore.v1.ListBackupsRequest.start_time_from:type_name -> google.protobuf.Timestamp
-	31, // 27: backupstore.v1.ListBackupsRequest.start_time_to:type_name -> google.protobuf.Timestamp
+	35, // 26: backupstore.v1.ListBackupsRequest.start_time_from:type_name -> google.protobuf.Timestamp
+	35, // 27: backupstore.v1.ListBackupsRequest.start_time_to:type_name -> google.protobuf.Timestamp
 	3,  // 28: backupstore.v1.ListBackupsResponse.backups:type_name -> backupstore.v1.Backup
-	4,  // 29: backupstore.v1.BackupService.CreateBackup:input_type -> backupstore.v1.CreateBackupRequest
-	9,  // 30: backupstore.v1.BackupService.UploadRecords:input_type -> backupstore.v1.UploadRecordsRequest
-	13, // 31: backupstore.v1.BackupService.UploadFile:input_type -> backupstore.v1.UploadFileRequest
-	16, // 32: backupstore.v1.BackupService.QueryUploadStatus:input_type -> backupstore.v1.QueryUploadStatusRequest
-	18, // 33: backupstore.v1.BackupService.ListUploads:input_type -> backupstore.v1.ListUploadsRequest
-	20, // 34: backupstore.v1.BackupService.CommitBackup:input_type -> backupstore.v1.CommitBackupRequest
-	23, // 35: backupstore.v1.BackupService.AbortBackup:input_type -> backupstore.v1.AbortBackupRequest
-	25, // 36: backupstore.v1.BackupService.GetBackup:input_type -> backupstore.v1.GetBackupRequest
-	27, // 37: backupstore.v1.BackupService.ListBackups:input_type -> backupstore.v1.ListBackupsRequest
-	5,  // 38: backupstore.v1.BackupService.CreateBackup:output_type -> backupstore.v1.CreateBackupResponse
-	11, // 39: backupstore.v1.BackupService.UploadRecords:output_type -> backupstore.v1.UploadRecordsResponse
-	14, // 40: backupstore.v1.BackupService.UploadFile:output_type -> backupstore.v1.UploadFileResponse
-	17, // 41: backupstore.v1.BackupService.QueryUploadStatus:output_type -> backupstore.v1.QueryUploadStatusResponse
-	19, // 42: backupstore.v1.BackupService.ListUploads:output_type -> backupstore.v1.ListUploadsResponse
-	22, // 43: backupstore.v1.BackupService.CommitBackup:output_type -> backupstore.v1.CommitBackupResponse
-	24, // 44: backupstore.v1.BackupService.AbortBackup:output_type -> backupstore.v1.AbortBackupResponse
-	26, // 45: backupstore.v1.BackupService.GetBackup:output_type -> backupstore.v1.GetBackupResponse
-	28, // 46: backupstore.v1.BackupService.ListBackups:output_type -> backupstore.v1.ListBackupsResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	12, // 29: backupstore.v1.UploadFilesRequest.header:type_name -> backupstore.v1.FileHeader
+	30, // 30: backupstore.v1.UploadFilesRequest.data:type_name -> backupstore.v1.FileData
+	10, // 31: backupstore.v1.UploadFilesResponse.result:type_name -> backupstore.v1.UploadResult
+	32, // 32: backupstore.v1.UploadFilesResponse.error:type_name -> backupstore.v1.FileError
+	4,  // 33: backupstore.v1.BackupService.CreateBackup:input_type -> backupstore.v1.CreateBackupRequest
+	9,  // 34: backupstore.v1.BackupService.UploadRecords:input_type -> backupstore.v1.UploadRecordsRequest
+	13, // 35: backupstore.v1.BackupService.UploadFile:input_type -> backupstore.v1.UploadFileRequest
+	29, // 36: backupstore.v1.BackupService.UploadFiles:input_type -> backupstore.v1.UploadFilesRequest
+	16, // 37: backupstore.v1.BackupService.QueryUploadStatus:input_type -> backupstore.v1.QueryUploadStatusRequest
+	18, // 38: backupstore.v1.BackupService.ListUploads:input_type -> backupstore.v1.ListUploadsRequest
+	20, // 39: backupstore.v1.BackupService.CommitBackup:input_type -> backupstore.v1.CommitBackupRequest
+	23, // 40: backupstore.v1.BackupService.AbortBackup:input_type -> backupstore.v1.AbortBackupRequest
+	25, // 41: backupstore.v1.BackupService.GetBackup:input_type -> backupstore.v1.GetBackupRequest
+	27, // 42: backupstore.v1.BackupService.ListBackups:input_type -> backupstore.v1.ListBackupsRequest
+	5,  // 43: backupstore.v1.BackupService.CreateBackup:output_type -> backupstore.v1.CreateBackupResponse
+	11, // 44: backupstore.v1.BackupService.UploadRecords:output_type -> backupstore.v1.UploadRecordsResponse
+	14, // 45: backupstore.v1.BackupService.UploadFile:output_type -> backupstore.v1.UploadFileResponse
+	31, // 46: backupstore.v1.BackupService.UploadFiles:output_type -> backupstore.v1.UploadFilesResponse
+	17, // 47: backupstore.v1.BackupService.QueryUploadStatus:output_type -> backupstore.v1.QueryUploadStatusResponse
+	19, // 48: backupstore.v1.BackupService.ListUploads:output_type -> backupstore.v1.ListUploadsResponse
+	22, // 49: backupstore.v1.BackupService.CommitBackup:output_type -> backupstore.v1.CommitBackupResponse
+	24, // 50: backupstore.v1.BackupService.AbortBackup:output_type -> backupstore.v1.AbortBackupResponse
+	26, // 51: backupstore.v1.BackupService.GetBackup:output_type -> backupstore.v1.GetBackupResponse
+	28, // 52: backupstore.v1.BackupService.ListBackups:output_type -> backupstore.v1.ListBackupsResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_backupstore_v1_backup_proto_init() }
@@ -2325,13 +2613,17 @@ func file_backupstore_v1_backup_proto_init() {
 		(*UploadFileRequest_Data)(nil),
 		(*UploadFileRequest_Finish)(nil),
 	}
+	file_backupstore_v1_backup_proto_msgTypes[26].OneofWrappers = []any{
+		(*UploadFilesRequest_Header)(nil),
+		(*UploadFilesRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backupstore_v1_backup_proto_rawDesc), len(file_backupstore_v1_backup_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	BackupService_CreateBackup_FullMethodName      = "/backupstore.v1.BackupService/CreateBackup"
 	BackupService_UploadRecords_FullMethodName     = "/backupstore.v1.BackupService/UploadRecords"
 	BackupService_UploadFile_FullMethodName        = "/backupstore.v1.BackupService/UploadFile"
+	BackupService_UploadFiles_FullMethodName       = "/backupstore.v1.BackupService/UploadFiles"
 	BackupService_QueryUploadStatus_FullMethodName = "/backupstore.v1.BackupService/QueryUploadStatus"
 	BackupService_ListUploads_FullMethodName       = "/backupstore.v1.BackupService/ListUploads"
 	BackupService_CommitBackup_FullMethodName      = "/backupstore.v1.BackupService/CommitBackup"
@@ -69,6 +70,18 @@ type BackupServiceClient interface {
 	// response headers before sending data, so an unchanged body costs no
 	// bytes at all.
 	UploadFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse], error)
+	// UploadFiles uploads many small files on one stream, for bodies packed
+	// with others (at most the pack threshold, 1 MiB by default): per file a
+	// header (upload_id and declared_size required; declared_sha256 lets a
+	// body already stored be deduplicated) followed at once by one data
+	// message with its whole body. Each file is answered once it is durable
+	// (its pack written and recorded) — the same promise as UploadFile —
+	// answers come in any order, and a file that fails is answered with its
+	// error while the stream goes on (a resent upload id answers its first
+	// result). The server reads at most 1,024 files or 16 MiB of bodies ahead
+	// of its answers; a client that keeps that many in flight fills packs and
+	// needs about one PUT per thousand small files.
+	UploadFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UploadFilesRequest, UploadFilesResponse], error)
 	// QueryUploadStatus returns an upload's state and committed_size.
 	QueryUploadStatus(ctx context.Context, in *QueryUploadStatusRequest, opts ...grpc.CallOption) (*QueryUploadStatusResponse, error)
 	// ListUploads lists a backup's uploads (pending, committed, failed), so a
@@ -131,6 +144,19 @@ func (c *backupServiceClient) UploadFile(ctx context.Context, opts ...grpc.CallO
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BackupService_UploadFileClient = grpc.ClientStreamingClient[UploadFileRequest, UploadFileResponse]
+
+func (c *backupServiceClient) UploadFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[UploadFilesRequest, UploadFilesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BackupService_ServiceDesc.Streams[2], BackupService_UploadFiles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadFilesRequest, UploadFilesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackupService_UploadFilesClient = grpc.BidiStreamingClient[UploadFilesRequest, UploadFilesResponse]
 
 func (c *backupServiceClient) QueryUploadStatus(ctx context.Context, in *QueryUploadStatusRequest, opts ...grpc.CallOption) (*QueryUploadStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -229,6 +255,18 @@ type BackupServiceServer interface {
 	// response headers before sending data, so an unchanged body costs no
 	// bytes at all.
 	UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error
+	// UploadFiles uploads many small files on one stream, for bodies packed
+	// with others (at most the pack threshold, 1 MiB by default): per file a
+	// header (upload_id and declared_size required; declared_sha256 lets a
+	// body already stored be deduplicated) followed at once by one data
+	// message with its whole body. Each file is answered once it is durable
+	// (its pack written and recorded) — the same promise as UploadFile —
+	// answers come in any order, and a file that fails is answered with its
+	// error while the stream goes on (a resent upload id answers its first
+	// result). The server reads at most 1,024 files or 16 MiB of bodies ahead
+	// of its answers; a client that keeps that many in flight fills packs and
+	// needs about one PUT per thousand small files.
+	UploadFiles(grpc.BidiStreamingServer[UploadFilesRequest, UploadFilesResponse]) error
 	// QueryUploadStatus returns an upload's state and committed_size.
 	QueryUploadStatus(context.Context, *QueryUploadStatusRequest) (*QueryUploadStatusResponse, error)
 	// ListUploads lists a backup's uploads (pending, committed, failed), so a
@@ -264,6 +302,9 @@ func (UnimplementedBackupServiceServer) UploadRecords(grpc.ClientStreamingServer
 }
 func (UnimplementedBackupServiceServer) UploadFile(grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]) error {
 	return status.Error(codes.Unimplemented, "method UploadFile not implemented")
+}
+func (UnimplementedBackupServiceServer) UploadFiles(grpc.BidiStreamingServer[UploadFilesRequest, UploadFilesResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadFiles not implemented")
 }
 func (UnimplementedBackupServiceServer) QueryUploadStatus(context.Context, *QueryUploadStatusRequest) (*QueryUploadStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryUploadStatus not implemented")
@@ -335,6 +376,13 @@ func _BackupService_UploadFile_Handler(srv interface{}, stream grpc.ServerStream
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type BackupService_UploadFileServer = grpc.ClientStreamingServer[UploadFileRequest, UploadFileResponse]
+
+func _BackupService_UploadFiles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BackupServiceServer).UploadFiles(&grpc.GenericServerStream[UploadFilesRequest, UploadFilesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BackupService_UploadFilesServer = grpc.BidiStreamingServer[UploadFilesRequest, UploadFilesResponse]
 
 func _BackupService_QueryUploadStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(QueryUploadStatusRequest)
@@ -489,6 +537,12 @@ var BackupService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "UploadFile",
 			Handler:       _BackupService_UploadFile_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "UploadFiles",
+			Handler:       _BackupService_UploadFiles_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},
