@@ -474,7 +474,15 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 		first = max(h.DeclaredSize, 1)
 	}
 	res := newReservation(s.cfg.Budget, b.TenantID, 0)
-	if err := res.acquire(ctx, first); err != nil {
+	if rs, ok := src.(ReservedSource); ok {
+		// The body is charged already (UploadFiles): take the charge over,
+		// never wait for a second one.
+		res.adopt(rs.TakeReservation())
+		if err := res.fit(first); err != nil {
+			res.release()
+			return nil, err
+		}
+	} else if err := res.acquire(ctx, first); err != nil {
 		return nil, err
 	}
 	release := res.release
@@ -523,7 +531,7 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 		return nil, err
 	}
 	if s.cfg.PackThreshold > 0 && h.DeclaredSize >= 0 && size <= s.cfg.PackThreshold {
-		return s.packFile(ctx, b, st, h, buf.Bytes(), digest)
+		return s.packFile(ctx, b, st, h, buf.Bytes(), digest, release)
 	}
 	objID := newObjectID()
 	key := fileKey(b, objID)

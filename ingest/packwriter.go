@@ -134,14 +134,39 @@ func (s *Service) lookupPackWriter(tenant, backupID string) *packWriter {
 }
 
 // packFile stores a whole small body through the backup's pack writer and
-// returns once the pack holding it is in the bucket and committed.
-func (s *Service) packFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, body, digest []byte) (*Result, error) {
+// returns once the pack holding it is in the bucket and committed. copied
+// is called once the body is in the pack (whose own reservation holds it
+// now): the caller's buffer and its reservation are free from then on.
+func (s *Service) packFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, body, digest []byte, copied func()) (*Result, error) {
 	pw := s.packWriter(b, st)
 	op, i, err := pw.add(ctx, h, body, digest)
 	if err != nil {
 		return nil, err
 	}
+	copied()
 	return s.waitPacked(ctx, st, h, op, i)
+}
+
+// ReserveBody charges n bytes of a body received ahead of its upload to the
+// tenant's share of the memory budget, waiting as an upload's base does
+// (ResourceExhausted past the budget's bound on waiting). The upload adopts
+// the charge when its Source is a ReservedSource; release (idempotent)
+// gives back what was not adopted.
+func (s *Service) ReserveBody(ctx context.Context, tenant string, n int64) (release func(), err error) {
+	if err := s.cfg.Budget.AcquireFor(ctx, tenant, n); err != nil {
+		return nil, budgetFault(err, s.cfg.Budget)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { s.cfg.Budget.ReleaseFor(tenant, n) }) }, nil
+}
+
+// ReservedSource is a Source whose body is charged to the tenant already
+// (ReserveBody): a small file's upload takes the charge over
+// (TakeReservation returns it, once) instead of reserving its buffer anew —
+// reserving twice could wait on itself.
+type ReservedSource interface {
+	Source
+	TakeReservation() int64
 }
 
 // waitPacked waits for file i of op to be committed and answers it.

@@ -46,6 +46,13 @@ func (r *reservation) acquire(ctx context.Context, base int64) error {
 	return nil
 }
 
+// adopt takes over n bytes charged to the tenant already, as the base.
+func (r *reservation) adopt(n int64) {
+	r.mu.Lock()
+	r.base, r.reserved = n, n
+	r.mu.Unlock()
+}
+
 // fit grows or shrinks the reservation to cover held bytes of buffers (plus
 // the fixed part). Growing never waits: it takes a step's worth if free,
 // else exactly what is needed, else fails.

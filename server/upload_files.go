@@ -121,12 +121,26 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 				Description: "names " + d.GetUploadId() + ", but the header before it " + hdr.UploadID})))
 		}
 		// The body outlives this message (the file's goroutine reads it): a
-		// copy, whatever the codec does with received bytes.
+		// copy, whatever the codec does with received bytes, charged to the
+		// tenant's share of the memory budget (waiting, as an upload's base
+		// does); the upload takes the charge over.
+		size := int64(len(d.GetData()))
+		releaseBody, rerr := s.ing.ReserveBody(ctx, tenant, size)
+		if rerr != nil {
+			answers <- &pb.UploadFilesResponse{UploadId: hdr.UploadID, Error: fileError(toStatus(ctx, s.log, rerr))}
+			m, err = in.Recv()
+			if errors.Is(err, io.EOF) {
+				return finish(nil)
+			}
+			if err != nil {
+				return finish(toStatus(ctx, s.log, recvErr(err)))
+			}
+			continue
+		}
 		body := bytes.Clone(d.GetData())
 		if body == nil {
 			body = []byte{}
 		}
-		size := int64(len(body))
 		// Wait for room in the window (answers free it).
 		mu.Lock()
 		for files > 0 && (files >= uploadFilesWindow || bodyBytes+size > uploadFilesWindowBytes) && ctx.Err() == nil {
@@ -146,11 +160,15 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		go func() {
 			defer wg.Done()
 			var res *ingest.Result
+			src := &oneBody{data: body, reserved: size}
 			err := fault.Catch(func() error {
 				var err error
-				res, err = s.ing.UploadFile(ctx, tenant, hdr, &oneBody{data: body})
+				res, err = s.ing.UploadFile(ctx, tenant, hdr, src)
 				return err
 			})
+			if n := src.TakeReservation(); n > 0 {
+				releaseBody() // not taken over (deduplicated before the body, or refused)
+			}
 			answer(hdr.UploadID, res, err, size)
 		}()
 		backups[hdr.BackupID] = true
@@ -169,10 +187,18 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 	}
 }
 
-// oneBody is an ingest.Source of one whole body, then its finish.
+// oneBody is an ingest.Source of one whole body, then its finish, whose
+// bytes are charged to the tenant already (ingest.ReservedSource).
 type oneBody struct {
-	data []byte
-	sent bool
+	data     []byte
+	sent     bool
+	reserved int64
+}
+
+func (b *oneBody) TakeReservation() int64 {
+	n := b.reserved
+	b.reserved = 0
+	return n
 }
 
 func (b *oneBody) Next() ([]byte, bool, error) {
