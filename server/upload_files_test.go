@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 
+	"backupstore/budget"
 	"backupstore/ingest"
 	pb "backupstore/proto/backupstore/v1"
 )
@@ -151,4 +154,59 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// UploadFiles' read-ahead is charged to the tenant's share: a stream of
+// 600 files of 48 KiB (28 MiB: the window's 16 MiB of bodies read ahead plus
+// the packs' buffers would pass the 40 MiB share if counted twice)
+// completes, every file answered OK, the tenant's charge never passes its
+// share, and nothing stays charged.
+func TestUploadFilesWithinTenantShare(t *testing.T) {
+	const share = 40 << 20
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.pack = ingest.DefaultPackThreshold
+		o.budget = &budget.Config{Size: 100 << 20, TenantShare: share, MaxWait: 30 * time.Second}
+	})
+	b := e.newBackup(t, "")
+	var hdrs []*pb.FileHeader
+	var bodies [][]byte
+	for i := range 600 {
+		body := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 24<<10)
+		hdrs = append(hdrs, packedHeader(b.Id, uuid.NewString(), i, body))
+		bodies = append(bodies, body)
+	}
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			peak.Store(max(peak.Load(), e.budget.UsedBy("acme")))
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	got, err := e.uploadFiles(t, hdrs, bodies)
+	close(stop)
+	<-watched
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hdrs {
+		if a := got[h.GetUploadId()]; a.GetError() != nil || a.GetResult() == nil {
+			t.Fatalf("file %s: %v", h.GetPath(), a)
+		}
+	}
+	if p := peak.Load(); p > share || p == 0 {
+		t.Errorf("the tenant's charge peaked at %d MiB (share %d MiB)", p>>20, share>>20)
+	} else {
+		t.Logf("peak charge %.1f MiB of a %d MiB share", float64(p)/(1<<20), share>>20)
+	}
+	if n := e.budget.UsedBy("acme"); n != 0 {
+		t.Errorf("%d bytes still charged after every file was answered", n)
+	}
 }
