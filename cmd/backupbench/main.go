@@ -140,6 +140,11 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	commonFlags(fs, &cc, 0)
 	var skipRclone bool
 	fs.BoolVar(&skipRclone, "skip-rclone", false, "do not build or run rclone")
+	// scale's own default (1,000,000 files, 50 backups) takes hours on 2 cores; all runs it
+	// smaller, and its rows name the size they measured.
+	var scaleFiles, scaleBackups int
+	fs.IntVar(&scaleFiles, "scale-files", 20000, "scale --files when run from all")
+	fs.IntVar(&scaleBackups, "scale-backups", 3, "scale --backups when run from all")
 	if err := parseFlags(fs, args, stderr, cc.validate); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -148,7 +153,7 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var pass []string
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "skip-rclone" && f.Name != "timeout" {
+		if f.Name != "skip-rclone" && f.Name != "timeout" && !strings.HasPrefix(f.Name, "scale-") {
 			pass = append(pass, "--"+f.Name+"="+f.Value.String())
 		}
 	})
@@ -158,6 +163,9 @@ func runAll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		a := slices.Clone(pass)
 		if skipRclone && (name == "ingest" || name == "restore") {
 			a = append(a, "--skip-rclone")
+		}
+		if name == "scale" {
+			a = append(a, fmt.Sprintf("--files=%d", scaleFiles), fmt.Sprintf("--backups=%d", scaleBackups))
 		}
 		if cc.timeout > 0 {
 			a = append(a, "--timeout="+cc.timeout.String())
