@@ -41,6 +41,10 @@ type dialect interface {
 	// writer from its first statement on.
 	forUpdate() string
 	forShare() string
+	// straightJoin joins two tables in the order written (the left one the outer loop): the
+	// liveness EXISTS of dedup lookups must probe files by their blob or object index, one row,
+	// where MariaDB's optimizer may otherwise materialise every file of the tenant.
+	straightJoin() string
 	// tryLock takes the named lock of Store.TryLock in scope (lockScope) without waiting;
 	// release is called once, and only when ok.
 	tryLock(ctx context.Context, db *sql.DB, scope, name string) (release func(), ok bool, err error)
@@ -161,6 +165,8 @@ func (mysqlDialect) forUpdate() string { return " FOR UPDATE" }
 // forShare uses the older spelling, which both MySQL 8 and MariaDB accept.
 func (mysqlDialect) forShare() string { return " LOCK IN SHARE MODE" }
 
+func (mysqlDialect) straightJoin() string { return "STRAIGHT_JOIN" }
+
 func (mysqlDialect) busy(err error) bool {
 	var me *mysql.MySQLError
 	return errors.As(err, &me) && (me.Number == erLockDeadlock || me.Number == erLockWaitTimeout)
@@ -218,6 +224,8 @@ func (sqliteDialect) alreadyApplied(error) bool { return false }
 func (sqliteDialect) forUpdate() string { return "" }
 
 func (sqliteDialect) forShare() string { return "" }
+
+func (sqliteDialect) straightJoin() string { return "CROSS JOIN" }
 
 func (sqliteDialect) busy(err error) bool {
 	var se *sqlite.Error

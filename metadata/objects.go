@@ -149,8 +149,10 @@ func (c catalog) SetObjectDamaged(ctx context.Context, tenantID, id string) erro
 // liveFileRef is the condition that a file object o is still referenced by a file of a backup that
 // is neither ABORTED nor DELETING, so that a new file may share it. Its arguments are the two
 // statuses.
-const liveFileRef = `EXISTS (SELECT 1 FROM files f JOIN backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
+func (c catalog) liveFileRef() string {
+	return `EXISTS (SELECT 1 FROM files f ` + c.d.straightJoin() + ` backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
  WHERE f.tenant_id = o.tenant_id AND f.object_id = o.id AND b.status NOT IN (?, ?))`
+}
 
 // FindFileObject is the dedup lookup: a file object of the org on the storage ("" = the service
 // default) with this SHA-256 that is not damaged and is still referenced by a file of a backup
@@ -164,7 +166,7 @@ func (c catalog) FindFileObject(ctx context.Context, tenantID, orgID, storageID 
 		q += " AND o.storage_id = ?"
 		args = append(args, storageID)
 	}
-	q += " AND o.sha256 = ? AND o.kind = ? AND o.damaged = ? AND " + liveFileRef + " ORDER BY o.id LIMIT 1"
+	q += " AND o.sha256 = ? AND o.kind = ? AND o.damaged = ? AND " + c.liveFileRef() + " ORDER BY o.id LIMIT 1"
 	args = append(args, nonNil(sha256), ObjFile, false, BackupAborted, BackupDeleting)
 	o, err := scanObject(c.q.QueryRowContext(ctx, q, args...))
 	return o, c.fail("FindFileObject", err, nil)

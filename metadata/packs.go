@@ -325,8 +325,10 @@ func (c catalog) blobAndPack(ctx context.Context, tenantID, blobID string) (*Blo
 	return bl, p, nil
 }
 
-const liveBlobRef = `EXISTS (SELECT 1 FROM files f JOIN backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
+func (c catalog) liveBlobRef() string {
+	return `EXISTS (SELECT 1 FROM files f ` + c.d.straightJoin() + ` backups b ON b.tenant_id = f.tenant_id AND b.id = f.backup_id
  WHERE f.tenant_id = bl.tenant_id AND f.blob_id = bl.id AND b.status NOT IN (?, ?))`
+}
 
 // FindBlobs is the dedup lookup for packed bodies, batched: for each of sums (SHA-256s; any
 // number, repeats count once) that the org has on the storage ("" = the service default) as a
@@ -360,7 +362,7 @@ func (c catalog) FindBlobs(ctx context.Context, tenantID, orgID, storageID strin
 		for _, k := range batch {
 			args = append(args, []byte(k))
 		}
-		q += " AND bl.damaged = ? AND p.damaged = ? AND p.state = ? AND " + liveBlobRef + " ORDER BY bl.id"
+		q += " AND bl.damaged = ? AND p.damaged = ? AND p.state = ? AND " + c.liveBlobRef() + " ORDER BY bl.id"
 		args = append(args, false, false, PackSealed, BackupAborted, BackupDeleting)
 		list, err := queryRows(c, ctx, func(r scanner) (*Blob, error) {
 			bl := &Blob{}
