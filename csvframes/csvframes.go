@@ -214,28 +214,39 @@ func (d *Decoder) decoder() {
 	}
 }
 
-// decode decodes one frame that should hold n bytes into dst (of capacity
-// n), never producing more than n+1: a frame that declares its content
-// size must declare n, and is decoded at once; one that does not (zstd
-// leaves it out of tiny frames) is decoded as a stream that stops one byte
-// past n. Either way a bomb costs at most n+1 bytes.
+// decode decodes one frame that should hold n bytes into dst (see DecodeFrame).
 func (d *Decoder) decode(raw, dst []byte, n int) ([]byte, error) {
+	return DecodeFrame(d.dec, raw, dst, n, d.maxFrame)
+}
+
+// DecodeFrame decodes one stored frame that should hold n bytes of input
+// (the index says so) into dst (give it a capacity of n), never producing
+// more than n+1 — the frame is bucket content: a frame that declares its
+// content size must declare n and is decoded at once with dec (DecodeAll,
+// bounded by dec's own memory limit); one that does not (zstd leaves it out
+// of tiny frames) is decoded as a stream that stops one byte past n, its
+// window bounded by maxFrame. Either way a bomb costs at most n+1 bytes. The
+// caller checks that the result is n bytes long.
+func DecodeFrame(dec *zstd.Decoder, raw, dst []byte, n int, maxFrame int64) ([]byte, error) {
 	var h zstd.Header
 	if err := h.Decode(raw); err != nil {
 		return dst, err
 	}
 	if h.HasFCS {
 		if h.FrameContentSize != uint64(n) {
-			return dst, fmt.Errorf("the frame declares %d bytes, want %d", h.FrameContentSize, n)
+			return dst, fmt.Errorf("the frame declares %d bytes, the index %d", h.FrameContentSize, n)
 		}
-		return d.dec.DecodeAll(raw, dst)
+		return dec.DecodeAll(raw, dst)
 	}
 	r, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(uint64(max(d.maxFrame, zstd.MinWindowSize))), zstd.WithDecoderMaxMemory(uint64(d.maxFrame)))
+		zstd.WithDecoderMaxWindow(uint64(max(maxFrame, zstd.MinWindowSize))), zstd.WithDecoderMaxMemory(uint64(maxFrame)))
 	if err != nil {
 		return dst, err
 	}
 	defer r.Close()
+	if cap(dst) < n {
+		dst = make([]byte, 0, n)
+	}
 	got, err := io.ReadFull(r, dst[:n])
 	dst = dst[:got]
 	switch {
@@ -246,7 +257,7 @@ func (d *Decoder) decode(raw, dst []byte, n int) ([]byte, error) {
 	}
 	var one [1]byte
 	if m, _ := r.Read(one[:]); m > 0 {
-		return dst, fmt.Errorf("the frame decodes to more than %d bytes", n)
+		return dst, fmt.Errorf("the frame decodes to more than the index's %d bytes", n)
 	}
 	return dst, nil
 }

@@ -275,8 +275,8 @@ func TestDecoderBomb(t *testing.T) {
 	_, err = d.Finish()
 	runtime.ReadMemStats(&after)
 	var ce *ChunkError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "more than 1000") {
-		t.Fatalf("bomb: %v, want a ChunkError (more than 1000 bytes)", err)
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "more than the index's 1000") {
+		t.Fatalf("bomb: %v, want a ChunkError (more than the index's 1000 bytes)", err)
 	}
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
 		t.Errorf("decoding the bomb allocated %d MiB", grew>>20)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"backupstore/csvframes"
 	"backupstore/csvscan"
 	"backupstore/fault"
 	"backupstore/metadata"
@@ -541,34 +542,10 @@ func (s *Service) readByID(ctx context.Context, b *metadata.Backup, st storage.S
 	return nil
 }
 
-// decodeFrame decodes one stored frame that the index says holds n bytes of
-// input, never producing more than n+1 (the frame is bucket content): a
-// frame that declares its content size (ingest's frames of 256 bytes and
-// more) must declare n and is decoded in one allocation; one that does not
-// (tiny frames) is decoded through a reader that stops one byte past n.
+// decodeFrame decodes one stored frame that the index says holds n bytes
+// of input, never producing more than n+1 (csvframes.DecodeFrame).
 func (s *Service) decodeFrame(raw []byte, n int64) ([]byte, error) {
-	var fh zstd.Header
-	if err := fh.Decode(raw); err != nil {
-		return nil, err
-	}
-	if fh.HasFCS {
-		if fh.FrameContentSize != uint64(n) {
-			return nil, fmt.Errorf("the frame declares %d bytes, the index %d", fh.FrameContentSize, n)
-		}
-		return s.frames.DecodeAll(raw, make([]byte, 0, n))
-	}
-	limit := uint64(max(s.cfg.MaxFrameBytes, zstd.MinWindowSize))
-	dec, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(limit), zstd.WithDecoderMaxMemory(limit))
-	if err != nil {
-		return nil, err
-	}
-	defer dec.Close()
-	plain, err := io.ReadAll(io.LimitReader(dec, n+1))
-	if err == nil && int64(len(plain)) > n {
-		err = fmt.Errorf("the frame decodes to more than the index's %d bytes", n)
-	}
-	return plain, err
+	return csvframes.DecodeFrame(s.frames, raw, make([]byte, 0, n), int(n), int64(s.cfg.MaxFrameBytes))
 }
 
 // frameRows reads one frame with one ranged GET, decodes it (the frame's own
