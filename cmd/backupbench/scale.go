@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"regexp"
@@ -201,7 +202,6 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	keepEvery := max(1, n/2000)
 	mark := b.proxy.mark()
 	var done, dedup atomic.Int64
-	var bodies sync.Pool
 	s0 := b.cpu.snap()
 	start := time.Now()
 	stop := make(chan struct{})
@@ -226,51 +226,111 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	var retries atomic.Int64
 	retryWhy := map[string]int{}
 	sampler := b.db.sample(250 * time.Millisecond)
-	err = parallel(ctx, n, b.c.streams, func(ctx context.Context, i int) error {
-		bp, _ := bodies.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
-		}
-		defer bodies.Put(bp)
-		body := scaleBody(i, b.c.bodySize, *bp)
-		*bp = body
-		sum := sha256.Sum256(body)
-		size := int64(len(body))
-		hdr := &pb.FileHeader{BackupId: b.id, ParentId: csvgen.ID(csvgen.AccountPrefix, int64(i%b.c.accounts)),
-			Path: scalePath(i), ContentType: "application/octet-stream", UploadId: uuid.NewString(),
-			DeclaredSize: &size, DeclaredSha256: hex.EncodeToString(sum[:])}
-		// UNAVAILABLE, ABORTED and RESOURCE_EXHAUSTED are retried with the same upload id, as
-		// the API asks of a worker (a resent upload id answers the row that won).
-		var resp *pb.UploadFileResponse
-		for attempt := 0; ; attempt++ {
-			resp, err = b.uploadOne(ctx, hdr, body)
-			if err == nil {
-				break
+	// UploadFiles: --streams streams, each taking batches of up to 1,024 files (the service's
+	// window) in turn; a file answered with UNAVAILABLE, ABORTED or RESOURCE_EXHAUSTED (or left
+	// unanswered by a broken stream) is resent with the same upload id, as the API asks.
+	const batch = 1024
+	var next atomic.Int64
+	err = parallel(ctx, b.c.streams, b.c.streams, func(ctx context.Context, _ int) error {
+		for {
+			lo := int(next.Add(batch)) - batch
+			if lo >= n {
+				return nil
 			}
-			code := status.Code(err)
-			if attempt == 9 || (code != codes.Unavailable && code != codes.Aborted && code != codes.ResourceExhausted) || ctx.Err() != nil {
-				return err
+			hi := min(lo+batch, n)
+			type file struct {
+				hdr  *pb.FileHeader
+				body []byte
+				i    int
 			}
-			retries.Add(1)
-			mu.Lock()
-			retryWhy[code.String()+": "+status.Convert(err).Message()]++
-			mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(min(2*time.Second, 50*time.Millisecond<<attempt)):
+			left := map[string]file{}
+			for i := lo; i < hi; i++ {
+				body := scaleBody(i, b.c.bodySize, nil)
+				sum := sha256.Sum256(body)
+				size := int64(len(body))
+				hdr := &pb.FileHeader{BackupId: b.id, ParentId: csvgen.ID(csvgen.AccountPrefix, int64(i%b.c.accounts)),
+					Path: scalePath(i), ContentType: "application/octet-stream", UploadId: uuid.NewString(),
+					DeclaredSize: &size, DeclaredSha256: hex.EncodeToString(sum[:])}
+				left[hdr.UploadId] = file{hdr, body, i}
+			}
+			for attempt := 0; len(left) > 0; attempt++ {
+				if attempt == 10 {
+					return fmt.Errorf("UploadFiles: %d files still unanswered after 10 attempts", len(left))
+				}
+				if attempt > 0 {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(min(2*time.Second, 50*time.Millisecond<<attempt)):
+					}
+				}
+				sctx, cancel := context.WithCancel(ctx)
+				stream, err := b.d.backups.UploadFiles(sctx)
+				if err != nil {
+					cancel()
+					return fmt.Errorf("UploadFiles: %w", err)
+				}
+				sendErr := make(chan error, 1)
+				go func(files []file) {
+					for _, f := range files {
+						if err := stream.Send(&pb.UploadFilesRequest{Message: &pb.UploadFilesRequest_Header{Header: f.hdr}}); err != nil {
+							sendErr <- err
+							return
+						}
+						if err := stream.Send(&pb.UploadFilesRequest{Message: &pb.UploadFilesRequest_Data{Data: &pb.FileData{UploadId: f.hdr.UploadId, Data: f.body}}}); err != nil {
+							sendErr <- err
+							return
+						}
+					}
+					sendErr <- stream.CloseSend()
+				}(slices.Collect(maps.Values(left)))
+				var rerr error
+				for {
+					a, err := stream.Recv()
+					if err != nil {
+						if !errors.Is(err, io.EOF) {
+							rerr = err
+						}
+						break
+					}
+					f, ok := left[a.GetUploadId()]
+					if !ok {
+						continue
+					}
+					if e := a.GetError(); e != nil {
+						code := codes.Code(e.GetCode())
+						if code != codes.Unavailable && code != codes.Aborted && code != codes.ResourceExhausted {
+							cancel()
+							return fmt.Errorf("UploadFiles %s: %s %s", f.hdr.Path, code, e.GetMessage())
+						}
+						retries.Add(1)
+						mu.Lock()
+						retryWhy[code.String()+": "+e.GetMessage()]++
+						mu.Unlock()
+						continue
+					}
+					delete(left, a.GetUploadId())
+					if a.GetResult().GetDeduplicated() {
+						dedup.Add(1)
+					}
+					done.Add(1)
+					if f.i%keepEvery == 0 {
+						mu.Lock()
+						b.sampleIs = append(b.sampleIs, f.i)
+						mu.Unlock()
+					}
+				}
+				cancel()
+				<-sendErr
+				if rerr != nil {
+					code := status.Code(rerr)
+					if code != codes.Unavailable && code != codes.Aborted && code != codes.ResourceExhausted {
+						return fmt.Errorf("UploadFiles: %w", rerr)
+					}
+					retries.Add(1)
+				}
 			}
 		}
-		if resp.GetResult().GetDeduplicated() {
-			dedup.Add(1)
-		}
-		done.Add(1)
-		if i%keepEvery == 0 {
-			mu.Lock()
-			b.sampleIs = append(b.sampleIs, i)
-			mu.Unlock()
-		}
-		return nil
 	})
 	dur = time.Since(start)
 	close(stop)
@@ -295,7 +355,7 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	b.rep.Runs["upload_retries"] = []float64{float64(retries.Load())}
 	why := fmt.Sprint(retryWhy)
 	b.logf("upload retries: %d %s", retries.Load(), why)
-	b.rep.addValue("1", fmt.Sprintf("upload rate, %s of %d B (UploadFile, %d concurrent streams, declared size and SHA-256, packed)", b.filesLabel(), b.c.bodySize, b.c.streams),
+	b.rep.addValue("1", fmt.Sprintf("upload rate, %s of %d B (UploadFiles, %d concurrent streams of up to 1,024 files in flight, declared size and SHA-256, packed)", b.filesLabel(), b.c.bodySize, b.c.streams),
 		rate, "files/s", "", fmt.Sprintf("%s wall; load %s; %s; %d uploads retried %s; %s", dur.Round(time.Second), loadavg(), u, retries.Load(), why, sqlSeen))
 	b.rep.addValue("1", fmt.Sprintf("S3 PUT requests per 1,000 files during the upload of %s", b.filesLabel()),
 		float64(writes.Requests)*1000/float64(n), "requests", "≤ 10", "PUT and POST requests at the counting proxy: "+byOp(reqs))
