@@ -196,11 +196,19 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 	if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, u.Generation, objID, key, s.cfg.PartSize); err != nil {
 		if errors.Is(err, metadata.ErrConflict) {
 			// Another stream of this upload id committed it meanwhile: its
-			// result is the answer.
-			if cur, gerr := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID); gerr == nil && cur.State == metadata.UploadCommitted {
+			// result is the answer. If it cannot be read now (the catalog
+			// restarting), that failure is the answer: a retry finds the
+			// committed upload (found by the torture run: the bare conflict
+			// reached the client as AlreadyExists).
+			cur, gerr := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
+			switch {
+			case gerr != nil:
+				return nil, nil, gerr
+			case cur.State == metadata.UploadCommitted:
 				r, err := storedResult(cur)
 				return nil, r, err
 			}
+			return nil, nil, fault.Wrap(err, fault.Aborted, "CONCURRENT_OPEN", "upload %s changed under this stream; retry", h.UploadID)
 		}
 		return nil, nil, catalogFault(err, u)
 	}
