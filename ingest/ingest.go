@@ -109,6 +109,14 @@ type Hooks struct {
 	// LoseSettleRead, when it returns true, makes the re-read after a failed
 	// commit fail as a dropped catalog connection does.
 	LoseSettleRead func(u *metadata.Upload) bool
+	// BeforeRecordsReset runs when a record upload being reopened has its
+	// new generation, before its row is reset (a racing stream may commit
+	// it in between).
+	BeforeRecordsReset func(u *metadata.Upload)
+	// LoseRecordsReread, when it returns true, makes the re-read of a record
+	// upload found committed during its reopen fail as a dropped catalog
+	// connection does.
+	LoseRecordsReread func(u *metadata.Upload) bool
 	// BeforeAbortMark runs in AbortBackup when the backup was read OPEN,
 	// before the update that marks it ABORTED.
 	BeforeAbortMark func(backupID string)

@@ -193,6 +193,7 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 	if u, err = cat.BumpGeneration(ctx, b.TenantID, b.ID, h.UploadID); err != nil {
 		return nil, nil, err
 	}
+	call(s.hooks().BeforeRecordsReset, u)
 	if err := cat.ResetUpload(ctx, b.TenantID, b.ID, h.UploadID, u.Generation, objID, key, s.cfg.PartSize); err != nil {
 		if errors.Is(err, metadata.ErrConflict) {
 			// Another stream of this upload id committed it meanwhile: its
@@ -201,6 +202,9 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 			// committed upload (found by the torture run: the bare conflict
 			// reached the client as AlreadyExists).
 			cur, gerr := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
+			if f := s.hooks().LoseRecordsReread; f != nil && f(u) {
+				cur, gerr = nil, fmt.Errorf("%w: injected: the re-read after a conflict was lost", metadata.ErrUnavailable)
+			}
 			switch {
 			case gerr != nil:
 				return nil, nil, gerr

@@ -931,3 +931,61 @@ func (e *env) commitSharedBody(t *testing.T) *sharedBody {
 	sb.backup, sb.result = b.Id, r.Result
 	return sb
 }
+
+// Found by the torture run (seed 27443): stream B reopens a record upload
+// (new generation) and, before it resets the row, stream C reopens it again
+// and commits it; B's reset then finds the upload committed, and its re-read
+// of the result fails (the catalog restarting). B must answer a retryable
+// error — it answered the bare conflict, AlreadyExists — and B's retry must
+// answer C's committed result.
+func TestRecordsReopenRaceWithLostReread(t *testing.T) {
+	parkB := newPark()
+	var lose atomic.Bool
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.ingestHooks = &ingest.Hooks{
+			BeforeRecordsReset: func(u *metadata.Upload) {
+				if u.Generation == 2 {
+					parkB.hit() // B; C comes with generation 3
+				}
+			},
+			LoseRecordsReread: func(*metadata.Upload) bool { return lose.Load() },
+		}
+	})
+	b := e.newBackup(t, "")
+	uid := uuid.NewString()
+	csv := []byte("Id,Name\n" + sfid18("001", 1) + ",a\n" + sfid18("001", 2) + ",b\n")
+	hdr := func() *pb.RecordsHeader {
+		return &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", UploadId: uid}
+	}
+	// A opens the upload (generation 1) and goes idle.
+	ctxA, cancelA := context.WithCancel(as(tokenA))
+	defer cancelA()
+	e.idleRecords(t, ctxA, b.Id, uid)
+	waitFor(t, "A's upload row", func() bool { return e.committedSize(t, b.Id, uid) >= 0 })
+	// B reopens it (generation 2) and parks before its reset.
+	var errB error
+	bDone := make(chan struct{})
+	go func() {
+		defer close(bDone)
+		_, errB = e.sendRecords(as(tokenA), hdr(), csv, 1<<20)
+	}()
+	parkB.wait(t, "stream B to reopen the upload")
+	// C reopens it (generation 3) and commits it.
+	resC, err := e.sendRecords(as(tokenA), hdr(), csv, 1<<20)
+	if err != nil {
+		t.Fatalf("stream C: %v", err)
+	}
+	// B resumes: its reset finds the upload committed, and its re-read is lost.
+	lose.Store(true)
+	close(parkB.release)
+	<-bDone
+	if c := status.Code(errB); c != codes.Unavailable && c != codes.Aborted {
+		t.Fatalf("stream B: %v, want a retryable code (Unavailable or Aborted)", errB)
+	}
+	lose.Store(false)
+	// B's retry answers C's result.
+	resB, err := e.sendRecords(as(tokenA), hdr(), csv, 1<<20)
+	if err != nil || resB.GetResult().GetSha256() != resC.GetResult().GetSha256() || resB.GetResult().GetDataKey() != resC.GetResult().GetDataKey() {
+		t.Fatalf("B's retry: %v %v, want C's result %v", resB, err, resC)
+	}
+}
