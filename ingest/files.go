@@ -275,17 +275,12 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, obj.Size)
 	}
 	// A catalog row is not the body: share it only if the bucket still has it.
-	info, err := st.Head(ctx, obj.Key)
-	switch {
-	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != obj.Size):
+	if ok, err := s.stillStored(ctx, st, obj.Key, obj.Size, false, func(ctx context.Context) error {
 		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a stored body that is missing or has the wrong size; marked damaged",
 			"tenant", b.TenantID, "object", obj.ID, "key", obj.Key)
-		if err := s.cfg.Catalog.SetObjectDamaged(ctx, b.TenantID, obj.ID); err != nil && !errors.Is(err, metadata.ErrNotFound) {
-			return nil, err
-		}
-		return nil, nil
-	case err != nil:
-		return nil, s3Fault(err, "HeadObject")
+		return s.cfg.Catalog.SetObjectDamaged(ctx, b.TenantID, obj.ID)
+	}); !ok || err != nil {
+		return nil, err
 	}
 	call(s.hooks().BeforeDedupCommit, obj)
 	f := s.newFileRow(b, h, obj.ID, obj.Size, sum)
@@ -341,26 +336,15 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 	}
 	// A catalog row is not the body: share it only if the bucket still has the
 	// pack (asked once per backup and pack).
-	var info storage.ObjectInfo
-	if s.packHeaded(b, p.ID) {
-		info.Size = p.Size
-	} else {
-		info, err = st.Head(ctx, p.Key)
-	}
-	if err == nil && info.Size == p.Size {
-		s.setPackHeaded(b, p.ID)
-	}
-	switch {
-	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != p.Size):
+	ok, err := s.stillStored(ctx, st, p.Key, p.Size, s.packHeaded(b, p.ID), func(ctx context.Context) error {
 		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a pack that is missing or has the wrong size; marked damaged",
 			"tenant", b.TenantID, "pack", p.ID, "key", p.Key)
-		if err := s.cfg.Catalog.SetBlobDamaged(ctx, b.TenantID, bl.ID); err != nil && !errors.Is(err, metadata.ErrNotFound) {
-			return nil, err
-		}
-		return nil, nil
-	case err != nil:
-		return nil, s3Fault(err, "HeadObject")
+		return s.cfg.Catalog.SetBlobDamaged(ctx, b.TenantID, bl.ID)
+	})
+	if !ok || err != nil {
+		return nil, err
 	}
+	s.setPackHeaded(b, p.ID)
 	f := s.newFileRow(b, h, "", bl.Size, sum)
 	f.BlobID = bl.ID
 	res := &Result{UploadID: h.UploadID, DataKey: p.Key, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
@@ -650,6 +634,27 @@ func (s *Service) multipartFile(ctx context.Context, b *metadata.Backup, st stor
 		return nil, err
 	}
 	return s.commitFile(ctx, b, st, u, h, u.ObjectID, u.ObjectKey, total, digest, false)
+}
+
+// stillStored reports whether key is in the bucket with size bytes (HEAD;
+// known skips it), before a dedup hit shares it. A missing or resized object
+// is not shared: damaged flags it (ErrNotFound from it is no failure) and
+// stillStored answers false; any other HEAD failure is Unavailable.
+func (s *Service) stillStored(ctx context.Context, st storage.Store, key string, size int64, known bool, damaged func(context.Context) error) (bool, error) {
+	if known {
+		return true, nil
+	}
+	info, err := st.Head(ctx, key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound) || (err == nil && info.Size != size):
+		if err := damaged(ctx); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return false, err
+		}
+		return false, nil
+	case err != nil:
+		return false, s3Fault(err, "HeadObject")
+	}
+	return true, nil
 }
 
 func checkDeclared(h *FileHeader, size int64, digest []byte) error {
