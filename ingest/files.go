@@ -30,6 +30,10 @@ type FileHeader struct {
 	WriteOffset                                           int64
 	DeclaredSize                                          int64 // -1: not declared
 	DeclaredSHA256                                        string
+
+	// coming counts this upload among those on their way to its backup's
+	// open pack until it joins the pack or turns away (nil: not packable).
+	coming *packToken
 }
 
 func (h *FileHeader) check() error {
@@ -102,12 +106,20 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.PackThreshold > 0 && h.WriteOffset == 0 && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
+		// The open pack waits for this upload rather than seal without it.
+		h.coming = s.expectPack(b, st)
+		defer h.coming.release()
+	}
 	u, prev, err := s.openFileUpload(ctx, b, &h)
 	if err != nil || prev != nil {
 		return prev, err
 	}
 	if u == nil {
-		if err := s.checkNewUpload(ctx, tenant); err != nil {
+		// Declared within one part, it is a single PUT or a pack's body:
+		// it can never leave a PENDING upload.
+		onePart := h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PartSize
+		if err := s.checkNewUpload(ctx, tenant, !onePart); err != nil {
 			return nil, err
 		}
 	}
@@ -140,8 +152,8 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 // resume or a restart, or the first result of a committed one.
 func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *FileHeader) (*metadata.Upload, *Result, error) {
 	cat := s.cfg.Catalog
-	u, err := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
-	if errors.Is(err, metadata.ErrNotFound) {
+	u, found, err := s.look.uploads.get(ctx, [2]string{b.TenantID, b.ID}, h.UploadID)
+	if err == nil && !found {
 		if h.WriteOffset != 0 {
 			return nil, nil, fault.New(fault.OutOfRange, "WRITE_OFFSET_MISMATCH",
 				"upload %s has no committed bytes: start at write_offset 0, not %d", h.UploadID, h.WriteOffset)
@@ -258,17 +270,37 @@ func committedUpload(b *metadata.Backup, h *FileHeader, u *metadata.Upload, obje
 // deleted between the lookup and the commit.
 func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader) (*Result, error) {
 	sum, _ := hex.DecodeString(h.DeclaredSHA256)
-	if s.cfg.PackThreshold > 0 {
-		if res, err := s.dedupBlob(ctx, b, st, u, h, sum); res != nil || err != nil {
-			return res, err
+	if s.cfg.PackThreshold > 0 && u == nil && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
+		// The backup's open pack in this process: the file joins it and
+		// waits for its commit.
+		if pw := s.lookupPackWriter(b.TenantID, b.ID); pw != nil {
+			if op, i, ok := pw.addShared(h, sum); ok {
+				return s.waitPacked(ctx, st, h, op, i)
+			}
 		}
 	}
-	obj, err := s.cfg.Catalog.FindFileObject(ctx, b.TenantID, b.OrgID, b.StorageID, sum)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return nil, nil
-	}
+	// One coalesced lookup: a packed body, else a file object.
+	found, _, err := s.look.bodies.get(ctx, [3]string{b.TenantID, b.OrgID, b.StorageID}, string(sum))
 	if err != nil {
 		return nil, err
+	}
+	if found.blob != nil {
+		if res, err := s.dedupBlob(ctx, b, st, u, h, sum, found.blob); res != nil || err != nil {
+			return res, err
+		}
+		// Not shareable after all: a file object may be.
+		obj, err := s.cfg.Catalog.FindFileObject(ctx, b.TenantID, b.OrgID, b.StorageID, sum)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		found.obj = obj
+	}
+	obj := found.obj
+	if obj == nil {
+		return nil, nil
 	}
 	if h.DeclaredSize >= 0 && h.DeclaredSize != obj.Size {
 		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
@@ -306,26 +338,10 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 	return res, nil
 }
 
-// dedupBlob is dedup against packed bodies: the backup's open pack in this
-// process (the file joins it and waits for its commit), then sealed packs
-// (one FindBlobs query, one HEAD of the pack). (nil, nil): not found, send
-// the body.
-func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, sum []byte) (*Result, error) {
-	if u == nil && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
-		if pw := s.lookupPackWriter(b.TenantID, b.ID); pw != nil {
-			if op, i, ok := pw.addShared(h, sum); ok {
-				return s.waitPacked(ctx, st, h, op, i)
-			}
-		}
-	}
-	found, err := s.cfg.Catalog.FindBlobs(ctx, b.TenantID, b.OrgID, b.StorageID, [][]byte{sum})
-	if err != nil {
-		return nil, err
-	}
-	bl := found[string(sum)]
-	if bl == nil {
-		return nil, nil
-	}
+// dedupBlob is dedup against bl, a packed body in a sealed pack that the
+// lookup found (then one HEAD of the pack per backup). (nil, nil): not
+// shareable, send the body.
+func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader, sum []byte, bl *metadata.Blob) (*Result, error) {
 	if h.DeclaredSize >= 0 && h.DeclaredSize != bl.Size {
 		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
 			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, bl.Size)

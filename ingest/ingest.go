@@ -129,6 +129,9 @@ type Hooks struct {
 	BeforePackCommit func(key string)
 	// LosePackCommitOK is LoseCommitOK for a pack's transaction.
 	LosePackCommitOK func(key string) bool
+	// BeforePackAdd runs when a small file's body is whole and checked,
+	// before it joins its backup's open pack; PackAdded once it has.
+	BeforePackAdd, PackAdded func(h FileHeader)
 }
 
 func (s *Service) hooks() *Hooks {
@@ -201,6 +204,7 @@ func (c *Config) withDefaults() {
 type Service struct {
 	cfg   Config
 	packs packWriters
+	look  *lookups
 }
 
 // New returns a Service.
@@ -232,7 +236,7 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ingest: spool dir: %w", err)
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0)}, nil
 }
 
 // StreamReservation is the most one upload stream reserves from the budget.
@@ -339,9 +343,10 @@ func (s *Service) GetBackup(ctx context.Context, tenant, id string) (*metadata.B
 	if id == "" {
 		return nil, fault.Invalid(fault.Violation{Field: "backup_id", Description: "required"})
 	}
-	b, err := s.cfg.Catalog.GetBackup(ctx, tenant, id)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return nil, fault.Wrap(err, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
+	// Coalesced: the uploads of a window ask for their backup at once.
+	b, ok, err := s.look.backups.get(ctx, tenant, id)
+	if err == nil && !ok {
+		return nil, fault.Wrap(metadata.ErrNotFound, fault.NotFound, "BACKUP_NOT_FOUND", "backup %q not found", id)
 	}
 	return b, err
 }

@@ -37,6 +37,11 @@ const (
 	DefaultPackLinger = 20 * time.Millisecond
 	// maxPackBodies seals a pack of many tiny bodies: its index stays ≤ 448 KiB.
 	maxPackBodies = 8192
+	// maxSealedPacks is how many sealed packs of one backup may be writing
+	// and committing in this process at once; a body that needs a new pack
+	// beyond waits for one of them (backpressure, not memory: each holds
+	// its buffer until committed).
+	maxSealedPacks = 4
 )
 
 // PackThreshold is the largest body packed (0: packing is off).
@@ -86,6 +91,62 @@ type packWriter struct {
 	mu       sync.Mutex
 	cur      *openPack
 	inFlight sync.WaitGroup // sealed packs not yet committed (or failed)
+	sealed   int            // how many: inFlight's count
+	freed    chan struct{}  // closed (and replaced) whenever one of them ends
+	// coming is how many uploads of the backup in this process may still
+	// add to the open pack (packToken). A pack with files waiting and none
+	// coming is sealed at once: waiting out the linger would only delay
+	// them (16 one-file streams would each wait the linger per file).
+	coming int
+}
+
+// packToken is one upload counted in packWriter.coming until it joins the
+// open pack or turns away (release); guarded by the writer's mu.
+type packToken struct {
+	pw   *packWriter
+	done bool
+}
+
+// expectPack counts an upload that may add a body to the backup's open
+// pack. Under the registry's lock, so the writer cannot be forgotten in
+// between: it stays registered while any upload is counted.
+func (s *Service) expectPack(b *metadata.Backup, st storage.Store) *packToken {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	pw := s.packWriterLocked(b, st)
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	pw.coming++
+	return &packToken{pw: pw}
+}
+
+// arrivedLocked uncounts t as it joins the open pack; pw.mu is held. t may
+// be nil (an upload not counted) or of another writer (not this one's).
+func (pw *packWriter) arrivedLocked(t *packToken) {
+	if t != nil && t.pw == pw && !t.done {
+		t.done = true
+		pw.coming--
+	}
+}
+
+// release uncounts an upload that turned away (failed, deduplicated
+// against a sealed pack, resent); idempotent. If it was the last one coming,
+// the open pack is sealed for the files that wait on it.
+func (t *packToken) release() {
+	if t == nil {
+		return
+	}
+	pw := t.pw
+	pw.mu.Lock()
+	if !t.done {
+		t.done = true
+		pw.coming--
+		if pw.coming == 0 && pw.cur != nil && len(pw.cur.files) > 0 {
+			pw.sealLocked("idle")
+		}
+	}
+	pw.mu.Unlock()
+	pw.forgetIfIdle()
 }
 
 // openPack is a pack being filled, then sealed, written and committed.
@@ -112,15 +173,19 @@ func (s *Service) packCap() int64 {
 }
 
 func (s *Service) packWriter(b *metadata.Backup, st storage.Store) *packWriter {
-	k := b.TenantID + "\x00" + b.ID
 	s.packs.mu.Lock()
 	defer s.packs.mu.Unlock()
+	return s.packWriterLocked(b, st)
+}
+
+func (s *Service) packWriterLocked(b *metadata.Backup, st storage.Store) *packWriter {
+	k := b.TenantID + "\x00" + b.ID
 	if s.packs.m == nil {
 		s.packs.m = map[string]*packWriter{}
 	}
 	pw := s.packs.m[k]
 	if pw == nil {
-		pw = &packWriter{s: s, key: k, b: b, st: st}
+		pw = &packWriter{s: s, key: k, b: b, st: st, freed: make(chan struct{})}
 		s.packs.m[k] = pw
 	}
 	return pw
@@ -139,10 +204,12 @@ func (s *Service) lookupPackWriter(tenant, backupID string) *packWriter {
 // now): the caller's buffer and its reservation are free from then on.
 func (s *Service) packFile(ctx context.Context, b *metadata.Backup, st storage.Store, h *FileHeader, body, digest []byte, copied func()) (*Result, error) {
 	pw := s.packWriter(b, st)
+	call(s.hooks().BeforePackAdd, *h)
 	op, i, err := pw.add(ctx, h, body, digest)
 	if err != nil {
 		return nil, err
 	}
+	call(s.hooks().PackAdded, *h)
 	copied()
 	return s.waitPacked(ctx, st, h, op, i)
 }
@@ -204,13 +271,38 @@ func (pw *packWriter) add(ctx context.Context, h *FileHeader, body, digest []byt
 		if pw.cur != nil {
 			break
 		}
+		sealed, freed := pw.sealed, pw.freed
 		pw.mu.Unlock()
+		// wait for a sealed pack of this backup to end. That needs no
+		// memory, so waiting while the caller holds its body cannot close a
+		// cycle of streams waiting for each other's memory.
+		wait := func() error {
+			select {
+			case <-freed:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if sealed >= maxSealedPacks {
+			if err := wait(); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
 		// Reserve a whole pack buffer, then install it unless another stream
-		// did. The caller holds its body's reservation, so this never waits
-		// (a stream never waits while it holds memory): no room fails the
-		// upload as ResourceExhausted, to be retried.
+		// did. The caller holds its body's reservation, so this waits only
+		// for this backup's sealed packs to give theirs back; with none in
+		// flight, no room fails the upload as ResourceExhausted, to be
+		// retried.
 		n := s.packCap()
 		if !s.cfg.Budget.TryAcquireFor(pw.b.TenantID, n) {
+			if sealed > 0 {
+				if err := wait(); err != nil {
+					return nil, 0, err
+				}
+				continue
+			}
 			return nil, 0, growFault(s.cfg.Budget, pw.b.TenantID, n)
 		}
 		id := "pck-" + uuid.NewString()
@@ -237,6 +329,7 @@ func (pw *packWriter) add(ctx context.Context, h *FileHeader, body, digest []byt
 // without its body; ok is false when there is no open pack or it does not
 // hold that body.
 func (pw *packWriter) addShared(h *FileHeader, digest []byte) (op *openPack, i int, ok bool) {
+	// (h.coming is released by the caller's defer if the body is not here.)
 	var sum [32]byte
 	copy(sum[:], digest)
 	pw.mu.Lock()
@@ -280,8 +373,11 @@ func (pw *packWriter) addLocked(h *FileHeader, body, digest []byte, bl *metadata
 	op.files = append(op.files, &metadata.PackedFile{Upload: u, File: f})
 	op.results = append(op.results, res)
 	i := len(op.files) - 1
+	pw.arrivedLocked(h.coming)
 	if int64(op.w.Size()) >= s.cfg.PackTarget || op.w.Count() >= maxPackBodies {
 		pw.sealLocked("target")
+	} else if pw.coming == 0 {
+		pw.sealLocked("idle")
 	} else if op.timer == nil {
 		op.timer = time.AfterFunc(s.cfg.PackLinger, func() { pw.lingered(op) })
 	} else {
@@ -321,12 +417,18 @@ func (pw *packWriter) sealLocked(reason string) {
 	}
 	op.sealed = true
 	pw.inFlight.Add(1)
+	pw.sealed++
 	go func() {
-		defer pw.inFlight.Done()
-		defer pw.s.cfg.Budget.ReleaseFor(pw.b.TenantID, op.reserved)
 		op.err = pw.write(op)
+		pw.s.cfg.Budget.ReleaseFor(pw.b.TenantID, op.reserved)
 		close(op.done)
+		pw.mu.Lock()
+		pw.sealed--
+		close(pw.freed)
+		pw.freed = make(chan struct{})
+		pw.mu.Unlock()
 		pw.forgetIfIdle()
+		pw.inFlight.Done()
 	}()
 }
 
@@ -337,7 +439,7 @@ func (pw *packWriter) forgetIfIdle() {
 	defer s.packs.mu.Unlock()
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
-	if pw.cur == nil && s.packs.m[pw.key] == pw {
+	if pw.cur == nil && pw.sealed == 0 && pw.coming == 0 && s.packs.m[pw.key] == pw {
 		delete(s.packs.m, pw.key)
 	}
 }
@@ -377,6 +479,22 @@ func (pw *packWriter) write(op *openPack) (err error) {
 		return errors.New("test: the pack commit's OK was lost")
 	}
 	return nil
+}
+
+// ExpectFiles counts an UploadFiles stream among the uploads that may still
+// add to the backup's open pack, until release (idempotent): while the
+// stream may send more, the pack seals at its target or after the linger,
+// not each time the files read so far have all joined it. A backup that is
+// not open counts nothing (each file's upload answers why).
+func (s *Service) ExpectFiles(ctx context.Context, tenant, backupID string) (release func()) {
+	if s.cfg.PackThreshold == 0 {
+		return func() {}
+	}
+	b, st, err := s.openBackup(ctx, tenant, backupID)
+	if err != nil {
+		return func() {}
+	}
+	return s.expectPack(b, st).release
 }
 
 // flushPacks seals and waits for the backup's packs in this process

@@ -41,12 +41,12 @@ func (s *Service) checkNewBackup(ctx context.Context, tenant string) error {
 	return nil
 }
 
-// checkNewUpload refuses a new upload id past the pending-uploads or
-// catalog-rows quota.
-func (s *Service) checkNewUpload(ctx context.Context, tenant string) error {
+// checkNewUpload refuses a new upload id past the pending-uploads quota
+// (when it may leave a PENDING upload) or the catalog-rows quota.
+func (s *Service) checkNewUpload(ctx context.Context, tenant string, mayPend bool) error {
 	q := s.cfg.Quotas
 	kinds := 0
-	if q.MaxPendingUploads > 0 {
+	if q.MaxPendingUploads > 0 && mayPend {
 		kinds |= metadata.CountPendingUploads
 	}
 	if q.MaxCatalogRows > 0 {

@@ -160,7 +160,7 @@ func (s *Service) openRecordsUpload(ctx context.Context, b *metadata.Backup, h *
 	u, err := cat.GetUpload(ctx, b.TenantID, b.ID, h.UploadID)
 	switch {
 	case errors.Is(err, metadata.ErrNotFound):
-		if err := s.checkNewUpload(ctx, b.TenantID); err != nil {
+		if err := s.checkNewUpload(ctx, b.TenantID, true); err != nil {
 			return nil, nil, err
 		}
 		u = &metadata.Upload{TenantID: b.TenantID, BackupID: b.ID, UploadID: h.UploadID, Kind: metadata.KindRecords,

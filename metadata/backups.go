@@ -232,6 +232,23 @@ func (c catalog) GetBackup(ctx context.Context, tenantID, id string) (*Backup, e
 	return b, c.fail("GetBackup", err, nil)
 }
 
+// GetBackups is GetBackup for many ids of one tenant: the backups found, by id (ids without a
+// row are absent). One query per 500 ids.
+func (c catalog) GetBackups(ctx context.Context, tenantID string, ids []string) (map[string]*Backup, error) {
+	found := make(map[string]*Backup, len(ids))
+	for start := 0; start < len(ids); start += purgeBatch {
+		in, args := inList(tenantID, ids[start:min(start+purgeBatch, len(ids))])
+		list, err := queryRows(c, ctx, scanBackup, selectBackup+" WHERE tenant_id = ? AND id IN ("+in+")", args...)
+		if err != nil {
+			return nil, c.fail("GetBackups", err, nil)
+		}
+		for _, b := range list {
+			found[b.ID] = b
+		}
+	}
+	return found, nil
+}
+
 // getBackup reads a backup; lock is "" or a dialect's locking-read suffix.
 func (c catalog) getBackup(ctx context.Context, tenantID, id, lock string) (*Backup, error) {
 	return scanBackup(c.q.QueryRowContext(ctx,

@@ -158,18 +158,54 @@ func (c catalog) liveFileRef() string {
 // default) with this SHA-256 that is not damaged and is still referenced by a file of a backup
 // that is neither ABORTED nor DELETING. ErrNotFound: none.
 func (c catalog) FindFileObject(ctx context.Context, tenantID, orgID, storageID string, sha256 []byte) (*Object, error) {
-	q := selectObject + " WHERE o.tenant_id = ? AND o.org_id = ?"
-	args := []any{tenantID, orgID}
-	if storageID == "" {
-		q += " AND o.storage_id IS NULL"
-	} else {
-		q += " AND o.storage_id = ?"
-		args = append(args, storageID)
+	found, err := c.FindFileObjects(ctx, tenantID, orgID, storageID, [][]byte{sha256})
+	if err != nil {
+		return nil, err
 	}
-	q += " AND o.sha256 = ? AND o.kind = ? AND o.damaged = ? AND " + c.liveFileRef() + " ORDER BY o.id LIMIT 1"
-	args = append(args, nonNil(sha256), ObjFile, false, BackupAborted, BackupDeleting)
-	o, err := scanObject(c.q.QueryRowContext(ctx, q, args...))
-	return o, c.fail("FindFileObject", err, nil)
+	if o := found[string(sha256)]; o != nil {
+		return o, nil
+	}
+	return nil, c.fail("FindFileObject", sql.ErrNoRows, nil)
+}
+
+// FindFileObjects is FindFileObject for many SHA-256s (repeats count once): one such object per
+// sum found, keyed by string(sha256), the one with the lowest id as FindFileObject picks. One
+// query per dedupBatch sums.
+func (c catalog) FindFileObjects(ctx context.Context, tenantID, orgID, storageID string, sums [][]byte) (map[string]*Object, error) {
+	const op = "FindFileObjects"
+	keys, err := dedupKeys(sums)
+	if err != nil {
+		return nil, c.fail(op, err, nil)
+	}
+	found := map[string]*Object{}
+	for start := 0; start < len(keys); start += dedupBatch {
+		batch := keys[start:min(start+dedupBatch, len(keys))]
+		q := selectObject + " WHERE o.tenant_id = ? AND o.org_id = ?"
+		args := []any{tenantID, orgID}
+		if storageID == "" {
+			q += " AND o.storage_id IS NULL"
+		} else {
+			q += " AND o.storage_id = ?"
+			args = append(args, storageID)
+		}
+		q += " AND o.sha256 IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ") + ")"
+		for _, k := range batch {
+			args = append(args, []byte(k))
+		}
+		// No ORDER BY, as in FindBlobs: the lowest id is picked here.
+		q += " AND o.kind = ? AND o.damaged = ? AND " + c.liveFileRef()
+		args = append(args, ObjFile, false, BackupAborted, BackupDeleting)
+		list, err := c.queryObjects(ctx, q, args...)
+		if err != nil {
+			return nil, c.fail(op, err, nil)
+		}
+		for _, o := range list {
+			if f := found[string(o.SHA256)]; f == nil || o.ID < f.ID {
+				found[string(o.SHA256)] = o
+			}
+		}
+	}
+	return found, nil
 }
 
 // belongsTo fills the tenant and backup fields left empty and checks the others match.

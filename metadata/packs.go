@@ -106,6 +106,26 @@ func (c catalog) insertRows(ctx context.Context, table string, cols []string, ro
 	return nil
 }
 
+// dedupKeys are the distinct sums of a dedup lookup, as strings, in order; ErrInvalid if one
+// is not a SHA-256.
+func dedupKeys(sums [][]byte) ([]string, error) {
+	keys := make([]string, 0, len(sums))
+	for _, s := range sums {
+		if len(s) != 32 {
+			return nil, fmt.Errorf("%w: a SHA-256 of %d bytes", ErrInvalid, len(s))
+		}
+		keys = append(keys, string(s))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
+// dedupBatch is how many SHA-256s one dedup lookup query asks for: below MariaDB's
+// eq_range_index_dive_limit (200), past which it estimates an IN list from index statistics
+// and, with a few distinct tenants and orgs, prefers scanning the tenant's rows to the dedup
+// index (measured: 17,641 rows read for 500 sums).
+const dedupBatch = 100
+
 // insertRowsBatch keeps a statement's placeholders (26 columns for uploads) well below SQLite's
 // 32,766 and MySQL's 65,535.
 const insertRowsBatch = 200
@@ -333,22 +353,17 @@ func (c catalog) liveBlobRef() string {
 // FindBlobs is the dedup lookup for packed bodies, batched: for each of sums (SHA-256s; any
 // number, repeats count once) that the org has on the storage ("" = the service default) as a
 // blob that is not damaged, in a sealed pack that is not damaged, and referenced by a file of a
-// backup that is neither ABORTED nor DELETING, it returns one such blob, keyed by
-// string(sha256). One query per 500 sums.
+// backup that is neither ABORTED nor DELETING, it returns one such blob (the lowest id), keyed
+// by string(sha256). One query per dedupBatch sums.
 func (c catalog) FindBlobs(ctx context.Context, tenantID, orgID, storageID string, sums [][]byte) (map[string]*Blob, error) {
 	const op = "FindBlobs"
-	keys := make([]string, 0, len(sums))
-	for _, s := range sums {
-		if err := checkSHA256("blob", s); err != nil || len(s) == 0 {
-			return nil, c.fail(op, fmt.Errorf("%w: a SHA-256 of %d bytes", ErrInvalid, len(s)), nil)
-		}
-		keys = append(keys, string(s))
+	keys, err := dedupKeys(sums)
+	if err != nil {
+		return nil, c.fail(op, err, nil)
 	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
 	found := map[string]*Blob{}
-	for start := 0; start < len(keys); start += purgeBatch {
-		batch := keys[start:min(start+purgeBatch, len(keys))]
+	for start := 0; start < len(keys); start += dedupBatch {
+		batch := keys[start:min(start+dedupBatch, len(keys))]
 		q := "SELECT " + colsAs("bl", blobCols) + ` FROM blobs bl JOIN packs p ON p.tenant_id = bl.tenant_id AND p.id = bl.pack_id
  WHERE bl.tenant_id = ? AND bl.org_id = ?`
 		args := []any{tenantID, orgID}
@@ -362,7 +377,9 @@ func (c catalog) FindBlobs(ctx context.Context, tenantID, orgID, storageID strin
 		for _, k := range batch {
 			args = append(args, []byte(k))
 		}
-		q += " AND bl.damaged = ? AND p.damaged = ? AND p.state = ? AND " + c.liveBlobRef() + " ORDER BY bl.id"
+		// No ORDER BY: sorting by id makes MariaDB scan the tenant's blobs in
+		// id order rather than look each sum up in blobs_dedup.
+		q += " AND bl.damaged = ? AND p.damaged = ? AND p.state = ? AND " + c.liveBlobRef()
 		args = append(args, false, false, PackSealed, BackupAborted, BackupDeleting)
 		list, err := queryRows(c, ctx, func(r scanner) (*Blob, error) {
 			bl := &Blob{}
@@ -377,7 +394,7 @@ func (c catalog) FindBlobs(ctx context.Context, tenantID, orgID, storageID strin
 			return nil, c.fail(op, err, nil)
 		}
 		for _, bl := range list {
-			if found[string(bl.SHA256)] == nil {
+			if f := found[string(bl.SHA256)]; f == nil || bl.ID < f.ID {
 				found[string(bl.SHA256)] = bl
 			}
 		}

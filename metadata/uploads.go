@@ -152,6 +152,24 @@ func (c catalog) GetUpload(ctx context.Context, tenantID, backupID, uploadID str
 	return u, c.fail("GetUpload", err, nil)
 }
 
+// GetUploads is GetUpload for many upload ids of one backup: the uploads found, by upload id
+// (ids without a row are absent). One query per 500 ids.
+func (c catalog) GetUploads(ctx context.Context, tenantID, backupID string, uploadIDs []string) (map[string]*Upload, error) {
+	found := make(map[string]*Upload, len(uploadIDs))
+	for start := 0; start < len(uploadIDs); start += purgeBatch {
+		in, args := inList(tenantID, uploadIDs[start:min(start+purgeBatch, len(uploadIDs))])
+		list, err := c.queryUploads(ctx, selectUpload+" WHERE tenant_id = ? AND backup_id = ? AND upload_id IN ("+in+")",
+			append([]any{tenantID, backupID}, args[1:]...)...)
+		if err != nil {
+			return nil, c.fail("GetUploads", err, nil)
+		}
+		for _, u := range list {
+			found[u.UploadID] = u
+		}
+	}
+	return found, nil
+}
+
 // BumpGeneration increments the upload's generation atomically, in any state, and returns the
 // updated upload: from then on, writes fenced by an older generation fail with ErrStale.
 // ErrNotFound: no such upload.

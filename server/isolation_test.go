@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"backupstore/budget"
 	"backupstore/ingest"
@@ -234,14 +235,18 @@ func TestQuotas(t *testing.T) {
 	wantCode(t, err, codes.ResourceExhausted, "QUOTA_PENDING_UPLOADS")
 	_, err = e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "x", UploadId: uuid.NewString()}, []byte("x"), 1)
 	wantCode(t, err, codes.ResourceExhausted, "QUOTA_PENDING_UPLOADS")
+	// A file with a declared size within one part can never leave a PENDING
+	// upload (it is one PUT, or a pack's body), so that quota does not stop
+	// it: one file row.
+	if _, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "d", UploadId: uuid.NewString(),
+		DeclaredSize: proto.Int64(1)}, []byte("d"), 1); err != nil {
+		t.Fatalf("a declared one-part file at the pending-uploads quota: %v", err)
+	}
 	if _, err := e.sendRecords(as(tokenA), &pb.RecordsHeader{BackupId: b.Id, Sobject: "Account", UploadId: uid}, csv, 1<<20); err != nil {
 		t.Fatalf("resuming the pending upload at the quota: %v", err)
 	}
-	// Two objects (data and index) now; a file makes three rows of objects
-	// and files... and one file row: four, past the limit of three.
-	if _, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "y", UploadId: uuid.NewString()}, []byte("y"), 1); err != nil {
-		t.Fatal(err)
-	}
+	// Two objects (data and index) and one file row now: three rows of
+	// objects and files, the limit.
 	_, err = e.sendFile(as(tokenA), &pb.FileHeader{BackupId: b.Id, ParentId: sfid18("001", 1), Path: "z", UploadId: uuid.NewString()}, []byte("z"), 1)
 	st = wantCode(t, err, codes.ResourceExhausted, "QUOTA_CATALOG_ROWS")
 	if !strings.Contains(st.Message(), "limit is 3") {

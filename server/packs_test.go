@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -399,6 +400,103 @@ func TestPackVerifyAndDamage(t *testing.T) {
 			if err != nil || len(v.Problems) != 1 || v.Problems[0].Problem != "size" {
 				t.Fatalf("VerifyBackup of a truncated pack: %v, %v", v.GetProblems(), err)
 			}
+		})
+	}
+}
+
+// TestPackSealsWhenNothingMoreIsComing: with a linger far longer than the test may run, a
+// pack seals as soon as no upload of its backup is still on its way to it. (1) File B is
+// parked before it joins, and file A joins after that: A's pack waits for B (both are
+// answered in the one pack, which seals when B joins). (2) 16 one-file streams sending 200 files complete:
+// each round of files seals its pack when the last one joins, never waiting out the linger.
+func TestPackSealsWhenNothingMoreIsComing(t *testing.T) {
+	for _, driver := range []string{"sqlite", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			const pathB = "docs/b.bin"
+			parkB, releaseB := make(chan struct{}), make(chan struct{})
+			aJoined := make(chan struct{})
+			hooks := &ingest.Hooks{
+				BeforePackAdd: func(h ingest.FileHeader) {
+					switch h.Path {
+					case pathB:
+						close(parkB)
+						<-releaseB
+					case "docs/a.bin":
+						<-parkB // B is on its way (counted) before A joins
+					}
+				},
+				PackAdded: func(h ingest.FileHeader) {
+					if h.Path == "docs/a.bin" {
+						close(aJoined)
+					}
+				},
+			}
+			e := newEnv(t, driver, func(o *envOptions) {
+				o.pack = ingest.DefaultPackThreshold
+				o.packLinger = time.Hour
+				o.ingestHooks = hooks
+			})
+			sid, bucket := e.registerRoot(t, "prod")
+			b := e.newBackup(t, sid)
+			within := func(what string, f func()) {
+				t.Helper()
+				done := make(chan struct{})
+				go func() { defer close(done); f() }()
+				select {
+				case <-done:
+				case <-time.After(2 * time.Minute): // a guard: the linger is an hour
+					t.Fatalf("%s: still waiting after 2 minutes (waiting out the linger?)", what)
+				}
+			}
+
+			bodyA, bodyB := packedBody(3, 1), packedBody(3, 2)
+			var resA, resB *pb.UploadFileResponse
+			var errA, errB error
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				h := packedHeader(b.Id, uuid.NewString(), 1, bodyA)
+				h.Path = "docs/a.bin"
+				resA, errA = e.sendFile(as(tokenA), h, bodyA, 1<<20)
+			})
+			wg.Go(func() {
+				h := packedHeader(b.Id, uuid.NewString(), 2, bodyB)
+				h.Path = pathB
+				resB, errB = e.sendFile(as(tokenA), h, bodyB, 1<<20)
+			})
+			within("B parked and A joined", func() { <-parkB; <-aJoined })
+			close(releaseB)
+			within("A and B answered", wg.Wait)
+			if errA != nil || errB != nil {
+				t.Fatalf("A: %v, B: %v", errA, errB)
+			}
+			if ka, kb := resA.GetResult().GetDataKey(), resB.GetResult().GetDataKey(); ka != kb || !strings.Contains(ka, "/packs/") {
+				t.Fatalf("A in %s, B in %s: A's pack sealed while B was still coming", ka, kb)
+			}
+
+			const n = 200
+			uids, bodies := make([]string, n), make([][]byte, n)
+			for i := range n {
+				uids[i], bodies[i] = uuid.NewString(), packedBody(1, 100+i)
+			}
+			var errs []error
+			within("200 files on 16 one-file streams", func() { _, errs = e.uploadPacked(t, b.Id, uids, bodies) })
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("file %d: %v", i, err)
+				}
+			}
+			packs := 0
+			for _, k := range e.keys(t, bucket) {
+				if strings.Contains(k, "/packs/") {
+					packs++
+				}
+			}
+			// At most one pack per file (each round of up to 16 shares one);
+			// the point is that they finished at all.
+			if packs < 2 || packs > n+1 {
+				t.Errorf("%d packs for 1 + %d files", packs, n)
+			}
+			t.Logf("%d packs for %d one-file streams' %d files", packs, 16, n)
 		})
 	}
 }

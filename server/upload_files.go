@@ -70,8 +70,19 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		mu.Unlock()
 		cond.Broadcast()
 	}
+	// backups are those the stream sent files for, each counted as sending
+	// more into its open pack until the stream ends.
+	backups := map[string]func(){}
+	defer func() {
+		for _, release := range backups {
+			release()
+		}
+	}()
 	// finish waits for the files in flight and their answers.
 	finish := func(err error) error {
+		for _, release := range backups {
+			release() // nothing more comes: no pack waits for this stream
+		}
 		wg.Wait()
 		close(answers)
 		if serr := <-sendErr; err == nil {
@@ -80,7 +91,6 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		return err
 	}
 
-	backups := map[string]bool{} // whose packs to flush when the client is done
 	m := first
 	for {
 		h := m.GetHeader()
@@ -171,7 +181,9 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 			}
 			answer(hdr.UploadID, res, err, size)
 		}()
-		backups[hdr.BackupID] = true
+		if backups[hdr.BackupID] == nil {
+			backups[hdr.BackupID] = s.ing.ExpectFiles(ctx, tenant, hdr.BackupID)
+		}
 		m, err = in.Recv()
 		if errors.Is(err, io.EOF) {
 			// Nothing more comes on this stream: the files waiting in open

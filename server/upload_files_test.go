@@ -194,7 +194,7 @@ func TestUploadFilesWithinTenantShare(t *testing.T) {
 	close(stop)
 	<-watched
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, grepLines(e.logs.String(), "ERROR"))
 	}
 	for _, h := range hdrs {
 		if a := got[h.GetUploadId()]; a.GetError() != nil || a.GetResult() == nil {

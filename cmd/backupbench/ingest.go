@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,7 @@ type ingestConfig struct {
 	runs       int
 	skipRclone bool
 	cpuprofile string
+	only       string
 }
 
 func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
@@ -53,6 +56,7 @@ func ingestFlags(fs *flag.FlagSet, c *ingestConfig) {
 	fs.IntVar(&c.streams, "streams", 16, "concurrent UploadFile streams (and PutObject goroutines)")
 	fs.IntVar(&c.runs, "runs", 5, "interleaved runs of each throughput measurement; the median is reported")
 	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
+	fs.StringVar(&c.only, "only", "", "run only these stages (comma-separated: throughput, files, rss), to iterate on one goal; the report then lacks the others")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "with -tags benchprofile: also run the main ingest and the file stage once in-process (backupd's packages and settings) under a CPU profile written here (plus FILE-files, FILE-allocs); FILE.top.txt gets `go tool pprof -top`")
 }
 
@@ -64,10 +68,20 @@ func (c *ingestConfig) validate() error {
 	if c.files < 1 || c.streams < 1 || c.runs < 1 || c.fileSize < 1 || c.fileSize > 4<<20 {
 		errs = append(errs, errors.New("--files, --streams and --runs must be ≥ 1, --file-size in [1, 4MiB] (one data message)"))
 	}
+	for _, s := range strings.Split(c.only, ",") {
+		if s != "" && s != "throughput" && s != "files" && s != "rss" {
+			errs = append(errs, fmt.Errorf("--only: unknown stage %q (throughput, files, rss)", s))
+		}
+	}
 	if c.cpuprofile != "" && !profileBuilt {
 		errs = append(errs, errors.New("--cpuprofile needs the in-process pipeline: go run -tags benchprofile ./cmd/backupbench ingest --cpuprofile FILE"))
 	}
 	return errors.Join(errs...)
+}
+
+// stage reports whether --only lets stage run.
+func (c *ingestConfig) stage(stage string) bool {
+	return c.only == "" || slices.Contains(strings.Split(c.only, ","), stage)
 }
 
 // bench is one run of the ingest benchmark: its environment and what it measured.
@@ -119,16 +133,22 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.register(ctx, a); err != nil {
 		return err
 	}
-	if err := b.throughput(ctx, a, n); err != nil {
-		return errors.Join(err, a.alive(), n.alive())
+	if b.c.stage("throughput") {
+		if err := b.throughput(ctx, a, n); err != nil {
+			return errors.Join(err, a.alive(), n.alive())
+		}
 	}
-	if err := b.smallFiles(ctx, a); err != nil {
-		return errors.Join(err, a.alive())
+	if b.c.stage("files") {
+		if err := b.smallFiles(ctx, a); err != nil {
+			return errors.Join(err, a.alive())
+		}
 	}
 	a.stop()
 	n.stop()
-	if err := b.rss(ctx); err != nil {
-		return err
+	if b.c.stage("rss") {
+		if err := b.rss(ctx); err != nil {
+			return err
+		}
 	}
 	if b.c.cpuprofile != "" {
 		if err := b.profile(ctx); err != nil {

@@ -435,6 +435,22 @@ func testUploads(t *testing.T, newDB NewDB) {
 	if err := s.FailUpload(ctx, "t1", "b1", "u3", 1, metadata.UploadAbandoned, "abort denied"); err != nil {
 		t.Fatal(err)
 	}
+	// GetUploads is GetUpload for many: what it finds, as GetUpload reads it.
+	many, err := s.GetUploads(ctx, "t1", "b1", []string{"u3", "nope", "u2", "u3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(many) != 2 {
+		t.Errorf("GetUploads(u3, nope, u2, u3) found %d uploads, want 2", len(many))
+	}
+	for _, id := range []string{"u2", "u3"} {
+		if d := cmp.Diff(getUpload(t, s, "t1", "b1", id), many[id]); d != "" {
+			t.Errorf("GetUploads[%s] (-GetUpload +GetUploads):\n%s", id, d)
+		}
+	}
+	if bs, err := s.GetBackups(ctx, "t1", []string{"b1", "nope"}); err != nil || len(bs) != 1 || cmp.Diff(getBackup(t, s, "t1", "b1"), bs["b1"]) != "" {
+		t.Errorf("GetBackups(b1, nope) = %v, %v; want b1 as GetBackup reads it", bs, err)
+	}
 	listIDs := func(state string, size int) [][]string {
 		t.Helper()
 		return pageKeys(allPages(t, fmt.Sprintf("ListUploads(%q, %d)", state, size), func(tok string) ([]*metadata.Upload, string, error) {
@@ -675,14 +691,30 @@ func testDedup(t *testing.T, newDB NewDB) {
 	bO := newBackup(t, s, "t1", "bO", org2, "s2", minutes(2))
 	commitFile(t, s, bO, "uo", body)
 
+	// find asks FindFileObject, and FindFileObjects (batched, with a sum
+	// nothing has and a repeat) must agree with it.
 	find := func(org, storageID string, sum []byte) string {
 		t.Helper()
+		many, err := s.FindFileObjects(ctx, "t1", org, storageID, [][]byte{digest("never stored"), sum, sum})
+		if err != nil {
+			t.Fatalf("FindFileObjects(%s, %q): %v", org, storageID, err)
+		}
+		batched := ""
+		if o := many[string(sum)]; o != nil {
+			batched = o.ID
+		}
+		if len(many) > 1 || (len(many) == 1 && batched == "") {
+			t.Errorf("FindFileObjects(%s, %q) found sums not asked for or never stored: %v", org, storageID, many)
+		}
 		o, err := s.FindFileObject(ctx, "t1", org, storageID, sum)
 		if errors.Is(err, metadata.ErrNotFound) {
-			return ""
+			o, err = &metadata.Object{}, nil
 		}
 		if err != nil {
 			t.Fatalf("FindFileObject(%s, %q): %v", org, storageID, err)
+		}
+		if o.ID != batched {
+			t.Errorf("FindFileObjects(%s, %q) = %q, FindFileObject %q", org, storageID, batched, o.ID)
 		}
 		return o.ID
 	}
@@ -939,6 +971,13 @@ func testIngestTenantIsolation(t *testing.T, newDB NewDB) {
 	notFound["CommitRecordsUpload"] = s.CommitRecordsUpload(ctx, uR, data, index, chB)
 	_, notFound["GetObject"] = s.GetObject(ctx, "tB", x.ID)
 	_, notFound["FindFileObject"] = s.FindFileObject(ctx, "tB", org1, "s1", digest("body"))
+	// The batched lookups find nothing of another tenant either.
+	bs, err := s.GetBackups(ctx, "tB", []string{"b1"})
+	us, uerr := s.GetUploads(ctx, "tB", "b1", []string{"f1", "f2"})
+	os, oerr := s.FindFileObjects(ctx, "tB", org1, "s1", [][]byte{digest("body")})
+	if len(bs)+len(us)+len(os) != 0 || err != nil || uerr != nil || oerr != nil {
+		t.Errorf("batched lookups as another tenant: backups %v (%v), uploads %v (%v), objects %v (%v)", bs, err, us, uerr, os, oerr)
+	}
 	_, _, notFound["GetRecordSetSchema"] = s.GetRecordSetSchema(ctx, "tB", "b1", "Account")
 	_, _, notFound["PutRecordSetSchema"] = s.PutRecordSetSchema(ctx, "tB", "b1", "Account", []byte("x"), nil)
 	notFound["PurgeBackupRows"] = s.PurgeBackupRows(ctx, "tB", "b1", []string{x.ID})
