@@ -205,6 +205,7 @@ type Service struct {
 	cfg   Config
 	packs packWriters
 	look  *lookups
+	bufs  *bufPool // the record path's frame and part buffers
 }
 
 // New returns a Service.
@@ -236,7 +237,9 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.SpoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ingest: spool dir: %w", err)
 	}
-	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0)}, nil
+	mem := newRecMem(&cfg)
+	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0),
+		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase)}, nil
 }
 
 // StreamReservation is the most one upload stream reserves from the budget.

@@ -28,6 +28,8 @@ type partWriter struct {
 	// memory, allocated when first filled with at least base bytes.
 	grow func(delta int64) error
 	base int
+	// alloc, when set, gives a buffer of exactly base bytes (a pool's).
+	alloc func(n int) []byte
 
 	bufs       [2]*partBuf
 	cur        int
@@ -103,8 +105,13 @@ func (w *partWriter) put(b []byte) error {
 		if err := w.grow(int64(size - cap(buf.mem))); err != nil {
 			return err
 		}
-		grown := make([]byte, len(buf.mem), size)
-		copy(grown, buf.mem)
+		var grown []byte
+		if cap(buf.mem) == 0 && size == w.base && w.alloc != nil {
+			grown = w.alloc(size)
+		} else {
+			grown = make([]byte, len(buf.mem), size)
+			copy(grown, buf.mem)
+		}
 		buf.mem = grown
 	}
 	buf.Write(b)

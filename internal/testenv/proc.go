@@ -56,7 +56,7 @@ func RandomHex(n int) string {
 // every BACKUPD_*).
 func MinimalEnv(extra ...string) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GODEBUG"} {
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GODEBUG", "GOGC", "GOMEMLIMIT"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
