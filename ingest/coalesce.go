@@ -123,15 +123,30 @@ type storedBody struct {
 	obj  *metadata.Object
 }
 
-func newLookups(cat *metadata.Store, packing bool) *lookups {
+// gated runs a batched lookup in one of the tenant's catalog slots.
+func gated[K comparable, V any](enter func(context.Context, string) (func(), error), tenant string, ctx context.Context, run func() (map[K]V, error)) (map[K]V, error) {
+	release, err := enter(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return run()
+}
+
+func newLookups(cat *metadata.Store, packing bool, enter func(context.Context, string) (func(), error)) *lookups {
 	return &lookups{
 		backups: newCoalescer(func(ctx context.Context, tenant string, ids []string) (map[string]*metadata.Backup, error) {
-			return cat.GetBackups(ctx, tenant, ids)
+			return gated(enter, tenant, ctx, func() (map[string]*metadata.Backup, error) { return cat.GetBackups(ctx, tenant, ids) })
 		}).cloning(func(b *metadata.Backup) *metadata.Backup { c := *b; c.Labels = maps.Clone(b.Labels); return &c }),
 		uploads: newCoalescer(func(ctx context.Context, s [2]string, ids []string) (map[string]*metadata.Upload, error) {
-			return cat.GetUploads(ctx, s[0], s[1], ids)
+			return gated(enter, s[0], ctx, func() (map[string]*metadata.Upload, error) { return cat.GetUploads(ctx, s[0], s[1], ids) })
 		}).cloning(func(u *metadata.Upload) *metadata.Upload { c := *u; return &c }),
 		bodies: newCoalescer(func(ctx context.Context, s [3]string, keys []string) (map[string]storedBody, error) {
+			release, err := enter(ctx, s[0])
+			if err != nil {
+				return nil, err
+			}
+			defer release()
 			sums := make([][]byte, len(keys))
 			for i, k := range keys {
 				sums[i] = []byte(k)

@@ -319,7 +319,7 @@ func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Stor
 	res := &Result{UploadID: h.UploadID, DataKey: obj.Key, BytesIn: 0, BytesStored: 0, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
 	cu := committedUpload(b, h, u, obj.ID, obj.Key)
 	cu.Result, _ = json.Marshal(res)
-	if err := s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f); err != nil {
+	if err := s.inCatalog(ctx, b.TenantID, func() error { return s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f) }); err != nil {
 		if errors.Is(err, metadata.ErrNotFound) {
 			// The stored body stopped being shareable (its backups are being
 			// deleted): ask for the body after all. The client has not been
@@ -346,8 +346,11 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
 			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, bl.Size)
 	}
-	p, err := s.cfg.Catalog.GetPack(ctx, b.TenantID, bl.PackID)
-	if err != nil {
+	var p *metadata.Pack
+	if err := s.inCatalog(ctx, b.TenantID, func() (err error) {
+		p, err = s.cfg.Catalog.GetPack(ctx, b.TenantID, bl.PackID)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	// A catalog row is not the body: share it only if the bucket still has the
@@ -366,7 +369,7 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 	res := &Result{UploadID: h.UploadID, DataKey: p.Key, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
 	cu := committedUpload(b, h, u, bl.ID, p.Key)
 	cu.Result, _ = json.Marshal(res)
-	if err := s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f); err != nil {
+	if err := s.inCatalog(ctx, b.TenantID, func() error { return s.cfg.Catalog.CommitFileUpload(ctx, cu, nil, f) }); err != nil {
 		if errors.Is(err, metadata.ErrNotFound) {
 			if _, gerr := s.cfg.Catalog.GetBackup(ctx, b.TenantID, b.ID); gerr == nil {
 				return nil, nil
@@ -547,8 +550,10 @@ func (s *Service) commitFile(ctx context.Context, b *metadata.Backup, st storage
 	u.Result, _ = json.Marshal(res)
 	obj := &metadata.Object{TenantID: b.TenantID, ID: objID, OrgID: b.OrgID, StorageID: b.StorageID, BackupID: b.ID,
 		Key: key, Kind: metadata.ObjFile, Size: size, SHA256: digest, CreatedAt: s.cfg.Now().UTC()}
-	call(s.hooks().BeforeFileCommit, u)
-	err := s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f)
+	err := s.inCatalog(ctx, b.TenantID, func() error {
+		call(s.hooks().BeforeFileCommit, u)
+		return s.cfg.Catalog.CommitFileUpload(ctx, u, obj, f)
+	})
 	if err == nil && s.hooks().LoseCommitOK != nil && s.hooks().LoseCommitOK(u) {
 		err = errors.New("test: the commit's OK was lost")
 	}

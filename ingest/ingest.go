@@ -63,6 +63,10 @@ type Config struct {
 	Now func() time.Time
 	// Quotas cap what one tenant may have in the catalog; zero: no limits.
 	Quotas Quotas
+	// CatalogShare is how many catalog calls of the upload path (lookups,
+	// commits, parts) one tenant may have in flight at once; more wait for
+	// one of its own to end (gate.go). Default DefaultCatalogShare.
+	CatalogShare int
 	// PackThreshold is the largest file body packed with others into a pack
 	// object (packwriter.go); 0 disables packing. At most PartSize.
 	PackThreshold int64
@@ -132,6 +136,9 @@ type Hooks struct {
 	// BeforePackAdd runs when a small file's body is whole and checked,
 	// before it joins its backup's open pack; PackAdded once it has.
 	BeforePackAdd, PackAdded func(h FileHeader)
+	// CatalogWait runs when a catalog call of the tenant's waits for one of
+	// its own to end (Config.CatalogShare).
+	CatalogWait func(tenant string)
 }
 
 func (s *Service) hooks() *Hooks {
@@ -198,6 +205,9 @@ func (c *Config) withDefaults() {
 	if c.PackLinger <= 0 {
 		c.PackLinger = DefaultPackLinger
 	}
+	if c.CatalogShare <= 0 {
+		c.CatalogShare = DefaultCatalogShare
+	}
 }
 
 // Service is the ingest domain service. It is safe for concurrent use.
@@ -205,7 +215,8 @@ type Service struct {
 	cfg   Config
 	packs packWriters
 	look  *lookups
-	bufs  *bufPool // the record path's frame and part buffers
+	bufs  *bufPool    // the record path's frame and part buffers
+	gate  *tenantGate // each tenant's share of catalog calls
 }
 
 // New returns a Service.
@@ -238,8 +249,13 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("ingest: spool dir: %w", err)
 	}
 	mem := newRecMem(&cfg)
-	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0),
-		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase)}, nil
+	var wait func(string)
+	if cfg.Hooks != nil {
+		wait = cfg.Hooks.CatalogWait
+	}
+	gate := newTenantGate(cfg.CatalogShare, wait)
+	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0, gate.enter),
+		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase), gate: gate}, nil
 }
 
 // StreamReservation is the most one upload stream reserves from the budget.

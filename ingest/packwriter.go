@@ -472,7 +472,7 @@ func (pw *packWriter) write(op *openPack) (err error) {
 	isum := sha256.Sum256(data[indexOffset:])
 	p := &metadata.Pack{TenantID: b.TenantID, ID: op.id, BackupID: b.ID, Key: op.key, Size: int64(len(data)),
 		BodyCount: count, IndexOffset: indexOffset, IndexSHA256: isum[:], KeyID: keyID, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.cfg.Catalog.CommitPack(ctx, p, op.blobs, op.files); err != nil {
+	if err := s.inCatalog(ctx, b.TenantID, func() error { return s.cfg.Catalog.CommitPack(ctx, p, op.blobs, op.files) }); err != nil {
 		return err
 	}
 	if f := s.hooks().LosePackCommitOK; f != nil && f(op.key) {

@@ -147,7 +147,9 @@ func (m *mpu) upload(ctx context.Context, n int32, buf *partBuf, inputStart, inp
 		return s3Fault(err, fmt.Sprintf("UploadPart %d", n))
 	}
 	p := metadata.Part{Number: n, ETag: etag, CRC32C: crc, Size: size, InputOffset: inputStart, InputEnd: inputEnd}
-	if err := m.s.cfg.Catalog.RecordPart(ctx, m.u.TenantID, m.u.BackupID, m.u.UploadID, m.u.Generation, p, inputEnd, storedEnd, hashState); err != nil {
+	if err := m.s.inCatalog(ctx, m.u.TenantID, func() error {
+		return m.s.cfg.Catalog.RecordPart(ctx, m.u.TenantID, m.u.BackupID, m.u.UploadID, m.u.Generation, p, inputEnd, storedEnd, hashState)
+	}); err != nil {
 		return catalogFault(err, m.u)
 	}
 	m.u.CommittedSize, m.u.StoredSize, m.u.HashState = inputEnd, storedEnd, hashState

@@ -818,7 +818,7 @@ func (w *recWriter) finish() (*Result, error) {
 		return fail(rowFault(&csvscan.RowError{Row: 1, Reason: "HEADER_MISMATCH",
 			Detail: "the header row differs from the first chunk's header of this record set"}))
 	}
-	err = s.cfg.Catalog.CommitRecordsUpload(ctx, u, data, index, chunk)
+	err = s.inCatalog(ctx, u.TenantID, func() error { return s.cfg.Catalog.CommitRecordsUpload(ctx, u, data, index, chunk) })
 	if err == nil && s.hooks().LoseCommitOK != nil && s.hooks().LoseCommitOK(u) {
 		err = errors.New("test: the commit's OK was lost")
 	}

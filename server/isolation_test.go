@@ -3,7 +3,9 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"backupstore/budget"
 	"backupstore/ingest"
+	"backupstore/metadata"
 	pb "backupstore/proto/backupstore/v1"
 	"backupstore/server"
 )
@@ -251,5 +254,74 @@ func TestQuotas(t *testing.T) {
 	st = wantCode(t, err, codes.ResourceExhausted, "QUOTA_CATALOG_ROWS")
 	if !strings.Contains(st.Message(), "limit is 3") {
 		t.Errorf("message %q does not name the limit", st.Message())
+	}
+}
+
+// TestCatalogShareIsPerTenant: one tenant's catalog calls past its share (2 here) wait for
+// its own to end, and another tenant's go through meanwhile. Tenant A's first two file
+// commits are parked inside the catalog step (the hook runs in the slot the commit holds);
+// its third upload then waits for a slot, and tenant B's file is stored while A is stuck.
+// When A's commits go on, all three of A's files are stored.
+func TestCatalogShareIsPerTenant(t *testing.T) {
+	for _, driver := range []string{"sqlite", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			parked, release := make(chan string, 3), make(chan struct{})
+			waiting := make(chan struct{})
+			var once sync.Once
+			hooks := &ingest.Hooks{
+				BeforeFileCommit: func(u *metadata.Upload) {
+					if strings.HasPrefix(u.Path, "a/") {
+						parked <- u.Path
+						<-release
+					}
+				},
+				CatalogWait: func(string) { once.Do(func() { close(waiting) }) },
+			}
+			e := newEnv(t, driver, func(o *envOptions) { o.ingestHooks = hooks; o.catalogShare = 2 })
+			bA, bB := e.newBackup(t, ""), backupOf(t, e, tokenB)
+			guard := func(what string, ch <-chan struct{}) {
+				t.Helper()
+				select {
+				case <-ch:
+				case <-time.After(time.Minute): // a guard, not a wait: everything here is parked by hooks
+					t.Fatalf("%s: not after a minute", what)
+				}
+			}
+			errs := make(chan error, 3)
+			for i := range 3 {
+				go func() {
+					_, err := e.sendFile(as(tokenA), &pb.FileHeader{BackupId: bA.Id, ParentId: sfid18("001", 1),
+						Path: fmt.Sprintf("a/%d", i), UploadId: uuid.NewString()}, []byte("body of A"), 1<<20)
+					errs <- err
+				}()
+			}
+			two := make(chan struct{})
+			go func() { <-parked; <-parked; close(two) }()
+			guard("two of A's commits parked in the catalog step", two)
+			guard("A's third upload waiting for a catalog slot", waiting)
+
+			done := make(chan struct{})
+			var errB error
+			go func() {
+				defer close(done)
+				_, errB = e.sendFile(as(tokenB), &pb.FileHeader{BackupId: bB.Id, ParentId: sfid18("001", 2),
+					Path: "b/0", UploadId: uuid.NewString()}, []byte("body of B"), 1<<20)
+			}()
+			guard("tenant B's file while A holds its whole share", done)
+			if errB != nil {
+				t.Fatalf("tenant B: %v", errB)
+			}
+			select {
+			case p := <-parked:
+				t.Fatalf("A's third commit (%s) reached the catalog step while A held its share", p)
+			default:
+			}
+			close(release)
+			for range 3 {
+				if err := <-errs; err != nil {
+					t.Fatalf("tenant A: %v", err)
+				}
+			}
+		})
 	}
 }
