@@ -50,10 +50,10 @@ func (c *coalescer[S, K, V]) cloning(clone func(V) V) *coalescer[S, K, V] {
 }
 
 // get looks key up in scope: ok false when the lookup found nothing for it.
-// The first caller of an idle scope runs the lookup itself; the batch that
-// gathered meanwhile runs on a goroutine of its own when it ends. The query
-// runs detached from any one caller's cancellation; a caller whose context
-// ends stops waiting.
+// The first caller of an idle scope starts the lookup; the batch that
+// gathered meanwhile starts when it ends. Lookups run on goroutines of their
+// own, detached from any one caller's cancellation; a caller whose context
+// ends stops waiting at once.
 func (c *coalescer[S, K, V]) get(ctx context.Context, scope S, key K) (v V, ok bool, err error) {
 	c.mu.Lock()
 	sc, running := c.scopes[scope]
@@ -75,7 +75,7 @@ func (c *coalescer[S, K, V]) get(ctx context.Context, scope S, key K) (v V, ok b
 	}
 	c.mu.Unlock()
 	if !running {
-		c.runBatch(ctx, scope, sc, b)
+		go c.runBatch(context.WithoutCancel(ctx), scope, sc, b)
 	}
 	select {
 	case <-b.done:

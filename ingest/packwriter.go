@@ -88,11 +88,15 @@ type packWriter struct {
 	b   *metadata.Backup
 	st  storage.Store
 
-	mu       sync.Mutex
-	cur      *openPack
-	inFlight sync.WaitGroup // sealed packs not yet committed (or failed)
-	sealed   int            // how many: inFlight's count
-	freed    chan struct{}  // closed (and replaced) whenever one of them ends
+	mu  sync.Mutex
+	cur *openPack
+	// sealed packs not yet committed (or failed), and how many. Not a
+	// WaitGroup: flushes (stream ends, CommitBackup) and seals of other
+	// streams run concurrently, and a WaitGroup's Add may not race its Wait
+	// ("WaitGroup is reused before previous Wait has returned", a panic the
+	// scale benchmark hit with 64 UploadFiles streams ending together).
+	inFlight map[*openPack]struct{}
+	freed    chan struct{} // closed (and replaced) whenever one of them ends
 	// coming is how many uploads of the backup in this process may still
 	// add to the open pack (packToken). A pack with files waiting and none
 	// coming is sealed at once: waiting out the linger would only delay
@@ -185,7 +189,7 @@ func (s *Service) packWriterLocked(b *metadata.Backup, st storage.Store) *packWr
 	}
 	pw := s.packs.m[k]
 	if pw == nil {
-		pw = &packWriter{s: s, key: k, b: b, st: st, freed: make(chan struct{})}
+		pw = &packWriter{s: s, key: k, b: b, st: st, freed: make(chan struct{}), inFlight: map[*openPack]struct{}{}}
 		s.packs.m[k] = pw
 	}
 	return pw
@@ -271,7 +275,7 @@ func (pw *packWriter) add(ctx context.Context, h *FileHeader, body, digest []byt
 		if pw.cur != nil {
 			break
 		}
-		sealed, freed := pw.sealed, pw.freed
+		sealed, freed := len(pw.inFlight), pw.freed
 		pw.mu.Unlock()
 		// wait for a sealed pack of this backup to end. That needs no
 		// memory, so waiting while the caller holds its body cannot close a
@@ -403,8 +407,16 @@ func (pw *packWriter) flush() {
 	if pw.cur != nil {
 		pw.sealLocked("flush")
 	}
+	// Wait for the packs sealed so far, not for those other streams seal
+	// meanwhile (a busy backup may never have none in flight).
+	var dones []chan struct{}
+	for op := range pw.inFlight {
+		dones = append(dones, op.done)
+	}
 	pw.mu.Unlock()
-	pw.inFlight.Wait()
+	for _, d := range dones {
+		<-d
+	}
 }
 
 // sealLocked detaches the open pack and writes and commits it on a
@@ -416,19 +428,17 @@ func (pw *packWriter) sealLocked(reason string) {
 		op.timer.Stop()
 	}
 	op.sealed = true
-	pw.inFlight.Add(1)
-	pw.sealed++
+	pw.inFlight[op] = struct{}{}
 	go func() {
 		op.err = pw.write(op)
 		pw.s.cfg.Budget.ReleaseFor(pw.b.TenantID, op.reserved)
 		close(op.done)
 		pw.mu.Lock()
-		pw.sealed--
+		delete(pw.inFlight, op)
 		close(pw.freed)
 		pw.freed = make(chan struct{})
 		pw.mu.Unlock()
 		pw.forgetIfIdle()
-		pw.inFlight.Done()
 	}()
 }
 
@@ -439,7 +449,7 @@ func (pw *packWriter) forgetIfIdle() {
 	defer s.packs.mu.Unlock()
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
-	if pw.cur == nil && pw.sealed == 0 && pw.coming == 0 && s.packs.m[pw.key] == pw {
+	if pw.cur == nil && len(pw.inFlight) == 0 && pw.coming == 0 && s.packs.m[pw.key] == pw {
 		delete(s.packs.m, pw.key)
 	}
 }
@@ -497,12 +507,8 @@ func (s *Service) ExpectFiles(ctx context.Context, tenant, backupID string) (rel
 	return s.expectPack(b, st).release
 }
 
-// flushPacks seals and waits for the backup's packs in this process
-// (CommitBackup and AbortBackup call it first).
-// FlushPacks seals the backup's open pack in this process now (an
-// UploadFiles stream ended: nothing more is coming for the files waiting).
-func (s *Service) FlushPacks(tenant, backupID string) { s.flushPacks(tenant, backupID) }
-
+// flushPacks seals the backup's open pack in this process and waits for its
+// packs sealed so far (CommitBackup calls it first).
 func (s *Service) flushPacks(tenant, backupID string) {
 	if pw := s.lookupPackWriter(tenant, backupID); pw != nil {
 		pw.flush()

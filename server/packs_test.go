@@ -500,3 +500,81 @@ func TestPackSealsWhenNothingMoreIsComing(t *testing.T) {
 		})
 	}
 }
+
+// TestFlushWaitsForItsOwnPacks: an UploadFiles stream that ends waits for the packs of its
+// backup sealed so far, not for packs other streams seal meanwhile. Stream A's pack is parked
+// between its PUT and its transaction while A's end waits for it; stream B then ends and its
+// pack is parked too; when A's pack goes on, A is answered although B's is still parked.
+// (The flush used a WaitGroup: it waited for B's pack as well, and a seal racing a flush's
+// Wait could panic "WaitGroup is reused before previous Wait has returned".)
+func TestFlushWaitsForItsOwnPacks(t *testing.T) {
+	parked := make(chan string, 2)
+	release := map[string]chan struct{}{}
+	var mu sync.Mutex
+	gate := func(key string) chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		if release[key] == nil {
+			release[key] = make(chan struct{})
+		}
+		return release[key]
+	}
+	hooks := &ingest.Hooks{BeforePackCommit: func(key string) {
+		parked <- key
+		<-gate(key)
+	}}
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.pack = ingest.DefaultPackThreshold
+		o.packLinger = time.Hour
+		o.ingestHooks = hooks
+	})
+	b := e.newBackup(t, "")
+	guard := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(time.Minute): // a guard: every step here is parked by the hook
+			t.Fatalf("%s: not after a minute", what)
+		}
+	}
+	stream := func(i int) (chan struct{}, *error) {
+		done, errp := make(chan struct{}), new(error)
+		body := packedBody(9, i)
+		go func() {
+			defer close(done)
+			got, err := e.uploadFiles(t, []*pb.FileHeader{packedHeader(b.Id, uuid.NewString(), i, body)}, [][]byte{body})
+			if err == nil && len(got) != 1 {
+				err = fmt.Errorf("%d answers", len(got))
+			}
+			for _, a := range got {
+				if a.GetError() != nil {
+					err = fmt.Errorf("file error %v", a.GetError())
+				}
+			}
+			*errp = err
+		}()
+		return done, errp
+	}
+	doneA, errA := stream(1)
+	keyA := <-parked
+	doneB, errB := stream(2)
+	keyB := <-parked
+	if keyA == keyB {
+		t.Fatalf("A and B share pack %s", keyA)
+	}
+	close(gate(keyA))
+	guard("stream A answered while B's pack is parked", doneA)
+	if *errA != nil {
+		t.Fatalf("stream A: %v", *errA)
+	}
+	select {
+	case <-doneB:
+		t.Fatal("stream B answered before its pack was committed")
+	default:
+	}
+	close(gate(keyB))
+	guard("stream B answered", doneB)
+	if *errB != nil {
+		t.Fatalf("stream B: %v", *errB)
+	}
+}

@@ -186,11 +186,10 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		}
 		m, err = in.Recv()
 		if errors.Is(err, io.EOF) {
-			// Nothing more comes on this stream: the files waiting in open
-			// packs need not wait out the linger.
-			for id := range backups {
-				s.ing.FlushPacks(tenant, id)
-			}
+			// Nothing more comes on this stream: finish stops counting it as
+			// on its way to its backups' open packs, so the last of its files
+			// to join one seals it (no linger, and no wait for packs other
+			// streams sealed).
 			return finish(nil)
 		}
 		if err != nil {

@@ -197,6 +197,13 @@ func (b *scaleBench) upload(ctx context.Context) error {
 	if err := b.db.admin.QueryRowContext(ctx, "SELECT tenant_id FROM "+b.db.name+".backups WHERE id = ?", b.id).Scan(&b.tenant); err != nil {
 		return fmt.Errorf("tenant of backup %s: %w", b.id, err)
 	}
+	// The catalog's figures depend on whether its indexes fit the server's buffer pool (a
+	// million packed files is ~4 GB of rows and indexes; Debian's default pool is 128 MiB).
+	var pool int64
+	if err := b.db.admin.QueryRowContext(ctx, "SELECT @@innodb_buffer_pool_size").Scan(&pool); err == nil {
+		b.rep.Config["innodb_buffer_pool_size"] = pool
+		b.logf("MariaDB innodb_buffer_pool_size %d MiB", pool>>20)
+	}
 
 	n := b.c.files
 	keepEvery := max(1, n/2000)
