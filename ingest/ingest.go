@@ -67,6 +67,10 @@ type Config struct {
 	// commits, parts) one tenant may have in flight at once; more wait for
 	// one of its own to end (gate.go). Default DefaultCatalogShare.
 	CatalogShare int
+	// FilesInFlight is how many files one tenant's UploadFiles streams may
+	// have read and not yet answered, together (EnterFile). Default
+	// DefaultFilesInFlight.
+	FilesInFlight int
 	// PackThreshold is the largest file body packed with others into a pack
 	// object (packwriter.go); 0 disables packing. At most PartSize.
 	PackThreshold int64
@@ -208,6 +212,9 @@ func (c *Config) withDefaults() {
 	if c.CatalogShare <= 0 {
 		c.CatalogShare = DefaultCatalogShare
 	}
+	if c.FilesInFlight <= 0 {
+		c.FilesInFlight = DefaultFilesInFlight
+	}
 }
 
 // Service is the ingest domain service. It is safe for concurrent use.
@@ -217,6 +224,7 @@ type Service struct {
 	look  *lookups
 	bufs  *bufPool    // the record path's frame and part buffers
 	gate  *tenantGate // each tenant's share of catalog calls
+	files *tenantGate // each tenant's files read ahead by UploadFiles
 }
 
 // New returns a Service.
@@ -255,7 +263,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	gate := newTenantGate(cfg.CatalogShare, wait)
 	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0, gate.enter),
-		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase), gate: gate}, nil
+		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase), gate: gate, files: newTenantGate(cfg.FilesInFlight, nil)}, nil
 }
 
 // StreamReservation is the most one upload stream reserves from the budget.

@@ -51,6 +51,7 @@ type config struct {
 	budgetWait      time.Duration
 	tenantStreams   int
 	catalogShare    int
+	filesInFlight   int
 	streamIdle      time.Duration
 	quotas          ingest.Quotas
 	partSize        bytesize.Flag
@@ -108,6 +109,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.Var(&c.tenantShare, "tenant-memory-share", "most of the memory budget one tenant's streams may hold at once; default a quarter of the budget (at least 128MiB), the whole budget with --auth=none")
 	fs.DurationVar(&c.budgetWait, "memory-wait", 10*time.Second, "longest a stream waits for memory before it is answered RESOURCE_EXHAUSTED with a retry delay")
 	fs.IntVar(&c.catalogShare, "catalog-share-per-tenant", ingest.DefaultCatalogShare, "catalog calls of the upload path (lookups, commits, parts) one tenant may have in flight; more wait for one of its own, so no tenant holds every catalog connection")
+	fs.IntVar(&c.filesInFlight, "files-in-flight-per-tenant", ingest.DefaultFilesInFlight, "files one tenant's UploadFiles streams may have read and not yet answered, together; the streams stop reading beyond (each waiting file costs memory whatever its size)")
 	fs.IntVar(&c.tenantStreams, "max-streams-per-tenant", 32, "upload and restore streams one tenant may have open; one more answers RESOURCE_EXHAUSTED (0: no cap)")
 	fs.DurationVar(&c.streamIdle, "stream-idle-timeout", server.DefaultStreamIdleTimeout, "an upload stream that sends nothing this long is ended (ABORTED, the upload stays PENDING and resumable) and its memory released")
 	fs.Int64Var(&c.quotas.MaxOpenBackups, "max-open-backups-per-tenant", 1000, "OPEN backups one tenant may have; CreateBackup past it answers RESOURCE_EXHAUSTED (0: no limit)")
@@ -227,7 +229,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		Streams:  &server.StreamLimits{MaxPerTenant: c.tenantStreams, IdleTimeout: c.streamIdle},
 		Registry: registry.Config{FailureThreshold: c.failThreshold, StepTimeout: c.probeTimeout, AllowEndpoints: c.allowEndpoints},
 		Ingest: ingest.Config{PartSize: int64(c.partSize), PackThreshold: int64(c.packThreshold), PackLinger: c.packLinger, SpoolDir: spool, CompressWorkers: c.compressWorkers,
-			BenchmarkWithoutIndex: c.benchNoIndex, Quotas: c.quotas, CatalogShare: c.catalogShare,
+			BenchmarkWithoutIndex: c.benchNoIndex, Quotas: c.quotas, CatalogShare: c.catalogShare, FilesInFlight: c.filesInFlight,
 			Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}},
 		Restore:         restore.Config{BlockCacheBytes: int64(c.indexCache)},
 		Maintenance:     maintenance.Config{Grace: c.gcGrace, UploadTTL: c.uploadTTL},
