@@ -5,6 +5,7 @@ import (
 	"maps"
 	"sync"
 
+	"backupstore/fault"
 	"backupstore/metadata"
 )
 
@@ -93,7 +94,12 @@ func (c *coalescer[S, K, V]) get(ctx context.Context, scope S, key K) (v V, ok b
 // retires the scope).
 func (c *coalescer[S, K, V]) runBatch(ctx context.Context, scope S, sc *coalesceScope[K, V], b *coalesceBatch[K, V]) {
 	qctx, cancel := detached(ctx)
-	b.out, b.err = c.run(qctx, scope, b.keys)
+	// On a goroutine of its own: a panic is every caller's error, not the
+	// process's end.
+	b.err = fault.Catch(func() (err error) {
+		b.out, err = c.run(qctx, scope, b.keys)
+		return err
+	})
 	cancel()
 	close(b.done)
 	c.mu.Lock()
