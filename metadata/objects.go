@@ -180,18 +180,8 @@ func (c catalog) FindFileObjects(ctx context.Context, tenantID, orgID, storageID
 	found := map[string]*Object{}
 	for start := 0; start < len(keys); start += dedupBatch {
 		batch := keys[start:min(start+dedupBatch, len(keys))]
-		q := selectObject + " WHERE o.tenant_id = ? AND o.org_id = ?"
-		args := []any{tenantID, orgID}
-		if storageID == "" {
-			q += " AND o.storage_id IS NULL"
-		} else {
-			q += " AND o.storage_id = ?"
-			args = append(args, storageID)
-		}
-		q += " AND o.sha256 IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ") + ")"
-		for _, k := range batch {
-			args = append(args, []byte(k))
-		}
+		where, args := dedupWhere("o", tenantID, orgID, storageID, batch)
+		q := selectObject + " WHERE " + where
 		// No ORDER BY, as in FindBlobs: the lowest id is picked here.
 		q += " AND o.kind = ? AND o.damaged = ? AND " + c.liveFileRef()
 		args = append(args, ObjFile, false, BackupAborted, BackupDeleting)

@@ -120,6 +120,25 @@ func dedupKeys(sums [][]byte) ([]string, error) {
 	return slices.Compact(keys), nil
 }
 
+// dedupWhere is the condition of a dedup lookup on table alias a (objects or blobs, which
+// share the dedup index's columns): the tenant, the org, the storage ("" = the service
+// default) and the sums of batch; args are its arguments in order.
+func dedupWhere(a, tenantID, orgID, storageID string, batch []string) (string, []any) {
+	q := a + ".tenant_id = ? AND " + a + ".org_id = ?"
+	args := []any{tenantID, orgID}
+	if storageID == "" {
+		q += " AND " + a + ".storage_id IS NULL"
+	} else {
+		q += " AND " + a + ".storage_id = ?"
+		args = append(args, storageID)
+	}
+	q += " AND " + a + ".sha256 IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ") + ")"
+	for _, k := range batch {
+		args = append(args, []byte(k))
+	}
+	return q, args
+}
+
 // dedupBatch is how many SHA-256s one dedup lookup query asks for: below MariaDB's
 // eq_range_index_dive_limit (200), past which it estimates an IN list from index statistics
 // and, with a few distinct tenants and orgs, prefers scanning the tenant's rows to the dedup
@@ -364,19 +383,9 @@ func (c catalog) FindBlobs(ctx context.Context, tenantID, orgID, storageID strin
 	found := map[string]*Blob{}
 	for start := 0; start < len(keys); start += dedupBatch {
 		batch := keys[start:min(start+dedupBatch, len(keys))]
+		where, args := dedupWhere("bl", tenantID, orgID, storageID, batch)
 		q := "SELECT " + colsAs("bl", blobCols) + ` FROM blobs bl JOIN packs p ON p.tenant_id = bl.tenant_id AND p.id = bl.pack_id
- WHERE bl.tenant_id = ? AND bl.org_id = ?`
-		args := []any{tenantID, orgID}
-		if storageID == "" {
-			q += " AND bl.storage_id IS NULL"
-		} else {
-			q += " AND bl.storage_id = ?"
-			args = append(args, storageID)
-		}
-		q += " AND bl.sha256 IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(batch)), ", ") + ")"
-		for _, k := range batch {
-			args = append(args, []byte(k))
-		}
+ WHERE ` + where
 		// No ORDER BY: sorting by id makes MariaDB scan the tenant's blobs in
 		// id order rather than look each sum up in blobs_dedup.
 		q += " AND bl.damaged = ? AND p.damaged = ? AND p.state = ? AND " + c.liveBlobRef()
