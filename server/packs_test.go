@@ -555,10 +555,20 @@ func TestFlushWaitsForItsOwnPacks(t *testing.T) {
 		}()
 		return done, errp
 	}
+	nextParked := func(what string) string {
+		t.Helper()
+		select {
+		case k := <-parked:
+			return k
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: no pack parked before its commit after a minute", what)
+			return ""
+		}
+	}
 	doneA, errA := stream(1)
-	keyA := <-parked
+	keyA := nextParked("stream A")
 	doneB, errB := stream(2)
-	keyB := <-parked
+	keyB := nextParked("stream B (sealed while A's end waits)")
 	if keyA == keyB {
 		t.Fatalf("A and B share pack %s", keyA)
 	}
