@@ -148,42 +148,43 @@ func newLookups(cat *metadata.Store, packing bool, enter func(context.Context, s
 			return gated(enter, s[0], ctx, func() (map[string]*metadata.Upload, error) { return cat.GetUploads(ctx, s[0], s[1], ids) })
 		}).cloning(func(u *metadata.Upload) *metadata.Upload { c := *u; return &c }),
 		bodies: newCoalescer(func(ctx context.Context, s [3]string, keys []string) (map[string]storedBody, error) {
-			release, err := enter(ctx, s[0])
-			if err != nil {
-				return nil, err
-			}
-			defer release()
-			sums := make([][]byte, len(keys))
-			for i, k := range keys {
-				sums[i] = []byte(k)
-			}
-			out := make(map[string]storedBody, len(keys))
-			if packing {
-				blobs, err := cat.FindBlobs(ctx, s[0], s[1], s[2], sums)
-				if err != nil {
-					return nil, err
-				}
-				rest := sums[:0]
-				for _, sum := range sums {
-					if bl := blobs[string(sum)]; bl != nil {
-						out[string(sum)] = storedBody{blob: bl}
-					} else {
-						rest = append(rest, sum)
-					}
-				}
-				sums = rest
-			}
-			if len(sums) == 0 {
-				return out, nil
-			}
-			objs, err := cat.FindFileObjects(ctx, s[0], s[1], s[2], sums)
-			if err != nil {
-				return nil, err
-			}
-			for k, o := range objs {
-				out[k] = storedBody{obj: o}
-			}
-			return out, nil
+			return gated(enter, s[0], ctx, func() (map[string]storedBody, error) { return findBodies(ctx, cat, packing, s, keys) })
 		}),
 	}
+}
+
+// findBodies is the dedup lookup of keys (SHA-256s): packed bodies when
+// packing is on, then file objects for the sums without one.
+func findBodies(ctx context.Context, cat *metadata.Store, packing bool, s [3]string, keys []string) (map[string]storedBody, error) {
+	sums := make([][]byte, len(keys))
+	for i, k := range keys {
+		sums[i] = []byte(k)
+	}
+	out := make(map[string]storedBody, len(keys))
+	if packing {
+		blobs, err := cat.FindBlobs(ctx, s[0], s[1], s[2], sums)
+		if err != nil {
+			return nil, err
+		}
+		rest := sums[:0]
+		for _, sum := range sums {
+			if bl := blobs[string(sum)]; bl != nil {
+				out[string(sum)] = storedBody{blob: bl}
+			} else {
+				rest = append(rest, sum)
+			}
+		}
+		sums = rest
+	}
+	if len(sums) == 0 {
+		return out, nil
+	}
+	objs, err := cat.FindFileObjects(ctx, s[0], s[1], s[2], sums)
+	if err != nil {
+		return nil, err
+	}
+	for k, o := range objs {
+		out[k] = storedBody{obj: o}
+	}
+	return out, nil
 }

@@ -106,7 +106,7 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 	if err != nil {
 		return nil, err
 	}
-	if s.cfg.PackThreshold > 0 && h.WriteOffset == 0 && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
+	if h.WriteOffset == 0 && s.packable(&h) {
 		// The open pack waits for this upload rather than seal without it.
 		h.coming = s.expectPack(b, st)
 		defer h.coming.release()
@@ -270,7 +270,7 @@ func committedUpload(b *metadata.Backup, h *FileHeader, u *metadata.Upload, obje
 // deleted between the lookup and the commit.
 func (s *Service) dedup(ctx context.Context, b *metadata.Backup, st storage.Store, u *metadata.Upload, h *FileHeader) (*Result, error) {
 	sum, _ := hex.DecodeString(h.DeclaredSHA256)
-	if s.cfg.PackThreshold > 0 && u == nil && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold {
+	if u == nil && s.packable(h) {
 		// The backup's open pack in this process: the file joins it and
 		// waits for its commit.
 		if pw := s.lookupPackWriter(b.TenantID, b.ID); pw != nil {
@@ -533,7 +533,7 @@ func (s *Service) smallFile(ctx context.Context, b *metadata.Backup, st storage.
 	if err := checkDeclared(h, size, digest); err != nil {
 		return nil, err
 	}
-	if s.cfg.PackThreshold > 0 && h.DeclaredSize >= 0 && size <= s.cfg.PackThreshold {
+	if s.packable(h) { // size = the declared size: checkDeclared
 		return s.packFile(ctx, b, st, h, buf.Bytes(), digest, release)
 	}
 	objID := newObjectID()

@@ -47,6 +47,12 @@ const (
 // PackThreshold is the largest body packed (0: packing is off).
 func (s *Service) PackThreshold() int64 { return s.cfg.PackThreshold }
 
+// packable reports whether a body declared by h goes into a pack (when it
+// arrives whole: a resumed upload's does not).
+func (s *Service) packable(h *FileHeader) bool {
+	return s.cfg.PackThreshold > 0 && h.DeclaredSize >= 0 && h.DeclaredSize <= s.cfg.PackThreshold
+}
+
 // packKey is where a pack lives: per org, as file objects (dedup is per org
 // and storage).
 func packKey(b *metadata.Backup, packID string) string {
@@ -164,7 +170,6 @@ type openPack struct {
 	files    []*metadata.PackedFile
 	results  []*Result
 	timer    *time.Timer
-	sealed   bool
 
 	done chan struct{} // closed once committed or failed
 	err  error         // the commit's error, if any
@@ -427,7 +432,6 @@ func (pw *packWriter) sealLocked(reason string) {
 	if op.timer != nil {
 		op.timer.Stop()
 	}
-	op.sealed = true
 	pw.inFlight[op] = struct{}{}
 	go func() {
 		op.err = pw.write(op)
