@@ -45,7 +45,9 @@ func (c *Client) UploadFiles(ctx context.Context, backupID string, files []Small
 		}
 		id := f.UploadID
 		if id == "" {
-			id = uuid.NewString()
+			// Time-ordered: the catalog keeps a row per upload id, keyed by it, and ids that
+			// follow each other keep one backup's rows together.
+			id = uuid.Must(uuid.NewV7()).String()
 		}
 		sum := f.SHA256
 		if sum == "" {

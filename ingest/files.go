@@ -13,8 +13,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-
 	"backupstore/fault"
 	"backupstore/metadata"
 	"backupstore/sfid"
@@ -247,7 +245,7 @@ func (s *Service) createFileUpload(ctx context.Context, b *metadata.Backup, h *F
 }
 
 func (s *Service) newFileRow(b *metadata.Backup, h *FileHeader, objectID string, size int64, sum []byte) *metadata.File {
-	return &metadata.File{TenantID: b.TenantID, BackupID: b.ID, ID: "fil-" + uuid.NewString(), ObjectID: objectID,
+	return &metadata.File{TenantID: b.TenantID, BackupID: b.ID, ID: "fil-" + timeOrderedID(), ObjectID: objectID,
 		UploadID: h.UploadID, ParentID: h.ParentID, Path: h.Path, Name: h.Name, ContentType: h.ContentType,
 		Size: size, SHA256: sum, CreatedAt: s.cfg.Now().UTC()}
 }

@@ -364,7 +364,7 @@ func (pw *packWriter) addLocked(h *FileHeader, body, digest []byte, bl *metadata
 	dup := bl != nil
 	if !dup {
 		off, _ := op.w.Add(body, sum) // ≤ PackThreshold ≤ MaxBody, < maxPackBodies: cannot fail
-		bl = &metadata.Blob{ID: "blb-" + uuid.NewString(), Offset: off, Size: int64(len(body)), SHA256: digest}
+		bl = &metadata.Blob{ID: "blb-" + timeOrderedID(), Offset: off, Size: int64(len(body)), SHA256: digest}
 		op.blobs = append(op.blobs, bl)
 		op.bySHA[sum] = bl
 	}

@@ -325,3 +325,105 @@ func TestCatalogShareIsPerTenant(t *testing.T) {
 		})
 	}
 }
+
+// TestFilesInFlightIsPerTenant: a tenant's UploadFiles streams together read
+// at most --files-in-flight-per-tenant files ahead of their answers, and a
+// tenant at that bound holds back only its own streams. Tenant A's first
+// stream has two files parked in their commit (the bound, 2); its second
+// stream's file then waits for a slot, and tenant B's stream of two files is
+// stored and answered meanwhile. Without the bound A's third file would reach
+// its commit; with one bound for all tenants B's stream would wait for A's.
+func TestFilesInFlightIsPerTenant(t *testing.T) {
+	parked, release := make(chan string, 3), make(chan struct{})
+	waiting := make(chan struct{})
+	var once sync.Once
+	hooks := &ingest.Hooks{
+		BeforeFileCommit: func(u *metadata.Upload) {
+			if strings.HasPrefix(u.Path, "a/") {
+				parked <- u.Path
+				<-release
+			}
+		},
+		FileWait: func(tenant string) { once.Do(func() { close(waiting) }) },
+	}
+	e := newEnv(t, "sqlite", func(o *envOptions) { o.ingestHooks = hooks; o.filesInFlight = 2 })
+	bA, bB := e.newBackup(t, ""), backupOf(t, e, tokenB)
+	guard := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(time.Minute): // a guard, not a wait: everything here is parked by hooks
+			t.Fatalf("%s: not after a minute", what)
+		}
+	}
+	files := func(backupID, prefix string, from, n int) ([]*pb.FileHeader, [][]byte) {
+		var hdrs []*pb.FileHeader
+		var bodies [][]byte
+		for i := from; i < from+n; i++ {
+			body := fmt.Appendf(nil, "body %s/%d", prefix, i)
+			size := int64(len(body))
+			hdrs = append(hdrs, &pb.FileHeader{BackupId: backupID, ParentId: sfid18("001", i+1),
+				Path: fmt.Sprintf("%s/%d", prefix, i), UploadId: uuid.NewString(), DeclaredSize: &size})
+			bodies = append(bodies, body)
+		}
+		return hdrs, bodies
+	}
+	type outcome struct {
+		got map[string]*pb.UploadFilesResponse
+		err error
+	}
+	streamA := func(from, n int) <-chan outcome {
+		ch := make(chan outcome, 1)
+		hdrs, bodies := files(bA.Id, "a", from, n)
+		go func() {
+			got, err := e.uploadFilesAs(t, as(tokenA), hdrs, bodies)
+			ch <- outcome{got, err}
+		}()
+		return ch
+	}
+	a1 := streamA(0, 2)
+	two := make(chan struct{})
+
+	go func() { <-parked; <-parked; close(two) }()
+	guard("A's first two files parked in their commit", two)
+	a2 := streamA(2, 1)
+	guard("A's second stream waiting for a file slot", waiting)
+
+	hdrs, bodies := files(bB.Id, "b", 0, 2)
+	done := make(chan struct{})
+	var gotB map[string]*pb.UploadFilesResponse
+	var errB error
+	go func() {
+		defer close(done)
+		gotB, errB = e.uploadFilesAs(t, as(tokenB), hdrs, bodies)
+	}()
+	guard("tenant B's stream while A holds all its file slots", done)
+	if errB != nil {
+		t.Fatalf("tenant B: %v", errB)
+	}
+	for _, h := range hdrs {
+		if a := gotB[h.GetUploadId()]; a.GetError() != nil || a.GetResult() == nil {
+			t.Fatalf("tenant B, file %s: %v", h.GetPath(), a)
+		}
+	}
+	select {
+	case p := <-parked:
+		t.Fatalf("A's third file (%s) reached its commit while A had two files in flight", p)
+	default:
+	}
+	close(release)
+	for i, ch := range []<-chan outcome{a1, a2} {
+		o := <-ch
+		if o.err != nil {
+			t.Fatalf("tenant A, stream %d: %v", i+1, o.err)
+		}
+		for id, a := range o.got {
+			if a.GetError() != nil || a.GetResult() == nil {
+				t.Fatalf("tenant A, stream %d, upload %s: %v", i+1, id, a)
+			}
+		}
+		if len(o.got) != 2-i {
+			t.Fatalf("tenant A, stream %d: %d answers, want %d", i+1, len(o.got), 2-i)
+		}
+	}
+}

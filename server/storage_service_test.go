@@ -100,17 +100,18 @@ func hashLine(tok, tenant string) string {
 // the service-default (local) store, for fault injection and for parking a
 // stream at an exact step.
 type envOptions struct {
-	ingestHooks  *ingest.Hooks
-	wrapStore    func(storage.Store) storage.Store
-	conns        *server.ConnLimits // serve on the guarded listener with these limits
-	maxIdle      time.Duration
-	budget       *budget.Config       // a shared budget (tenant shares, bounded waits) instead of 512 MiB
-	quotas       ingest.Quotas        // per-tenant catalog quotas
-	streams      *server.StreamLimits // per-tenant stream cap and idle timeout
-	restore      restore.Config       // app.Config.Restore (its Catalog, Registry and Budget are the env's)
-	pack         int64                // ingest.Config.PackThreshold
-	packLinger   time.Duration        // ingest.Config.PackLinger
-	catalogShare int                  // ingest.Config.CatalogShare
+	ingestHooks   *ingest.Hooks
+	wrapStore     func(storage.Store) storage.Store
+	conns         *server.ConnLimits // serve on the guarded listener with these limits
+	maxIdle       time.Duration
+	budget        *budget.Config       // a shared budget (tenant shares, bounded waits) instead of 512 MiB
+	quotas        ingest.Quotas        // per-tenant catalog quotas
+	streams       *server.StreamLimits // per-tenant stream cap and idle timeout
+	restore       restore.Config       // app.Config.Restore (its Catalog, Registry and Budget are the env's)
+	pack          int64                // ingest.Config.PackThreshold
+	packLinger    time.Duration        // ingest.Config.PackLinger
+	catalogShare  int                  // ingest.Config.CatalogShare
+	filesInFlight int                  // ingest.Config.FilesInFlight
 }
 
 func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
@@ -160,7 +161,7 @@ func newEnv(t *testing.T, driver string, opts ...func(*envOptions)) *env {
 		Registry: registry.Config{FailureThreshold: 3, StepTimeout: 2 * time.Second, DialTimeout: time.Second,
 			AllowEndpoints: "127.0.0.1/32"}, // the test gateway, as an operator would allow an on-prem S3
 		Ingest: ingest.Config{PartSize: 5 << 20, Now: e.now, SpoolDir: t.TempDir(),
-			Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}, Hooks: o.ingestHooks, Quotas: o.quotas, PackThreshold: o.pack, PackLinger: o.packLinger, CatalogShare: o.catalogShare},
+			Limits: csvscan.Limits{MaxFieldBytes: 1 << 20, MaxRowBytes: 2 << 20}, Hooks: o.ingestHooks, Quotas: o.quotas, PackThreshold: o.pack, PackLinger: o.packLinger, CatalogShare: o.catalogShare, FilesInFlight: o.filesInFlight},
 		Restore:     o.restore,
 		Maintenance: maintenance.Config{Now: e.now, Grace: 2 * time.Second, Replica: "test"},
 		Server:      server.Config{MaxConnectionIdle: o.maxIdle},

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -23,7 +24,13 @@ import (
 // answers by upload id.
 func (e *env) uploadFiles(t *testing.T, hdrs []*pb.FileHeader, bodies [][]byte) (map[string]*pb.UploadFilesResponse, error) {
 	t.Helper()
-	st, err := e.backups.UploadFiles(as(tokenA))
+	return e.uploadFilesAs(t, as(tokenA), hdrs, bodies)
+}
+
+// uploadFilesAs is uploadFiles on ctx (a tenant's token).
+func (e *env) uploadFilesAs(t *testing.T, ctx context.Context, hdrs []*pb.FileHeader, bodies [][]byte) (map[string]*pb.UploadFilesResponse, error) {
+	t.Helper()
+	st, err := e.backups.UploadFiles(ctx)
 	if err != nil {
 		return nil, err
 	}
