@@ -97,6 +97,8 @@ func declaredPartSize(base, declared int64) int64 {
 
 // UploadFile stores (or resumes, or deduplicates) one file.
 func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, src Source) (*Result, error) {
+	// Counted already (Expectation.Add) or below; released however this ends.
+	defer func() { h.coming.release() }()
 	if err := h.check(); err != nil {
 		return nil, err
 	}
@@ -104,10 +106,9 @@ func (s *Service) UploadFile(ctx context.Context, tenant string, h FileHeader, s
 	if err != nil {
 		return nil, err
 	}
-	if h.WriteOffset == 0 && s.packable(&h) {
+	if h.coming == nil && h.WriteOffset == 0 && s.packable(&h) {
 		// The open pack waits for this upload rather than seal without it.
 		h.coming = s.expectPack(b, st)
-		defer h.coming.release()
 	}
 	u, prev, err := s.openFileUpload(ctx, b, &h)
 	if err != nil || prev != nil {

@@ -79,17 +79,17 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		cond.Broadcast()
 	}
 	// backups are those the stream sent files for, each counted as sending
-	// more into its open pack until the stream ends.
-	backups := map[string]func(){}
+	// more into its open pack until the stream ends or waits for answers.
+	backups := map[string]*ingest.Expectation{}
 	defer func() {
-		for _, release := range backups {
-			release()
+		for _, e := range backups {
+			e.Release()
 		}
 	}()
 	// finish waits for the files in flight and their answers.
 	finish := func(err error) error {
-		for _, release := range backups {
-			release() // nothing more comes: no pack waits for this stream
+		for _, e := range backups {
+			e.Release() // nothing more comes: no pack waits for this stream
 		}
 		wg.Wait()
 		close(answers)
@@ -176,9 +176,24 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 		if body == nil {
 			body = []byte{}
 		}
-		// Wait for room in the window (answers free it).
+		// A full window waits for answers until half of it is free again.
+		// Meanwhile the stream sends nothing into its backups' open packs:
+		// those seal once the files read so far have joined them (each
+		// counted on its own, Expectation.Add), not after the linger; the
+		// next file counts the stream again. Half, not one: resuming at the
+		// first answer would make the next file fill the window again and
+		// seal a pack of one file, and so on.
 		mu.Lock()
-		for files > 0 && (files >= uploadFilesWindow || bodyBytes+size > uploadFilesWindowBytes) && ctx.Err() == nil {
+		full := files > 0 && (files >= uploadFilesWindow || bodyBytes+size > uploadFilesWindowBytes)
+		mu.Unlock()
+		if full {
+			for id, e := range backups {
+				e.Release()
+				delete(backups, id)
+			}
+		}
+		mu.Lock()
+		for full && files > 0 && (files > uploadFilesWindow/2 || bodyBytes+size > uploadFilesWindowBytes/2) && ctx.Err() == nil {
 			cond.Wait()
 		}
 		files++
@@ -193,6 +208,12 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 			releaseFile()
 			return finish(toStatus(ctx, s.log, ctx.Err()))
 		}
+		exp, ok := backups[hdr.BackupID]
+		if !ok {
+			exp = s.ing.ExpectFiles(ctx, tenant, hdr.BackupID) // nil: nothing to count
+			backups[hdr.BackupID] = exp
+		}
+		exp.Add(&hdr)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -209,9 +230,6 @@ func (s *Server) UploadFiles(stream pb.BackupService_UploadFilesServer) error {
 			answer(hdr.UploadID, res, err, size)
 			releaseFile()
 		}()
-		if backups[hdr.BackupID] == nil {
-			backups[hdr.BackupID] = s.ing.ExpectFiles(ctx, tenant, hdr.BackupID)
-		}
 		m, err = in.Recv()
 		if errors.Is(err, io.EOF) {
 			// Nothing more comes on this stream: finish stops counting it as

@@ -75,11 +75,14 @@ func (e *env) uploadFilesAs(t *testing.T, ctx context.Context, hdrs []*pb.FileHe
 func TestUploadFilesFillsPacks(t *testing.T) {
 	for _, driver := range []string{"sqlite", "mysql"} {
 		t.Run(driver, func(t *testing.T) {
-			// A linger far above any pause of a loaded machine: packs seal when
-			// the window is full and quiet, or when the stream ends.
+			// No linger within the test: packs seal when the stream's window is
+			// full and its files have joined, or when the stream ends — on a
+			// loaded machine too (with a linger of 2 s, a slow read made 6).
+			// Were a full window still counted as sending more, the first
+			// pack would wait out the hour: the guard below ends the stream.
 			e := newEnv(t, driver, func(o *envOptions) {
 				o.pack = ingest.DefaultPackThreshold
-				o.packLinger = 2 * time.Second
+				o.packLinger = time.Hour
 			})
 			sid, bucket := e.registerRoot(t, "prod")
 			b := e.newBackup(t, sid)
@@ -93,7 +96,9 @@ func TestUploadFilesFillsPacks(t *testing.T) {
 				bodies = append(bodies, body)
 			}
 			bodies[10] = append(bytes.Clone(bodies[10]), 'x') // one byte more than declared
-			got, err := e.uploadFiles(t, hdrs, bodies)
+			guard, cancel := context.WithTimeout(as(tokenA), 2*time.Minute)
+			defer cancel()
+			got, err := e.uploadFilesAs(t, guard, hdrs, bodies)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,9 +126,15 @@ func TestUploadFilesFillsPacks(t *testing.T) {
 				}
 			}
 			// 2,000 bodies of ~6 KiB (≈ 12 MiB) under a window of 1,024 files: a
-			// few packs, not one per file or per handful of files.
-			if len(packs) > 4 || inBucket != len(packs) {
+			// few packs, not one per file or per handful of files. A pack ends
+			// at the 5 MiB target (at most 2 of 12 MiB), when the window is
+			// full and its files have joined (at most 2: after 1,024 files,
+			// then after 512 more at the earliest) or at the end (1): at most
+			// 5 however the machine schedules the stream.
+			if len(packs) > 5 || inBucket != len(packs) {
 				t.Errorf("2,000 files in %d packs (%d in the bucket)", len(packs), inBucket)
+			} else {
+				t.Logf("2,000 files in %d packs", len(packs))
 			}
 			// A resend answers the first result; the fixed file goes in now.
 			bodies[10] = bodies[10][:len(bodies[10])-1]
