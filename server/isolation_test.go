@@ -265,28 +265,12 @@ func TestQuotas(t *testing.T) {
 func TestCatalogShareIsPerTenant(t *testing.T) {
 	for _, driver := range []string{"sqlite", "mysql"} {
 		t.Run(driver, func(t *testing.T) {
-			parked, release := make(chan string, 3), make(chan struct{})
-			waiting := make(chan struct{})
-			var once sync.Once
-			hooks := &ingest.Hooks{
-				BeforeFileCommit: func(u *metadata.Upload) {
-					if strings.HasPrefix(u.Path, "a/") {
-						parked <- u.Path
-						<-release
-					}
-				},
-				CatalogWait: func(string) { once.Do(func() { close(waiting) }) },
-			}
+			parkHook, parked, release := parkTenantA()
+			waitHook, waiting := firstCall()
+			hooks := &ingest.Hooks{BeforeFileCommit: parkHook, CatalogWait: waitHook}
 			e := newEnv(t, driver, func(o *envOptions) { o.ingestHooks = hooks; o.catalogShare = 2 })
 			bA, bB := e.newBackup(t, ""), backupOf(t, e, tokenB)
-			guard := func(what string, ch <-chan struct{}) {
-				t.Helper()
-				select {
-				case <-ch:
-				case <-time.After(time.Minute): // a guard, not a wait: everything here is parked by hooks
-					t.Fatalf("%s: not after a minute", what)
-				}
-			}
+			guard := func(what string, ch <-chan struct{}) { t.Helper(); guardParked(t, what, ch) }
 			errs := make(chan error, 3)
 			for i := range 3 {
 				go func() {
@@ -334,28 +318,12 @@ func TestCatalogShareIsPerTenant(t *testing.T) {
 // stored and answered meanwhile. Without the bound A's third file would reach
 // its commit; with one bound for all tenants B's stream would wait for A's.
 func TestFilesInFlightIsPerTenant(t *testing.T) {
-	parked, release := make(chan string, 3), make(chan struct{})
-	waiting := make(chan struct{})
-	var once sync.Once
-	hooks := &ingest.Hooks{
-		BeforeFileCommit: func(u *metadata.Upload) {
-			if strings.HasPrefix(u.Path, "a/") {
-				parked <- u.Path
-				<-release
-			}
-		},
-		FileWait: func(tenant string) { once.Do(func() { close(waiting) }) },
-	}
+	parkHook, parked, release := parkTenantA()
+	waitHook, waiting := firstCall()
+	hooks := &ingest.Hooks{BeforeFileCommit: parkHook, FileWait: waitHook}
 	e := newEnv(t, "sqlite", func(o *envOptions) { o.ingestHooks = hooks; o.filesInFlight = 2 })
 	bA, bB := e.newBackup(t, ""), backupOf(t, e, tokenB)
-	guard := func(what string, ch <-chan struct{}) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-time.After(time.Minute): // a guard, not a wait: everything here is parked by hooks
-			t.Fatalf("%s: not after a minute", what)
-		}
-	}
+	guard := func(what string, ch <-chan struct{}) { t.Helper(); guardParked(t, what, ch) }
 	files := func(backupID, prefix string, from, n int) ([]*pb.FileHeader, [][]byte) {
 		var hdrs []*pb.FileHeader
 		var bodies [][]byte
@@ -425,5 +393,35 @@ func TestFilesInFlightIsPerTenant(t *testing.T) {
 		if len(o.got) != 2-i {
 			t.Fatalf("tenant A, stream %d: %d answers, want %d", i+1, len(o.got), 2-i)
 		}
+	}
+}
+
+// parkTenantA is a BeforeFileCommit hook that parks tenant A's files (paths
+// "a/…"): each sends its path on parked, then waits for release to close.
+func parkTenantA() (hook func(*metadata.Upload), parked chan string, release chan struct{}) {
+	parked, release = make(chan string, 3), make(chan struct{})
+	return func(u *metadata.Upload) {
+		if strings.HasPrefix(u.Path, "a/") {
+			parked <- u.Path
+			<-release
+		}
+	}, parked, release
+}
+
+// firstCall is a hook that closes called the first time it runs.
+func firstCall() (hook func(string), called <-chan struct{}) {
+	ch := make(chan struct{})
+	var once sync.Once
+	return func(string) { once.Do(func() { close(ch) }) }, ch
+}
+
+// guardParked fails the test unless ch is closed within a minute: a guard,
+// not a wait, for steps that hooks park.
+func guardParked(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: not after a minute", what)
 	}
 }
