@@ -99,8 +99,17 @@ if [ $# -eq 0 ]; then
   log "fuzz: every Fuzz target, ${FUZZTIME:-8s} each"
   while IFS=: read -r file name; do
     dir=./$(dirname "${file#./}")
+    corpus="$dir/testdata/fuzz/$name"
+    before=$(ls "$corpus" 2>/dev/null | wc -l)
     if go test -run='^$' -fuzz="^${name}\$" -fuzztime="${FUZZTIME:-8s}" "$dir" >"$ROOT/.bin/fuzz.log" 2>&1; then
       echo "--- PASS: fuzz $dir $name"
+      pass=$((pass + 1))
+    elif [ "$(ls "$corpus" 2>/dev/null | wc -l)" -eq "$before" ] && ! grep -q 'Failing input written' "$ROOT/.bin/fuzz.log" &&
+        [ "$(grep -A1 -- "^--- FAIL: $name " "$ROOT/.bin/fuzz.log" | tail -1 | tr -d '[:space:]')" = "contextdeadlineexceeded" ]; then
+      # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure when a
+      # loaded machine preempts it at the wrong moment (go.dev/issue/75804, fixed in Go 1.27):
+      # no input failed and none was written. The target ran its time and found nothing.
+      echo "--- PASS: fuzz $dir $name (ended by go.dev/issue/75804: 'context deadline exceeded' at the fuzztime deadline, no failing input)"
       pass=$((pass + 1))
     else
       echo "--- FAIL: fuzz $dir $name (the failing input is under $dir/testdata/fuzz/$name)"
