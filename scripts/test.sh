@@ -95,16 +95,17 @@ rm -f "$out"
 # --- bounded fuzzing and the short torture run (whole-suite runs only) ------------------
 # FUZZTIME (default 8s) bounds each fuzz target; TORTURE_DURATION (default 45s) the torture run
 # (three backupd replicas, kill -9, a MariaDB restart, toxiproxy faults; see README "Torture run").
+count_files() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 if [ $# -eq 0 ]; then
   log "fuzz: every Fuzz target, ${FUZZTIME:-8s} each"
   while IFS=: read -r file name; do
     dir=./$(dirname "${file#./}")
     corpus="$dir/testdata/fuzz/$name"
-    before=$(ls "$corpus" 2>/dev/null | wc -l)
+    before=$(count_files "$corpus")
     if go test -run='^$' -fuzz="^${name}\$" -fuzztime="${FUZZTIME:-8s}" "$dir" >"$ROOT/.bin/fuzz.log" 2>&1; then
       echo "--- PASS: fuzz $dir $name"
       pass=$((pass + 1))
-    elif [ "$(ls "$corpus" 2>/dev/null | wc -l)" -eq "$before" ] && ! grep -q 'Failing input written' "$ROOT/.bin/fuzz.log" &&
+    elif [ "$(count_files "$corpus")" -eq "$before" ] && ! grep -q 'Failing input written' "$ROOT/.bin/fuzz.log" &&
         [ "$(grep -A1 -- "^--- FAIL: $name " "$ROOT/.bin/fuzz.log" | tail -1 | tr -d '[:space:]')" = "contextdeadlineexceeded" ]; then
       # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure when a
       # loaded machine preempts it at the wrong moment (go.dev/issue/75804, fixed in Go 1.27):
