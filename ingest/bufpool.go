@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// bufPool keeps the record path's buffers of its fixed sizes (a frame's
-// input and output, a part) between streams: a stream that ends gives them
-// back, the next takes them. Without it a chunk that follows a chunk
+// bufPool keeps buffers of fixed sizes between their users: the record
+// path's (a frame's input and output, a part), which a stream that ends gives
+// back and the next takes, and packs' (a pack gives its buffer back once its
+// PUT succeeded). Without it a chunk that follows a chunk
 // allocates a stream's worth of buffers (~40 MiB by default) while the
 // first one's wait for the garbage collector, and the peak RSS grows with
 // the number of chunks (measured: 87.9 MiB for one 64 MiB chunk, 104.4 and
@@ -17,7 +18,7 @@ import (
 //
 // Only buffers nothing references any more go back: a stream returns its
 // own after its compress workers, its assembler and its part uploads have
-// ended. Buffers in use are accounted to their stream's reservation as
+// ended; a pack after its PUT returned without error. Buffers in use are accounted to their stream's reservation as
 // before; idle ones are sync.Pool's, which the garbage collector empties,
 // so the pool never holds memory a busy process lacks for long.
 type bufPool struct {

@@ -266,7 +266,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	gate := newTenantGate(cfg.CatalogShare, wait)
 	return &Service{cfg: cfg, look: newLookups(cfg.Catalog, cfg.PackThreshold > 0, gate.enter),
-		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase, int(packBufSize(cfg))), gate: gate, files: newTenantGate(cfg.FilesInFlight, fileWait)}, nil
+		bufs: newBufPool(mem.frameIn, mem.frameOut, mem.partBase, int(packBufSize(&cfg))), gate: gate, files: newTenantGate(cfg.FilesInFlight, fileWait)}, nil
 }
 
 // StreamReservation is the most one upload stream reserves from the budget.

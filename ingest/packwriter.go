@@ -176,11 +176,9 @@ type openPack struct {
 	err  error         // the commit's error, if any
 }
 
-// packCap is the buffer one open pack reserves: the target, one body past
-// it, the largest index, header and trailer.
-func (s *Service) packCap() int64 { return packBufSize(s.cfg) }
-
-func packBufSize(cfg Config) int64 {
+// packBufSize is the buffer one open pack reserves: the target, one body
+// past it, the largest index, header and trailer (0 without packing).
+func packBufSize(cfg *Config) int64 {
 	if cfg.PackThreshold == 0 {
 		return 0 // no packs
 	}
@@ -310,7 +308,7 @@ func (pw *packWriter) add(ctx context.Context, h *FileHeader, body, digest []byt
 		// for this backup's sealed packs to give theirs back; with none in
 		// flight, no room fails the upload as ResourceExhausted, to be
 		// retried.
-		n := s.packCap()
+		n := packBufSize(&s.cfg)
 		if !s.cfg.Budget.TryAcquireFor(pw.b.TenantID, n) {
 			if sealed > 0 {
 				if err := wait(); err != nil {
