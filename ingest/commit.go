@@ -372,7 +372,7 @@ type UploadStatus struct {
 // (and logged): the row itself is still the truth about the upload.
 func (s *Service) statusOf(ctx context.Context, u *metadata.Upload) *UploadStatus {
 	st := &UploadStatus{Upload: u}
-	if len(u.Result) > 0 {
+	if len(u.Result) > 0 || u.Answered != nil {
 		r, err := storedResult(u)
 		if err != nil {
 			s.cfg.Logger.WarnContext(ctx, "upload status without its result", "tenant", u.TenantID, "backup", u.BackupID, "upload", u.UploadID, "err", err)

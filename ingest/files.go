@@ -162,7 +162,7 @@ func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *Fil
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.Kind != metadata.KindFile || u.ParentID != h.ParentID || u.Path != h.Path || u.DeclaredSize != h.DeclaredSize || u.DeclaredSHA256 != h.DeclaredSHA256 {
+	if !sameFileUpload(u, h) {
 		return nil, nil, fault.New(fault.InvalidArgument, "UPLOAD_ID_REUSED",
 			"upload id %s already belongs to an upload with another header (kind, parent, path, declared size or SHA-256); use a new UUID or the same header", h.UploadID)
 	}
@@ -221,8 +221,38 @@ func (s *Service) openFileUpload(ctx context.Context, b *metadata.Backup, h *Fil
 	}
 }
 
-// storedResult is the finish response a committed upload stored.
+// sameFileUpload reports whether a resend with header h is the file upload u (else the
+// upload id was used for another upload): the same kind, parent and path, and the same declared
+// size and SHA-256; for an upload its file answers for (a packed file, which keeps no
+// declaration), a declared size or SHA-256 must be the file's.
+func sameFileUpload(u *metadata.Upload, h *FileHeader) bool {
+	if u.Kind != metadata.KindFile || u.ParentID != h.ParentID || u.Path != h.Path {
+		return false
+	}
+	if f := u.Answered; f != nil {
+		return (h.DeclaredSize < 0 || h.DeclaredSize == f.Size) &&
+			(h.DeclaredSHA256 == "" || h.DeclaredSHA256 == hex.EncodeToString(f.SHA256))
+	}
+	return u.DeclaredSize == h.DeclaredSize && u.DeclaredSHA256 == h.DeclaredSHA256
+}
+
+// storedResult is the finish response a committed upload stored, or for an upload its file
+// answers for (a packed file), the one it answered: made again from the file row.
 func storedResult(u *metadata.Upload) (*Result, error) {
+	if f := u.Answered; f != nil && len(u.Result) == 0 {
+		r := &Result{UploadID: u.UploadID, DataKey: u.ObjectKey, SHA256: hex.EncodeToString(f.SHA256), FileID: f.ID}
+		switch f.Answer {
+		case metadata.AnswerStored:
+			r.BytesIn, r.BytesStored = f.Size, f.Size
+		case metadata.AnswerShared:
+			r.BytesIn, r.Deduplicated = f.Size, true
+		case metadata.AnswerSharedUnsent:
+			r.Deduplicated = true
+		default:
+			return nil, fmt.Errorf("upload %s: its file %s answers %d", u.UploadID, f.ID, f.Answer)
+		}
+		return r, nil
+	}
 	var r Result
 	if err := json.Unmarshal(u.Result, &r); err != nil {
 		return nil, fmt.Errorf("stored result of upload %s: %w", u.UploadID, err)
@@ -365,6 +395,9 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 	s.setPackHeaded(b, p.ID)
 	f := s.newFileRow(b, h, "", bl.Size, sum)
 	f.BlobID = bl.ID
+	if u == nil {
+		f.Answer = metadata.AnswerSharedUnsent // no upload row: the file answers for it
+	}
 	res := &Result{UploadID: h.UploadID, DataKey: p.Key, SHA256: h.DeclaredSHA256, Deduplicated: true, FileID: f.ID}
 	cu := committedUpload(b, h, u, bl.ID, p.Key)
 	cu.Result, _ = json.Marshal(res)

@@ -263,8 +263,7 @@ func (s *Service) waitPacked(ctx context.Context, st storage.Store, h *FileHeade
 		return s.afterFailedCommit(ctx, st, pf.Upload, op.results[i], "", op.err)
 	}
 	if w := pf.Winner; w != nil {
-		if w.State == metadata.UploadCommitted && w.Kind == metadata.KindFile && w.ParentID == h.ParentID && w.Path == h.Path &&
-			w.DeclaredSize == h.DeclaredSize && w.DeclaredSHA256 == h.DeclaredSHA256 {
+		if w.State == metadata.UploadCommitted && sameFileUpload(w, h) {
 			return storedResult(w)
 		}
 		return nil, fault.New(fault.Aborted, "CONCURRENT_OPEN", "upload %s is being written by another stream; retry", h.UploadID)
@@ -382,8 +381,13 @@ func (pw *packWriter) addLocked(h *FileHeader, body, digest []byte, bl *metadata
 	f := s.newFileRow(b, h, "", bl.Size, digest)
 	f.BlobID = bl.ID
 	in, stored := bl.Size, bl.Size
+	f.Answer = metadata.AnswerStored
 	if dup {
 		in, stored = int64(len(body)), 0 // as a dedup of a stored body: nothing was sent if body is nil
+		f.Answer = metadata.AnswerShared
+		if body == nil {
+			f.Answer = metadata.AnswerSharedUnsent
+		}
 	}
 	res := &Result{UploadID: h.UploadID, DataKey: op.key, BytesIn: in, BytesStored: stored,
 		SHA256: hex.EncodeToString(digest), Deduplicated: dup, FileID: f.ID}

@@ -219,7 +219,12 @@ func (sqliteDialect) lockMigrations(context.Context, *sql.Conn) (func(), error) 
 
 func (sqliteDialect) transactionalDDL() bool { return true }
 
-func (sqliteDialect) alreadyApplied(error) bool { return false }
+// alreadyApplied: SQLite runs a step and records its version in one transaction, but a step
+// that only adds a column (ALTER TABLE … ADD COLUMN has no IF NOT EXISTS) is also safe to run
+// again over a schema that has it (a schema_migrations row lost or removed by hand).
+func (sqliteDialect) alreadyApplied(err error) bool {
+	return strings.Contains(err.Error(), "duplicate column name: ")
+}
 
 func (sqliteDialect) forUpdate() string { return "" }
 

@@ -1,6 +1,9 @@
 package metadata
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // FileWithKey is a file and the key of the object that holds its body: its own object's, or
 // for a packed file (BlobID set) its pack's, with the body at PackOffset.
@@ -18,8 +21,7 @@ type FileWithKey struct {
 // index touch the same blocks.
 func (c catalog) ForEachFileByParent(ctx context.Context, tenantID, backupID string, fn func(*FileWithKey) error) error {
 	return forEachKeyset(ctx, c, "ForEachFileByParent", forEachFileBatch, func(after *FileWithKey) ([]*FileWithKey, error) {
-		q := `SELECT f.tenant_id, f.backup_id, f.id, f.object_id, f.upload_id, f.parent_id, f.path, f.name,
- f.content_type, f.size, f.sha256, f.created_at, f.blob_id, COALESCE(o.object_key, p.object_key),
+		q := "SELECT " + colsAs("f", strings.Split(fileCols, ", ")) + `, COALESCE(o.object_key, p.object_key),
  COALESCE(bl.pack_offset, 0)
  FROM files f LEFT JOIN objects o ON o.tenant_id = f.tenant_id AND o.id = f.object_id
  LEFT JOIN blobs bl ON bl.tenant_id = f.tenant_id AND bl.id = f.blob_id

@@ -129,7 +129,7 @@ func applyStep(ctx context.Context, conn *sql.Conn, d dialect, s step) error {
 		if err := tx.QueryRowContext(ctx, applied, s.version).Scan(&n); err != nil || n > 0 {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, s.sql); err != nil {
+		if _, err := tx.ExecContext(ctx, s.sql); err != nil && !d.alreadyApplied(err) {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, record, s.version, s.name, now().UnixMicro()); err != nil {

@@ -52,8 +52,23 @@ type File struct {
 	ParentID, Path, Name, ContentType          string
 	Size                                       int64
 	SHA256                                     []byte
-	CreatedAt                                  time.Time
+	// Answer is how the file's upload was answered when it has no upload row (a packed file):
+	// AnswerInUploadRow (0) when one holds the answer.
+	Answer    FileAnswer
+	CreatedAt time.Time
 }
+
+// FileAnswer says how the upload of a file without an upload row was answered, so that its file
+// row can answer a resend (docs/FORMAT.md §2.5): the file's body is a blob, and the answer names
+// its pack's key, the file's id, size and SHA-256, and one of these.
+type FileAnswer int8
+
+const (
+	AnswerInUploadRow  FileAnswer = iota // the upload row holds the answer
+	AnswerStored                         // its body was stored (in a pack)
+	AnswerShared                         // its body was sent and shared one its pack already held
+	AnswerSharedUnsent                   // it shared a stored body without sending it
+)
 
 // RecordChunk is one uploaded chunk of a record set: sObject and sequence within the backup, its
 // data and index objects. Empty and nil byte slices are the same value.
@@ -233,6 +248,9 @@ func onStorageOf(o *Object, b *Backup) error {
 // after all). Then f is inserted. The backup must be OPEN (ErrConflict; ErrNotFound if there is
 // none); obj must be in the backup's org and on its storage (ErrInvalid).
 //
+// A file whose Answer is not AnswerInUploadRow (a shared packed body, f.BlobID set, obj nil)
+// answers for its upload: no upload row is written, and none may exist (ErrConflict).
+//
 // Empty tenant and backup ids of obj and f, an empty obj.OrgID, obj.BackupID, f.ObjectID (taken
 // from obj) and f.UploadID are filled in from u and the backup, and zero CreatedAt fields become
 // now. On success u is COMMITTED (State, UpdatedAt; CreatedAt when inserted).
@@ -264,14 +282,25 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 	if err := checkSHA256("file", f.SHA256); err != nil {
 		return c.fail(op, err, nil)
 	}
+	if f.Answer != AnswerInUploadRow && (f.BlobID == "" || f.Answer > AnswerSharedUnsent || f.Answer < 0) {
+		return c.fail(op, fmt.Errorf("%w: file %s answers for its upload (%d) without a blob", ErrInvalid, f.ID, f.Answer), nil)
+	}
 	t := now()
 	var inserted bool
 	err := c.inTx(ctx, func(c catalog) error {
-		b, ins, err := c.commitUploadOf(ctx, u, KindFile, t)
+		var b *Backup
+		var err error
+		if f.Answer != AnswerInUploadRow {
+			b, err = c.lockOpenBackup(ctx, u.TenantID, u.BackupID)
+			if err == nil {
+				err = c.noUploadRow(ctx, u)
+			}
+		} else {
+			b, inserted, err = c.commitUploadOf(ctx, u, KindFile, t)
+		}
 		if err != nil {
 			return err
 		}
-		inserted = ins
 		if obj != nil {
 			if err := c.insertObjectsOf(ctx, b, t, obj); err != nil {
 				return err
@@ -293,7 +322,7 @@ func (c catalog) CommitFileUpload(ctx context.Context, u *Upload, obj *Object, f
 }
 
 var fileInsertCols = []string{"tenant_id", "backup_id", "id", "object_id", "upload_id", "parent_id",
-	"path", "name", "content_type", "size", "sha256", "created_at", "blob_id"}
+	"path", "name", "content_type", "size", "sha256", "created_at", "blob_id", "upload_answer"}
 
 // insertFile inserts f; a zero CreatedAt becomes t.
 func (c catalog) insertFile(ctx context.Context, f *File, t time.Time) error {
@@ -303,7 +332,20 @@ func (c catalog) insertFile(ctx context.Context, f *File, t time.Time) error {
 	f.CreatedAt = micros(f.CreatedAt)
 	_, err := c.q.ExecContext(ctx, insertSQL("files", fileInsertCols),
 		f.TenantID, f.BackupID, f.ID, optString(f.ObjectID), f.UploadID, f.ParentID, f.Path, f.Name,
-		f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt), optString(f.BlobID))
+		f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt), optString(f.BlobID), f.Answer)
+	return err
+}
+
+// noUploadRow is ErrConflict if u has an upload row: a plain read, as commitUpload's.
+func (c catalog) noUploadRow(ctx context.Context, u *Upload) error {
+	var one int
+	err := c.q.QueryRowContext(ctx, "SELECT 1 FROM uploads"+uploadKey, u.TenantID, u.BackupID, u.UploadID).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: upload %s has a row", ErrConflict, u.UploadID)
+	}
 	return err
 }
 
@@ -436,7 +478,7 @@ func (c catalog) CommitRecordsUpload(ctx context.Context, u *Upload, data, index
 // forEachFileBatch is how many files ForEachFile reads per query.
 const forEachFileBatch = 500
 
-var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path, name, content_type, size, sha256, created_at, blob_id"
+var fileCols = "tenant_id, backup_id, id, object_id, upload_id, parent_id, path, name, content_type, size, sha256, created_at, blob_id, upload_answer"
 
 // ForEachFile calls fn for every file of the backup, in byte order of id, and stops at the first
 // error, which it returns. Like ForEachStorage it reads in batches and holds no rows open while fn
@@ -473,7 +515,7 @@ func queryFileRows[T any](c catalog, ctx context.Context, q string, args []any, 
 		)
 		it, f, extra := item()
 		dest := append([]any{&f.TenantID, &f.BackupID, &f.ID, &object, &f.UploadID, &f.ParentID,
-			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created, &blob}, extra...)
+			&f.Path, &f.Name, &f.ContentType, &f.Size, &f.SHA256, &created, &blob, &f.Answer}, extra...)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}

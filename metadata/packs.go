@@ -43,11 +43,11 @@ type Blob struct {
 }
 
 // PackedFile is one file CommitPack records: the file row (its BlobID naming a blob of the
-// pack) and the upload row it commits as (inserted COMMITTED with its Result). Winner is set by
-// CommitPack when the backup already had an upload with this id (a racing retry, or an earlier
-// stream): that row wins and neither Upload nor File was written. Phase 1 keeps the COMMITTED
-// upload row of every packed file, so QueryUploadStatus, ListUploads and resends answer packed
-// files as they answer single-PUT ones.
+// pack, its Answer saying how the upload was answered) and the upload it commits, which gets no
+// row: the file row answers for it (Upload.Answered, docs/FORMAT.md §2.5), a third of the
+// catalog's bytes per packed file saved. Winner is set by CommitPack when the backup already had
+// an upload with this id (a racing retry, or an earlier stream; a row or a file answering for
+// it): that one wins and File was not written.
 type PackedFile struct {
 	Upload *Upload
 	File   *File
@@ -145,23 +145,24 @@ func dedupWhere(a, tenantID, orgID, storageID string, batch []string) (string, [
 // index (measured: 17,641 rows read for 500 sums).
 const dedupBatch = 100
 
-// insertRowsBatch keeps a statement's placeholders (26 columns for uploads) well below SQLite's
+// insertRowsBatch keeps a statement's placeholders (14 columns for files) well below SQLite's
 // 32,766 and MySQL's 65,535.
 const insertRowsBatch = 200
 
 // CommitPack records a pack that is in the bucket, in one transaction: the backup p.BackupID
 // must be OPEN (ErrConflict; ErrNotFound if there is none), and is locked against a concurrent
-// commit or delete; the pack row (SEALED), its blobs (in offset order),
-// and for each of files whose upload id the backup has no upload for yet, the upload row
-// (COMMITTED, with its Result) and the file row. Only blobs some inserted file references get a
-// row, and the pack none if no blob does (GC then owns its object). A file whose upload id exists already gets
-// Winner set to that row instead and nothing written: a racing retry of the same upload id
-// answers the row that won. A transaction that loses such a race on a unique key is run again,
-// a few times, to find the winner.
+// commit or delete; the pack row (SEALED), its blobs (in offset order), and the file row of each
+// of files whose upload id the backup has no upload for yet (no upload row: the file answers
+// for its upload, see Upload.Answered). Only blobs some inserted file references get a row, and
+// the pack none if no blob does (GC then owns its object). A file whose upload id exists
+// already gets Winner set to that upload instead and nothing written: a racing retry of the
+// same upload id answers the upload that won. A transaction that loses such a race on a unique
+// key is run again, a few times, to find the winner.
 //
 // Empty tenant, org and storage ids of the pack and blobs, blob PackIDs, file tenant and backup
-// ids, upload ids of files (from their uploads) and zero CreatedAt fields are filled in; files
-// must name one of blobs (ErrInvalid). ErrConflict: a pack or blob id or pack key exists.
+// ids, upload ids of files (from their uploads), zero CreatedAt fields and a zero Answer
+// (AnswerStored) are filled in; files must name one of blobs and answer as a packed file
+// (ErrInvalid). ErrConflict: a pack or blob id or pack key exists.
 func (c catalog) CommitPack(ctx context.Context, p *Pack, blobs []*Blob, files []*PackedFile) error {
 	const op = "CommitPack"
 	if err := notEmpty("tenant id", p.TenantID, "pack id", p.ID, "backup id", p.BackupID, "pack key", p.Key); err != nil {
@@ -203,6 +204,12 @@ func (c catalog) CommitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 		if f.ObjectID != "" || !mine[f.BlobID] || f.UploadID != u.UploadID {
 			return c.fail(op, fmt.Errorf("%w: file %s must name a blob of the pack and its upload", ErrInvalid, f.ID), nil)
 		}
+		if f.Answer == AnswerInUploadRow {
+			f.Answer = AnswerStored
+		}
+		if f.Answer < AnswerStored || f.Answer > AnswerSharedUnsent {
+			return c.fail(op, fmt.Errorf("%w: file %s: answer %d", ErrInvalid, f.ID, f.Answer), nil)
+		}
 		if err := checkSHA256("file", f.SHA256); err != nil {
 			return c.fail(op, err, nil)
 		}
@@ -237,29 +244,22 @@ func (c catalog) commitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 		p.CreatedAt = t
 	}
 	p.CreatedAt, p.SealedAt = micros(p.CreatedAt), t
-	// Which upload ids exist already: one plain query per batch. Not a locking read: on MySQL it
-	// would take gap locks that concurrent packs' inserts wait for, in cycles (deadlocks at 8
-	// writers, testPackConcurrentCommits). A racing commit of one of these ids is caught by the
-	// unique keys (uploads' primary key, files_upload) instead, and CommitPack runs the
-	// transaction again, whose fresh read then finds the winner.
-	existing := map[string]*Upload{}
-	for start := 0; start < len(files); start += purgeBatch {
-		batch := files[start:min(start+purgeBatch, len(files))]
-		ids := make([]string, len(batch))
-		for i, pf := range batch {
-			ids[i] = pf.Upload.UploadID
-		}
-		in, args := inList(p.TenantID, ids)
-		list, err := c.queryUploads(ctx, selectUpload+" WHERE tenant_id = ? AND backup_id = ? AND upload_id IN ("+in+")",
-			append([]any{p.TenantID, p.BackupID}, args[1:]...)...)
-		if err != nil {
-			return fmt.Errorf("uploads: %w", err)
-		}
-		for _, u := range list {
-			existing[u.UploadID] = u
-		}
+	// Which upload ids exist already, as a row or as a file answering for one: plain queries, a
+	// few per 500 ids. Not a locking read: on MySQL it would take gap locks that concurrent
+	// packs' inserts wait for, in cycles (deadlocks at 8 writers, testPackConcurrentCommits). A
+	// racing commit of one of these ids as a file is caught by files_upload instead, and
+	// CommitPack runs the transaction again, whose fresh read then finds the winner. A racing
+	// upload row of another kind is not (a client using one upload id for two uploads at once):
+	// both are stored, and the row answers for the id from then on.
+	ids := make([]string, len(files))
+	for i, pf := range files {
+		ids[i] = pf.Upload.UploadID
 	}
-	var urows, frows [][]any
+	existing, err := c.getUploads(ctx, p.TenantID, p.BackupID, ids)
+	if err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	var frows [][]any
 	used := map[string]bool{}
 	for _, pf := range files {
 		pf.Winner = nil
@@ -272,16 +272,15 @@ func (c catalog) commitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 		if err := prepareUpload(&nu, t); err != nil {
 			return err
 		}
-		// A later file of this transaction with the same upload id finds this one.
-		existing[nu.UploadID] = &nu
-		urows = append(urows, uploadArgs(&nu))
 		f := pf.File
 		if f.CreatedAt.IsZero() {
 			f.CreatedAt = t
 		}
 		f.CreatedAt = micros(f.CreatedAt)
+		// A later file of this transaction with the same upload id finds this one.
+		existing[nu.UploadID] = answeredUpload(f, p.Key)
 		frows = append(frows, []any{f.TenantID, f.BackupID, f.ID, nil, f.UploadID, f.ParentID, f.Path, f.Name,
-			f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt), f.BlobID})
+			f.ContentType, f.Size, nonNil(f.SHA256), toMicros(f.CreatedAt), f.BlobID, f.Answer})
 		used[f.BlobID] = true
 	}
 	// Phase 1: a body whose every file lost to an existing upload gets no row (nothing would
@@ -308,9 +307,6 @@ func (c catalog) commitPack(ctx context.Context, p *Pack, blobs []*Blob, files [
 		}
 	}
 	if err := c.insertRows(ctx, "blobs", blobCols, rows); err != nil {
-		return err
-	}
-	if err := c.insertRows(ctx, "uploads", uploadCols, urows); err != nil {
 		return err
 	}
 	if err := c.insertRows(ctx, "files", fileInsertCols, frows); err != nil {

@@ -2,6 +2,8 @@ package metadata
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -154,12 +156,31 @@ func (c catalog) deleteUnreferencedObjects(ctx context.Context, tenantID string,
 // transaction that writes the row is still open — a commit whose OK the caller never got, still
 // on its way through a proxy, say — it waits until that one has committed or rolled back, so the
 // row it returns is the outcome, not a snapshot from before it. Call it after a failed commit,
-// before deciding that the commit did not happen. ErrNotFound: no such upload.
+// before deciding that the commit did not happen. An upload without a row (a packed file's) is
+// settled the same way by a locking read of its file row. ErrNotFound: no such upload.
 func (c catalog) SettledUpload(ctx context.Context, tenantID, backupID, uploadID string) (*Upload, error) {
 	var u *Upload
 	err := c.inTx(ctx, func(c catalog) error {
 		var err error
 		u, err = scanUpload(c.q.QueryRowContext(ctx, selectUpload+uploadKey+c.d.forUpdate(), tenantID, backupID, uploadID))
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// The file row alone is locked (files_upload): its blob and pack rows are not the
+		// commit's outcome, and the read that follows sees what that commit wrote.
+		var id string
+		err = c.q.QueryRowContext(ctx, "SELECT id FROM files WHERE tenant_id = ? AND backup_id = ? AND upload_id = ?"+c.d.forShare(),
+			tenantID, backupID, uploadID).Scan(&id)
+		if err != nil {
+			return err
+		}
+		list, err := c.answeredUploads(ctx, tenantID, backupID, []string{uploadID})
+		if err == nil && len(list) == 0 {
+			return sql.ErrNoRows // a file whose upload row answers for it, gone meanwhile
+		}
+		if err == nil {
+			u = list[0]
+		}
 		return err
 	})
 	return u, c.fail("SettledUpload", err, nil)

@@ -56,6 +56,11 @@ type Upload struct {
 	// Result is the JSON of the finish response (opaque), set when the upload is committed.
 	Result               []byte
 	CreatedAt, UpdatedAt time.Time
+	// Answered is set when the upload has no row and its file answers for it (a packed file,
+	// docs/FORMAT.md §2.5): the upload is then COMMITTED at generation 1, without a Result or
+	// declared size and SHA-256; ObjectID is the file's blob id, ObjectKey its pack's key, and
+	// the file's Answer, id, size and SHA-256 make the finish response.
+	Answered *File
 }
 
 // Part is a recorded part of a multipart upload.
@@ -146,28 +151,99 @@ func (c catalog) CreateUpload(ctx context.Context, u *Upload) error {
 	return nil
 }
 
-// GetUpload returns the upload, or ErrNotFound.
+// GetUpload returns the upload (answered by its file row if it has none, see Upload.Answered),
+// or ErrNotFound.
 func (c catalog) GetUpload(ctx context.Context, tenantID, backupID, uploadID string) (*Upload, error) {
-	u, err := scanUpload(c.q.QueryRowContext(ctx, selectUpload+uploadKey, tenantID, backupID, uploadID))
-	return u, c.fail("GetUpload", err, nil)
+	found, err := c.getUploads(ctx, tenantID, backupID, []string{uploadID})
+	if err == nil && found[uploadID] == nil {
+		err = fmt.Errorf("%w: backup %s has no upload %s", ErrNotFound, backupID, uploadID)
+	}
+	return found[uploadID], c.fail("GetUpload", err, nil)
 }
 
 // GetUploads is GetUpload for many upload ids of one backup: the uploads found, by upload id
-// (ids without a row are absent). One query per 500 ids.
+// (unknown ids are absent). One query per 500 ids, and one more for those without a row.
 func (c catalog) GetUploads(ctx context.Context, tenantID, backupID string, uploadIDs []string) (map[string]*Upload, error) {
+	found, err := c.getUploads(ctx, tenantID, backupID, uploadIDs)
+	return found, c.fail("GetUploads", err, nil)
+}
+
+func (c catalog) getUploads(ctx context.Context, tenantID, backupID string, uploadIDs []string) (map[string]*Upload, error) {
 	found := make(map[string]*Upload, len(uploadIDs))
+	var missing []string
 	for start := 0; start < len(uploadIDs); start += purgeBatch {
-		in, args := inList(tenantID, uploadIDs[start:min(start+purgeBatch, len(uploadIDs))])
+		batch := uploadIDs[start:min(start+purgeBatch, len(uploadIDs))]
+		in, args := inList(tenantID, batch)
 		list, err := c.queryUploads(ctx, selectUpload+" WHERE tenant_id = ? AND backup_id = ? AND upload_id IN ("+in+")",
 			append([]any{tenantID, backupID}, args[1:]...)...)
 		if err != nil {
-			return nil, c.fail("GetUploads", err, nil)
+			return nil, err
 		}
 		for _, u := range list {
 			found[u.UploadID] = u
 		}
+		for _, id := range batch {
+			if found[id] == nil {
+				missing = append(missing, id)
+			}
+		}
 	}
-	return found, nil
+	answered, err := c.answeredUploads(ctx, tenantID, backupID, missing)
+	for _, u := range answered {
+		found[u.UploadID] = u
+	}
+	return found, err
+}
+
+// selectAnswered reads the uploads files answer for (Upload.Answered): a file row without an
+// upload row (upload_answer > 0), joined to its blob and pack for the pack's key; the WHERE is
+// begun with the tenant and backup.
+var selectAnswered = "SELECT " + colsAs("f", strings.Split(fileCols, ", ")) + ", p.object_key FROM files f" +
+	" JOIN blobs b ON b.tenant_id = f.tenant_id AND b.id = f.blob_id" +
+	" JOIN packs p ON p.tenant_id = b.tenant_id AND p.id = b.pack_id" +
+	" WHERE f.tenant_id = ? AND f.backup_id = ? AND f.upload_answer > 0"
+
+// queryAnswered runs a query of selectAnswered and makes each row's upload.
+func (c catalog) queryAnswered(ctx context.Context, q string, args ...any) ([]*Upload, error) {
+	type row struct {
+		f   File
+		key string
+	}
+	rows, err := queryFileRows(c, ctx, q, args, func() (*row, *File, []any) { r := &row{}; return r, &r.f, []any{&r.key} })
+	if err != nil {
+		return nil, err
+	}
+	list := make([]*Upload, len(rows))
+	for i, r := range rows {
+		list[i] = answeredUpload(&r.f, r.key)
+	}
+	return list, nil
+}
+
+// answeredUpload is the upload f answers for, its body a blob in the pack at packKey.
+func answeredUpload(f *File, packKey string) *Upload {
+	stored := f.Size
+	if f.Answer != AnswerStored {
+		stored = 0
+	}
+	return &Upload{TenantID: f.TenantID, BackupID: f.BackupID, UploadID: f.UploadID, Kind: KindFile,
+		State: UploadCommitted, Generation: 1, ObjectID: f.BlobID, ObjectKey: packKey, ParentID: f.ParentID,
+		Path: f.Path, Name: f.Name, ContentType: f.ContentType, DeclaredSize: -1, CommittedSize: f.Size,
+		StoredSize: stored, CreatedAt: f.CreatedAt, UpdatedAt: f.CreatedAt, Answered: f}
+}
+
+// answeredUploads returns the uploads of ids (any number) that files answer for.
+func (c catalog) answeredUploads(ctx context.Context, tenantID, backupID string, ids []string) ([]*Upload, error) {
+	var all []*Upload
+	for start := 0; start < len(ids); start += purgeBatch {
+		in, args := inList(tenantID, ids[start:min(start+purgeBatch, len(ids))])
+		list, err := c.queryAnswered(ctx, selectAnswered+" AND f.upload_id IN ("+in+")", append([]any{tenantID, backupID}, args[1:]...)...)
+		if err != nil {
+			return nil, fmt.Errorf("files: %w", err)
+		}
+		all = append(all, list...)
+	}
+	return all, nil
 }
 
 // BumpGeneration increments the upload's generation atomically, in any state, and returns the
@@ -396,9 +472,53 @@ func (c catalog) ListUploads(ctx context.Context, tenantID, backupID, state stri
 		q += " AND state = ?"
 		args = append(args, state)
 	}
-	return listPage(c, op, keyset{cols: []keyCol{{name: "upload_id"}}}, q, args, limit, pageToken,
+	k := keyset{cols: []keyCol{{name: "upload_id"}}}
+	list, next, err := listPage(c, op, k, q, args, limit, pageToken,
 		func(q string, args ...any) ([]*Upload, error) { return c.queryUploads(ctx, q, args...) },
 		func(u *Upload) []any { return []any{u.UploadID} })
+	if err != nil || (state != "" && state != UploadCommitted) {
+		return list, next, err
+	}
+	// The uploads files answer for (committed, without a row), merged in: the page is the
+	// first limit of both, and there is a next one if either has more.
+	aq, aargs := selectAnswered, []any{tenantID, backupID}
+	if pageToken != "" {
+		cond, kargs, _ := keyset{cols: []keyCol{{name: "f.upload_id"}}}.after(pageToken) // listPage checked it
+		aq += " AND " + cond
+		aargs = append(aargs, kargs...)
+	}
+	answered, err := c.queryAnswered(ctx, aq+" ORDER BY f.upload_id LIMIT ?", append(aargs, limit+1)...)
+	if err != nil {
+		return nil, "", c.fail(op, err, nil)
+	}
+	more := next != "" || len(answered) > limit
+	list = mergeUploads(list, answered)
+	if len(list) > limit {
+		list, more = list[:limit], true
+	}
+	if !more {
+		return list, "", nil
+	}
+	return list, k.token(list[len(list)-1].UploadID), nil
+}
+
+// mergeUploads merges two lists in byte order of upload id into one; of an id in both (a
+// client that used one upload id for a packed file and another upload at the same time), the
+// row of rows wins.
+func mergeUploads(rows, answered []*Upload) []*Upload {
+	out := make([]*Upload, 0, len(rows)+len(answered))
+	for len(rows) > 0 || len(answered) > 0 {
+		switch {
+		case len(answered) == 0 || (len(rows) > 0 && rows[0].UploadID <= answered[0].UploadID):
+			if len(answered) > 0 && rows[0].UploadID == answered[0].UploadID {
+				answered = answered[1:]
+			}
+			out, rows = append(out, rows[0]), rows[1:]
+		default:
+			out, answered = append(out, answered[0]), answered[1:]
+		}
+	}
+	return out
 }
 
 // PendingUploads returns all of the backup's PENDING uploads, by upload id.

@@ -1,6 +1,7 @@
 package metadatatest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -32,11 +33,16 @@ func packOf(b *metadata.Backup, packID string, ids, bodies []string) (*metadata.
 	p.IndexOffset, p.BodyCount = off, len(blobs)
 	p.Size = off + int64(len(blobs))*56 + 88
 	var files []*metadata.PackedFile
+	seen := map[string]bool{}
 	for i, id := range ids {
 		u := fileUpload(b, id)
-		u.ObjectID, u.ObjectKey, u.Result = byBody[bodies[i]].ID, p.Key, []byte(`{"upload_id":"`+id+`"}`)
+		u.ObjectID, u.ObjectKey = byBody[bodies[i]].ID, p.Key
 		f := fileRow(b, "fil-"+packID+"-"+id, "", bodies[i])
 		f.BlobID = byBody[bodies[i]].ID
+		if seen[bodies[i]] {
+			f.Answer = metadata.AnswerShared
+		}
+		seen[bodies[i]] = true
 		files = append(files, &metadata.PackedFile{Upload: u, File: f})
 	}
 	return p, blobs, files
@@ -71,9 +77,28 @@ func testPacks(t *testing.T, newDB NewDB) {
 	if w := files[3].Winner; w == nil || w.UploadID != "u1" || w.State != metadata.UploadCommitted {
 		t.Errorf("the repeated upload id: winner %+v, want u1's COMMITTED row", w)
 	}
+	// A packed file's upload has no row: its file answers for it (docs/FORMAT.md §2.5), with
+	// what the finish response is made of.
 	u := getUpload(t, s, "t1", "b1", "u2")
-	if u.State != metadata.UploadCommitted || string(u.Result) != `{"upload_id":"u2"}` || u.ObjectKey != p.Key {
-		t.Errorf("upload u2 = %+v", u)
+	if u.State != metadata.UploadCommitted || u.Kind != metadata.KindFile || u.Result != nil || u.ObjectKey != p.Key ||
+		u.ObjectID != "blb-pck-1-beta" || u.Path != "Attachment/fil-pck-1-u2" || u.CommittedSize != 4 || u.StoredSize != 4 ||
+		u.Answered == nil || u.Answered.ID != "fil-pck-1-u2" || u.Answered.Answer != metadata.AnswerStored || !bytes.Equal(u.Answered.SHA256, digest("beta")) {
+		t.Errorf("upload u2 = %+v (answered by %+v)", u, u.Answered)
+	}
+	if u3 := getUpload(t, s, "t1", "b1", "u3"); u3.Answered == nil || u3.Answered.Answer != metadata.AnswerShared || u3.StoredSize != 0 || u3.CommittedSize != 5 {
+		t.Errorf("upload u3 (a body its pack held) = %+v", u3)
+	}
+	if su, err := s.SettledUpload(ctx, "t1", "b1", "u1"); err != nil || su.Answered == nil || su.Answered.ID != "fil-pck-1-u1" {
+		t.Errorf("SettledUpload(u1) = %+v, %v", su, err)
+	}
+	if _, err := s.SettledUpload(ctx, "t1", "b1", "nope"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("SettledUpload(nope): %v", err)
+	}
+	if _, err := s.GetUpload(ctx, "t2", "b1", "u2"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("GetUpload of a packed file as another tenant: %v", err)
+	}
+	if ups, _, err := s.ListUploads(ctx, "t1", "b1", metadata.UploadPending, 0, ""); err != nil || len(ups) != 0 {
+		t.Errorf("ListUploads(PENDING) = %v, %v; packed files are committed", ups, err)
 	}
 	f, bl, gp, err := s.FileLocation(ctx, "t1", "b1", "fil-pck-1-u3")
 	if err != nil {
@@ -89,6 +114,29 @@ func testPacks(t *testing.T, newDB NewDB) {
 		t.Errorf("FileLocation as another tenant: %v", err)
 	}
 	plain := commitFile(t, s, b, "uplain", "a whole object")
+	// Uploads with a row and uploads their files answer for, listed together in upload id
+	// order, on pages of every size; GetUploads finds both.
+	for size := 1; size <= 5; size++ {
+		pages := allPages(t, fmt.Sprintf("ListUploads(%d)", size), func(tok string) ([]*metadata.Upload, string, error) {
+			return s.ListUploads(ctx, "t1", "b1", "", size, tok)
+		})
+		var got []string
+		for _, page := range pageKeys(pages, func(u *metadata.Upload) string { return u.UploadID }) {
+			if len(page) > size {
+				t.Errorf("ListUploads(%d): a page of %d", size, len(page))
+			}
+			got = append(got, page...)
+		}
+		if want := []string{"u1", "u2", "u3", "uplain"}; !slices.Equal(got, want) {
+			t.Errorf("ListUploads(%d) = %v, want %v", size, got, want)
+		}
+	}
+	if ups, _, err := s.ListUploads(ctx, "t1", "b1", metadata.UploadCommitted, 2, ""); err != nil || len(ups) != 2 || ups[0].UploadID != "u1" || ups[1].UploadID != "u2" {
+		t.Errorf("ListUploads(COMMITTED, 2) = %v, %v", ups, err)
+	}
+	if m, err := s.GetUploads(ctx, "t1", "b1", []string{"u3", "uplain", "nope"}); err != nil || len(m) != 2 || m["u3"].Answered == nil || m["uplain"].Answered != nil {
+		t.Errorf("GetUploads = %v, %v", m, err)
+	}
 	if _, _, _, err := s.FileLocation(ctx, "t1", "b1", "fil-uplain"); !errors.Is(err, metadata.ErrInvalid) {
 		t.Errorf("FileLocation of an unpacked file: %v", err)
 	}
@@ -132,9 +180,41 @@ func testPacks(t *testing.T, newDB NewDB) {
 	du := fileUpload(b2, "ud")
 	df := fileRow(b2, "fil-ud", "", "alpha")
 	df.BlobID = "blb-pck-1-alpha"
+	du.Result = []byte(`{"upload_id":"ud"}`)
 	if err := s.CommitFileUpload(ctx, du, nil, df); err != nil {
 		t.Fatalf("sharing a blob: %v", err)
 	}
+	// A packed file with an upload row (a restarted upload's, or any committed before files
+	// answered for their uploads): the row answers, once.
+	if ud := getUpload(t, s, "t1", "b2", "ud"); ud.Answered != nil || string(ud.Result) != `{"upload_id":"ud"}` {
+		t.Errorf("upload ud = %+v, want its row", ud)
+	}
+	if ups, _, err := s.ListUploads(ctx, "t1", "b2", "", 0, ""); err != nil || len(ups) != 1 || ups[0].Answered != nil {
+		t.Errorf("ListUploads(b2) = %v, %v; want ud's row alone", ups, err)
+	}
+	// The same without an upload row: the file answers for its upload, and a second commit of
+	// that upload id, or one whose upload has a row, is refused.
+	nf := fileRow(b2, "fil-un", "", "alpha")
+	nf.BlobID, nf.Answer = "blb-pck-1-alpha", metadata.AnswerSharedUnsent
+	if err := s.CommitFileUpload(ctx, fileUpload(b2, "un"), nil, nf); err != nil {
+		t.Fatalf("sharing a blob without an upload row: %v", err)
+	}
+	if un := getUpload(t, s, "t1", "b2", "un"); un.Answered == nil || un.Answered.Answer != metadata.AnswerSharedUnsent || un.StoredSize != 0 || un.ObjectKey != p.Key {
+		t.Errorf("upload un = %+v", un)
+	}
+	again := *nf
+	again.ID = "fil-un2"
+	wantErr(t, "a second file for one upload id", s.CommitFileUpload(ctx, fileUpload(b2, "un"), nil, &again), metadata.ErrConflict)
+	pend := fileUpload(b2, "upend")
+	if err := s.CreateUpload(ctx, pend); err != nil {
+		t.Fatal(err)
+	}
+	rowed := *nf
+	rowed.ID, rowed.UploadID = "fil-upend", ""
+	wantErr(t, "a file answering for an upload with a row", s.CommitFileUpload(ctx, fileUpload(b2, "upend"), nil, &rowed), metadata.ErrConflict)
+	objAnswer := fileRow(b2, "fil-oa", plain.ID, "a whole object")
+	objAnswer.Answer = metadata.AnswerStored
+	wantErr(t, "an object file answering for its upload", s.CommitFileUpload(ctx, fileUpload(b2, "uoa"), nil, objAnswer), metadata.ErrInvalid)
 	bad := fileRow(b2, "fil-both", plain.ID, "alpha")
 	bad.BlobID = "blb-pck-1-alpha"
 	wantErr(t, "a file with an object and a blob", s.CommitFileUpload(ctx, fileUpload(b2, "uboth"), nil, bad), metadata.ErrInvalid)
