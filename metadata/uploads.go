@@ -480,12 +480,18 @@ func (c catalog) ListUploads(ctx context.Context, tenantID, backupID, state stri
 		return list, next, err
 	}
 	// The uploads files answer for (committed, without a row), merged in: the page is the
-	// first limit of both, and there is a next one if either has more.
+	// first limit of both, and there is a next one if either has more. The files scan walks
+	// files_upload and skips those whose upload row answers (every other file has one), so it
+	// stops at the last row of a full uploads page: what it skips is bounded by that page.
 	aq, aargs := selectAnswered, []any{tenantID, backupID}
 	if pageToken != "" {
 		cond, kargs, _ := keyset{cols: []keyCol{{name: "f.upload_id"}}}.after(pageToken) // listPage checked it
 		aq += " AND " + cond
 		aargs = append(aargs, kargs...)
+	}
+	if next != "" {
+		aq += " AND f.upload_id <= ?"
+		aargs = append(aargs, list[len(list)-1].UploadID)
 	}
 	answered, err := c.queryAnswered(ctx, aq+" ORDER BY f.upload_id LIMIT ?", append(aargs, limit+1)...)
 	if err != nil {

@@ -115,8 +115,18 @@ func testPacks(t *testing.T, newDB NewDB) {
 	}
 	plain := commitFile(t, s, b, "uplain", "a whole object")
 	// Uploads with a row and uploads their files answer for, listed together in upload id
-	// order, on pages of every size; GetUploads finds both.
-	for size := 1; size <= 5; size++ {
+	// order, on pages of every size (the rows of u0 and u2a, failed uploads, lie between the
+	// files'); GetUploads finds both.
+	for _, id := range []string{"u0", "u2a"} {
+		fu := fileUpload(b, id)
+		if err := s.CreateUpload(ctx, fu); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FailUpload(ctx, "t1", "b1", id, fu.Generation, metadata.UploadFailed, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for size := 1; size <= 7; size++ {
 		pages := allPages(t, fmt.Sprintf("ListUploads(%d)", size), func(tok string) ([]*metadata.Upload, string, error) {
 			return s.ListUploads(ctx, "t1", "b1", "", size, tok)
 		})
@@ -127,7 +137,7 @@ func testPacks(t *testing.T, newDB NewDB) {
 			}
 			got = append(got, page...)
 		}
-		if want := []string{"u1", "u2", "u3", "uplain"}; !slices.Equal(got, want) {
+		if want := []string{"u0", "u1", "u2", "u2a", "u3", "uplain"}; !slices.Equal(got, want) {
 			t.Errorf("ListUploads(%d) = %v, want %v", size, got, want)
 		}
 	}
