@@ -352,7 +352,7 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	defer func() {
 		_ = w.parts.wait()
 		if w.bytesIn >= collectAfter {
-			collectSoon()
+			collectSoon(collectGapAtEnd)
 		}
 		for _, f := range jobs {
 			if !f.big {
@@ -444,7 +444,7 @@ func (w *recWriter) receive(src Source) error {
 		}
 		w.sum.Write(data)
 		if w.bytesIn/collectEvery != (w.bytesIn+int64(len(data)))/collectEvery {
-			collectSoon()
+			collectSoon(collectGapDuring)
 		}
 		w.bytesIn += int64(len(data))
 		held := w.scan.Held()

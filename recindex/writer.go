@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"sync"
 	"unsafe"
 )
 
@@ -191,6 +192,11 @@ type Writer struct {
 	table   []uint32
 	indexed bool
 	refs    []refEntry
+	// recCap and refCap are the run buffers' capacities as the budget sees them (RunBytes):
+	// they grow by doubling and decide where runs end. The arrays under recs and refs may be
+	// larger: a writer starts on the arrays an earlier one finished with (runArrays), so a
+	// stream's index does not regrow, copy and drop its buffers once more per chunk.
+	recCap, refCap int
 
 	frames   []FrameInfo
 	runs     []run
@@ -397,7 +403,9 @@ func (w *Writer) finish() error {
 	if err := w.flushRun(); err != nil {
 		return err
 	}
-	w.recs, w.table, w.refs, w.indexed = nil, nil, nil, false
+	w.dropRecs()
+	w.dropRefs()
+	w.table, w.indexed = nil, false
 	if len(w.frames) > 0 && w.maxFrame >= int64(len(w.frames)) {
 		return fmt.Errorf("recindex: a record is in frame %d but only %d frames were added", w.maxFrame, len(w.frames))
 	}
@@ -418,20 +426,20 @@ func (w *Writer) finish() error {
 // memUsed is the memory held by the current run's entries and hash table (counted whether
 // the table is built or not).
 func (w *Writer) memUsed() int {
-	return cap(w.recs)*recEntrySize + 2*cap(w.recs)*4 + cap(w.refs)*refEntrySize
+	return w.recCap*recEntrySize + 2*w.recCap*4 + w.refCap*refEntrySize
 }
 
 func (w *Writer) roomForRec() error {
-	if len(w.recs) < cap(w.recs) || w.growRecs() {
+	if len(w.recs) < w.recCap || w.growRecs() {
 		return nil
 	}
 	if err := w.flushRun(); err != nil {
 		return err
 	}
-	if len(w.recs) < cap(w.recs) || w.growRecs() {
+	if len(w.recs) < w.recCap || w.growRecs() {
 		return nil
 	}
-	w.refs = nil // the (empty) reference buffer holds the whole budget: release it
+	w.dropRefs() // the (empty) reference buffer holds the whole budget: release it
 	if w.growRecs() {
 		return nil
 	}
@@ -439,16 +447,17 @@ func (w *Writer) roomForRec() error {
 }
 
 func (w *Writer) roomForRef() error {
-	if len(w.refs) < cap(w.refs) || w.growRefs() {
+	if len(w.refs) < w.refCap || w.growRefs() {
 		return nil
 	}
 	if err := w.flushRun(); err != nil {
 		return err
 	}
-	if len(w.refs) < cap(w.refs) || w.growRefs() {
+	if len(w.refs) < w.refCap || w.growRefs() {
 		return nil
 	}
-	w.recs, w.table, w.indexed = nil, nil, false
+	w.dropRecs()
+	w.table, w.indexed = nil, false
 	if w.growRefs() {
 		return nil
 	}
@@ -477,18 +486,32 @@ func (w *Writer) grant(c, cost int, share bool) int {
 
 // growRecs grows the record buffer (and its hash table) as far as the budget allows.
 func (w *Writer) growRecs() bool {
-	add := w.grant(cap(w.recs), recCost, len(w.opt.RefFields) > 0)
+	add := w.grant(w.recCap, recCost, len(w.opt.RefFields) > 0)
 	if add == 0 {
 		return false
 	}
-	w.resizeRecs(cap(w.recs) + add)
+	w.resizeRecs(w.recCap + add)
 	return true
 }
 
+// resizeRecs sets the record buffer's capacity to c: within its array if that is large enough
+// (growing), else in a pooled array that is, or a new one.
 func (w *Writer) resizeRecs(c int) {
-	recs := make([]recEntry, len(w.recs), c)
-	copy(recs, w.recs)
-	w.recs = recs
+	if c < w.recCap || c > cap(w.recs) {
+		var recs []recEntry
+		if c > w.recCap { // shrinking takes an array of its size, to free the rest
+			recs = getRun[recEntry](&recArrays, c)
+		}
+		if recs == nil {
+			recs = make([]recEntry, 0, c)
+		}
+		recs = append(recs, w.recs...)
+		if c < w.recCap {
+			putRun(&recArrays, w.recs) // shrinking: the larger array serves a later writer
+		}
+		w.recs = recs
+	}
+	w.recCap = c
 	w.table = nil
 	if w.indexed {
 		w.buildTable()
@@ -498,8 +521,8 @@ func (w *Writer) resizeRecs(c int) {
 // buildTable (re)builds the hash table over the run's entries, allocating it if its size
 // does not match the record buffer.
 func (w *Writer) buildTable() {
-	if len(w.table) != 2*cap(w.recs) {
-		w.table = make([]uint32, 2*cap(w.recs))
+	if len(w.table) != 2*w.recCap {
+		w.table = make([]uint32, 2*w.recCap)
 	} else {
 		clear(w.table)
 	}
@@ -511,14 +534,61 @@ func (w *Writer) buildTable() {
 }
 
 func (w *Writer) growRefs() bool {
-	add := w.grant(cap(w.refs), refEntrySize, true)
+	add := w.grant(w.refCap, refEntrySize, true)
 	if add == 0 {
 		return false
 	}
-	refs := make([]refEntry, len(w.refs), cap(w.refs)+add)
-	copy(refs, w.refs)
-	w.refs = refs
+	w.resizeRefs(w.refCap + add)
 	return true
+}
+
+// resizeRefs is resizeRecs for the reference buffer.
+func (w *Writer) resizeRefs(c int) {
+	if c < w.refCap || c > cap(w.refs) {
+		var refs []refEntry
+		if c > w.refCap {
+			refs = getRun[refEntry](&refArrays, c)
+		}
+		if refs == nil {
+			refs = make([]refEntry, 0, c)
+		}
+		refs = append(refs, w.refs...)
+		if c < w.refCap {
+			putRun(&refArrays, w.refs)
+		}
+		w.refs = refs
+	}
+	w.refCap = c
+}
+
+// dropRecs and dropRefs release a run buffer (empty or written), its array to the pool.
+func (w *Writer) dropRecs() {
+	putRun(&recArrays, w.recs)
+	w.recs, w.recCap = nil, 0
+}
+
+func (w *Writer) dropRefs() {
+	putRun(&refArrays, w.refs)
+	w.refs, w.refCap = nil, 0
+}
+
+// recArrays and refArrays keep the run buffers' arrays of finished writers for the next ones.
+var recArrays, refArrays sync.Pool
+
+// getRun returns an empty pooled array of at least n entries, or nil: a smaller one is
+// dropped (the pool's arrays are the largest ones writers ended with).
+func getRun[T any](p *sync.Pool, n int) []T {
+	if a, ok := p.Get().(*[]T); ok && cap(*a) >= n {
+		return (*a)[:0]
+	}
+	return nil
+}
+
+func putRun[T any](p *sync.Pool, a []T) {
+	if cap(a) >= 256 {
+		a = a[:0]
+		p.Put(&a)
+	}
 }
 
 // probe finds e's id in the hash table: the index of its entry, or -1 and the empty slot
@@ -632,11 +702,11 @@ func (w *Writer) rebalance() {
 		}
 		return c
 	}
-	if c := shrunk(nr, cap(w.recs)); c != cap(w.recs) {
+	if c := shrunk(nr, w.recCap); c != w.recCap {
 		w.resizeRecs(c)
 	}
-	if c := shrunk(nf, cap(w.refs)); c != cap(w.refs) {
-		w.refs = make([]refEntry, 0, c)
+	if c := shrunk(nf, w.refCap); c != w.refCap {
+		w.resizeRefs(c)
 	}
 }
 
