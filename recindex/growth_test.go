@@ -27,20 +27,7 @@ func TestRunBufferGrowthIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for i := range ids {
-		if err := w.AddRecordID(ids[i], uint32(i/3000), int64(i)+2); err != nil {
-			t.Fatal(err)
-		}
-		if i%10 == 3 {
-			if err := w.AddRefID(0, ids[i/7], ids[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	runtime.ReadMemStats(&after)
-	got := after.TotalAlloc - before.TotalAlloc
+	got := addRecordsAndRefs(t, w, ids)
 	t.Logf("%d records in %d runs: %.1f MB allocated", n, w.Stats().Runs, float64(got)/1e6)
 	if limit := uint64(3 * DefaultRunBytes); got > limit {
 		t.Errorf("adding %d records allocated %.1f MB, more than 3 × RunBytes (%.1f MB)", n, float64(got)/1e6, float64(limit)/1e6)
@@ -65,24 +52,12 @@ func TestNextWriterReusesRunBuffers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for i := range ids {
-			if err := w.AddRecordID(ids[i], uint32(i/3000), int64(i)+2); err != nil {
-				t.Fatal(err)
-			}
-			if i%10 == 3 {
-				if err := w.AddRefID(0, ids[i/7], ids[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		runtime.ReadMemStats(&after)
+		alloc = addRecordsAndRefs(t, w, ids)
 		runs = w.Stats().Runs
 		if _, err := w.Finish(); err != nil {
 			t.Fatal(err)
 		}
-		return after.TotalAlloc - before.TotalAlloc, runs
+		return alloc, runs
 	}
 	first, runs1 := write()
 	second, runs2 := write()
@@ -93,4 +68,24 @@ func TestNextWriterReusesRunBuffers(t *testing.T) {
 	if second > first/3 {
 		t.Errorf("the second writer allocated %.1f MB, the first %.1f MB: its run buffers were not reused", float64(second)/1e6, float64(first)/1e6)
 	}
+}
+
+// addRecordsAndRefs adds ids as records (rows from 2, 3,000 a frame) and every tenth a
+// reference to an earlier id, and returns the bytes that allocated.
+func addRecordsAndRefs(t *testing.T, w *Writer, ids [][IDLen]byte) uint64 {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range ids {
+		if err := w.AddRecordID(ids[i], uint32(i/3000), int64(i)+2); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 3 {
+			if err := w.AddRefID(0, ids[i/7], ids[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

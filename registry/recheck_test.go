@@ -1,16 +1,12 @@
 package registry
 
 import (
-	"crypto/rand"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"backupstore/metadata"
-	"backupstore/secrets"
-	"backupstore/storage"
 )
 
 // TestClientRechecksOnce: once a cached storage row is clientRecheck old, exactly one caller
@@ -19,21 +15,7 @@ import (
 // clientRecheck. With one recheck per caller, the parked read would be joined by 20 more.
 func TestClientRechecksOnce(t *testing.T) {
 	ctx := t.Context()
-	cat, err := metadata.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	key := make([]byte, secrets.KeySize)
-	rand.Read(key)
-	ring, err := secrets.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat, ring, local := NewTestDeps(t)
 	r, err := New(Config{Catalog: cat, Keyring: ring, ServiceStore: local})
 	if err != nil {
 		t.Fatal(err)

@@ -1,14 +1,10 @@
 package registry_test
 
 import (
-	"crypto/rand"
-	"path/filepath"
 	"testing"
 
 	"backupstore/fault"
-	"backupstore/metadata"
 	"backupstore/registry"
-	"backupstore/secrets"
 	"backupstore/storage"
 )
 
@@ -17,23 +13,9 @@ import (
 // cannot be built without the default storage it answers for "".
 func TestStoreFor(t *testing.T) {
 	ctx := t.Context()
-	cat, err := metadata.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cat.Close() })
-	key := make([]byte, secrets.KeySize)
-	rand.Read(key)
-	ring, err := secrets.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat, ring, local := registry.NewTestDeps(t)
 	if _, err := registry.New(registry.Config{Catalog: cat, Keyring: ring}); err == nil {
 		t.Fatal("New without a ServiceStore succeeded")
-	}
-	local, err := storage.NewLocal(storage.LocalConfig{Root: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
 	}
 	reg, err := registry.New(registry.Config{Catalog: cat, Keyring: ring, ServiceStore: local})
 	if err != nil {
