@@ -58,7 +58,7 @@ func scaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 	fs.IntVar(&c.streams, "streams", 64, "concurrent UploadFile streams on one connection")
 	fs.IntVar(&c.backups, "backups", 50, "backups in the many-backup catalog (the big one and copies of its catalog rows made with INSERT … SELECT); 1 skips that stage")
 	fs.DurationVar(&c.copyBudget, "copy-budget", 20*time.Minute, "stop making catalog copies once this long was spent on them (the report says how many were made)")
-	fs.IntVar(&c.samples, "samples", 100, "calls per latency measurement (p50/p99)")
+	fs.IntVar(&c.samples, "samples", 1000, "calls per latency measurement (p50/p99; of 100 calls the p99 is the second-slowest, which one slow call decides)")
 	fs.IntVar(&c.dedupFiles, "dedup-files", 500, "uploads of bodies the backup holds, declared SHA-256, to a new backup, with 1 and with --backups backups (0: none)")
 	fs.IntVar(&c.dedupStreams, "dedup-streams", 16, "concurrent streams of those uploads")
 	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
