@@ -494,23 +494,9 @@ func (w *Writer) growRecs() bool {
 	return true
 }
 
-// resizeRecs sets the record buffer's capacity to c: within its array if that is large enough
-// (growing), else in a pooled array that is, or a new one.
+// resizeRecs sets the record buffer's capacity to c (resized).
 func (w *Writer) resizeRecs(c int) {
-	if c < w.recCap || c > cap(w.recs) {
-		var recs []recEntry
-		if c > w.recCap { // shrinking takes an array of its size, to free the rest
-			recs = getRun[recEntry](&recArrays, c)
-		}
-		if recs == nil {
-			recs = make([]recEntry, 0, c)
-		}
-		recs = append(recs, w.recs...)
-		if c < w.recCap {
-			putRun(&recArrays, w.recs) // shrinking: the larger array serves a later writer
-		}
-		w.recs = recs
-	}
+	w.recs = resized(&recArrays, w.recs, w.recCap, c)
 	w.recCap = c
 	w.table = nil
 	if w.indexed {
@@ -544,20 +530,7 @@ func (w *Writer) growRefs() bool {
 
 // resizeRefs is resizeRecs for the reference buffer.
 func (w *Writer) resizeRefs(c int) {
-	if c < w.refCap || c > cap(w.refs) {
-		var refs []refEntry
-		if c > w.refCap {
-			refs = getRun[refEntry](&refArrays, c)
-		}
-		if refs == nil {
-			refs = make([]refEntry, 0, c)
-		}
-		refs = append(refs, w.refs...)
-		if c < w.refCap {
-			putRun(&refArrays, w.refs)
-		}
-		w.refs = refs
-	}
+	w.refs = resized(&refArrays, w.refs, w.refCap, c)
 	w.refCap = c
 }
 
@@ -570,6 +543,27 @@ func (w *Writer) dropRecs() {
 func (w *Writer) dropRefs() {
 	putRun(&refArrays, w.refs)
 	w.refs, w.refCap = nil, 0
+}
+
+// resized is run buffer a, of capacity (as the budget sees it) from, with capacity to: the same
+// array when growing within it; else a pooled array large enough when growing, or a new one of
+// exactly to (shrinking frees the rest: the larger array goes to the pool for a later writer).
+func resized[T any](p *sync.Pool, a []T, from, to int) []T {
+	if to >= from && to <= cap(a) {
+		return a
+	}
+	var n []T
+	if to > from {
+		n = getRun[T](p, to)
+	}
+	if n == nil {
+		n = make([]T, 0, to)
+	}
+	n = append(n, a...)
+	if to < from {
+		putRun(p, a)
+	}
+	return n
 }
 
 // recArrays and refArrays keep the run buffers' arrays of finished writers for the next ones.
