@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -151,6 +153,8 @@ type S3 struct {
 	kmsKeyID string
 	desc     string
 	pageSize int32
+	partSize int64 // Put's, as the Uploader's
+	parallel int   // parts one Put sends at once
 }
 
 var _ Store = (*S3)(nil)
@@ -218,6 +222,8 @@ func NewS3(cfg S3Config) (*S3, error) {
 		kmsKeyID: cfg.KMSKeyID,
 		desc:     desc,
 		pageSize: cfg.ListPageSize,
+		partSize: cfg.PartSize,
+		parallel: cfg.Concurrency,
 	}, nil
 }
 
@@ -499,8 +505,9 @@ func (s *S3) ListMultipart(ctx context.Context, prefix string, fn func(Multipart
 	}
 }
 
-// Put implements Store with the SDK's Uploader (one PutObject up to the part size, multipart
-// beyond). LastModified is left zero. If a multipart Put fails, its upload is aborted with a
+// Put implements Store: a body that can be read twice goes through putSection, any other
+// through the SDK's Uploader (one PutObject up to the part size, multipart beyond, signed
+// with the SHA-256 of each request's body). LastModified is left zero. If a multipart Put fails, its upload is aborted with a
 // detached context (the Uploader's own abort would run on the dead one); where Abort is denied
 // the parts stay until a lifecycle rule removes them.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, error) {
@@ -508,16 +515,18 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, erro
 	if err != nil {
 		return ObjectInfo{}, err
 	}
-	cr := &CountingReader{R: r, Ctx: ctx}
-	var body io.Reader = cr
-	if sr, ok := r.(*io.SectionReader); ok {
-		if pos, err := sr.Seek(0, io.SeekCurrent); err == nil && pos == 0 {
-			// Seekable: the Uploader sends sections of it as they are. Any other
-			// reader is copied into part-size buffers it allocates for each Put.
-			body, cr.N = sr, sr.Size()
+	switch b := r.(type) {
+	case *io.SectionReader:
+		if pos, err := b.Seek(0, io.SeekCurrent); err == nil && pos == 0 {
+			return s.putSection(ctx, key, k, b)
+		}
+	case *bytes.Reader:
+		if int64(b.Len()) == b.Size() {
+			return s.putSection(ctx, key, k, io.NewSectionReader(b, 0, b.Size()))
 		}
 	}
-	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: body}
+	cr := &CountingReader{R: r, Ctx: ctx}
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: cr}
 	in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
 	out, err := s.uploader.Upload(ctx, in)
 	if err != nil {
@@ -533,6 +542,104 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader) (ObjectInfo, erro
 		return ObjectInfo{}, fail(ctx, op, err)
 	}
 	return ObjectInfo{Key: key, Size: cr.N, ETag: aws.ToString(out.ETag)}, nil
+}
+
+// putSection is Put of a body whose bytes can be read twice (an *io.SectionReader or a
+// *bytes.Reader at its start: an index in its spool file, a pack, a file or a small record
+// chunk in memory). It sends
+// sections of the body as they are (any other reader is copied into part-size buffers the
+// Uploader allocates for each Put), and as the service's own multipart uploads do: each
+// request carries the CRC32C of its body in a signed x-amz-checksum-crc32c header and is
+// signed UNSIGNED-PAYLOAD, so that neither side hashes the body with SHA-256 (over http the
+// Uploader signs with the body's SHA-256, which the server then checks: per byte about twice
+// the CPU of the CRC32C path in versitygw, and a SHA-256 pass here). One PutObject up to the
+// part size, multipart beyond (parts grow past the part size when 10,000 would not hold the
+// body); a failed multipart Put is aborted.
+func (s *S3) putSection(ctx context.Context, key string, k *string, sr *io.SectionReader) (ObjectInfo, error) {
+	size := sr.Size()
+	if size <= s.partSize {
+		c, err := sectionCRC32C(ctx, sr, 0, size)
+		if err != nil {
+			return ObjectInfo{}, fmt.Errorf("s3.PutObject %q: reading the body: %w", key, err)
+		}
+		in := &s3.PutObjectInput{Bucket: &s.bucket, Key: k, Body: io.NewSectionReader(sr, 0, size),
+			ContentLength: aws.Int64(size), ChecksumCRC32C: crc32cBase64(c)}
+		in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
+		out, err := s.client.PutObject(ctx, in, unsignedPayload)
+		if err != nil {
+			return ObjectInfo{}, fail(ctx, fmt.Sprintf("s3.PutObject %q", key), err)
+		}
+		return ObjectInfo{Key: key, Size: size, ETag: aws.ToString(out.ETag)}, nil
+	}
+	partSize := max(s.partSize, (size+MaxPartNumber-1)/MaxPartNumber)
+	n := int((size + partSize - 1) / partSize)
+	id, err := s.CreateMultipart(ctx, key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	parts := make([]CompletedPart, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(s.parallel, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				off := int64(i) * partSize
+				l := min(partSize, size-off)
+				c, err := sectionCRC32C(pctx, sr, off, l)
+				if err == nil {
+					var etag string
+					etag, err = s.UploadPart(pctx, key, id, int32(i+1), io.NewSectionReader(sr, off, l), l, c)
+					parts[i] = CompletedPart{Number: int32(i + 1), ETag: etag, CRC32C: c}
+				}
+				if err != nil {
+					errs[i] = err
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-pctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	err = errors.Join(errs...)
+	if err == nil {
+		err = ctx.Err() // a cancelled caller may have stopped the feed before any part failed
+	}
+	var info ObjectInfo
+	if err == nil {
+		info, err = s.CompleteMultipart(ctx, key, id, parts)
+	}
+	if err != nil {
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer acancel()
+		if aerr := s.AbortMultipart(actx, key, id); aerr != nil {
+			err = fmt.Errorf("%w (and %v)", err, aerr)
+		}
+		return ObjectInfo{}, err
+	}
+	return info, nil
+}
+
+// sectionCRC32C is the CRC32C of bytes [off, off+n) of r.
+func sectionCRC32C(ctx context.Context, r io.ReaderAt, off, n int64) (uint32, error) {
+	h := crc32.New(castagnoli)
+	got, err := io.Copy(h, &CountingReader{R: io.NewSectionReader(r, off, n), Ctx: ctx})
+	if err == nil && got != n {
+		err = io.ErrUnexpectedEOF
+	}
+	return h.Sum32(), err
 }
 
 // CreateMultipart implements Store. The upload is created with ChecksumAlgorithm CRC32C, so

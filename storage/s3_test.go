@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -71,6 +72,7 @@ type recorder struct {
 type recorded struct {
 	op     string
 	header http.Header
+	part   int // UploadPart's part number
 }
 
 // operation names the S3 API a request calls (for the ones these tests look at).
@@ -94,7 +96,8 @@ func operation(r *http.Request) string {
 func (rec *recorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	op := operation(r)
 	rec.mu.Lock()
-	rec.reqs = append(rec.reqs, recorded{op: op, header: r.Header.Clone()})
+	part, _ := strconv.Atoi(r.URL.Query().Get("partNumber"))
+	rec.reqs = append(rec.reqs, recorded{op: op, header: r.Header.Clone(), part: part})
 	override := rec.override
 	rec.mu.Unlock()
 	if override != nil {
@@ -179,7 +182,7 @@ func TestS3Headers(t *testing.T) {
 	t.Run("PutMultipart", func(t *testing.T) {
 		rec.take()
 		body := bytes.Repeat([]byte("m"), 9<<20)
-		if _, err := s.Put(ctx, "multi", bytes.NewReader(body)); err != nil {
+		if _, err := s.Put(ctx, "multi", struct{ io.Reader }{bytes.NewReader(body)}); err != nil {
 			t.Fatal(err)
 		}
 		reqs := rec.take()
@@ -195,6 +198,55 @@ func TestS3Headers(t *testing.T) {
 				if h := checksumHeaders(r.header); len(h) != 0 {
 					t.Errorf("%s (Put) carries SDK checksum headers %v", r.op, h)
 				}
+			}
+		}
+	})
+	// A body that can be read twice is checksummed by the service, as its own multipart
+	// uploads are: CRC32C in a signed header, UNSIGNED-PAYLOAD, on the PutObject or on every
+	// part; nothing hashes it with SHA-256.
+	t.Run("PutSection", func(t *testing.T) {
+		for _, size := range []int{10, 2*storage.DefaultPartSize + 3} {
+			rec.take()
+			body := make([]byte, size)
+			for i := range body {
+				body[i] = byte(i * 7)
+			}
+			var r io.Reader = io.NewSectionReader(bytes.NewReader(body), 0, int64(size))
+			if size < 100 {
+				r = bytes.NewReader(body) // a pack, a file, a small chunk
+			}
+			info, err := s.Put(ctx, "section", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs := rec.take()
+			for _, r := range reqs {
+				switch r.op {
+				case "CreateMultipartUpload", "PutObject":
+					wantSSE(t, r)
+				}
+				switch r.op {
+				case "PutObject", "UploadPart":
+					off := max(r.part-1, 0) * storage.DefaultPartSize
+					part := body[off:min(off+storage.DefaultPartSize, size)]
+					want := []string{"x-amz-checksum-crc32c=" + crcHeader(part)}
+					if got := checksumHeaders(r.header); !slices.Equal(got, want) {
+						t.Errorf("%d bytes: %s %d checksum headers %v, want %v", size, r.op, r.part, got, want)
+					}
+					if got := r.header.Get("X-Amz-Content-Sha256"); got != "UNSIGNED-PAYLOAD" {
+						t.Errorf("%d bytes: %s: x-amz-content-sha256 = %q, want UNSIGNED-PAYLOAD", size, r.op, got)
+					}
+				}
+			}
+			wantOps := map[int][]int{10: {1, 0, 0}, 2*storage.DefaultPartSize + 3: {0, 1, 3}}[size]
+			if count(reqs, "PutObject") != wantOps[0] || count(reqs, "CreateMultipartUpload") != wantOps[1] || count(reqs, "UploadPart") != wantOps[2] {
+				t.Errorf("%d bytes: requests %v, want PutObject/Create/UploadPart %v", size, reqs, wantOps)
+			}
+			if info.Size != int64(size) {
+				t.Errorf("%d bytes: Put = %+v", size, info)
+			}
+			if got := get(t, s, "section"); !bytes.Equal(got, body) {
+				t.Fatalf("%d bytes: stored %d bytes that differ", size, len(got))
 			}
 		}
 	})
@@ -641,6 +693,40 @@ func TestS3FailedPutLeavesNoUpload(t *testing.T) {
 		t.Fatalf("%d multipart uploads left, first %s", len(out.Uploads), aws.ToString(out.Uploads[0].Key))
 	}
 }
+
+// A section whose reads fail in its second part: the multipart Put fails naming the cause and
+// aborts its upload.
+func TestS3FailedSectionPutLeavesNoUpload(t *testing.T) {
+	g := testenv.VersityGW(t)
+	cfg := s3Config(t, g)
+	s := newS3(t, cfg)
+	size := int64(3*storage.DefaultPartSize + 5)
+	broken := errors.New("spool read failed")
+	r := readerAtFunc(func(p []byte, off int64) (int, error) {
+		if off+int64(len(p)) > storage.DefaultPartSize+100 {
+			return 0, broken
+		}
+		clear(p)
+		return len(p), nil
+	})
+	if _, err := s.Put(t.Context(), "broken", io.NewSectionReader(r, 0, size)); !errors.Is(err, broken) {
+		t.Fatalf("Put: %v, want the read's error", err)
+	}
+	out, err := g.RootClient().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: &cfg.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 0 {
+		t.Fatalf("%d multipart uploads left, first %s", len(out.Uploads), aws.ToString(out.Uploads[0].Key))
+	}
+	if _, err := s.Head(t.Context(), "broken"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Head after the failed Put: %v, want ErrNotFound", err)
+	}
+}
+
+type readerAtFunc func([]byte, int64) (int, error)
+
+func (f readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
 
 type readerFunc func([]byte) (int, error)
 
