@@ -152,10 +152,11 @@ func newBloom(keys, bitsPerKey int) bloom {
 
 func (f bloom) add(h uint64) {
 	base := f.block(h)
+	blk := (*[bloomBlockBytes]byte)(f.bits[base : base+bloomBlockBytes]) // one bounds check, not k
 	x := uint32(h)
 	for i := uint8(0); i < f.k; i++ {
 		bit := x >> 23 // top 9 bits: 0..511
-		f.bits[base+int(bit>>3)] |= 1 << (bit & 7)
+		blk[bit>>3] |= 1 << (bit & 7)
 		x *= 0x9e3779b9
 	}
 }

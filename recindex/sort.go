@@ -1,5 +1,7 @@
 package recindex
 
+import "math/bits"
+
 // Runs are sorted with an in-place MSD radix sort (American flag sort) over the entries'
 // fixed-width keys — 18 bytes of id for a record, 2 of field number then 18 of parent id and
 // 18 of child id for a reference — finished by insertion sort on small buckets. It needs no
@@ -109,7 +111,10 @@ func radixRecs(a []recEntry, d int) {
 			count[recByte(&a[i], d)]++
 		}
 		if count[recByte(&a[0], d)] == len(a) {
-			d++ // the same byte everywhere: nothing to move
+			// The same byte everywhere: nothing to move. Skip every byte the keys share,
+			// in one pass, rather than one counting pass per byte (ids of one chunk share
+			// most of their first 15 characters).
+			d = max(d+1, recsAgree(a))
 			continue
 		}
 		var next, end [256]int
@@ -163,7 +168,7 @@ func radixRefs(a []refEntry, d int) {
 			count[refByte(&a[i], d)]++
 		}
 		if count[refByte(&a[0], d)] == len(a) {
-			d++
+			d = max(d+1, refsAgree(a)) // as in radixRecs
 			continue
 		}
 		var next, end [256]int
@@ -196,4 +201,57 @@ func radixRefs(a []refEntry, d int) {
 		}
 		return
 	}
+}
+
+// recsAgree returns how many leading key bytes every entry of a (not empty) shares with
+// a[0]: recKeyBytes if all keys are equal.
+func recsAgree(a []recEntry) int {
+	f := &a[0]
+	var hi, mid uint64
+	var lo uint16
+	for i := range a {
+		hi |= a[i].hi ^ f.hi
+		mid |= a[i].mid ^ f.mid
+		lo |= a[i].lo ^ f.lo
+	}
+	return idAgree(hi, mid, lo)
+}
+
+// refsAgree is recsAgree for reference keys (field, parent, child): refKeyBytes if all are
+// equal.
+func refsAgree(a []refEntry) int {
+	f := &a[0]
+	var field, pl, cl uint16
+	var ph, pm, ch, cm uint64
+	for i := range a {
+		e := &a[i]
+		field |= e.field ^ f.field
+		ph |= e.ph ^ f.ph
+		pm |= e.pm ^ f.pm
+		pl |= e.pl ^ f.pl
+		ch |= e.ch ^ f.ch
+		cm |= e.cm ^ f.cm
+		cl |= e.cl ^ f.cl
+	}
+	if field != 0 {
+		return bits.LeadingZeros16(field) / 8
+	}
+	if n := idAgree(ph, pm, pl); n < IDLen {
+		return 2 + n
+	}
+	return 2 + IDLen + idAgree(ch, cm, cl)
+}
+
+// idAgree returns the leading zero bytes of an id-shaped difference (hi, mid, lo as the
+// integer form of an id): IDLen if it is all zero.
+func idAgree(hi, mid uint64, lo uint16) int {
+	switch {
+	case hi != 0:
+		return bits.LeadingZeros64(hi) / 8
+	case mid != 0:
+		return 8 + bits.LeadingZeros64(mid)/8
+	case lo != 0:
+		return 16 + bits.LeadingZeros16(lo)/8
+	}
+	return IDLen
 }

@@ -69,3 +69,50 @@ func TestRadixSort(t *testing.T) {
 		}
 	}
 }
+
+// TestAgree: recsAgree and refsAgree find the first byte where any key differs from the
+// first one, at every position, and the whole key length when all keys are equal.
+func TestAgree(t *testing.T) {
+	base := []byte("001000000000ABCxyz")
+	id := func(p int) (hi, mid uint64, lo uint16) {
+		b := slices.Clone(base)
+		if p >= 0 {
+			b[p]++
+		}
+		return packID(b)
+	}
+	for p := -1; p < IDLen; p++ {
+		a := make([]recEntry, 3)
+		for i := range a {
+			a[i].hi, a[i].mid, a[i].lo = id(-1)
+		}
+		a[2].hi, a[2].mid, a[2].lo = id(p)
+		if got, want := recsAgree(a), max(p, 0); p >= 0 && got != want || p < 0 && got != recKeyBytes {
+			t.Errorf("records differing at byte %d: recsAgree = %d", p, got)
+		}
+	}
+	for p := -1; p < refKeyBytes; p++ {
+		a := make([]refEntry, 3)
+		for i := range a {
+			a[i].field = 0x0102
+			a[i].ph, a[i].pm, a[i].pl = id(-1)
+			a[i].ch, a[i].cm, a[i].cl = id(-1)
+		}
+		switch e := &a[1]; {
+		case p < 0:
+		case p < 2:
+			e.field ^= 1 << (8 * (1 - p))
+		case p < 2+IDLen:
+			e.ph, e.pm, e.pl = id(p - 2)
+		default:
+			e.ch, e.cm, e.cl = id(p - 2 - IDLen)
+		}
+		want := p
+		if p < 0 {
+			want = refKeyBytes
+		}
+		if got := refsAgree(a); got != want {
+			t.Errorf("references differing at byte %d: refsAgree = %d", p, got)
+		}
+	}
+}
