@@ -152,6 +152,7 @@ func TestS3Headers(t *testing.T) {
 	cfg := s3Config(t, g)
 	cfg.KMSKeyID = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 	cfg.HTTPClient = &http.Client{Transport: rec}
+	cfg.SinglePutMax = storage.DefaultPartSize // sections beyond one part go multipart here
 	s := newS3(t, cfg)
 	ctx := t.Context()
 
@@ -332,6 +333,7 @@ func TestS3PutSection(t *testing.T) {
 	rec := &recorder{}
 	cfg := s3Config(t, g)
 	cfg.HTTPClient = &http.Client{Transport: rec}
+	cfg.SinglePutMax = storage.DefaultPartSize
 	s := newS3(t, cfg)
 	body := make([]byte, 2*storage.DefaultPartSize+12345)
 	for i := range body {
@@ -352,6 +354,19 @@ func TestS3PutSection(t *testing.T) {
 		t.Errorf("Put = %+v with %d UploadPart, want size %d in 3 parts", info, n, len(body))
 	}
 	if got := get(t, s, "section"); !bytes.Equal(got, body) {
+		t.Fatalf("stored %d bytes that differ from the %d sent", len(got), len(body))
+	}
+	// At the default SinglePutMax the same section is one PutObject.
+	cfg.SinglePutMax = 0
+	one := newS3(t, cfg)
+	rec.take()
+	if info, err := one.Put(t.Context(), "one", io.NewSectionReader(src, 0, int64(len(body)))); err != nil || info.Size != int64(len(body)) {
+		t.Fatalf("Put = %+v, %v", info, err)
+	}
+	if reqs := rec.take(); len(reqs) != 1 || reqs[0].op != "PutObject" {
+		t.Errorf("Put of a %d-byte section at the default SinglePutMax sent %v, want one PutObject", len(body), reqs)
+	}
+	if got := get(t, s, "one"); !bytes.Equal(got, body) {
 		t.Fatalf("stored %d bytes that differ from the %d sent", len(got), len(body))
 	}
 	part := io.NewSectionReader(src, 0, 1000)
@@ -654,6 +669,7 @@ func TestNewS3RejectsBadConfig(t *testing.T) {
 		"EndpointUserinfo": func(c *storage.S3Config) { c.Endpoint = "http://u:" + secret + "@host" },
 		"EndpointNoHost":   func(c *storage.S3Config) { c.Endpoint = "http://" },
 		"PartSize":         func(c *storage.S3Config) { c.PartSize = 1 << 20 },
+		"SinglePutMax":     func(c *storage.S3Config) { c.SinglePutMax = 6 << 30 },
 		"Prefix":           func(c *storage.S3Config) { c.Prefix = "a/../b" },
 		"Negative":         func(c *storage.S3Config) { c.DialTimeout = -time.Second },
 	} {
@@ -699,6 +715,7 @@ func TestS3FailedPutLeavesNoUpload(t *testing.T) {
 func TestS3FailedSectionPutLeavesNoUpload(t *testing.T) {
 	g := testenv.VersityGW(t)
 	cfg := s3Config(t, g)
+	cfg.SinglePutMax = storage.DefaultPartSize
 	s := newS3(t, cfg)
 	size := int64(3*storage.DefaultPartSize + 5)
 	broken := errors.New("spool read failed")
