@@ -255,7 +255,7 @@ type recWriter struct {
 
 	scan      *csvscan.Scanner
 	idx       *recindex.Writer
-	spool     *os.File
+	spool     *hashedSpool
 	sum       hash.Hash
 	schema    []byte // the record set's header row, if a chunk already set it
 	headerSet bool
@@ -317,11 +317,12 @@ func (s *Service) writeRecords(ctx context.Context, b *metadata.Backup, st stora
 	for i, r := range h.References {
 		refCols[i] = r.Field
 	}
-	idx, err := recindex.NewWriter(spool, recindex.Options{RunBytes: s.cfg.IndexRunBytes, RefFields: refCols})
+	hs := &hashedSpool{File: spool, sum: sha256.New()}
+	idx, err := recindex.NewWriter(hs, recindex.Options{RunBytes: s.cfg.IndexRunBytes, RefFields: refCols})
 	if err != nil {
 		return nil, err
 	}
-	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: spool,
+	w := &recWriter{s: s, ctx: ctx, st: st, b: b, u: u, h: h, scan: csvscan.New(refCols, s.cfg.Limits), idx: idx, spool: hs,
 		sum: sha256.New(), schema: schema, failed: make(chan struct{}), done: make(chan struct{}),
 		mem: mem, big: make(chan struct{}, 1), res: res}
 	w.big <- struct{}{}
@@ -859,21 +860,35 @@ func (w *recWriter) storeIndex(ctx context.Context, key string) (r indexStored) 
 		if err != nil {
 			return duplicateFault(err) // UploadRecords makes a row error InvalidArgument
 		}
-		// Hashed first and then PUT as a section of the spool file: the S3 uploader sends
-		// sections of a seekable body as they are, where a stream costs it fresh part-size
-		// buffers (about twice the index in garbage at the end of every chunk, the peak of a
-		// long upload's heap).
-		sum := sha256.New()
-		if _, err := io.Copy(sum, io.NewSectionReader(w.spool, 0, size)); err != nil {
-			return fmt.Errorf("index spool: %w", err)
+		// PUT as a section of the spool file: the store sends a section as it is, where a
+		// stream costs fresh part-size buffers (about twice the index in garbage at the end
+		// of every chunk, the peak of a long upload's heap). Its SHA-256 was taken as it was
+		// written (the writer only appends).
+		if w.spool.n != size {
+			return fmt.Errorf("index spool: %d bytes written, the index says %d", w.spool.n, size)
 		}
 		if _, err := w.st.Put(ctx, key, io.NewSectionReader(w.spool, 0, size)); err != nil {
 			return s3Fault(err, "PutObject (index)")
 		}
-		r.size, r.sum = size, sum.Sum(nil)
+		r.size, r.sum = size, w.spool.sum.Sum(nil)
 		return nil
 	})
 	return r
+}
+
+// hashedSpool is the index's spool file, hashed as the writer appends to it (recindex.Writer
+// only appends: bytes [0, n) are the object once Finish returned n).
+type hashedSpool struct {
+	*os.File
+	sum hash.Hash
+	n   int64
+}
+
+func (s *hashedSpool) Write(p []byte) (int, error) {
+	n, err := s.File.Write(p)
+	s.sum.Write(p[:n])
+	s.n += int64(n)
+	return n, err
 }
 
 // rowFault turns a CSV row error into InvalidArgument naming row and column.
