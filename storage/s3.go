@@ -594,7 +594,16 @@ func (s *S3) putSection(ctx context.Context, key string, k *string, sr *io.Secti
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	parts := make([]CompletedPart, n)
-	errs := make([]error, n)
+	var mu sync.Mutex
+	var first error // the first part's failure: the others then fail on the cancelled pctx
+	failed := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+		cancel()
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	for range min(s.parallel, n) {
@@ -611,8 +620,7 @@ func (s *S3) putSection(ctx context.Context, key string, k *string, sr *io.Secti
 					parts[i] = CompletedPart{Number: int32(i + 1), ETag: etag, CRC32C: c}
 				}
 				if err != nil {
-					errs[i] = err
-					cancel()
+					failed(err)
 				}
 			}
 		}()
@@ -627,7 +635,7 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	err = errors.Join(errs...)
+	err = first
 	if err == nil {
 		err = ctx.Err() // a cancelled caller may have stopped the feed before any part failed
 	}
