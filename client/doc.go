@@ -34,8 +34,11 @@
 // the service would, before sending it), and backupstore/csvframes with
 // github.com/klauspost/compress/zstd (the decoder and checker of the stored
 // frames a passthrough read receives, shared with the server's own plain
-// reads). It never imports the server's
-// packages: it is a client like any other. TestImportsOnlyTheAPI keeps it so.
+// reads), and backupstore/internal/wirecodec (the "proto" codec that lets a
+// ReadRecords message's data alias its received buffer, released once
+// written or decoded; it imports only the API package). It never imports the
+// server's packages: it is a client like any other. TestImportsOnlyTheAPI
+// keeps it so.
 //
 // # Stability
 //

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"backupstore/csvframes"
+	"backupstore/internal/wirecodec"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -57,7 +58,10 @@ func (c *Client) readFrames(ctx context.Context, s *recvStream[pb.ReadRecordsRes
 				SHA256: ch.GetSha256(), Frames: int(ch.GetFrameCount()), SkipHeader: ch.GetSkipHeader()})
 		case *pb.ReadRecordsResponse_Frames:
 			f := msg.Frames
-			err = d.Frames(f.GetStoredLen(), f.GetInputLen(), f.GetData(), nil)
+			// The batch's data aliases its received buffer until every frame of it
+			// is decoded; the decoder then releases it (or, if Frames fails, the
+			// buffer is left to the garbage collector).
+			err = d.Frames(f.GetStoredLen(), f.GetInputLen(), f.GetData(), func() { wirecodec.Release(m) })
 		case *pb.ReadRecordsResponse_Summary:
 			sum := msg.Summary
 			n, err := d.Finish()

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"backupstore/internal/wirecodec"
 	pb "backupstore/proto/backupstore/v1"
 )
 
@@ -124,7 +125,7 @@ func cutShort(what string, n int64) error {
 // corrupted on the way). The summary's Bytes counts what was written.
 func (c *Client) ReadRecordsTo(ctx context.Context, req *pb.ReadRecordsRequest, w io.Writer) (*pb.ReadRecordsSummary, error) {
 	what := "ReadRecords " + req.GetSobject()
-	s, err := openRecv(ctx, c.timeout, c.restore.ReadRecords, req)
+	s, err := openRecv(ctx, c.timeout, c.readRecords, req)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +146,12 @@ func (c *Client) ReadRecordsTo(ctx context.Context, req *pb.ReadRecordsRequest, 
 			}
 			return c.readFrames(ctx, s, req, msg.Start, w)
 		case *pb.ReadRecordsResponse_Data:
-			if _, err := w.Write(msg.Data); err != nil {
+			_, err := w.Write(msg.Data)
+			n += int64(len(msg.Data))
+			wirecodec.Release(m) // w does not keep msg.Data (io.Writer's rule)
+			if err != nil {
 				return nil, err
 			}
-			n += int64(len(msg.Data))
 		case *pb.ReadRecordsResponse_Summary:
 			sum := msg.Summary
 			if sum.GetBytes() != n {
@@ -164,14 +167,24 @@ func (c *Client) ReadRecordsTo(ctx context.Context, req *pb.ReadRecordsRequest, 
 	}
 }
 
+// readRecords opens a ReadRecords stream whose messages' data (CSV, or
+// frames) alias the received buffers (internal/wirecodec) rather than being
+// copied into fresh slices: the reader releases each message once it wrote
+// or decoded its data, and the buffer goes back to a pool.
+func (c *Client) readRecords(ctx context.Context, req *pb.ReadRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[pb.ReadRecordsResponse], error) {
+	return c.restore.ReadRecords(ctx, req, append(opts, grpc.ForceCodecV2(wirecodec.Codec{}))...)
+}
+
 // AcceptZstd is the AcceptEncoding of a whole read that takes the stored
 // frames as they are (ReadRecordsTo decodes and checks them).
 var AcceptZstd = []pb.ContentEncoding{pb.ContentEncoding_CONTENT_ENCODING_ZSTD, pb.ContentEncoding_CONTENT_ENCODING_IDENTITY}
 
 // ReadRecords yields the CSV of a backup's record set of sobject (all of it,
 // or only the records ids when ids is not empty) in pieces as they arrive:
-// the header row once, then the rows in backup order. A failure is yielded
-// last, with nil data; what was yielded before it is then incomplete.
+// the header row once, then the rows in backup order. A piece is valid until
+// the loop body returns (its buffer is reused): copy what you keep. A failure
+// is yielded last, with nil data; what was yielded before it is then
+// incomplete.
 // Requested ids the backup lacks are not reported: use ReadRecordsTo for the
 // summary that lists them.
 func (c *Client) ReadRecords(ctx context.Context, backupID, sobject string, ids []string) iter.Seq2[[]byte, error] {

@@ -55,11 +55,13 @@ func (Codec) Name() string { return protocodec.Name }
 // Marshal is the "proto" codec's (it writes into pooled buffers already).
 func (Codec) Marshal(v any) (mem.BufferSlice, error) { return protoV2.Marshal(v) }
 
-// Unmarshal decodes data into v. For *pb.UploadRecordsRequest and
-// *pb.UploadFileRequest of at least MinAlias bytes, the data field aliases
-// the received bytes, valid until Release(v) (or until v is unreachable, when
-// the buffer is left to the garbage collector rather than reused). Every
-// other message and field is decoded exactly as the "proto" codec does.
+// Unmarshal decodes data into v. For *pb.UploadRecordsRequest,
+// *pb.UploadFileRequest and *pb.ReadRecordsResponse of at least MinAlias
+// bytes, the data field (a ReadRecordsResponse's data or its frames' data)
+// aliases the received bytes, valid until Release(v) (or until v is
+// unreachable, when the buffer is left to the garbage collector rather than
+// reused). Every other message and field is decoded exactly as the "proto"
+// codec does.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if data.Len() >= MinAlias {
 		switch m := v.(type) {
@@ -67,6 +69,8 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 			return unmarshalAliased(c.pool(), data, m, 2, setRecordsData)
 		case *pb.UploadFileRequest:
 			return unmarshalAliased(c.pool(), data, m, 2, setFileData)
+		case *pb.ReadRecordsResponse:
+			return unmarshalReadRecords(c.pool(), data, m)
 		}
 	}
 	return protoV2.Unmarshal(data, v)
@@ -120,8 +124,78 @@ func unmarshalAliased[T any, M dataMessage[T]](pool mem.BufferPool, data mem.Buf
 	buf := data.MaterializeToBuffer(pool)
 	b := buf.ReadOnlyData()
 	proto.Reset(m)
-	var alias []byte // the last data field, if it was not empty
-	rest := 0        // start of the fields not yet handed to proto
+	err := aliasFields(b, m, func(n protowire.Number) bool { return n == field }, func(_ protowire.Number, v []byte) error {
+		set(m, nonNil(v))
+		return nil
+	})
+	if err != nil {
+		buf.Free()
+		return fmt.Errorf("wirecodec: %T: %w", m, err)
+	}
+	if !within(m.GetData(), b) {
+		// No data, or a later field replaced it: nothing refers to buf.
+		buf.Free()
+		return nil
+	}
+	hold(m, buf, set)
+	aliased.Add(1)
+	return nil
+}
+
+// unmarshalReadRecords is unmarshalAliased for a ReadRecordsResponse: its
+// data (field 1) and the data of its frames (field 5, a FrameBatch whose
+// data is field 3) alias the received buffer. A frames field is decoded into
+// the FrameBatch the message already holds, if any, as proto merges a
+// message field that appears twice.
+func unmarshalReadRecords(pool mem.BufferPool, data mem.BufferSlice, m *pb.ReadRecordsResponse) error {
+	buf := data.MaterializeToBuffer(pool)
+	b := buf.ReadOnlyData()
+	proto.Reset(m)
+	err := aliasFields(b, m, func(n protowire.Number) bool { return n == 1 || n == 5 }, func(n protowire.Number, v []byte) error {
+		if n == 1 {
+			m.Message = &pb.ReadRecordsResponse_Data{Data: nonNil(v)}
+			return nil
+		}
+		fb := m.GetFrames()
+		if fb == nil {
+			fb = new(pb.FrameBatch)
+		}
+		m.Message = &pb.ReadRecordsResponse_Frames{Frames: fb}
+		return aliasFields(v, fb, func(n protowire.Number) bool { return n == 3 }, func(_ protowire.Number, d []byte) error {
+			fb.Data = nonNil(d)
+			return nil
+		})
+	})
+	if err != nil {
+		buf.Free()
+		return fmt.Errorf("wirecodec: %T: %w", m, err)
+	}
+	if !within(m.GetData(), b) && !within(m.GetFrames().GetData(), b) {
+		buf.Free()
+		return nil
+	}
+	hold(m, buf, clearReadRecordsData)
+	aliased.Add(1)
+	return nil
+}
+
+// clearReadRecordsData clears the aliased field of m (b is always nil: see hold).
+func clearReadRecordsData(m *pb.ReadRecordsResponse, _ []byte) {
+	switch x := m.Message.(type) {
+	case *pb.ReadRecordsResponse_Data:
+		m.Message = nil
+	case *pb.ReadRecordsResponse_Frames:
+		x.Frames.Data = nil
+	}
+}
+
+// aliasFields decodes the wire bytes b into m, merging into what m holds:
+// each bytes-typed field that wants accepts is handed to take with its value,
+// a sub-slice of b capped at its length (so that an append cannot write over
+// what follows); every other field goes, in order, to proto.Unmarshal with
+// Merge.
+func aliasFields(b []byte, m proto.Message, wants func(protowire.Number) bool, take func(protowire.Number, []byte) error) error {
+	rest := 0 // start of the fields not yet handed to proto
 	merge := func(end int) error {
 		if end == rest {
 			return nil
@@ -131,49 +205,47 @@ func unmarshalAliased[T any, M dataMessage[T]](pool mem.BufferPool, data mem.Buf
 	for i := 0; i < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[i:])
 		if n < 0 {
-			buf.Free()
-			return fmt.Errorf("wirecodec: %T: %w", m, protowire.ParseError(n))
+			return protowire.ParseError(n)
 		}
-		if num != field || typ != protowire.BytesType {
+		if typ != protowire.BytesType || !wants(num) {
 			k := protowire.ConsumeFieldValue(num, typ, b[i+n:])
 			if k < 0 {
-				buf.Free()
-				return fmt.Errorf("wirecodec: %T: %w", m, protowire.ParseError(k))
+				return protowire.ParseError(k)
 			}
 			i += n + k
 			continue
 		}
 		v, k := protowire.ConsumeBytes(b[i+n:])
 		if k < 0 {
-			buf.Free()
-			return fmt.Errorf("wirecodec: %T: %w", m, protowire.ParseError(k))
+			return protowire.ParseError(k)
 		}
 		if err := merge(i); err != nil {
-			buf.Free()
 			return err
 		}
 		i += n + k
 		rest = i
-		if len(v) == 0 {
-			alias = nil
-			set(m, empty)
-			continue
+		if err := take(num, v[:len(v):len(v)]); err != nil {
+			return err
 		}
-		alias = v[:len(v):len(v)] // an append must not write over what follows
-		set(m, alias)
 	}
-	if err := merge(len(b)); err != nil {
-		buf.Free()
-		return err
+	return merge(len(b))
+}
+
+// nonNil is v, or empty for an empty field (proto leaves it non-nil).
+func nonNil(v []byte) []byte {
+	if len(v) == 0 {
+		return empty
 	}
-	if d := m.GetData(); alias == nil || len(d) == 0 || unsafe.SliceData(d) != unsafe.SliceData(alias) {
-		// No data, or a later field replaced it: nothing refers to buf.
-		buf.Free()
-		return nil
+	return v
+}
+
+// within reports whether d is a non-empty slice of b's memory.
+func within(d, b []byte) bool {
+	if len(d) == 0 || len(b) == 0 {
+		return false
 	}
-	hold(m, buf, set)
-	aliased.Add(1)
-	return nil
+	p, lo := uintptr(unsafe.Pointer(unsafe.SliceData(d))), uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= lo && p < lo+uintptr(len(b))
 }
 
 // held is a received buffer that a message's data aliases.
@@ -219,6 +291,11 @@ func Release(msg any) {
 		}
 		key = weak.Make(m)
 	case *pb.UploadFileRequest:
+		if m == nil {
+			return
+		}
+		key = weak.Make(m)
+	case *pb.ReadRecordsResponse:
 		if m == nil {
 			return
 		}

@@ -3,6 +3,7 @@ package wirecodec
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +107,18 @@ func dataField(d []byte) []byte {
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
+// respField is field num of a ReadRecordsResponse holding v (bytes).
+func respField(num protowire.Number, v []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+}
+
+func respData(d []byte) []byte { return respField(1, d) }
+
+// respFrames is a ReadRecordsResponse's frames field: a FrameBatch of data.
+func respFrames(t testing.TB, stored []uint32, data []byte) []byte {
+	return respField(5, mustMarshal(t, &pb.FrameBatch{StoredLen: stored, InputLen: stored, Data: data}))
+}
+
 // wireCases are encodings of both upload requests: every field, unknown
 // fields, empty data, and the oneof's "last one wins" with the data field
 // before and after the others.
@@ -137,6 +150,18 @@ func wireCases(t testing.TB) map[string][]byte {
 		"data then finish":            cat(dataField(big), fin),
 		"header, data, header merged": cat(rh, dataField(big), rh, rh),
 		"empty message, padded":       unknown(),
+		// ReadRecordsResponse: data is field 1, frames field 5 (a FrameBatch, data field 3).
+		"response data":                       respData(big),
+		"response data then frames":           cat(respData(big), respFrames(t, []uint32{10}, fill(5000, 4))),
+		"frames 1 MiB":                        respFrames(t, []uint32{1 << 19, 1 << 19}, big),
+		"frames then data":                    cat(respFrames(t, []uint32{1 << 20}, big), respData(fill(5000, 6))),
+		"frames twice: merged":                cat(respFrames(t, []uint32{7}, fill(5000, 7)), respFrames(t, []uint32{1 << 20}, big)),
+		"frames, then frames without data":    cat(respFrames(t, []uint32{1 << 20}, big), respFrames(t, []uint32{3}, nil)),
+		"frames with unknown fields inside":   respField(5, cat(unknown(), mustMarshal(t, &pb.FrameBatch{StoredLen: []uint32{1 << 20}, Data: big}), unknown())),
+		"frames with empty data":              respFrames(t, []uint32{1}, nil),
+		"frames then summary":                 cat(respFrames(t, []uint32{1 << 20}, big), mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Summary{Summary: &pb.ReadRecordsSummary{Records: 3}}})),
+		"start then frames":                   cat(mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Start{Start: &pb.ReadRecordsStart{LineEnding: []byte("\r\n")}}}), respFrames(t, []uint32{1 << 20}, big)),
+		"frames holding data of another type": respField(5, cat(protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 5), mustMarshal(t, &pb.FrameBatch{Data: big}))),
 	}
 }
 
@@ -152,6 +177,7 @@ func TestUnmarshalMatchesProto(t *testing.T) {
 		}{
 			{"records", func() proto.Message { return new(pb.UploadRecordsRequest) }, func() proto.Message { return new(pb.UploadRecordsRequest) }},
 			{"file", func() proto.Message { return new(pb.UploadFileRequest) }, func() proto.Message { return new(pb.UploadFileRequest) }},
+			{"read records", func() proto.Message { return new(pb.ReadRecordsResponse) }, func() proto.Message { return new(pb.ReadRecordsResponse) }},
 		} {
 			for _, frame := range []int{0, 16 << 10, 1000, 1} {
 				if frame == 1 && len(wire) > 64<<10 {
@@ -195,6 +221,11 @@ func dataOf(m proto.Message) []byte {
 	case *pb.UploadRecordsRequest:
 		return m.GetData()
 	case *pb.UploadFileRequest:
+		return m.GetData()
+	case *pb.ReadRecordsResponse:
+		if f := m.GetFrames(); f != nil {
+			return f.GetData()
+		}
 		return m.GetData()
 	}
 	return nil
@@ -270,6 +301,53 @@ func TestDataAliasedUntilRelease(t *testing.T) {
 			Release(m) // twice: nothing more
 			if _, again := owner.counts(); again != before+1 {
 				t.Errorf("a second Release returned another buffer")
+			}
+		})
+	}
+}
+
+// TestReadRecordsResponseAliased: a ReadRecordsResponse's frames data and its
+// CSV data alias the received buffer until Release, which clears them and
+// gives the buffer back once; the other fields are proto's.
+func TestReadRecordsResponseAliased(t *testing.T) {
+	big := fill(1<<20, 8)
+	for _, tc := range []struct {
+		name string
+		wire []byte
+		data func(*pb.ReadRecordsResponse) []byte
+	}{
+		{"frames", respFrames(t, []uint32{1 << 19, 1 << 19}, big), func(m *pb.ReadRecordsResponse) []byte { return m.GetFrames().GetData() }},
+		{"data", respData(big), (*pb.ReadRecordsResponse).GetData},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			transport, gather := &countingPool{}, &countingPool{}
+			in := split(tc.wire, 16<<10, transport)
+			held := Held()
+			m := new(pb.ReadRecordsResponse)
+			if err := (Codec{Pool: gather}).Unmarshal(in, m); err != nil {
+				t.Fatal(err)
+			}
+			in.Free()
+			got := tc.data(m)
+			if !bytes.Equal(got, big) || Held() != held+1 {
+				t.Fatalf("data equal %v, Held() %d; want the data sent, held once (%d)", bytes.Equal(got, big), Held(), held+1)
+			}
+			if g, p := gather.counts(); g != 1 || p != 0 {
+				t.Fatalf("codec pool: %d Gets, %d Puts; want 1 buffer, kept", g, p)
+			}
+			if tc.name == "frames" && !slices.Equal(m.GetFrames().GetStoredLen(), []uint32{1 << 19, 1 << 19}) {
+				t.Errorf("stored_len = %v", m.GetFrames().GetStoredLen())
+			}
+			runtime.GC()
+			if !bytes.Equal(got, big) {
+				t.Fatal("data changed before Release")
+			}
+			Release(m)
+			if tc.data(m) != nil {
+				t.Error("Release left the data set")
+			}
+			if _, p := gather.counts(); p != 1 || Held() != held || !inside(got, *gather.returned[0]) {
+				t.Fatalf("after Release: %d buffers back, Held() %d; want 1 (the one data aliased), %d", p, Held(), held)
 			}
 		})
 	}
@@ -436,6 +514,7 @@ func FuzzUnmarshal(f *testing.F) {
 		for _, mk := range []func() proto.Message{
 			func() proto.Message { return new(pb.UploadRecordsRequest) },
 			func() proto.Message { return new(pb.UploadFileRequest) },
+			func() proto.Message { return new(pb.ReadRecordsResponse) },
 		} {
 			want, got := mk(), mk()
 			wantErr := proto.Unmarshal(wire, want)
