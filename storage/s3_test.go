@@ -701,13 +701,7 @@ func TestS3FailedPutLeavesNoUpload(t *testing.T) {
 	if _, err := s.Put(ctx, "cancelled", r); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Put: %v, want context.Canceled", err)
 	}
-	out, err := g.RootClient().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: &cfg.Bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(out.Uploads) != 0 {
-		t.Fatalf("%d multipart uploads left, first %s", len(out.Uploads), aws.ToString(out.Uploads[0].Key))
-	}
+	noUploadsLeft(t, g, cfg.Bucket)
 }
 
 // A section whose reads fail in its second part: the multipart Put fails naming the cause and
@@ -729,15 +723,21 @@ func TestS3FailedSectionPutLeavesNoUpload(t *testing.T) {
 	if _, err := s.Put(t.Context(), "broken", io.NewSectionReader(r, 0, size)); !errors.Is(err, broken) {
 		t.Fatalf("Put: %v, want the read's error", err)
 	}
-	out, err := g.RootClient().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: &cfg.Bucket})
+	noUploadsLeft(t, g, cfg.Bucket)
+	if _, err := s.Head(t.Context(), "broken"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Head after the failed Put: %v, want ErrNotFound", err)
+	}
+}
+
+// noUploadsLeft fails t if the bucket has a multipart upload in progress.
+func noUploadsLeft(t *testing.T, g *testenv.GW, bucket string) {
+	t.Helper()
+	out, err := g.RootClient().ListMultipartUploads(t.Context(), &s3.ListMultipartUploadsInput{Bucket: &bucket})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(out.Uploads) != 0 {
 		t.Fatalf("%d multipart uploads left, first %s", len(out.Uploads), aws.ToString(out.Uploads[0].Key))
-	}
-	if _, err := s.Head(t.Context(), "broken"); !errors.Is(err, storage.ErrNotFound) {
-		t.Fatalf("Head after the failed Put: %v, want ErrNotFound", err)
 	}
 }
 
