@@ -175,6 +175,13 @@ func (c *Client) readRecords(ctx context.Context, req *pb.ReadRecordsRequest, op
 	return c.restore.ReadRecords(ctx, req, append(opts, grpc.ForceCodecV2(wirecodec.Codec{}))...)
 }
 
+// readFile opens a ReadFile stream whose data messages alias the received
+// buffers, as readRecords does: ReadFiles releases each once its sink's
+// writer returned.
+func (c *Client) readFile(ctx context.Context, req *pb.ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[pb.ReadFileResponse], error) {
+	return c.restore.ReadFile(ctx, req, append(opts, grpc.ForceCodecV2(wirecodec.Codec{}))...)
+}
+
 // AcceptZstd is the AcceptEncoding of a whole read that takes the stored
 // frames as they are (ReadRecordsTo decodes and checks them).
 var AcceptZstd = []pb.ContentEncoding{pb.ContentEncoding_CONTENT_ENCODING_ZSTD, pb.ContentEncoding_CONTENT_ENCODING_IDENTITY}
@@ -239,7 +246,9 @@ func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 // FileSink receives the files of a ReadFile stream: Begin is called with
 // each file's FileInfo and returns where its data goes; End, if set, is
 // called when its data ended (at the next FileInfo or the summary) and
-// checked out, with its length.
+// checked out, with its length. The writer must not keep the slices it is
+// given (io.Writer's rule): they are the received messages' buffers, reused
+// once Write returns.
 type FileSink struct {
 	Begin func(info *pb.FileInfo) (io.Writer, error)
 	End   func(info *pb.FileInfo, n int64) error
@@ -251,7 +260,7 @@ type FileSink struct {
 // (DataLoss otherwise, and End is not called). It is not retried.
 func (c *Client) ReadFiles(ctx context.Context, req *pb.ReadFileRequest, sink FileSink) (*pb.ReadFileSummary, error) {
 	what := "ReadFile " + req.GetFileId() + req.GetParentId()
-	s, err := openRecv(ctx, c.timeout, c.restore.ReadFile, req)
+	s, err := openRecv(ctx, c.timeout, c.readFile, req)
 	if err != nil {
 		return nil, err
 	}
@@ -305,11 +314,13 @@ func (c *Client) ReadFiles(ctx context.Context, req *pb.ReadFileRequest, sink Fi
 			if cur == nil {
 				return nil, fmt.Errorf("%s: data before the first FileInfo", what)
 			}
-			if _, err := w.Write(msg.Data); err != nil {
-				return nil, err
-			}
+			_, err := w.Write(msg.Data)
 			n += int64(len(msg.Data))
 			total += int64(len(msg.Data))
+			wirecodec.Release(m) // w does not keep msg.Data (io.Writer's rule)
+			if err != nil {
+				return nil, err
+			}
 		case *pb.ReadFileResponse_Summary:
 			if err := finish(); err != nil {
 				return nil, err

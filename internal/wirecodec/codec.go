@@ -56,8 +56,9 @@ func (Codec) Name() string { return protocodec.Name }
 func (Codec) Marshal(v any) (mem.BufferSlice, error) { return protoV2.Marshal(v) }
 
 // Unmarshal decodes data into v. For *pb.UploadRecordsRequest,
-// *pb.UploadFileRequest and *pb.ReadRecordsResponse of at least MinAlias
-// bytes, the data field (a ReadRecordsResponse's data or its frames' data)
+// *pb.UploadFileRequest, *pb.ReadRecordsResponse and *pb.ReadFileResponse of
+// at least MinAlias bytes, the data field (a ReadRecordsResponse's data or
+// its frames' data)
 // aliases the received bytes, valid until Release(v) (or until v is
 // unreachable, when the buffer is left to the garbage collector rather than
 // reused). Every other message and field is decoded exactly as the "proto"
@@ -71,6 +72,8 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 			return unmarshalAliased(c.pool(), data, m, 2, setFileData)
 		case *pb.ReadRecordsResponse:
 			return unmarshalReadRecords(c.pool(), data, m)
+		case *pb.ReadFileResponse:
+			return unmarshalAliased(c.pool(), data, m, 2, setReadFileData)
 		}
 	}
 	return protoV2.Unmarshal(data, v)
@@ -104,7 +107,17 @@ func setFileData(m *pb.UploadFileRequest, b []byte) {
 	m.Message = &pb.UploadFileRequest_Data{Data: b}
 }
 
-// dataMessage is an upload request whose data field Codec aliases.
+func setReadFileData(m *pb.ReadFileResponse, b []byte) {
+	if b == nil {
+		if _, ok := m.Message.(*pb.ReadFileResponse_Data); ok {
+			m.Message = nil
+		}
+		return
+	}
+	m.Message = &pb.ReadFileResponse_Data{Data: b}
+}
+
+// dataMessage is a message whose data field Codec aliases.
 type dataMessage[T any] interface {
 	*T
 	proto.Message
@@ -296,6 +309,11 @@ func Release(msg any) {
 		}
 		key = weak.Make(m)
 	case *pb.ReadRecordsResponse:
+		if m == nil {
+			return
+		}
+		key = weak.Make(m)
+	case *pb.ReadFileResponse:
 		if m == nil {
 			return
 		}

@@ -2,6 +2,7 @@ package wirecodec
 
 import (
 	"bytes"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -151,16 +152,19 @@ func wireCases(t testing.TB) map[string][]byte {
 		"header, data, header merged": cat(rh, dataField(big), rh, rh),
 		"empty message, padded":       unknown(),
 		// ReadRecordsResponse: data is field 1, frames field 5 (a FrameBatch, data field 3).
-		"response data":                       respData(big),
-		"response data then frames":           cat(respData(big), respFrames(t, []uint32{10}, fill(5000, 4))),
-		"frames 1 MiB":                        respFrames(t, []uint32{1 << 19, 1 << 19}, big),
-		"frames then data":                    cat(respFrames(t, []uint32{1 << 20}, big), respData(fill(5000, 6))),
-		"frames twice: merged":                cat(respFrames(t, []uint32{7}, fill(5000, 7)), respFrames(t, []uint32{1 << 20}, big)),
-		"frames, then frames without data":    cat(respFrames(t, []uint32{1 << 20}, big), respFrames(t, []uint32{3}, nil)),
-		"frames with unknown fields inside":   respField(5, cat(unknown(), mustMarshal(t, &pb.FrameBatch{StoredLen: []uint32{1 << 20}, Data: big}), unknown())),
-		"frames with empty data":              respFrames(t, []uint32{1}, nil),
-		"frames then summary":                 cat(respFrames(t, []uint32{1 << 20}, big), mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Summary{Summary: &pb.ReadRecordsSummary{Records: 3}}})),
-		"start then frames":                   cat(mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Start{Start: &pb.ReadRecordsStart{LineEnding: []byte("\r\n")}}}), respFrames(t, []uint32{1 << 20}, big)),
+		"response data":                     respData(big),
+		"response data then frames":         cat(respData(big), respFrames(t, []uint32{10}, fill(5000, 4))),
+		"frames 1 MiB":                      respFrames(t, []uint32{1 << 19, 1 << 19}, big),
+		"frames then data":                  cat(respFrames(t, []uint32{1 << 20}, big), respData(fill(5000, 6))),
+		"frames twice: merged":              cat(respFrames(t, []uint32{7}, fill(5000, 7)), respFrames(t, []uint32{1 << 20}, big)),
+		"frames, then frames without data":  cat(respFrames(t, []uint32{1 << 20}, big), respFrames(t, []uint32{3}, nil)),
+		"frames with unknown fields inside": respField(5, cat(unknown(), mustMarshal(t, &pb.FrameBatch{StoredLen: []uint32{1 << 20}, Data: big}), unknown())),
+		"frames with empty data":            respFrames(t, []uint32{1}, nil),
+		"frames then summary":               cat(respFrames(t, []uint32{1 << 20}, big), mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Summary{Summary: &pb.ReadRecordsSummary{Records: 3}}})),
+		"start then frames":                 cat(mustMarshal(t, &pb.ReadRecordsResponse{Message: &pb.ReadRecordsResponse_Start{Start: &pb.ReadRecordsStart{LineEnding: []byte("\r\n")}}}), respFrames(t, []uint32{1 << 20}, big)),
+		// ReadFileResponse: info is field 1, data field 2 (as an upload's), summary field 3.
+		"file info then data":                 cat(mustMarshal(t, &pb.ReadFileResponse{Message: &pb.ReadFileResponse_Info{Info: &pb.FileInfo{FileId: "f-1", Path: "a/b.pdf", Size: 1 << 20}}}), dataField(big)),
+		"data then file summary":              cat(dataField(big), mustMarshal(t, &pb.ReadFileResponse{Message: &pb.ReadFileResponse_Summary{Summary: &pb.ReadFileSummary{Files: 1, Bytes: 1 << 20}}})),
 		"frames holding data of another type": respField(5, cat(protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 5), mustMarshal(t, &pb.FrameBatch{Data: big}))),
 	}
 }
@@ -178,6 +182,7 @@ func TestUnmarshalMatchesProto(t *testing.T) {
 			{"records", func() proto.Message { return new(pb.UploadRecordsRequest) }, func() proto.Message { return new(pb.UploadRecordsRequest) }},
 			{"file", func() proto.Message { return new(pb.UploadFileRequest) }, func() proto.Message { return new(pb.UploadFileRequest) }},
 			{"read records", func() proto.Message { return new(pb.ReadRecordsResponse) }, func() proto.Message { return new(pb.ReadRecordsResponse) }},
+			{"read file", func() proto.Message { return new(pb.ReadFileResponse) }, func() proto.Message { return new(pb.ReadFileResponse) }},
 		} {
 			for _, frame := range []int{0, 16 << 10, 1000, 1} {
 				if frame == 1 && len(wire) > 64<<10 {
@@ -227,6 +232,8 @@ func dataOf(m proto.Message) []byte {
 			return f.GetData()
 		}
 		return m.GetData()
+	case *pb.ReadFileResponse:
+		return m.GetData()
 	}
 	return nil
 }
@@ -238,71 +245,79 @@ func dataOf(m proto.Message) []byte {
 func TestDataAliasedUntilRelease(t *testing.T) {
 	want := fill(1<<20, 5)
 	wire := dataField(want)
-	for _, tc := range []struct {
+	type cases = []struct {
 		name  string
 		frame int
-	}{{"one buffer", 0}, {"16 KiB frames", 16 << 10}, {"uneven frames", 7777}} {
-		t.Run(tc.name, func(t *testing.T) {
-			transport := &countingPool{} // the transport's frames
-			gather := &countingPool{}    // the codec's pool
-			in := split(wire, tc.frame, transport)
-			held, aliased := Held(), Aliased()
-			m := new(pb.UploadRecordsRequest)
-			if err := (Codec{Pool: gather}).Unmarshal(in, m); err != nil {
-				t.Fatal(err)
-			}
-			in.Free()
-			got := m.GetData()
-			if !bytes.Equal(got, want) {
-				t.Fatal("data differs from what was sent")
-			}
-			if Held() != held+1 || Aliased() != aliased+1 {
-				t.Fatalf("Held() = %d, Aliased() = %d, want %d, %d", Held(), Aliased(), held+1, aliased+1)
-			}
-			var owner *countingPool // whose buffer data aliases
-			if len(in) == 1 {
-				owner = transport // one buffer: aliased as it is, no copy at all
-				if _, puts := transport.counts(); puts != 0 {
-					t.Fatalf("the transport's buffer went back to its pool (%d) while data aliases it", puts)
+	}
+	// Data is field 2 of an upload request and of a ReadFileResponse.
+	for _, mk := range []func() proto.Message{
+		func() proto.Message { return new(pb.UploadRecordsRequest) },
+		func() proto.Message { return new(pb.UploadFileRequest) },
+		func() proto.Message { return new(pb.ReadFileResponse) },
+	} {
+		for _, tc := range (cases{{"one buffer", 0}, {"16 KiB frames", 16 << 10}, {"uneven frames", 7777}}) {
+			t.Run(fmt.Sprintf("%T/%s", mk(), tc.name), func(t *testing.T) {
+				transport := &countingPool{} // the transport's frames
+				gather := &countingPool{}    // the codec's pool
+				in := split(wire, tc.frame, transport)
+				held, aliased := Held(), Aliased()
+				m := mk()
+				if err := (Codec{Pool: gather}).Unmarshal(in, m); err != nil {
+					t.Fatal(err)
 				}
-				if g, _ := gather.counts(); g != 0 {
-					t.Errorf("one buffer was gathered (%d Gets): want it aliased", g)
+				in.Free()
+				got := dataOf(m)
+				if !bytes.Equal(got, want) {
+					t.Fatal("data differs from what was sent")
 				}
-			} else {
-				owner = gather
-				if g, p := transport.counts(); g != p {
-					t.Errorf("transport buffers: %d out, %d back; want all back once Unmarshal returned", g, p)
+				if Held() != held+1 || Aliased() != aliased+1 {
+					t.Fatalf("Held() = %d, Aliased() = %d, want %d, %d", Held(), Aliased(), held+1, aliased+1)
 				}
-				if g, p := gather.counts(); g != 1 || p != 0 {
-					t.Fatalf("codec pool: %d Gets, %d Puts; want 1 buffer, kept", g, p)
+				var owner *countingPool // whose buffer data aliases
+				if len(in) == 1 {
+					owner = transport // one buffer: aliased as it is, no copy at all
+					if _, puts := transport.counts(); puts != 0 {
+						t.Fatalf("the transport's buffer went back to its pool (%d) while data aliases it", puts)
+					}
+					if g, _ := gather.counts(); g != 0 {
+						t.Errorf("one buffer was gathered (%d Gets): want it aliased", g)
+					}
+				} else {
+					owner = gather
+					if g, p := transport.counts(); g != p {
+						t.Errorf("transport buffers: %d out, %d back; want all back once Unmarshal returned", g, p)
+					}
+					if g, p := gather.counts(); g != 1 || p != 0 {
+						t.Fatalf("codec pool: %d Gets, %d Puts; want 1 buffer, kept", g, p)
+					}
 				}
-			}
-			if cap(got) != len(got) {
-				t.Errorf("cap(data) = %d > len %d: an append would write into the buffer", cap(got), len(got))
-			}
-			runtime.GC() // m is live: its buffer must survive a collection
-			if !bytes.Equal(got, want) {
-				t.Fatal("data changed before Release")
-			}
-			_, before := owner.counts()
-			Release(m)
-			if m.GetData() != nil || m.GetMessage() != nil {
-				t.Error("Release left the data field set")
-			}
-			if _, after := owner.counts(); after != before+1 {
-				t.Fatalf("Release returned %d buffers to the pool, want 1", after-before)
-			}
-			if r := owner.returned[len(owner.returned)-1]; unsafe.SliceData(*r) != unsafe.SliceData(got) && !inside(got, *r) {
-				t.Error("the buffer returned is not the one data aliased")
-			}
-			if Held() != held {
-				t.Errorf("Held() = %d after Release, want %d", Held(), held)
-			}
-			Release(m) // twice: nothing more
-			if _, again := owner.counts(); again != before+1 {
-				t.Errorf("a second Release returned another buffer")
-			}
-		})
+				if cap(got) != len(got) {
+					t.Errorf("cap(data) = %d > len %d: an append would write into the buffer", cap(got), len(got))
+				}
+				runtime.GC() // m is live: its buffer must survive a collection
+				if !bytes.Equal(got, want) {
+					t.Fatal("data changed before Release")
+				}
+				_, before := owner.counts()
+				Release(m)
+				if dataOf(m) != nil || m.ProtoReflect().WhichOneof(m.ProtoReflect().Descriptor().Oneofs().Get(0)) != nil {
+					t.Error("Release left the data field set")
+				}
+				if _, after := owner.counts(); after != before+1 {
+					t.Fatalf("Release returned %d buffers to the pool, want 1", after-before)
+				}
+				if r := owner.returned[len(owner.returned)-1]; unsafe.SliceData(*r) != unsafe.SliceData(got) && !inside(got, *r) {
+					t.Error("the buffer returned is not the one data aliased")
+				}
+				if Held() != held {
+					t.Errorf("Held() = %d after Release, want %d", Held(), held)
+				}
+				Release(m) // twice: nothing more
+				if _, again := owner.counts(); again != before+1 {
+					t.Errorf("a second Release returned another buffer")
+				}
+			})
+		}
 	}
 }
 
@@ -515,6 +530,7 @@ func FuzzUnmarshal(f *testing.F) {
 			func() proto.Message { return new(pb.UploadRecordsRequest) },
 			func() proto.Message { return new(pb.UploadFileRequest) },
 			func() proto.Message { return new(pb.ReadRecordsResponse) },
+			func() proto.Message { return new(pb.ReadFileResponse) },
 		} {
 			want, got := mk(), mk()
 			wantErr := proto.Unmarshal(wire, want)
