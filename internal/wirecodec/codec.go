@@ -296,27 +296,16 @@ func hold[T any, M dataMessage[T]](m M, buf mem.Buffer, set func(M, []byte)) {
 // a small message, already released, nil) does nothing. Not safe for
 // concurrent use with other uses of msg.
 func Release(msg any) {
+	// weak.Make of a nil message is the zero Pointer, which holds never has.
 	var key any
 	switch m := msg.(type) {
 	case *pb.UploadRecordsRequest:
-		if m == nil {
-			return
-		}
 		key = weak.Make(m)
 	case *pb.UploadFileRequest:
-		if m == nil {
-			return
-		}
 		key = weak.Make(m)
 	case *pb.ReadRecordsResponse:
-		if m == nil {
-			return
-		}
 		key = weak.Make(m)
 	case *pb.ReadFileResponse:
-		if m == nil {
-			return
-		}
 		key = weak.Make(m)
 	default:
 		return

@@ -411,6 +411,15 @@ func TestSmallAndOtherMessagesAreNotHeld(t *testing.T) {
 	if Held() != held {
 		t.Errorf("Held() = %d, want %d", Held(), held)
 	}
+	// Release of nil messages of every aliased type, and of nil, does nothing.
+	Release((*pb.UploadRecordsRequest)(nil))
+	Release((*pb.UploadFileRequest)(nil))
+	Release((*pb.ReadRecordsResponse)(nil))
+	Release((*pb.ReadFileResponse)(nil))
+	Release(nil)
+	if Held() != held {
+		t.Errorf("Held() = %d after releasing nil messages, want %d", Held(), held)
+	}
 }
 
 // TestUnreleasedMessageIsForgotten: a message nobody releases (a stream that
