@@ -3,6 +3,8 @@ package metadata_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,10 +27,32 @@ func waitLockWait(t *testing.T, raw *sql.DB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the reader never waited for the open transaction's lock")
+			t.Fatalf("the reader never waited for the open transaction's lock; this database's sessions: %s", sessions(raw))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// sessions describes the test database's connections (state, running statement, InnoDB
+// transaction state) for a failure message: what the reader was doing instead of waiting.
+func sessions(raw *sql.DB) string {
+	rows, err := raw.Query(`SELECT p.id, p.command, COALESCE(p.state, ''), COALESCE(LEFT(p.info, 80), ''), COALESCE(t.trx_state, 'no trx')
+ FROM information_schema.processlist p LEFT JOIN information_schema.innodb_trx t ON t.trx_mysql_thread_id = p.id
+ WHERE p.db = DATABASE()`)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id int64
+		var cmd, state, info, trx string
+		if err := rows.Scan(&id, &cmd, &state, &info, &trx); err != nil {
+			return err.Error()
+		}
+		out = append(out, fmt.Sprintf("[%d %s %q %q %s]", id, cmd, state, info, trx))
+	}
+	return strings.Join(out, " ")
 }
 
 // A commit still in flight on another connection (its OK not yet back) is waited for, not read
