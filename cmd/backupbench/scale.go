@@ -440,7 +440,7 @@ func latencies(ctx context.Context, n int, fn func(ctx context.Context, k int) e
 
 // reads measures, in a catalog of `backups` backups, ListBackupContents pages, ReadFile of
 // packed files, FindBackup and ListBackups, against the big backup.
-// settle waits (up to settleMax) until MariaDB has stopped writing back the pages the stages
+// settle waits (up to --settle-max) until MariaDB has stopped writing back the pages the stages
 // before dirtied: Innodb_buffer_pool_pages_dirty at most settleDirty, or unchanged for
 // settleQuiet (MariaDB leaves some dirty when idle). The latencies of a catalog are then not
 // those of the write-back of rows just inserted (after 19 copies of 1 GB a one-row FindBackup's
@@ -1021,10 +1021,9 @@ func (b *scaleBench) dropSetAside(ctx context.Context) error {
 // keys (the copies share its blobs). The files table is rebuilt with the big backup's rows only
 // (same definition, constraints renamed), which is far quicker than deleting the copies' rows.
 // The old table (the copies' rows) is set aside without its foreign keys and dropped only after
-// the DeleteBackup measurement (dropSetAside): right after dropping tens of GB, MariaDB spent
-// ~3× the CPU on the same work (an upload after a dropped 10-backup database: 307 CPU-s against
-// 105; the delete that followed the drop: 305 against 90), which measured the benchmark's own
-// DROP, not the service.
+// the DeleteBackup measurement (dropSetAside): right after a large DROP, MariaDB spent 1.3–5×
+// the CPU a freshly restarted one spent on the same work (docs/BENCHMARKS.md, seventh session),
+// so a delete measured after it measured the benchmark's own DROP as much as the service.
 func (b *scaleBench) dropCopies(ctx context.Context) error {
 	if len(b.copies) == 0 {
 		return nil
