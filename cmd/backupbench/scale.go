@@ -42,7 +42,6 @@ type scaleConfig struct {
 	streams      int
 	backups      int
 	copyBudget   time.Duration
-	copyGroup    int
 	settleMax    time.Duration
 	samples      int
 	dedupFiles   int
@@ -60,7 +59,6 @@ func scaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 	fs.IntVar(&c.streams, "streams", 64, "concurrent UploadFile streams on one connection")
 	fs.IntVar(&c.backups, "backups", 50, "backups in the many-backup catalog (the big one and copies of its catalog rows made with INSERT … SELECT); 1 skips that stage")
 	fs.DurationVar(&c.copyBudget, "copy-budget", 20*time.Minute, "stop making catalog copies once this long was spent on them (the report says how many were made)")
-	fs.IntVar(&c.copyGroup, "copy-group", 1, "catalog copies made by one INSERT … SELECT of the files (each source row is read once and written once per copy of the group, so the copies' rows of one blob go into files_blob together; 7 at 1,000,000 files was no faster than 1 and its fifth group failed after 30 minutes with MariaDB's \"Error on delete of '/tmp/#sql-temptable-….MAI'\")")
 	fs.DurationVar(&c.settleMax, "settle-max", 5*time.Minute, "longest wait for InnoDB's write-back before each measured stage (the wait ends sooner once the dirty pages stop changing; 0: measure at once, for quick tries on a shared server)")
 	fs.IntVar(&c.samples, "samples", 1000, "calls per latency measurement (p50/p99; of 100 calls the p99 is the second-slowest, which one slow call decides)")
 	fs.IntVar(&c.dedupFiles, "dedup-files", 500, "uploads of bodies the backup holds, declared SHA-256, to a new backup, with 1 and with --backups backups (0: none)")
@@ -71,8 +69,8 @@ func scaleFlags(fs *flag.FlagSet, c *scaleConfig) {
 
 func (c *scaleConfig) validate() error {
 	errs := []error{c.commonConfig.validate()}
-	if c.files < 1 || c.accounts < 1 || c.streams < 1 || c.backups < 1 || c.copyGroup < 1 || c.copyGroup > 50 || c.samples < 1 || c.dedupFiles < 0 || c.dedupStreams < 1 {
-		errs = append(errs, errors.New("--files, --accounts, --streams, --backups and --samples must be ≥ 1, --copy-group in [1, 50]"))
+	if c.files < 1 || c.accounts < 1 || c.streams < 1 || c.backups < 1 || c.samples < 1 || c.dedupFiles < 0 || c.dedupStreams < 1 {
+		errs = append(errs, errors.New("--files, --accounts, --streams, --backups and --samples must be ≥ 1"))
 	}
 	if c.bodySize < 16 || c.bodySize > 1<<20 {
 		errs = append(errs, errors.New("--file-size must be in [16, 1MiB] (packed bodies)"))
@@ -102,7 +100,7 @@ func scaleCommand(ctx context.Context, args []string, stderr io.Writer) (*report
 	}
 	h := newHarness("scale", commandLine("scale", args), c.commonConfig, stderr, map[string]any{
 		"files": c.files, "accounts": c.accounts, "file_size": c.bodySize, "streams": c.streams, "backups": c.backups,
-		"copy_budget": c.copyBudget.String(), "copy_group": c.copyGroup, "settle_max": c.settleMax.String(), "samples": c.samples, "dedup_files": c.dedupFiles, "dedup_streams": c.dedupStreams, "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
+		"copy_budget": c.copyBudget.String(), "settle_max": c.settleMax.String(), "samples": c.samples, "dedup_files": c.dedupFiles, "dedup_streams": c.dedupStreams, "memory_budget": c.budget.String(), "part_size": c.partSize.String(),
 		"pack_threshold": "backupd default (1 MiB)"})
 	b := &scaleBench{harness: h, c: c, fileIDs: map[int]string{}}
 	err := h.execute(ctx, b.run)
@@ -833,6 +831,22 @@ func (b *scaleBench) tableSizes(ctx context.Context, when string) error {
 // copyCatalog makes the many-backup catalog: --backups - 1 copies of the big backup's catalog
 // rows (backup, record sets, record chunks, files; not its upload rows), each its own COMMITTED
 // backup that started earlier, sharing the objects, packs and blobs.
+//
+// How, and why (docs/BENCHMARKS.md, eighth session): made the obvious way, by INSERT … SELECT of
+// files into files, the copies slowed from 32 s to 160 s each as the buffer pool filled, about 2
+// hours for 49. Two things grew or repeated per copy:
+//   - files_blob (tenant, blob, backup, id) is the one index whose entries of every backup
+//     interleave (the copies share the blobs), so each copy's 1,000,000 inserts swept the whole
+//     index, k × ~150 MB read back from disk and written again at the k-th copy;
+//   - MariaDB materializes a SELECT of the table it inserts into in an internal temporary table
+//     (1,000,000 rows a copy; one such table failed in /tmp and lost a run).
+//
+// So the source rows are first put in a side table (files_src, without indexes) and files_blob
+// (with its foreign key) is dropped; the copies only append to the files table's other indexes
+// (each keyed by backup first) and the index is then built once by sorting, as CREATE INDEX does.
+// The catalog holds the same rows and the same indexes as one the server wrote, but files_blob's
+// pages are full where one grown by random inserts is about two thirds full: reads of that index
+// (the dedup check and DeleteBackup's liveness checks) find it in fewer pages than a real one.
 func (b *scaleBench) copyCatalog(ctx context.Context) error {
 	db := b.db.name
 	conn, err := b.db.admin.Conn(ctx)
@@ -842,8 +856,9 @@ func (b *scaleBench) copyCatalog(ctx context.Context) error {
 	defer conn.Close()
 	// The copies are rows already checked once (same blobs, same upload ids, a new backup id
 	// inserted in the same transaction): the session skips the foreign-key lookups (one per
-	// row into blobs and backups) and lets InnoDB defer unique-index checks. Setup only; the
-	// server's own writes keep both. Set back before the connection returns to the pool.
+	// row into blobs and backups) and lets InnoDB defer unique-index checks; the foreign key
+	// dropped below is added back without a scan for the same reason. Setup only; the server's
+	// own writes keep both. Set back before the connection returns to the pool.
 	if _, err := conn.ExecContext(ctx, "SET SESSION foreign_key_checks = 0, unique_checks = 0"); err != nil {
 		return err
 	}
@@ -864,8 +879,9 @@ func (b *scaleBench) copyCatalog(ctx context.Context) error {
 		}
 		return cs, rows.Err()
 	}
-	// INSERT INTO t (cols) SELECT cols with backup_id (or id, or its overrides) replaced.
-	copyStmt := func(table, idCol string, override map[string]string) (string, error) {
+	// INSERT INTO t (cols) SELECT cols FROM src with idCol replaced by the copy's id (and its
+	// overrides).
+	copyStmt := func(table, src, idCol string, override map[string]string) (string, error) {
 		cs, err := cols(table)
 		if err != nil {
 			return "", err
@@ -882,74 +898,61 @@ func (b *scaleBench) copyCatalog(ctx context.Context) error {
 			}
 		}
 		return fmt.Sprintf("INSERT INTO %s.%s (%s) SELECT %s FROM %s.%s WHERE tenant_id = ? AND %s = ?",
-			db, table, strings.Join(cs, ", "), strings.Join(sel, ", "), db, table, idCol), nil
+			db, table, strings.Join(cs, ", "), strings.Join(sel, ", "), db, src, idCol), nil
 	}
-	backupStmt, err := copyStmt("backups", "id", map[string]string{"started_at": "started_at - ?", "committed_at": "committed_at - ?",
+	backupStmt, err := copyStmt("backups", "backups", "id", map[string]string{"started_at": "started_at - ?", "committed_at": "committed_at - ?",
 		"idempotency_key": "NULL", "manifest_key": "CONCAT(manifest_key, '.copy')"})
 	if err != nil {
 		return err
 	}
-	var tables []string
 	stmts := map[string]string{}
-	for _, t := range []string{"record_sets", "record_chunks"} {
-		if stmts[t], err = copyStmt(t, "backup_id", nil); err != nil {
+	tables := []string{"record_sets", "record_chunks", "files"}
+	for _, t := range tables {
+		src := t
+		if t == "files" {
+			src = "files_src"
+		}
+		if stmts[t], err = copyStmt(t, src, "backup_id", nil); err != nil {
 			return err
 		}
-		tables = append(tables, t)
-	}
-	// The files of a group of copies in one statement: the source rows are read once, in primary-key
-	// order (file ids are time-ordered, and so are their blobs), and each is written once per
-	// copy of the group. The copies' rows of one blob then go into files_blob (tenant, blob,
-	// backup, id) together. At 1,000,000 files that was not faster (the copies slow down as the
-	// buffer pool fills either way), hence the default of 1.
-	fileCols, err := cols("files")
-	if err != nil {
-		return err
-	}
-	filesStmt := func(n int) string {
-		sel := make([]string, len(fileCols))
-		for i, c := range fileCols {
-			sel[i] = "f." + c
-			if c == "backup_id" {
-				sel[i] = "c.cp_id"
-			}
-		}
-		ids := "SELECT ? AS cp_id" + strings.Repeat(" UNION ALL SELECT ?", n-1)
-		return fmt.Sprintf("INSERT INTO %s.files (%s) SELECT STRAIGHT_JOIN %s FROM %s.files f JOIN (%s) c WHERE f.tenant_id = ? AND f.backup_id = ?",
-			db, strings.Join(fileCols, ", "), strings.Join(sel, ", "), db, ids)
 	}
 	s0 := b.cpu.snap()
 	start := time.Now()
+	blobIndex, err := b.deferBlobIndex(ctx, conn)
+	if err != nil {
+		return err
+	}
+	prep := time.Since(start)
+	b.logf("catalog copies: source rows in files_src, files_blob dropped, in %s", prep.Round(time.Millisecond))
 	var each []float64
-	for k := 1; k < b.c.backups; {
+	for k := 1; k < b.c.backups; k++ {
 		if time.Since(start) > b.c.copyBudget {
 			b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("--copy-budget %s reached after %d copies: the many-backup catalog has %d backups, not %d.",
 				b.c.copyBudget, len(b.copies), len(b.copies)+1, b.c.backups))
 			break
 		}
 		t0 := time.Now()
-		n := min(b.c.copyGroup, b.c.backups-k)
-		group := make([]scaleCopy, n)
-		for i := range group {
-			// started_at is in ms or ns; an hour or more earlier either way
-			group[i] = scaleCopy{id: uuid.NewString(), shift: int64(k+i) * int64(time.Hour/time.Millisecond)}
+		// started_at is in ms or ns; an hour or more earlier either way
+		cp := scaleCopy{id: uuid.NewString(), shift: int64(k) * int64(time.Hour/time.Millisecond)}
+		if err := b.copyOne(ctx, conn, backupStmt, stmts, tables, cp); err != nil {
+			return fmt.Errorf("catalog copy %d: %w", k, err)
 		}
-		if err := b.copyGroup(ctx, conn, backupStmt, stmts, tables, filesStmt(n), group); err != nil {
-			return fmt.Errorf("catalog copies %d-%d: %w", k, k+n-1, err)
-		}
-		per := time.Since(t0).Seconds() / float64(n)
-		for _, cp := range group {
-			b.copies = append(b.copies, cp.id)
-			each = append(each, per)
-		}
-		b.logf("catalog copies %d-%d of %d in %s, %.1f s each (load %s)", k, k+n-1, b.c.backups-1, time.Since(t0).Round(time.Millisecond), per, loadavg())
-		k += n
+		b.copies = append(b.copies, cp.id)
+		each = append(each, time.Since(t0).Seconds())
+		b.logf("catalog copy %d of %d in %s (load %s)", k, b.c.backups-1, time.Since(t0).Round(time.Millisecond), loadavg())
 	}
+	t0 := time.Now()
+	if err := blobIndex(ctx); err != nil {
+		return err
+	}
+	build := time.Since(t0)
+	b.logf("files_blob built by sort in %s", build.Round(time.Millisecond))
 	dur := time.Since(start)
 	u := b.cpu.snap().since(s0, nil)
 	b.rep.Runs["catalog_copy_s"] = each
 	b.rep.addValue("4", fmt.Sprintf("making the many-backup catalog: %d copies of the %s backup's catalog rows (backup, record sets, chunks, files; not uploads) with INSERT … SELECT, per copy (information)",
-		len(b.copies), b.filesLabel()), median(each), "s", "", fmt.Sprintf("%s in all; load %s; %s", dur.Round(time.Second), loadavg(), u))
+		len(b.copies), b.filesLabel()), median(each), "s", "", fmt.Sprintf("%s in all: %s to set the source rows aside and drop files_blob, %s to build files_blob by sort afterwards; load %s; %s",
+		dur.Round(time.Second), prep.Round(time.Second), build.Round(time.Second), loadavg(), u))
 	return b.tableSizes(ctx, fmt.Sprintf("with %d copies", len(b.copies)))
 }
 
@@ -959,10 +962,70 @@ type scaleCopy struct {
 	shift int64
 }
 
-// copyGroup makes a group of catalog copies in one transaction: each copy's backup row, record
-// sets and chunks, then the files of all of them in one statement (filesStmt, with the copies'
-// ids first).
-func (b *scaleBench) copyGroup(ctx context.Context, conn *sql.Conn, backupStmt string, stmts map[string]string, tables []string, filesStmt string, group []scaleCopy) error {
+var (
+	blobKeyDef = regexp.MustCompile("(?m)^\\s*(KEY `files_blob` \\([^)]*\\))")
+	blobFKDef  = regexp.MustCompile("(?m)^\\s*(CONSTRAINT `files_blob_fk` FOREIGN KEY .*?)(?:,)?$")
+)
+
+// deferBlobIndex puts the big backup's files rows in files_src and drops files_blob and its
+// foreign key; the function it returns adds both back (as SHOW CREATE TABLE had them; the
+// foreign key without a scan, the session's foreign_key_checks being off) and drops files_src.
+func (b *scaleBench) deferBlobIndex(ctx context.Context, conn *sql.Conn) (func(context.Context) error, error) {
+	db := b.db.name
+	var name, ddl string
+	if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+db+".files").Scan(&name, &ddl); err != nil {
+		return nil, err
+	}
+	key, fk := blobKeyDef.FindStringSubmatch(ddl), blobFKDef.FindStringSubmatch(ddl)
+	if key == nil || fk == nil {
+		return nil, fmt.Errorf("files_blob or files_blob_fk not found in SHOW CREATE TABLE files:\n%s", ddl)
+	}
+	for _, q := range []string{
+		"CREATE TABLE " + db + ".files_src ENGINE=InnoDB AS SELECT * FROM " + db + ".files WHERE tenant_id = ? AND backup_id = ?",
+		"ALTER TABLE " + db + ".files DROP FOREIGN KEY files_blob_fk, DROP KEY files_blob",
+	} {
+		var args []any
+		if strings.Contains(q, "?") {
+			args = []any{b.tenant, b.id}
+		}
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			return nil, fmt.Errorf("%.60s…: %w", q, err)
+		}
+	}
+	return func(ctx context.Context) error {
+		for _, q := range []string{
+			"ALTER TABLE " + db + ".files ADD " + key[1] + ", ALGORITHM=INPLACE",
+			"ALTER TABLE " + db + ".files ADD " + fk[1] + ", ALGORITHM=INPLACE",
+			"DROP TABLE " + db + ".files_src",
+		} {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("%.60s…: %w", q, err)
+			}
+		}
+		var name, after string
+		if err := conn.QueryRowContext(ctx, "SHOW CREATE TABLE "+db+".files").Scan(&name, &after); err != nil {
+			return err
+		}
+		if !slices.Equal(ddlLines(after), ddlLines(ddl)) { // the keys' order may differ
+			return fmt.Errorf("files after the copies differs from before:\n%s\nbefore:\n%s", after, ddl)
+		}
+		return nil
+	}, nil
+}
+
+// ddlLines is a SHOW CREATE TABLE's lines without trailing commas, sorted.
+func ddlLines(ddl string) []string {
+	ls := strings.Split(ddl, "\n")
+	for i, l := range ls {
+		ls[i] = strings.TrimSuffix(strings.TrimSpace(l), ",")
+	}
+	slices.Sort(ls)
+	return ls
+}
+
+// copyOne makes one catalog copy in one transaction: its backup row, record sets, chunks and
+// files.
+func (b *scaleBench) copyOne(ctx context.Context, conn *sql.Conn, backupStmt string, stmts map[string]string, tables []string, cp scaleCopy) error {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -974,29 +1037,22 @@ func (b *scaleBench) copyGroup(ctx context.Context, conn *sql.Conn, backupStmt s
 	if err := tx.QueryRowContext(ctx, "SELECT started_at FROM "+b.db.name+".backups WHERE tenant_id = ? AND id = ?", b.tenant, b.id).Scan(&started); err != nil {
 		return err
 	}
-	var ids []any
-	for _, cp := range group {
-		shift := cp.shift
-		switch {
-		case started > 1e17:
-			shift *= 1e6
-		case started > 1e14:
-			shift *= 1e3
-		case started < 1e11:
-			shift /= 1e3
-		}
-		if _, err := tx.ExecContext(ctx, backupStmt, cp.id, shift, shift, b.tenant, b.id); err != nil {
-			return fmt.Errorf("backups: %w", err)
-		}
-		for _, t := range tables {
-			if _, err := tx.ExecContext(ctx, stmts[t], cp.id, b.tenant, b.id); err != nil {
-				return fmt.Errorf("%s: %w", t, err)
-			}
-		}
-		ids = append(ids, cp.id)
+	shift := cp.shift
+	switch {
+	case started > 1e17:
+		shift *= 1e6
+	case started > 1e14:
+		shift *= 1e3
+	case started < 1e11:
+		shift /= 1e3
 	}
-	if _, err := tx.ExecContext(ctx, filesStmt, append(ids, b.tenant, b.id)...); err != nil {
-		return fmt.Errorf("files: %w", err)
+	if _, err := tx.ExecContext(ctx, backupStmt, cp.id, shift, shift, b.tenant, b.id); err != nil {
+		return fmt.Errorf("backups: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := tx.ExecContext(ctx, stmts[t], cp.id, b.tenant, b.id); err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
 	}
 	return tx.Commit()
 }
