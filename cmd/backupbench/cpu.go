@@ -97,8 +97,12 @@ func medianUse(us []cpuUse) cpuUse {
 }
 
 // procCPU returns utime+stime of pid in seconds (0 if it cannot be read).
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+func procCPU(pid int) float64 { return statFileCPU(fmt.Sprintf("/proc/%d/stat", pid)) }
+
+// statFileCPU is utime+stime of a /proc stat file (a process's or a thread's), in seconds; 0 if
+// it cannot be read.
+func statFileCPU(path string) float64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
