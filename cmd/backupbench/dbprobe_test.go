@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"strings"
 	"testing"
 	"time"
+
+	"backupstore/internal/testenv"
 )
 
 // A probe splits MariaDB's CPU by thread: threads serving a connection at either end count as
@@ -36,5 +40,33 @@ func TestStatFileCPU(t *testing.T) {
 	}
 	if got := statFileCPU("/proc/self/no-such-file"); got != 0 {
 		t.Errorf("statFileCPU of a missing file = %v, want 0", got)
+	}
+}
+
+// The scale benchmark warns when the buffer pool was grown by SET GLOBAL. The test server's
+// pool comes from its startup (this test does not change a global of the shared server), so
+// the origin query must work against it and name a startup origin, and only SQL warns.
+func TestPoolSizeOrigin(t *testing.T) {
+	db, err := sql.Open("mysql", testenv.MySQLDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	origin, err := poolSizeOrigin(context.Background(), db)
+	if err != nil {
+		t.Fatalf("poolSizeOrigin: %v", err)
+	}
+	switch origin {
+	case "COMPILE-TIME", "CONFIG", "COMMAND-LINE", "AUTO", "ENVIRONMENT":
+		if note := poolResizedNote(origin); note != "" {
+			t.Errorf("poolResizedNote(%q) = %q, want none", origin, note)
+		}
+	case "SQL":
+		t.Logf("the test server's pool was set by SET GLOBAL: the benchmarks would warn")
+	default:
+		t.Errorf("poolSizeOrigin = %q, want one of MariaDB's GLOBAL_VALUE_ORIGIN values", origin)
+	}
+	if note := poolResizedNote("SQL"); !strings.Contains(note, "SET GLOBAL") {
+		t.Errorf("poolResizedNote(SQL) = %q, want a warning naming SET GLOBAL", note)
 	}
 }

@@ -250,7 +250,9 @@ func (b *scaleBench) upload(ctx context.Context) error {
 		b.rep.Config["innodb_buffer_pool_size"] = pool
 		b.logf("MariaDB innodb_buffer_pool_size %d MiB", pool>>20)
 	}
-	if note := poolResizedNote(ctx, b.db.admin); note != "" {
+	if origin, err := poolSizeOrigin(ctx, b.db.admin); err != nil {
+		b.logf("where innodb_buffer_pool_size was set is unknown: %v", err)
+	} else if note := poolResizedNote(origin); note != "" {
 		b.logf("%s", note)
 		b.rep.Notes = append(b.rep.Notes, note)
 	}
@@ -519,18 +521,24 @@ func (b *scaleBench) settle(ctx context.Context, what string) {
 	b.logf("%s: %d dirty InnoDB pages, checkpoint age %.0f MB, after waiting %s for the write-back", what, dirty, float64(age)/1e6, time.Since(start).Round(time.Second))
 }
 
-// poolResizedNote warns when MariaDB's buffer pool was grown at runtime (SET GLOBAL): MariaDB
+// poolSizeOrigin is where the server's innodb_buffer_pool_size came from: COMPILE-TIME,
+// CONFIG, COMMAND-LINE, or SQL when a SET GLOBAL changed it (MariaDB's
+// information_schema.SYSTEM_VARIABLES).
+func poolSizeOrigin(ctx context.Context, db *sql.DB) (string, error) {
+	var origin string
+	err := db.QueryRowContext(ctx, "SELECT GLOBAL_VALUE_ORIGIN FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_SIZE'").Scan(&origin)
+	return origin, err
+}
+
+// poolResizedNote warns when MariaDB's buffer pool was grown at runtime (origin SQL): MariaDB
 // 10.11.19 then spends more CPU on the same statements once the grown pool fills, which the
 // figures would measure instead of the service (the cause inside MariaDB is not known; the
 // effect is). Ninth session, 50 × 1,000,000 files, the same catalog and a full 16 GiB pool:
 // dedup upload p50 43–54 ms with the pool grown from 128 MiB by SET GLOBAL, 26 ms with it given
 // at startup (24 ms with one backup); MariaDB's connection threads spent 1.3–1.5 CPU-s on 500
-// uploads against 0.6 for the same handler and page counts. "" when the size came from the
-// command line or a configuration file (or cannot be read).
-func poolResizedNote(ctx context.Context, db *sql.DB) string {
-	var origin string
-	err := db.QueryRowContext(ctx, "SELECT GLOBAL_VALUE_ORIGIN FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_SIZE'").Scan(&origin)
-	if err != nil || origin != "SQL" {
+// uploads against 0.6 for the same handler and page counts. "" for any other origin.
+func poolResizedNote(origin string) string {
+	if origin != "SQL" {
 		return ""
 	}
 	return "MariaDB's innodb_buffer_pool_size was set at runtime (SET GLOBAL): once the grown pool fills, MariaDB 10.11 spends about 2.5× the CPU on the same statements " +
