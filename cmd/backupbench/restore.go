@@ -42,6 +42,7 @@ type restoreConfig struct {
 	planRoots  int
 	planDepth  int
 	skipRclone bool
+	linkMbit   int
 }
 
 func restoreFlags(fs *flag.FlagSet, c *restoreConfig) {
@@ -55,12 +56,16 @@ func restoreFlags(fs *flag.FlagSet, c *restoreConfig) {
 	fs.IntVar(&c.planRoots, "plan-roots", 1000, "Account roots of PlanRestore (3 Contacts each with AccountId, 2 Cases per Contact with ContactId)")
 	fs.IntVar(&c.planDepth, "plan-depth", 2, "PlanRestore child levels")
 	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
+	fs.IntVar(&c.linkMbit, "link-mbit", 1000, "the whole reads once more through a link of this many Mbit/s each way (toxiproxy's bandwidth toxic on 127.0.0.1; information); 0 skips it")
 }
 
 func (c *restoreConfig) validate() error {
 	errs := []error{c.commonConfig.validate()}
 	if c.size < 1<<20 || c.runs < 1 {
 		errs = append(errs, errors.New("--size must be at least 1MiB and --runs ≥ 1"))
+	}
+	if c.linkMbit < 0 || c.linkMbit > 100_000 {
+		errs = append(errs, errors.New("--link-mbit must be in [0, 100000]"))
 	}
 	if c.lookups < 1 || c.lookups > 10000 || c.planRoots < 1 || c.planRoots > 10000 || c.planDepth < 0 || c.planDepth > 5 {
 		errs = append(errs, errors.New("--lookups and --plan-roots must be in [1, 10000], --plan-depth in [0, 5]"))
@@ -100,7 +105,7 @@ func restoreCommand(ctx context.Context, args []string, stderr io.Writer) (*repo
 	}
 	h := newHarness("restore", commandLine("restore", args), c.commonConfig, stderr, map[string]any{
 		"size": c.size.String(), "memory_budget": c.budget.String(), "part_size": c.partSize.String(), "runs": c.runs,
-		"lookups": c.lookups, "plan_roots": c.planRoots, "plan_depth": c.planDepth, "skip_rclone": c.skipRclone})
+		"lookups": c.lookups, "plan_roots": c.planRoots, "plan_depth": c.planDepth, "skip_rclone": c.skipRclone, "link_mbit": c.linkMbit})
 	b := &restoreBench{harness: h, c: c, plan: planDataset{accounts: c.planRoots, contactsPer: 3, casesPer: 2}}
 	err := h.execute(ctx, b.run)
 	return h.rep, c.output, err
@@ -312,12 +317,21 @@ func startPlain(data []byte) (pb.RestoreServiceClient, func(), error) {
 	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(2<<20)) // as cmd/backupd
 	pb.RegisterRestoreServiceServer(gs, &plainRestore{data: data})
 	go func() { _ = gs.Serve(ln) }()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, closeConn, err := dialRestore(ln.Addr().String())
 	if err != nil {
 		gs.Stop()
 		return nil, nil, err
 	}
-	return pb.NewRestoreServiceClient(conn), func() { conn.Close(); gs.Stop() }, nil
+	return c, func() { closeConn(); gs.Stop() }, nil
+}
+
+// dialRestore is a RestoreService client of addr with default options (as the client of backupd).
+func dialRestore(addr string) (pb.RestoreServiceClient, func(), error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewRestoreServiceClient(conn), func() { conn.Close() }, nil
 }
 
 // wholeRead runs stage 1: the record set read whole through backupd, the same bytes from the
@@ -437,6 +451,110 @@ func (b *restoreBench) wholeRead(ctx context.Context) error {
 		b.rep.addRatio("1", "information: MB per CPU-second of own processes, backupstore ÷ rclone cat", perCPU("backupstore"), "MB/CPU-s",
 			div(perCPU("backupstore"), perCPU("rclone_cat")), "", fmt.Sprintf("rclone %.1f MB/CPU-s", perCPU("rclone_cat")))
 	}
+	if b.c.linkMbit > 0 {
+		return b.linkRead(ctx, data)
+	}
+	return nil
+}
+
+// linkRead runs the three whole reads of stage 1 — the plain gRPC stream, backupd's plain CSV and
+// the client library's passthrough — once more, each through a toxiproxy on 127.0.0.1 whose
+// bandwidth toxic holds both directions to --link-mbit: what a worker a network away from backupd
+// sees, where the bytes on the wire and not the cores decide. Information beside the loopback
+// goal rows, which it does not replace.
+func (b *restoreBench) linkRead(ctx context.Context, data []byte) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(2<<20)) // as startPlain
+	pb.RegisterRestoreServiceServer(gs, &plainRestore{data: data})
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+
+	tp := newFaultProxy()
+	defer tp.close()
+	kbps := int64(b.c.linkMbit) * 1000 / 8 // toxiproxy's rate: KB (1,000 bytes) per second
+	via := map[string]string{}
+	for name, upstream := range map[string]string{"plain": ln.Addr().String(), "backupd": b.d.addr} {
+		addr, err := tp.add("link-"+name, upstream)
+		if err != nil {
+			return err
+		}
+		for _, dir := range []string{"upstream", "downstream"} {
+			js := fmt.Sprintf(`{"name":"bw-%s","type":"bandwidth","stream":%q,"toxicity":1,"attributes":{"rate":%d}}`, dir, dir, kbps)
+			if _, err := tp.proxies["link-"+name].Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+				return fmt.Errorf("toxic %s: %w", js, err)
+			}
+		}
+		via[name] = addr
+	}
+	plain, closePlain, err := dialRestore(via["plain"])
+	if err != nil {
+		return err
+	}
+	defer closePlain()
+	bs, closeBS, err := dialRestore(via["backupd"])
+	if err != nil {
+		return err
+	}
+	defer closeBS()
+	lib, err := bsclient.Dial(via["backupd"])
+	if err != nil {
+		return err
+	}
+	defer lib.Close()
+
+	type measure struct {
+		name string
+		fn   func() (int64, error)
+	}
+	grpcRead := func(c pb.RestoreServiceClient, id string) func() (int64, error) {
+		return func() (int64, error) {
+			n, _, _, err := readRecords(ctx, c, &pb.ReadRecordsRequest{BackupId: id, Sobject: "Account"})
+			return n, err
+		}
+	}
+	var stored int64
+	ms := []measure{
+		{"plain_grpc", grpcRead(plain, "")},
+		{"backupstore", grpcRead(bs, b.whole)},
+		{"passthrough", func() (int64, error) {
+			var cw countWriter
+			sum, err := lib.ReadRecordsTo(ctx, &pb.ReadRecordsRequest{BackupId: b.whole, Sobject: "Account", AcceptEncoding: bsclient.AcceptZstd}, &cw)
+			if err == nil && sum.GetEncoding() != pb.ContentEncoding_CONTENT_ENCODING_ZSTD {
+				err = fmt.Errorf("the server answered %v", sum.GetEncoding())
+			}
+			stored = sum.GetStoredBytes()
+			return cw.n, err
+		}},
+	}
+	runs := min(b.c.runs, 3) // the plain reads take seconds each at 1 Gbit/s
+	rates := map[string][]float64{}
+	for run := range runs {
+		for i := range ms {
+			m := ms[(i+run)%len(ms)]
+			start := time.Now()
+			n, err := m.fn()
+			dur := time.Since(start)
+			if err != nil {
+				return fmt.Errorf("link %s run %d: %w", m.name, run+1, err)
+			}
+			if n != b.csvSize {
+				return fmt.Errorf("link %s run %d: %d bytes arrived, the CSV has %d", m.name, run+1, n, b.csvSize)
+			}
+			rate := float64(n) / mb / dur.Seconds()
+			rates[m.name] = append(rates[m.name], rate)
+			b.rep.Runs["link_"+m.name+"_MBps"] = append(b.rep.Runs["link_"+m.name+"_MBps"], rate)
+			b.logf("link run %d/%d %-12s %7.1f MB/s (%s)", run+1, runs, m.name, rate, dur.Round(time.Millisecond))
+		}
+	}
+	link := fmt.Sprintf("through a %d Mbit/s link (toxiproxy bandwidth both ways, 127.0.0.1)", b.c.linkMbit)
+	p, bsr, pt := median(rates["plain_grpc"]), median(rates["backupstore"]), median(rates["passthrough"])
+	b.rep.addValue("1", "information: plain gRPC stream of the same bytes "+link, p, "MB/s", "", fmt.Sprintf("median of %d runs", runs))
+	b.rep.addRatio("1", "information: plain-CSV restore ÷ plain gRPC stream, both "+link, bsr, "MB/s", div(bsr, p), "", "")
+	b.rep.addRatio("1", "information: passthrough restore ÷ plain gRPC of the uncompressed bytes, both "+link, pt, "MB/s", div(pt, p), "",
+		fmt.Sprintf("%.1f MB of frames on the wire for %.1f MB of CSV", float64(stored)/mb, float64(b.csvSize)/mb))
 	return nil
 }
 
