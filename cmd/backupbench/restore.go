@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,7 @@ type restoreConfig struct {
 	planDepth  int
 	skipRclone bool
 	linkMbit   int
+	clientProf string
 }
 
 func restoreFlags(fs *flag.FlagSet, c *restoreConfig) {
@@ -56,6 +58,7 @@ func restoreFlags(fs *flag.FlagSet, c *restoreConfig) {
 	fs.IntVar(&c.planRoots, "plan-roots", 1000, "Account roots of PlanRestore (3 Contacts each with AccountId, 2 Cases per Contact with ContactId)")
 	fs.IntVar(&c.planDepth, "plan-depth", 2, "PlanRestore child levels")
 	fs.BoolVar(&c.skipRclone, "skip-rclone", false, "do not build or run rclone")
+	fs.StringVar(&c.clientProf, "client-cpuprofile", "", "after the measured runs, three more passthrough reads under a CPU profile of this process (the client library's side: gRPC receive, decode, hash), written here")
 	fs.IntVar(&c.linkMbit, "link-mbit", 1000, "the whole reads once more through a link of this many Mbit/s each way (toxiproxy's bandwidth toxic on 127.0.0.1; information); 0 skips it")
 }
 
@@ -325,6 +328,21 @@ func startPlain(data []byte) (pb.RestoreServiceClient, func(), error) {
 	return c, func() { closeConn(); gs.Stop() }, nil
 }
 
+// clientProfile runs fn under a CPU profile of this process written to path.
+func clientProfile(path string, fn func() error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	err = fn()
+	pprof.StopCPUProfile()
+	return errors.Join(err, f.Close())
+}
+
 // dialRestore is a RestoreService client of addr with default options (as the client of backupd).
 func dialRestore(addr string) (pb.RestoreServiceClient, func(), error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -424,6 +442,19 @@ func (b *restoreBench) wholeRead(ctx context.Context) error {
 		b.rep.CPU["read_"+name] = medianUse(us)
 	}
 	b.noise("stage 1", uses, walls)
+	if b.c.clientProf != "" {
+		if err := clientProfile(b.c.clientProf, func() error {
+			for range 3 {
+				if _, _, _, err := zstdRead(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("--client-cpuprofile: %w", err)
+		}
+		b.rep.Notes = append(b.rep.Notes, "CPU profile of three passthrough reads on the client's side (this process): "+b.c.clientProf)
+	}
 	cpuNote := func(name string) string {
 		if u, ok := b.rep.CPU["read_"+name]; ok {
 			return "median " + u.String()
