@@ -18,7 +18,8 @@
 //
 // The restore benchmark reads a ≥ 512 MiB record set back through ReadRecords and compares it
 // with a plain gRPC server stream of the same bytes (the transport's ceiling) and with `rclone
-// cat` of the same CSV stored uncompressed; it counts the S3 bytes and requests of 100 single-
+// cat` of the same CSV stored uncompressed, then reads it once more through a 1 Gbit/s link
+// (toxiproxy's bandwidth toxic on 127.0.0.1, --link-mbit); it counts the S3 bytes and requests of 100 single-
 // record reads (cold and warm index cache) through a counting proxy in front of versitygw, and
 // times PlanRestore for 1,000 roots with two child levels. The maintenance benchmark compares
 // DeleteBackup of a backup of 10,000 objects with one DeleteObject call per key, and times the
