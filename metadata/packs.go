@@ -11,8 +11,8 @@ import (
 )
 
 // PackSealed is the state of a pack whose object is complete in the bucket. Phase 1 writes a
-// pack with one PutObject and inserts its row SEALED after it (docs/FORMAT.md §2.4), so it is
-// the only state so far.
+// pack with one PutObject and inserts its row SEALED after it (docs/FORMAT.md §2.4); a repack
+// retires it (PackRetired).
 const PackSealed = "SEALED"
 
 // Pack is a pack object: many small file bodies (blobs) back to back, with an authenticated
@@ -492,17 +492,18 @@ func (c catalog) PackBlobs(ctx context.Context, tenantID, packID string) ([]*Blo
 	return list, c.fail("PackBlobs", err, nil)
 }
 
-// EmptyPacks returns up to limit of the tenant's packs on the storage ("" = the service default)
-// that hold no blob any more (the purge
-// deleted the last file referencing each of its bodies), in byte order of id: their objects are
-// deleted from the bucket, then their rows (DeletePackRows).
+// EmptyPacks returns up to limit of the tenant's SEALED packs on the storage ("" = the service
+// default) that hold no blob any more (the purge deleted the last file referencing each of its
+// bodies), in byte order of id: their objects are deleted from the bucket, then their rows
+// (DeletePackRows). A RETIRED pack holds no blob either but is not one of them: its object
+// waits out the repack grace (RetiredPacks).
 func (c catalog) EmptyPacks(ctx context.Context, tenantID, storageID string, limit int) ([]*Pack, error) {
 	const op = "EmptyPacks"
 	if limit <= 0 || limit > 1000 {
 		return nil, c.fail(op, fmt.Errorf("%w: limit %d (want 1 to 1000)", ErrInvalid, limit), nil)
 	}
-	q := "SELECT " + colsAs("p", packCols) + " FROM packs p WHERE p.tenant_id = ?"
-	args := []any{tenantID}
+	q := "SELECT " + colsAs("p", packCols) + " FROM packs p WHERE p.tenant_id = ? AND p.state = ?"
+	args := []any{tenantID, PackSealed}
 	if storageID == "" {
 		q += " AND p.storage_id IS NULL"
 	} else {

@@ -80,6 +80,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"PackPurgeAndKeys", testPackPurgeAndKeys},
 		{"PackRace", testPackRace},
 		{"PackConcurrentCommits", testPackConcurrentCommits},
+		{"PackRepack", testPackRepack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })

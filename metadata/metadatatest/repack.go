@@ -1,0 +1,164 @@
+package metadatatest
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"backupstore/metadata"
+)
+
+// testPackRepack: a pack whose live bodies fell below a fraction of its size is found
+// (PrunablePacks), switched to a new pack in one transaction (SwitchPack: blobs move, files do
+// not, the source is RETIRED), kept from the purge's EmptyPacks, found by RetiredPacks once its
+// grace passed, and its key stays claimed until its row goes. A switch that would lose a live
+// body, or runs twice, changes nothing.
+func testPackRepack(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	bK := newBackup(t, s, "t1", "bK", org1, "s1", minutes(0))
+	bX := newBackup(t, s, "t1", "bX", org1, "s1", minutes(1))
+	// Pack A holds one body of bK (its other bytes are the pack's framing: 6 live of 214), pack
+	// B one of bX, pack C two of bK, one of them damaged.
+	pA, _ := commitPack(t, s, bK, "pck-A", []string{"k1"}, []string{"keep-1"})
+	pB, blobsB, filesB := packOf(bX, "pck-B", []string{"x1"}, []string{"b-only"})
+	if err := s.CommitPack(ctx, pB, blobsB, filesB); err != nil {
+		t.Fatal(err)
+	}
+	pC, blobsC, filesC := packOf(bK, "pck-C", []string{"k2", "k3"}, []string{"c-live", "c-bad"})
+	if err := s.CommitPack(ctx, pC, blobsC, filesC); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetBlobDamaged(ctx, "t1", "blb-pck-C-c-bad"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Deleting bX leaves B without a blob (the purge's, not a repack's); C is damaged (left to
+	// Verify and the operator); A is below half live.
+	if err := s.SetBackupStatus(ctx, "t1", "bX", metadata.BackupOpen, metadata.BackupDeleting); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeBackupRows(ctx, "t1", "bX", nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Pack.ID != "pck-A" || got[0].LiveBytes != 6 || got[0].LiveCount != 1 || got[0].Pack.Key != pA.Key {
+		t.Fatalf("PrunablePacks = %+v, want pck-A alone (6 live bytes, 1 body): an empty pack is the purge's, a damaged one is left", packLives(got))
+	}
+	if got, err := s.PrunablePacks(ctx, "t1", "s1", float64(6)/float64(pA.Size), "", 10); err != nil || len(got) != 0 {
+		t.Errorf("PrunablePacks at exactly A's live fraction = %v, %v; want none (below, not at)", packLives(got), err)
+	}
+	if got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, "pck-A", 10); err != nil || len(got) != 0 {
+		t.Errorf("PrunablePacks after pck-A = %v, %v; want none", packLives(got), err)
+	}
+	for _, c := range []struct{ tenant, storage string }{{"t1", ""}, {"t2", "s1"}} {
+		if got, err := s.PrunablePacks(ctx, c.tenant, c.storage, 0.5, "", 10); err != nil || len(got) != 0 {
+			t.Errorf("PrunablePacks(%s, %q) = %v, %v; want none", c.tenant, c.storage, packLives(got), err)
+		}
+	}
+	for _, bad := range []float64{0, -1, 1.5} {
+		if _, err := s.PrunablePacks(ctx, "t1", "s1", bad, "", 10); !errors.Is(err, metadata.ErrInvalid) {
+			t.Errorf("PrunablePacks(fraction %g): %v, want ErrInvalid", bad, err)
+		}
+	}
+
+	at := t0.Add(time.Hour)
+	newPack := func(id string) *metadata.Pack {
+		return &metadata.Pack{TenantID: "t1", ID: id, OrgID: org1, StorageID: "s1", Key: "p/" + org1 + "/packs/" + id,
+			Size: 150, BodyCount: 1, IndexOffset: 70, IndexSHA256: digest(id), KeyID: "mk-0123456789ab"}
+	}
+	// A switch that would leave a live body behind: nothing happens.
+	pC2 := newPack("pck-C2")
+	if _, err := s.SwitchPack(ctx, pC2, []metadata.BlobMove{{BlobID: "blb-pck-C-c-live", From: "pck-C", Offset: 64}}, []string{"pck-C"}, at); !errors.Is(err, metadata.ErrInvalid) {
+		t.Errorf("SwitchPack missing a live blob: %v, want ErrInvalid", err)
+	}
+	if p, err := s.GetPack(ctx, "t1", "pck-C"); err != nil || p.State != metadata.PackSealed {
+		t.Errorf("pck-C after the refused switch: %+v, %v; want SEALED", p, err)
+	}
+	if _, err := s.GetPack(ctx, "t1", "pck-C2"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("the refused switch's new pack: %v, want no row", err)
+	}
+	if bls, _ := s.PackBlobs(ctx, "t1", "pck-C"); len(bls) != 2 {
+		t.Errorf("pck-C's blobs after the refused switch: %d, want 2", len(bls))
+	}
+
+	// The switch: A's live blob moves to N (a blob purged since is not there to move), A retires.
+	pN := newPack("pck-N")
+	moved, err := s.SwitchPack(ctx, pN, []metadata.BlobMove{
+		{BlobID: "blb-pck-A-keep-1", From: "pck-A", Offset: 64},
+		{BlobID: "blb-gone", From: "pck-A", Offset: 70},
+	}, []string{"pck-A"}, at)
+	if err != nil || moved != 1 {
+		t.Fatalf("SwitchPack = %d, %v; want 1 blob moved", moved, err)
+	}
+	if pN.State != metadata.PackSealed || pN.BackupID != "" {
+		t.Errorf("the new pack: %+v", pN)
+	}
+	f, bl, p, err := s.FileLocation(ctx, "t1", "bK", "fil-pck-A-k1")
+	if err != nil || f.BlobID != "blb-pck-A-keep-1" || bl.Offset != 64 || p.ID != "pck-N" || p.Key != pN.Key || p.State != metadata.PackSealed {
+		t.Fatalf("FileLocation after the switch = %+v %+v %+v, %v; want the same blob at 64 of pck-N", f, bl, p, err)
+	}
+	if found, err := s.FindBlobs(ctx, "t1", org1, "s1", [][]byte{digest("keep-1")}); err != nil || len(found) != 1 {
+		t.Errorf("FindBlobs of the moved body = %v, %v; want it (dedup follows the blob)", found, err)
+	}
+	if a, err := s.GetPack(ctx, "t1", "pck-A"); err != nil || a.State != metadata.PackRetired {
+		t.Errorf("pck-A after the switch: %+v, %v; want RETIRED", a, err)
+	}
+	if empty, err := s.EmptyPacks(ctx, "t1", "s1", 10); err != nil || len(empty) != 1 || empty[0].ID != "pck-B" {
+		t.Errorf("EmptyPacks = %v, %v; want pck-B only (a RETIRED pack waits out its grace)", empty, err)
+	}
+	if got, _ := s.PrunablePacks(ctx, "t1", "s1", 0.5, "", 10); len(got) != 1 || got[0].Pack.ID != "pck-N" {
+		t.Errorf("PrunablePacks after the switch = %v; want pck-N (6 of 150 bytes), not the RETIRED pck-A", packLives(got))
+	}
+	if un, err := s.UnclaimedKeys(ctx, "t1", []string{pA.Key, pN.Key}); err != nil || len(un) != 0 {
+		t.Errorf("UnclaimedKeys(retired, new) = %v, %v; want both claimed", un, err)
+	}
+	// Run twice: the sources are no longer SEALED.
+	if _, err := s.SwitchPack(ctx, newPack("pck-N2"), []metadata.BlobMove{{BlobID: "blb-pck-A-keep-1", From: "pck-A", Offset: 64}}, []string{"pck-A"}, at); !errors.Is(err, metadata.ErrConflict) {
+		t.Errorf("a second switch of pck-A: %v, want ErrConflict", err)
+	}
+	if _, err := s.GetPack(ctx, "t1", "pck-N2"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("the second switch's pack: %v, want no row", err)
+	}
+
+	// The grace: before it passed nothing is due; after, pck-A is, on its storage only.
+	if due, err := s.RetiredPacks(ctx, "t1", "s1", at.Add(-time.Second), 10); err != nil || len(due) != 0 {
+		t.Errorf("RetiredPacks before the switch time = %v, %v; want none", due, err)
+	}
+	due, err := s.RetiredPacks(ctx, "t1", "s1", at, 10)
+	if err != nil || len(due) != 1 || due[0].ID != "pck-A" || due[0].Key != pA.Key {
+		t.Fatalf("RetiredPacks = %v, %v; want pck-A", due, err)
+	}
+	if due, err := s.RetiredPacks(ctx, "t1", "", at, 10); err != nil || len(due) != 0 {
+		t.Errorf("RetiredPacks on the default storage = %v, %v; want none", due, err)
+	}
+	if err := s.DeletePackRows(ctx, "t1", []string{"pck-A", "pck-B"}); err != nil {
+		t.Fatal(err)
+	}
+	if un, _ := s.UnclaimedKeys(ctx, "t1", []string{pA.Key, pN.Key}); !slices.Equal(un, []string{pA.Key}) {
+		t.Errorf("UnclaimedKeys after deleting pck-A's row = %v; want its key only", un)
+	}
+	// bK's purge empties pck-N like any pack.
+	if err := s.SetBackupStatus(ctx, "t1", "bK", metadata.BackupOpen, metadata.BackupDeleting); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeBackupRows(ctx, "t1", "bK", nil); err != nil {
+		t.Fatal(err)
+	}
+	if empty, _ := s.EmptyPacks(ctx, "t1", "s1", 10); len(empty) != 2 || empty[0].ID != "pck-C" || empty[1].ID != "pck-N" {
+		t.Errorf("EmptyPacks after purging bK = %v; want pck-C and pck-N", empty)
+	}
+}
+
+func packLives(l []*metadata.PackLive) []string {
+	var out []string
+	for _, pl := range l {
+		out = append(out, pl.Pack.ID)
+	}
+	return out
+}
