@@ -31,8 +31,11 @@ type Report struct {
 	// GarbageDeleted counts stray keys and stray multipart uploads (MultipartAborted of them).
 	Expired, ObjectsDeleted, GarbageDeleted, UploadsAborted, Skip int64
 	MultipartAborted                                              int64
-	BytesFreed                                                    int64
-	Items                                                         []Item
+	// PacksRepacked counts the packs a repack retired, PacksWritten the new
+	// packs their live bodies went to.
+	PacksRepacked, PacksWritten int64
+	BytesFreed                  int64
+	Items                       []Item
 }
 
 // Cleanup applies retention, finishes deletions, aborts stale uploads and
@@ -41,14 +44,15 @@ func (s *Service) Cleanup(ctx context.Context, tenant string, dryRun bool) (*Rep
 	rep := &Report{DryRun: dryRun}
 	run, err := s.locked(ctx, tenant, "cleanup", dryRun, func(run *metadata.MaintenanceRun) (string, error) {
 		rep.RunID = run.ID
-		steps := []func(context.Context, string, *Report) error{s.expire, s.finishDeletions, s.abortStale, s.collectGarbage}
+		steps := []func(context.Context, string, *Report) error{s.expire, s.finishDeletions, s.abortStale, s.repack, s.collectGarbage}
 		for _, step := range steps {
 			if err := step(ctx, tenant, rep); err != nil {
 				return "", err
 			}
 		}
-		return fmt.Sprintf("expired %d backups, deleted %d objects (%d bytes), %d garbage keys, %d stray multipart uploads, aborted %d uploads, skipped %d",
-			rep.Expired, rep.ObjectsDeleted, rep.BytesFreed, rep.GarbageDeleted-rep.MultipartAborted, rep.MultipartAborted, rep.UploadsAborted, rep.Skip), nil
+		return fmt.Sprintf("expired %d backups, deleted %d objects (%d bytes), %d garbage keys, %d stray multipart uploads, aborted %d uploads, repacked %d packs into %d, skipped %d",
+			rep.Expired, rep.ObjectsDeleted, rep.BytesFreed, rep.GarbageDeleted-rep.MultipartAborted, rep.MultipartAborted, rep.UploadsAborted,
+			rep.PacksRepacked, rep.PacksWritten, rep.Skip), nil
 	})
 	if run != nil {
 		rep.RunID = run.ID
@@ -253,27 +257,26 @@ func (s *Service) abortStale(ctx context.Context, tenant string, rep *Report) er
 	return nil
 }
 
+// storeOrSkip is the store of one of the tenant's storages, or nil with a skip item when the
+// storage cannot be used now (deregistered, failing validation): cleanup goes on with the rest.
+func (s *Service) storeOrSkip(ctx context.Context, tenant, sid string, rep *Report) (storage.Store, error) {
+	st, err := s.cfg.Registry.StoreFor(ctx, tenant, sid)
+	if fe, ok := fault.As(err); ok && fe.Kind == fault.FailedPrecondition {
+		rep.Skip++
+		rep.Items = append(rep.Items, Item{Action: "skip", Reason: "storage " + sid + ": " + fe.Msg})
+		return nil, nil
+	}
+	return st, err
+}
+
 // collectGarbage deletes keys under the tenant's prefix, on each of its
 // storages, that no catalog row and no live upload knows, once they are
 // older than the grace period. Both listings come in byte order, so a merge
 // finds them in memory bounded by one batch.
 func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report) error {
-	storages := []string{""}
-	rows := map[string]*metadata.Storage{}
-	tok := ""
-	for {
-		page, next, err := s.cfg.Catalog.ListStorages(ctx, tenant, 1000, tok)
-		if err != nil {
-			return err
-		}
-		for _, st := range page {
-			storages = append(storages, st.ID)
-			rows[st.ID] = st
-		}
-		if next == "" {
-			break
-		}
-		tok = next
+	storages, rows, err := s.tenantStorages(ctx, tenant)
+	if err != nil {
+		return err
 	}
 	pending, err := s.cfg.Catalog.PendingUploadKeys(ctx, tenant)
 	if err != nil {
@@ -285,14 +288,12 @@ func (s *Service) collectGarbage(ctx context.Context, tenant string, rep *Report
 	}
 	cutoff := s.cfg.Now().Add(-s.cfg.Grace)
 	for _, sid := range storages {
-		st, err := s.cfg.Registry.StoreFor(ctx, tenant, sid)
+		st, err := s.storeOrSkip(ctx, tenant, sid, rep)
 		if err != nil {
-			if fe, ok := fault.As(err); ok && fe.Kind == fault.FailedPrecondition {
-				rep.Skip++
-				rep.Items = append(rep.Items, Item{Action: "skip", Reason: "storage " + sid + ": " + fe.Msg})
-				continue
-			}
 			return err
+		}
+		if st == nil {
+			continue
 		}
 		// Key spaces of other storages inside this one's (claimed before
 		// claims were checked across tenants) are not this tenant's to

@@ -61,8 +61,23 @@ type Config struct {
 	Hooks *Hooks
 	// PackKeyWith derives the key of a tenant's pack indexes under a named
 	// master key (secrets.Keyring.DeriveKeyWith(keyID, "pack-index",
-	// tenant)), for Verify's MAC check of sampled packs.
+	// tenant)), for the MAC checks of Verify's sampled packs and of the
+	// packs a repack reads.
 	PackKeyWith func(keyID, tenant string) ([]byte, error)
+	// PackKey returns the key id and key that authenticate the index of a
+	// pack written for a tenant now (what ingest writes with): a repack's
+	// new packs. nil: cleanup does not repack.
+	PackKey func(tenant string) (keyID string, key []byte, err error)
+	// RepackBelow: cleanup repacks a SEALED pack whose live bodies fill
+	// less than this fraction of it (0 < f ≤ 1; default DefaultRepackBelow;
+	// negative: never).
+	RepackBelow float64
+	// RepackGrace is how long a retired pack's object stays readable after
+	// its bodies moved. Default DefaultRepackGrace.
+	RepackGrace time.Duration
+	// RepackBytes bounds the source pack bytes one cleanup run repacks.
+	// Default DefaultRepackBytes.
+	RepackBytes int64
 }
 
 // Defaults of Config.
@@ -76,7 +91,8 @@ const (
 // Hooks are testing knobs for fault injection.
 type Hooks struct {
 	// Crash is called at each named point of a deletion ("after-mark",
-	// "after-objects", "after-purge"). A crash test's process ends itself
+	// "after-objects", "after-purge", "after-packs") and of a repack
+	// ("after-repack-put", "after-repack-switch", "after-retired-objects"). A crash test's process ends itself
 	// there (the package never exits the process), so that the test can
 	// prove the next run finishes what the killed one left.
 	Crash func(point string)
@@ -118,6 +134,18 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.RepackBelow == 0:
+		cfg.RepackBelow = DefaultRepackBelow
+	case cfg.RepackBelow > 1:
+		return nil, fmt.Errorf("maintenance: RepackBelow %g: want a fraction of at most 1 (negative: never repack)", cfg.RepackBelow)
+	}
+	if cfg.RepackGrace <= 0 {
+		cfg.RepackGrace = DefaultRepackGrace
+	}
+	if cfg.RepackBytes <= 0 {
+		cfg.RepackBytes = DefaultRepackBytes
 	}
 	return &Service{cfg: cfg}, nil
 }

@@ -167,6 +167,17 @@ func (s *Service) streamFile(ctx context.Context, b *metadata.Backup, st storage
 		return 0, nil
 	}
 	rc, err := st.Get(ctx, obj.Key, bd.base+off, length)
+	if err != nil && bd.blob != nil && errors.Is(err, storage.ErrNotFound) {
+		// A repack may have moved the body since it was located and the
+		// retired pack's grace passed: the blob row says where it is now.
+		// Only a body still said to be in the missing pack is lost.
+		if nbd, lerr := s.locateBody(ctx, b, f); lerr == nil && nbd.obj.ID != obj.ID {
+			s.cfg.Logger.InfoContext(ctx, "packed body moved by a repack while located; reading it from its new pack",
+				"tenant", b.TenantID, "backup", b.ID, "file", f.ID, "from", obj.Key, "to", nbd.obj.Key)
+			bd, obj = nbd, nbd.obj
+			rc, err = st.Get(ctx, obj.Key, bd.base+off, length)
+		}
+	}
 	if err != nil {
 		return 0, s.bodyS3Fault(ctx, b, bd, err, "GetObject")
 	}

@@ -70,6 +70,8 @@ type config struct {
 	cleanupEvery    time.Duration
 	gcGrace         time.Duration
 	uploadTTL       time.Duration
+	repackBelow     float64
+	repackGrace     time.Duration
 
 	allowEndpoints string
 
@@ -128,6 +130,8 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.cleanupEvery, "cleanup-interval", time.Hour, "run cleanup (retention, deletions, stale uploads, garbage) for every tenant this often; 0 disables (RunCleanup still works)")
 	fs.DurationVar(&c.gcGrace, "gc-grace", maintenance.DefaultGrace, "garbage collection only deletes keys without a catalog row older than this")
 	fs.DurationVar(&c.uploadTTL, "upload-ttl", maintenance.DefaultUploadTTL, "cleanup aborts PENDING uploads idle longer than this")
+	fs.Float64Var(&c.repackBelow, "repack-below", maintenance.DefaultRepackBelow, "cleanup repacks a pack whose live bodies fill less than this fraction of it (0 < f ≤ 1; negative: never)")
+	fs.DurationVar(&c.repackGrace, "repack-grace", maintenance.DefaultRepackGrace, "a repacked pack's object stays readable this long after its bodies moved, then cleanup deletes it")
 	c.indexCache = restore.DefaultBlockCacheBytes
 	fs.Var(&c.indexCache, "index-block-cache", "restore: bytes of record-index blocks kept in memory (LRU)")
 	fs.BoolVar(&c.benchNoIndex, "benchmark-without-index", false, "benchmarks only: do not index record ids and references (duplicates go undetected)")
@@ -197,6 +201,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 		return err
 	}
 
+	if c.repackBelow == 0 || c.repackBelow > 1 {
+		return fmt.Errorf("--repack-below %g: want a fraction in (0, 1], or a negative value never to repack", c.repackBelow)
+	}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -232,7 +239,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready chan<- stri
 			BenchmarkWithoutIndex: c.benchNoIndex, Quotas: c.quotas, CatalogShare: c.catalogShare, FilesInFlight: c.filesInFlight,
 			Limits: csvscan.Limits{MaxFieldBytes: int(c.maxFieldBytes), MaxRowBytes: int(c.maxRowBytes)}},
 		Restore:         restore.Config{BlockCacheBytes: int64(c.indexCache)},
-		Maintenance:     maintenance.Config{Grace: c.gcGrace, UploadTTL: c.uploadTTL},
+		Maintenance:     maintenance.Config{Grace: c.gcGrace, UploadTTL: c.uploadTTL, RepackBelow: c.repackBelow, RepackGrace: c.repackGrace},
 		Server:          server.Config{MaxRecvMsgSize: c.maxRecvMsgSize, MaxConnectionIdle: c.maxConnIdle, Conns: c.conns},
 		RevalidateEvery: c.revalidateEvery,
 		CleanupEvery:    c.cleanupEvery,

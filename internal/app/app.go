@@ -260,6 +260,9 @@ func New(ctx context.Context, cfg Config) (a *App, err error) {
 			return cfg.Keyring.DeriveKeyWith(keyID, "pack-index", tenant)
 		}
 	}
+	if mc.PackKey == nil {
+		mc.PackKey = ic.PackKey // a repack's packs are written as ingest's are
+	}
 	mc.MaxFrameBytes = cmpOr(mc.MaxFrameBytes, maxFrame)
 	if cfg.Hooks.Crash != nil {
 		mc.Hooks = &maintenance.Hooks{Crash: cfg.Hooks.Crash}
