@@ -242,7 +242,12 @@ func (t *tortureRun) run(ctx context.Context) error {
 	dsn := proxied.dsn("torture") + "&readTimeout=30s&writeTimeout=30s"
 	args := []string{"--mysql-dsn", dsn, "--memory-budget", c.budget.String(), "--part-size", fmt.Sprint(c.partSize),
 		"--max-connections", "16", "--revalidate-interval", "0", "--allow-endpoints", "127.0.0.1/32", "--cleanup-interval", "7s",
-		"--gc-grace", c.gcGrace.String(), "--upload-ttl", c.uploadTTL.String(), "--shutdown-timeout", "2s", "--log-level", "warn"}
+		"--gc-grace", c.gcGrace.String(), "--upload-ttl", c.uploadTTL.String(), "--shutdown-timeout", "2s", "--log-level", "warn",
+		// Every pack with a dead byte is repacked by each cleanup (0.99: a pack's framing alone
+		// keeps it below 1), and retired packs go a second later: repacks run under kills, faults,
+		// dedup against the bodies they move and restores that may find their pack gone and must
+		// follow the blob to its new pack.
+		"--repack-below", "0.99", "--repack-grace", "1s"}
 	env := minimalEnv("BACKUPD_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key))
 	for i := range c.replicas {
 		r, err := newReplica(fmt.Sprintf("r%d", i), bin, t.dir, args, env)
@@ -684,7 +689,8 @@ func (t *tortureRun) checkStore(ctx context.Context, db *sql.DB, s3c *s3.Client)
 	// Packs: every pack row still holds a body some file references (deleting the last
 	// backup that uses a pack deletes it).
 	var deadPacks []string
-	dq, err := db.QueryContext(ctx, `SELECT p.object_key FROM packs p WHERE NOT EXISTS (SELECT 1 FROM blobs bl
+	// A RETIRED pack (repacked) holds no blob by construction and waits out --repack-grace.
+	dq, err := db.QueryContext(ctx, `SELECT p.object_key FROM packs p WHERE p.state = 'SEALED' AND NOT EXISTS (SELECT 1 FROM blobs bl
 		JOIN files f ON f.tenant_id = bl.tenant_id AND f.blob_id = bl.id WHERE bl.tenant_id = p.tenant_id AND bl.pack_id = p.id)`)
 	if err != nil {
 		return err

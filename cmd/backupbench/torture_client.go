@@ -1072,6 +1072,11 @@ func (c *client) cleanupOp(ctx context.Context) {
 			c.logf("RunCleanup on %s: expired %d deleted %d garbage %d aborted %d: %v", r.name, resp.GetBackupsExpired(),
 				resp.GetObjectsDeleted(), resp.GetGarbageDeleted(), resp.GetUploadsAborted(), err)
 			c.t.count("cleanups")
+			for _, it := range resp.GetItems() {
+				if it.GetAction() == "repack" {
+					c.t.count("repacks")
+				}
+			}
 			if err != nil && !c.transient(ctx, err) {
 				c.unexpected(ctx, "RunCleanup on "+r.name, "new", err)
 			}
