@@ -375,16 +375,25 @@ func (s *Service) dedupBlob(ctx context.Context, b *metadata.Backup, st storage.
 		return nil, fault.New(fault.InvalidArgument, "DECLARATION_MISMATCH",
 			"declared_size %d contradicts the stored body with the declared SHA-256 (%d bytes)", h.DeclaredSize, bl.Size)
 	}
+	// Where the body is now: a repack may have moved it since the lookup.
 	var p *metadata.Pack
 	if err := s.inCatalog(ctx, b.TenantID, func() (err error) {
-		p, err = s.cfg.Catalog.GetPack(ctx, b.TenantID, bl.PackID)
+		bl, p, err = s.cfg.Catalog.BlobLocation(ctx, b.TenantID, bl.ID)
 		return err
 	}); err != nil {
+		if errors.Is(err, metadata.ErrNotFound) {
+			return nil, nil // gone since the lookup: send the body
+		}
 		return nil, err
 	}
 	// A catalog row is not the body: share it only if the bucket still has the
 	// pack (asked once per backup and pack).
 	ok, err := s.stillStored(ctx, st, p.Key, p.Size, s.packHeaded(b, p.ID), func(ctx context.Context) error {
+		// A repack may have moved the body, and its old pack's grace passed,
+		// since it was located: only a body still said to be there is lost.
+		if _, now, err := s.cfg.Catalog.BlobLocation(ctx, b.TenantID, bl.ID); err != nil || now.ID != p.ID {
+			return err
+		}
 		s.cfg.Logger.WarnContext(ctx, "deduplication skipped a pack that is missing or has the wrong size; marked damaged",
 			"tenant", b.TenantID, "pack", p.ID, "key", p.Key)
 		return s.cfg.Catalog.SetBlobDamaged(ctx, b.TenantID, bl.ID)

@@ -137,6 +137,16 @@ func (c catalog) SwitchPack(ctx context.Context, p *Pack, moves []BlobMove, sour
 	return moved, c.fail(op, err, ErrNotFound)
 }
 
+// BlobLocation returns blob blobID and the pack it is in now (a repack moves blobs between
+// packs), or ErrNotFound.
+func (c catalog) BlobLocation(ctx context.Context, tenantID, blobID string) (*Blob, *Pack, error) {
+	bl, p, err := c.blobAndPack(ctx, tenantID, blobID)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = fmt.Errorf("%w: blob %s", ErrNotFound, blobID)
+	}
+	return bl, p, c.fail("BlobLocation", err, nil)
+}
+
 // RetiredPacks returns up to limit of the tenant's RETIRED packs on the storage ("" = the
 // service default) retired at or before before, in byte order of id: their objects are deleted
 // from the bucket, then their rows (DeletePackRows).

@@ -332,3 +332,93 @@ func TestRepackLeavesADamagedSourceAlone(t *testing.T) {
 		e.mustReadFile(t, b2.Id, id, bodies[i+1])
 	}
 }
+
+// parkedHead parks the first Head of a pack key after armed until released (a deduplicating
+// upload that found a body and is slow to check its pack is still there).
+type parkedHead struct {
+	storage.Store
+	mu       sync.Mutex
+	armed    bool
+	parked   chan string
+	released chan struct{}
+}
+
+func (p *parkedHead) Head(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	p.mu.Lock()
+	park := p.armed && strings.Contains(key, "/packs/")
+	if park {
+		p.armed = false
+	}
+	p.mu.Unlock()
+	if park {
+		p.parked <- key
+		<-p.released
+	}
+	return p.Store.Head(ctx, key)
+}
+
+// TestRepackMovesABodyUnderADedup: an upload found its body stored (dedup) and, parked before
+// it checks the pack is in the bucket, the pack was repacked and deleted past the grace. The
+// body is not flagged lost — it is where its blob now is — and the upload stores its own copy;
+// the backups that share the moved body read back and verify.
+func TestRepackMovesABodyUnderADedup(t *testing.T) {
+	ph := &parkedHead{parked: make(chan string), released: make(chan struct{})}
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.pack = ingest.DefaultPackThreshold
+		o.packLinger = time.Hour
+		o.wrapStore = func(s storage.Store) storage.Store { ph.Store = s; return ph }
+	})
+	ctx := as(tokenA)
+	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
+	b3 := e.newBackup(t, "")
+	ph.mu.Lock()
+	ph.armed = true
+	ph.mu.Unlock()
+	type result struct {
+		r   *pb.UploadFileResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := e.sendFile(ctx, packedHeader(b3.Id, uuid.NewString(), 0, bodies[2]), bodies[2], 1<<20)
+		done <- result{r, err}
+	}()
+	oldKey := <-ph.parked
+	if _, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.setClock(e.now().Add(maintenance.DefaultRepackGrace + time.Minute))
+	late, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := false
+	for _, it := range cleanupItems(late, maintenance.ActionDeleteRetired) {
+		deleted = deleted || it.GetKey() == oldKey
+	}
+	if !deleted {
+		t.Fatalf("the parked upload's pack %s was not deleted (items %v)", oldKey, late.GetItems())
+	}
+	close(ph.released)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("the upload whose dedup pack was repacked under it: %v", r.err)
+	}
+	e.commit(t, b3.Id)
+	e.mustReadFile(t, b3.Id, r.r.Result.FileId, bodies[2])
+	for _, b := range []string{b2.Id, b3.Id} {
+		g, err := e.backups.GetBackup(ctx, &pb.GetBackupRequest{Id: b})
+		if err != nil || g.Backup.Damaged {
+			t.Fatalf("backup %s: %v, %v; want not damaged", b, g, err)
+		}
+		e.verifyIntact(t, b)
+	}
+	for i, id := range ids {
+		e.mustReadFile(t, b2.Id, id, bodies[i])
+	}
+	// Nothing was flagged: the moved bodies' new pack still serves dedup.
+	b4 := e.newBackup(t, "")
+	if r, err := e.sendFile(ctx, packedHeader(b4.Id, uuid.NewString(), 0, bodies[0]), nil, 1<<20); err != nil || !r.Result.Deduplicated {
+		t.Fatalf("an upload of a moved body after the race: %v, %v; want deduplicated against its new pack", r, err)
+	}
+}
