@@ -49,6 +49,9 @@ func (s *Service) verifyPacks(ctx context.Context, b *metadata.Backup, st storag
 		if err != nil {
 			return err
 		}
+		if prob != nil && prob.Problem == "missing" && s.repackedSince(ctx, b.TenantID, p.ID) {
+			continue // its bodies moved to another pack after the listing (Verify runs beside cleanup)
+		}
 		rep.Checked++
 		rep.Read += read
 		rep.BytesRead += bytesRead
@@ -68,6 +71,13 @@ func (s *Service) verifyPacks(ctx context.Context, b *metadata.Backup, st storag
 		}
 	}
 	return nil
+}
+
+// repackedSince reports whether pack id was retired by a repack (or its row deleted after one)
+// since the backup's packs were listed: a missing object is then no loss.
+func (s *Service) repackedSince(ctx context.Context, tenant, id string) bool {
+	p, err := s.cfg.Catalog.GetPack(ctx, tenant, id)
+	return errors.Is(err, metadata.ErrNotFound) || (err == nil && p.State == metadata.PackRetired)
 }
 
 func (s *Service) checkPack(ctx context.Context, b *metadata.Backup, st storage.Store, p *metadata.Pack, readPercent int) (prob *Problem, read, n int64, err error) {

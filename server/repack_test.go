@@ -422,3 +422,54 @@ func TestRepackMovesABodyUnderADedup(t *testing.T) {
 		t.Fatalf("an upload of a moved body after the race: %v, %v; want deduplicated against its new pack", r, err)
 	}
 }
+
+// TestRepackUnderAVerify: Verify listed a backup's packs and, parked before its HEAD of one, the
+// pack was repacked and deleted past the grace (Verify runs beside cleanup). The missing pack is
+// no problem — its bodies moved — and nothing is flagged.
+func TestRepackUnderAVerify(t *testing.T) {
+	ph := &parkedHead{parked: make(chan string), released: make(chan struct{})}
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.pack = ingest.DefaultPackThreshold
+		o.packLinger = time.Hour
+		o.wrapStore = func(s storage.Store) storage.Store { ph.Store = s; return ph }
+	})
+	ctx := as(tokenA)
+	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
+	ph.mu.Lock()
+	ph.armed = true
+	ph.mu.Unlock()
+	type result struct {
+		v   *pb.VerifyBackupResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b2.Id, ReadPercent: 100})
+		done <- result{v, err}
+	}()
+	oldKey := <-ph.parked
+	if _, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.setClock(e.now().Add(maintenance.DefaultRepackGrace + time.Minute))
+	late, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del := cleanupItems(late, maintenance.ActionDeleteRetired); len(del) == 0 || del[0].GetKey() != oldKey {
+		t.Fatalf("the parked verify's pack %s was not deleted (items %v)", oldKey, late.GetItems())
+	}
+	close(ph.released)
+	r := <-done
+	if r.err != nil || len(r.v.Problems) > 0 || r.v.Backup.Damaged {
+		t.Fatalf("Verify across a repack: %v, %v; want no problem", r.v, r.err)
+	}
+	e.verifyIntact(t, b2.Id)
+	for i, id := range ids {
+		e.mustReadFile(t, b2.Id, id, bodies[i])
+	}
+	b4 := e.newBackup(t, "")
+	if r, err := e.sendFile(ctx, packedHeader(b4.Id, uuid.NewString(), 0, bodies[0]), nil, 1<<20); err != nil || !r.Result.Deduplicated {
+		t.Fatalf("an upload of a moved body after the race: %v, %v; want deduplicated (nothing flagged)", r, err)
+	}
+}
