@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"backupstore/budget"
 	"backupstore/fault"
 	"backupstore/metadata"
 	"backupstore/registry"
@@ -78,6 +79,11 @@ type Config struct {
 	// RepackBytes bounds the source pack bytes one cleanup run repacks.
 	// Default DefaultRepackBytes.
 	RepackBytes int64
+	// Budget, if set, is charged, on the tenant's share, with what a repack
+	// holds (the new pack being filled and the bodies being copied, ~2×
+	// the pack size): a tenant at its limit repacks at a later run, never
+	// at another tenant's expense. nil: not charged.
+	Budget *budget.Budget
 }
 
 // Defaults of Config.

@@ -145,9 +145,33 @@ func (s *Service) deleteRetired(ctx context.Context, tenant, sid string, st stor
 }
 
 // prune repacks the storage's packs below RepackBelow live, reading at most left bytes of
-// sources, and returns what is left of that.
+// sources, and returns what is left of that. What it holds (the new packs being filled, one
+// source's bodies) is charged to the tenant's share of the memory budget; when that is full the
+// rest waits for the next run.
 func (s *Service) prune(ctx context.Context, tenant, sid string, st storage.Store, left int64, rep *Report) (int64, error) {
 	outs := map[string]*repackOut{} // by org
+	var held int64                  // reserved from the budget
+	hold := func(n int64) bool {
+		switch b := s.cfg.Budget; {
+		case b == nil:
+		case n > held:
+			if !b.TryAcquireFor(tenant, n-held) {
+				return false
+			}
+		case n < held:
+			b.ReleaseFor(tenant, held-n)
+		}
+		held = n
+		return true
+	}
+	defer hold(0)
+	filling := func() int64 { // what the outputs hold now
+		var n int64
+		for _, o := range outs {
+			n += int64(o.w.Size())
+		}
+		return n
+	}
 	after := ""
 	for left > 0 {
 		page, err := s.cfg.Catalog.PrunablePacks(ctx, tenant, sid, s.cfg.RepackBelow, after, 100)
@@ -174,7 +198,15 @@ func (s *Service) prune(ctx context.Context, tenant, sid string, st storage.Stor
 				if err := s.writeRepack(ctx, tenant, sid, st, out, rep); err != nil {
 					return left, err
 				}
+				delete(outs, p.OrgID)
 				out = nil
+			}
+			// The outputs, this source's bodies read and their copy, its index.
+			if !hold(filling() + 2*pl.LiveBytes + pack.HeaderSize + int64(p.BodyCount)*pack.EntrySize + pack.TrailerSize) {
+				rep.Items = append(rep.Items, Item{Action: "skip", Key: p.Key,
+					Reason: "not repacked in this run: your share of the memory budget is in use; the next cleanup goes on"})
+				left = 0
+				break
 			}
 			if out == nil {
 				id := "pck-" + uuid.NewString()

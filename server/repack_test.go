@@ -473,3 +473,48 @@ func TestRepackUnderAVerify(t *testing.T) {
 		t.Fatalf("an upload of a moved body after the race: %v, %v; want deduplicated (nothing flagged)", r, err)
 	}
 }
+
+// TestRepackWaitsForTheTenantsMemory: with the tenant's share of the memory budget in use, a
+// cleanup repacks nothing (the item says why) and takes nothing from the budget beyond it; once
+// the share is free, the next cleanup repacks.
+func TestRepackWaitsForTheTenantsMemory(t *testing.T) {
+	e := newEnv(t, "sqlite", func(o *envOptions) {
+		o.pack = ingest.DefaultPackThreshold
+		o.packLinger = time.Hour
+	})
+	ctx := as(tokenA)
+	sid, _ := e.registerRoot(t, "prod")
+	b2, ids, bodies := e.sharedPacks(t, sid, 40, 4)
+	free := e.budget.TenantShare() - e.budget.UsedBy("acme")
+	if !e.budget.TryAcquireFor("acme", free) {
+		t.Fatal("could not take the tenant's free share")
+	}
+	rep, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cleanupItems(rep, maintenance.ActionRepack)); n != 0 {
+		t.Fatalf("cleanup repacked %d packs with the tenant's memory in use", n)
+	}
+	waited := false
+	for _, it := range cleanupItems(rep, "skip") {
+		waited = waited || strings.Contains(it.GetReason(), "memory budget")
+	}
+	if !waited {
+		t.Fatalf("cleanup items %v: want a skip saying the memory budget is in use", rep.GetItems())
+	}
+	if used := e.budget.UsedBy("acme"); used != free {
+		t.Fatalf("the tenant holds %d bytes after the cleanup, want the test's %d: the repack kept some", used, free)
+	}
+	e.budget.ReleaseFor("acme", free)
+	rep, err = e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
+	if err != nil || len(cleanupItems(rep, maintenance.ActionRepack)) != 1 {
+		t.Fatalf("cleanup with the share free: %v, %v; want one repack", rep.GetItems(), err)
+	}
+	if used := e.budget.UsedBy("acme"); used != 0 {
+		t.Fatalf("the tenant holds %d bytes after the repack", used)
+	}
+	for i, id := range ids {
+		e.mustReadFile(t, b2.Id, id, bodies[i])
+	}
+}

@@ -263,6 +263,9 @@ func New(ctx context.Context, cfg Config) (a *App, err error) {
 	if mc.PackKey == nil {
 		mc.PackKey = ic.PackKey // a repack's packs are written as ingest's are
 	}
+	if mc.Budget == nil {
+		mc.Budget = a.Budget
+	}
 	mc.MaxFrameBytes = cmpOr(mc.MaxFrameBytes, maxFrame)
 	if cfg.Hooks.Crash != nil {
 		mc.Hooks = &maintenance.Hooks{Crash: cfg.Hooks.Crash}
