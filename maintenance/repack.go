@@ -32,6 +32,9 @@ const (
 	DefaultRepackBytes = 1 << 30
 	// repackTarget is a new pack's size: the ingest part size packs are sealed at.
 	repackTarget = storage.DefaultPartSize
+	// repackGap is the most dead bytes between two live bodies that one ranged GET reads
+	// through rather than making two requests.
+	repackGap = 1 << 20
 )
 
 // Report item actions of the repack step.
@@ -201,8 +204,9 @@ func (s *Service) prune(ctx context.Context, tenant, sid string, st storage.Stor
 				delete(outs, p.OrgID)
 				out = nil
 			}
-			// The outputs, this source's bodies read and their copy, its index.
-			if !hold(filling() + 2*pl.LiveBytes + pack.HeaderSize + int64(p.BodyCount)*pack.EntrySize + pack.TrailerSize) {
+			// The outputs, this source's reads (its live bodies and the gaps read through, at
+			// most the pack) and their copy, its index.
+			if !hold(filling() + p.Size + pl.LiveBytes + pack.HeaderSize + int64(p.BodyCount)*pack.EntrySize + pack.TrailerSize) {
 				rep.Items = append(rep.Items, Item{Action: "skip", Key: p.Key,
 					Reason: "not repacked in this run: your share of the memory budget is in use; the next cleanup goes on"})
 				left = 0
@@ -308,7 +312,10 @@ func (s *Service) copyLive(ctx context.Context, tenant string, st storage.Store,
 	for _, e := range x.Entries {
 		at[e.Offset] = e
 	}
-	// The live bodies, read in runs of adjacent ones (one GET per run).
+	// The live bodies, read in runs whose gaps (dead bodies) are at most repackGap: one GET
+	// per run. A pack's live bodies are scattered among dead ones; a request costs an object
+	// store far more than the bytes of a small gap, so a pack a tenth live is read in one GET,
+	// not one per body.
 	type body struct {
 		bl   *metadata.Blob
 		data []byte
@@ -316,7 +323,7 @@ func (s *Service) copyLive(ctx context.Context, tenant string, st storage.Store,
 	var got []body
 	for i := 0; i < len(blobs); {
 		j := i + 1
-		for j < len(blobs) && blobs[j].Offset == blobs[j-1].Offset+blobs[j-1].Size {
+		for j < len(blobs) && blobs[j].Offset-(blobs[j-1].Offset+blobs[j-1].Size) <= repackGap {
 			j++
 		}
 		start, end := blobs[i].Offset, blobs[j-1].Offset+blobs[j-1].Size
