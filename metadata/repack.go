@@ -5,8 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
+
+// switchBatch is how many blobs of one source one UPDATE of SwitchPack moves.
+const switchBatch = 200
 
 // PackRetired is the state of a pack whose live bodies a repack moved into a new pack
 // (SwitchPack): it holds no blob row any more, and its object stays in the bucket for the repack
@@ -109,17 +113,36 @@ func (c catalog) SwitchPack(ctx context.Context, p *Pack, moves []BlobMove, sour
 			nonNil(p.IndexSHA256), p.KeyID, p.Damaged, toMicros(p.CreatedAt), toMicros(p.SealedAt)); err != nil {
 			return fmt.Errorf("packs: %w", err)
 		}
-		for _, m := range moves {
-			res, err := c.q.ExecContext(ctx, "UPDATE blobs SET pack_id = ?, pack_offset = ? WHERE tenant_id = ? AND id = ? AND pack_id = ?",
-				p.ID, m.Offset, p.TenantID, m.BlobID, m.From)
+		// One statement per source and batch of blobs (a CASE gives each its offset). ms is
+		// this attempt's own: inTx runs the function again after a deadlock.
+		for ms := moves; len(ms) > 0; {
+			from := ms[0].From
+			n := 1
+			for n < len(ms) && n < switchBatch && ms[n].From == from {
+				n++
+			}
+			batch := ms[:n]
+			ms = ms[n:]
+			q := "UPDATE blobs SET pack_id = ?, pack_offset = CASE id"
+			args := []any{p.ID}
+			for _, m := range batch {
+				q += " WHEN ? THEN ?"
+				args = append(args, m.BlobID, m.Offset)
+			}
+			q += " END WHERE tenant_id = ? AND pack_id = ? AND id IN (?" + strings.Repeat(", ?", len(batch)-1) + ")"
+			args = append(args, p.TenantID, from)
+			for _, m := range batch {
+				args = append(args, m.BlobID)
+			}
+			res, err := c.q.ExecContext(ctx, q, args...)
 			if err != nil {
 				return fmt.Errorf("blobs: %w", err)
 			}
-			n, err := res.RowsAffected()
+			k, err := res.RowsAffected()
 			if err != nil {
 				return err
 			}
-			moved += int(n)
+			moved += int(k)
 		}
 		var left string
 		err = c.q.QueryRowContext(ctx, "SELECT id FROM blobs WHERE tenant_id = ? AND pack_id IN ("+in+") LIMIT 1", args...).Scan(&left)

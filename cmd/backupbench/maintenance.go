@@ -24,18 +24,20 @@ import (
 // maintConfig is every setting of the maintenance benchmark; defaults live in maintFlags.
 type maintConfig struct {
 	commonConfig
-	objects    int
-	objectSize bytesize.Flag
-	gcKeys     int
-	streams    int
-	perKey     string
-	budget     bytesize.Flag
-	partSize   bytesize.Flag
-	workers    []int // parsed perKey
+	objects     int
+	objectSize  bytesize.Flag
+	gcKeys      int
+	streams     int
+	perKey      string
+	budget      bytesize.Flag
+	partSize    bytesize.Flag
+	workers     []int // parsed perKey
+	repackFiles int
+	repackSize  bytesize.Flag
 }
 
 func maintFlags(fs *flag.FlagSet, c *maintConfig) {
-	c.objectSize, c.budget, c.partSize = 1<<10, 512<<20, storage.DefaultPartSize
+	c.objectSize, c.budget, c.partSize, c.repackSize = 1<<10, 512<<20, storage.DefaultPartSize, 8<<10
 	commonFlags(fs, &c.commonConfig, 30*time.Minute)
 	fs.IntVar(&c.objects, "objects", 10000, "file objects of the deleted backup, and keys of each per-key DeleteObject baseline")
 	fs.Var(&c.objectSize, "object-size", "size of each of those objects")
@@ -44,10 +46,15 @@ func maintFlags(fs *flag.FlagSet, c *maintConfig) {
 	fs.StringVar(&c.perKey, "perkey-workers", "1,16", "goroutines of the per-key DeleteObject baselines, comma-separated; the target applies to the first")
 	fs.Var(&c.budget, "memory-budget", "backupd --memory-budget")
 	fs.Var(&c.partSize, "part-size", "backupd --part-size")
+	fs.IntVar(&c.repackFiles, "repack-files", 20000, "small files of the backup whose packs are left a tenth live for the repack stage (0 skips it)")
+	fs.Var(&c.repackSize, "repack-file-size", "size of each of those files (at most the pack threshold, 1 MiB)")
 }
 
 func (c *maintConfig) validate() error {
 	errs := []error{c.commonConfig.validate()}
+	if c.repackFiles < 0 || (c.repackFiles > 0 && c.repackFiles < 10) || c.repackSize < 1 || c.repackSize > 1<<20 {
+		errs = append(errs, errors.New("--repack-files must be 0 or at least 10, --repack-file-size in [1, 1MiB]"))
+	}
 	if c.objects < 1 || c.gcKeys < 1 || c.streams < 1 || c.objectSize < 1 || c.objectSize > 4<<20 {
 		errs = append(errs, errors.New("--objects, --gc-keys and --streams must be ≥ 1, --object-size in [1, 4MiB]"))
 	}
@@ -79,7 +86,8 @@ func maintenanceCommand(ctx context.Context, args []string, stderr io.Writer) (*
 	}
 	h := newHarness("maintenance", commandLine("maintenance", args), c.commonConfig, stderr, map[string]any{
 		"objects": c.objects, "object_size": c.objectSize.String(), "gc_keys": c.gcKeys, "streams": c.streams,
-		"perkey_workers": c.workers, "memory_budget": c.budget.String(), "part_size": c.partSize.String(), "gc_grace": "1s"})
+		"perkey_workers": c.workers, "memory_budget": c.budget.String(), "part_size": c.partSize.String(), "gc_grace": "1s",
+		"repack_files": c.repackFiles, "repack_file_size": c.repackSize.String()})
 	b := &maintBench{harness: h, c: c}
 	err := h.execute(ctx, b.run)
 	return h.rep, c.output, err
@@ -111,6 +119,11 @@ func (b *maintBench) run(ctx context.Context) error {
 	}
 	if err := b.garbage(ctx); err != nil {
 		return errors.Join(err, b.d.alive())
+	}
+	if b.c.repackFiles > 0 {
+		if err := b.repack(ctx); err != nil {
+			return errors.Join(err, b.d.alive())
+		}
 	}
 	return nil
 }

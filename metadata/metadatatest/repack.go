@@ -2,6 +2,7 @@ package metadatatest
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -152,6 +153,36 @@ func testPackRepack(t *testing.T, newDB NewDB) {
 	}
 	if empty, _ := s.EmptyPacks(ctx, "t1", "s1", 10); len(empty) != 2 || empty[0].ID != "pck-C" || empty[1].ID != "pck-N" {
 		t.Errorf("EmptyPacks after purging bK = %v; want pck-C and pck-N", empty)
+	}
+}
+
+// testPackRepackBatches: a switch moves more blobs of a source than one statement takes, each
+// to its own offset.
+func testPackRepackBatches(t *testing.T, newDB NewDB) {
+	s := newStore(t, newDB)
+	ctx := t.Context()
+	create(t, s, storage("t1", "s1", "one"))
+	b := newBackup(t, s, "t1", "b1", org1, "s1", minutes(0))
+	var ids, bodies []string
+	for i := range 450 {
+		ids, bodies = append(ids, fmt.Sprintf("u%03d", i)), append(bodies, fmt.Sprintf("m-%03d", i))
+	}
+	commitPack(t, s, b, "pck-M", ids, bodies)
+	var moves []metadata.BlobMove
+	for i, body := range bodies {
+		moves = append(moves, metadata.BlobMove{BlobID: "blb-pck-M-" + body, From: "pck-M", Offset: int64(100 + 10*i)})
+	}
+	np := &metadata.Pack{TenantID: "t1", ID: "pck-M2", OrgID: org1, StorageID: "s1", Key: "p/" + org1 + "/packs/pck-M2",
+		Size: 100 + 4500 + 450*56 + 88, BodyCount: 450, IndexOffset: 4600, IndexSHA256: digest("pck-M2"), KeyID: "mk-0123456789ab"}
+	moved, err := s.SwitchPack(ctx, np, moves, []string{"pck-M"}, t0.Add(time.Hour))
+	if err != nil || moved != 450 {
+		t.Fatalf("SwitchPack of 450 blobs = %d, %v", moved, err)
+	}
+	for _, i := range []int{0, 199, 200, 399, 449} {
+		_, bl, p, err := s.FileLocation(ctx, "t1", "b1", "fil-pck-M-"+ids[i])
+		if err != nil || p.ID != "pck-M2" || bl.Offset != int64(100+10*i) {
+			t.Errorf("file %d after the switch: blob %+v in %v, %v; want offset %d of pck-M2", i, bl, p, err, 100+10*i)
+		}
 	}
 }
 

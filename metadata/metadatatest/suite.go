@@ -81,6 +81,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"PackRace", testPackRace},
 		{"PackConcurrentCommits", testPackConcurrentCommits},
 		{"PackRepack", testPackRepack},
+		{"PackRepackBatches", testPackRepackBatches},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB) })
