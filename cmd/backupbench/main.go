@@ -23,7 +23,8 @@
 // record reads (cold and warm index cache) through a counting proxy in front of versitygw, and
 // times PlanRestore for 1,000 roots with two child levels. The maintenance benchmark compares
 // DeleteBackup of a backup of 10,000 objects with one DeleteObject call per key, and times the
-// garbage collection of 100,000 stray keys. See docs/BENCHMARKS.md.
+// garbage collection of 100,000 stray keys
+// and the repack of a deleted backup's packs left a tenth live. See docs/BENCHMARKS.md.
 //
 // The torture run is no benchmark but a proof: three backupd replicas on a private MariaDB and
 // a versitygw, random client operations, kill -9, a MariaDB restart and toxiproxy faults, checked
