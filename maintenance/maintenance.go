@@ -9,8 +9,8 @@
 // errors checked), then the rows. Each step is idempotent, so a run killed
 // at any point is finished by the next.
 //
-// maintenance imports storage, metadata, registry, recindex, retention and
-// fault; never server, ingest or restore.
+// maintenance imports storage, metadata, registry, recindex, retention, pack,
+// budget (a repack's memory) and fault; never server, ingest or restore.
 package maintenance
 
 import (
