@@ -69,9 +69,9 @@ type Config struct {
 	// pack written for a tenant now (what ingest writes with): a repack's
 	// new packs. nil: cleanup does not repack.
 	PackKey func(tenant string) (keyID string, key []byte, err error)
-	// RepackBelow: cleanup repacks a SEALED pack whose live bodies fill
-	// less than this fraction of it (0 < f ≤ 1; default DefaultRepackBelow;
-	// negative: never).
+	// RepackBelow: cleanup repacks a SEALED pack where a pack of only its
+	// live bodies would be less than this fraction of it (0 < f ≤ 1; default
+	// DefaultRepackBelow; negative: never).
 	RepackBelow float64
 	// RepackGrace is how long a retired pack's object stays readable after
 	// its bodies moved. Default DefaultRepackGrace.

@@ -20,8 +20,8 @@ import (
 
 // Repack defaults (docs/FORMAT.md §2.8, prune).
 const (
-	// DefaultRepackBelow: a SEALED pack whose live bodies fill less than half of it is
-	// repacked by cleanup.
+	// DefaultRepackBelow: a SEALED pack that a pack of only its live bodies would fill less
+	// than half of is repacked by cleanup.
 	DefaultRepackBelow = 0.5
 	// DefaultRepackGrace is how long a RETIRED pack's object outlives its switch: longer than
 	// any read that located a body in it before (a ReadFile of one small body takes
@@ -36,6 +36,9 @@ const (
 	// through rather than making two requests.
 	repackGap = 1 << 20
 )
+
+// packFraming is a pack's bytes beside its bodies (package pack's layout).
+var packFraming = metadata.PackFraming{Fixed: pack.HeaderSize + pack.TrailerSize, PerBody: pack.EntrySize}
 
 // Report item actions of the repack step.
 const (
@@ -177,7 +180,7 @@ func (s *Service) prune(ctx context.Context, tenant, sid string, st storage.Stor
 	}
 	after := ""
 	for left > 0 {
-		page, err := s.cfg.Catalog.PrunablePacks(ctx, tenant, sid, s.cfg.RepackBelow, after, 100)
+		page, err := s.cfg.Catalog.PrunablePacks(ctx, tenant, sid, s.cfg.RepackBelow, packFraming, after, 100)
 		if err != nil {
 			return left, err
 		}
@@ -192,7 +195,7 @@ func (s *Service) prune(ctx context.Context, tenant, sid string, st storage.Stor
 			p := pl.Pack
 			if rep.DryRun {
 				rep.Items = append(rep.Items, Item{Action: ActionRepack, Key: p.Key, Bytes: pl.LiveBytes,
-					Reason: fmt.Sprintf("%d of its %d bytes are live (%d bodies): below %.0f%%", pl.LiveBytes, p.Size, pl.LiveCount, 100*s.cfg.RepackBelow)})
+					Reason: fmt.Sprintf("%d of its %d bytes are live bodies (%d): a pack of them alone would be below %.0f%% of it", pl.LiveBytes, p.Size, pl.LiveCount, 100*s.cfg.RepackBelow)})
 				left -= p.Size
 				continue
 			}

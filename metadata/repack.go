@@ -26,15 +26,22 @@ type PackLive struct {
 	LiveCount int
 }
 
+// PackFraming is what a pack takes beside its bodies: Fixed bytes (header, trailer) and PerBody
+// bytes a body (its index entry).
+type PackFraming struct{ Fixed, PerBody int64 }
+
 // PrunablePacks returns up to limit of the tenant's SEALED, undamaged packs on the storage (""
-// = the service default) whose blob rows add up to less than maxLive of the pack's size (0 <
-// maxLive ≤ 1) but are not none (an empty pack is the purge's, EmptyPacks), after pack id after
-// in byte order of id (paging: pass the last id returned). One grouped query over the tenant's
-// blobs of that storage: packs are few (one per ~8 MiB of small bodies).
-func (c catalog) PrunablePacks(ctx context.Context, tenantID, storageID string, maxLive float64, after string, limit int) ([]*PackLive, error) {
+// = the service default) whose live part — a pack of only its live bodies (blob rows), framed
+// as f says — is less than maxLive of the pack's size (0 < maxLive ≤ 1), but not empty (an empty
+// pack is the purge's, EmptyPacks), after pack id after in byte order of id (paging: pass the
+// last id returned). Measured so, a pack a repack wrote is wholly live however small its bodies
+// (its framing is not dead space), so it is not repacked again until some of them die. One
+// grouped query over the tenant's blobs of that storage: packs are few (one per ~8 MiB of small
+// bodies).
+func (c catalog) PrunablePacks(ctx context.Context, tenantID, storageID string, maxLive float64, f PackFraming, after string, limit int) ([]*PackLive, error) {
 	const op = "PrunablePacks"
-	if limit <= 0 || limit > 1000 || !(maxLive > 0 && maxLive <= 1) {
-		return nil, c.fail(op, fmt.Errorf("%w: limit %d (want 1 to 1000), live fraction %g (want (0, 1])", ErrInvalid, limit, maxLive), nil)
+	if limit <= 0 || limit > 1000 || !(maxLive > 0 && maxLive <= 1) || f.Fixed < 0 || f.PerBody < 0 {
+		return nil, c.fail(op, fmt.Errorf("%w: limit %d (want 1 to 1000), live fraction %g (want (0, 1]), framing %+v", ErrInvalid, limit, maxLive, f), nil)
 	}
 	q := "SELECT " + colsAs("p", packCols) + `, SUM(bl.size), COUNT(*) FROM packs p
  JOIN blobs bl ON bl.tenant_id = p.tenant_id AND bl.pack_id = p.id
@@ -47,8 +54,8 @@ func (c catalog) PrunablePacks(ctx context.Context, tenantID, storageID string, 
 		args = append(args, storageID)
 	}
 	// The fraction is compared in integers scaled by 1e6 so that both dialects agree on it.
-	q += " GROUP BY " + colsAs("p", packCols) + " HAVING SUM(bl.size) * 1000000 < p.size * ? ORDER BY p.id LIMIT ?"
-	args = append(args, int64(maxLive*1e6), limit)
+	q += " GROUP BY " + colsAs("p", packCols) + " HAVING (? + SUM(bl.size) + COUNT(*) * ?) * 1000000 < p.size * ? ORDER BY p.id LIMIT ?"
+	args = append(args, f.Fixed, f.PerBody, int64(maxLive*1e6), limit)
 	list, err := queryRows(c, ctx, func(r scanner) (*PackLive, error) {
 		pl := &PackLive{Pack: &Pack{}}
 		d, fin := packDest(pl.Pack)

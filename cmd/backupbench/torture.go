@@ -243,10 +243,9 @@ func (t *tortureRun) run(ctx context.Context) error {
 	args := []string{"--mysql-dsn", dsn, "--memory-budget", c.budget.String(), "--part-size", fmt.Sprint(c.partSize),
 		"--max-connections", "16", "--revalidate-interval", "0", "--allow-endpoints", "127.0.0.1/32", "--cleanup-interval", "7s",
 		"--gc-grace", c.gcGrace.String(), "--upload-ttl", c.uploadTTL.String(), "--shutdown-timeout", "2s", "--log-level", "warn",
-		// Every pack with a dead byte is repacked by each cleanup (0.99: a pack's framing alone
-		// keeps it below 1), and retired packs go a second later: repacks run under kills, faults,
-		// dedup against the bodies they move and restores that may find their pack gone and must
-		// follow the blob to its new pack.
+		// Every pack more than 1 % dead is repacked by each cleanup, and retired packs go a
+		// second later: repacks run under kills, faults, dedup against the bodies they move and
+		// restores that may find their pack gone and must follow the blob to its new pack.
 		"--repack-below", "0.99", "--repack-grace", "1s"}
 	env := minimalEnv("BACKUPD_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key))
 	for i := range c.replicas {

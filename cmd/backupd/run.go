@@ -130,7 +130,7 @@ func newFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.cleanupEvery, "cleanup-interval", time.Hour, "run cleanup (retention, deletions, stale uploads, garbage) for every tenant this often; 0 disables (RunCleanup still works)")
 	fs.DurationVar(&c.gcGrace, "gc-grace", maintenance.DefaultGrace, "garbage collection only deletes keys without a catalog row older than this")
 	fs.DurationVar(&c.uploadTTL, "upload-ttl", maintenance.DefaultUploadTTL, "cleanup aborts PENDING uploads idle longer than this")
-	fs.Float64Var(&c.repackBelow, "repack-below", maintenance.DefaultRepackBelow, "cleanup repacks a pack whose live bodies fill less than this fraction of it (0 < f ≤ 1; negative: never)")
+	fs.Float64Var(&c.repackBelow, "repack-below", maintenance.DefaultRepackBelow, "cleanup repacks a pack where a pack of its live bodies alone would be less than this fraction of it (0 < f ≤ 1; negative: never)")
 	fs.DurationVar(&c.repackGrace, "repack-grace", maintenance.DefaultRepackGrace, "a repacked pack's object stays readable this long after its bodies moved, then cleanup deletes it")
 	c.indexCache = restore.DefaultBlockCacheBytes
 	fs.Var(&c.indexCache, "index-block-cache", "restore: bytes of record-index blocks kept in memory (LRU)")

@@ -21,57 +21,66 @@ func testPackRepack(t *testing.T, newDB NewDB) {
 	create(t, s, storage("t1", "s1", "one"))
 	bK := newBackup(t, s, "t1", "bK", org1, "s1", minutes(0))
 	bX := newBackup(t, s, "t1", "bX", org1, "s1", minutes(1))
-	// Pack A holds one body of bK (its other bytes are the pack's framing: 6 live of 214), pack
-	// B one of bX, pack C two of bK, one of them damaged.
-	pA, _ := commitPack(t, s, bK, "pck-A", []string{"k1"}, []string{"keep-1"})
-	pB, blobsB, filesB := packOf(bX, "pck-B", []string{"x1"}, []string{"b-only"})
-	if err := s.CommitPack(ctx, pB, blobsB, filesB); err != nil {
+	framing := metadata.PackFraming{Fixed: 64 + 88, PerBody: 56} // packOf's layout
+	// Pack A: nine bodies of bX, one of them shared by bK. Pack B: bX's only. Pack C: two of
+	// bK's, one damaged. Pack D: two tiny bodies of bK, nothing dead (its framing is most of it).
+	pA, _ := commitPack(t, s, bX, "pck-A", []string{"x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8"},
+		[]string{"keep-1", "d-1", "d-2", "d-3", "d-4", "d-5", "d-6", "d-7", "d-8"})
+	kf := fileRow(bK, "fil-k1", "", "keep-1")
+	kf.BlobID = "blb-pck-A-keep-1"
+	if err := s.CommitFileUpload(ctx, fileUpload(bK, "k1"), nil, kf); err != nil {
 		t.Fatal(err)
 	}
-	pC, blobsC, filesC := packOf(bK, "pck-C", []string{"k2", "k3"}, []string{"c-live", "c-bad"})
-	if err := s.CommitPack(ctx, pC, blobsC, filesC); err != nil {
-		t.Fatal(err)
-	}
+	commitPack(t, s, bX, "pck-B", []string{"xb"}, []string{"b-only"})
+	commitPack(t, s, bK, "pck-C", []string{"k2", "k3"}, []string{"c-live", "c-bad"})
 	if err := s.SetBlobDamaged(ctx, "t1", "blb-pck-C-c-bad"); err != nil {
 		t.Fatal(err)
 	}
+	pD, _ := commitPack(t, s, bK, "pck-D", []string{"k4", "k5"}, []string{"t1", "t2"})
 
-	// Deleting bX leaves B without a blob (the purge's, not a repack's); C is damaged (left to
-	// Verify and the operator); A is below half live.
+	// Deleting bX leaves B without a blob (the purge's, not a repack's), and A with one live
+	// body: a pack of it alone would be 214 of A's 686 bytes. C is damaged (Verify's and the
+	// operator's); D is wholly live however small its bodies.
 	if err := s.SetBackupStatus(ctx, "t1", "bX", metadata.BackupOpen, metadata.BackupDeleting); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PurgeBackupRows(ctx, "t1", "bX", nil); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, "", 10)
+	got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, framing, "", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].Pack.ID != "pck-A" || got[0].LiveBytes != 6 || got[0].LiveCount != 1 || got[0].Pack.Key != pA.Key {
-		t.Fatalf("PrunablePacks = %+v, want pck-A alone (6 live bytes, 1 body): an empty pack is the purge's, a damaged one is left", packLives(got))
+		t.Fatalf("PrunablePacks = %+v, want pck-A alone (6 live bytes, 1 body)", packLives(got))
 	}
-	if got, err := s.PrunablePacks(ctx, "t1", "s1", float64(6)/float64(pA.Size), "", 10); err != nil || len(got) != 0 {
+	if pD.Size != framing.Fixed+2*framing.PerBody+4 {
+		t.Fatalf("pck-D is %d bytes: the test's framing does not match packOf's", pD.Size)
+	}
+	if got, err := s.PrunablePacks(ctx, "t1", "s1", 1, framing, "", 10); err != nil || len(got) != 1 || got[0].Pack.ID != "pck-A" {
+		t.Errorf("PrunablePacks(1) = %v, %v; want pck-A only: pck-D has no dead byte", packLives(got), err)
+	}
+	if got, err := s.PrunablePacks(ctx, "t1", "s1", float64(214)/float64(pA.Size), framing, "", 10); err != nil || len(got) != 0 {
 		t.Errorf("PrunablePacks at exactly A's live fraction = %v, %v; want none (below, not at)", packLives(got), err)
 	}
-	if got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, "pck-A", 10); err != nil || len(got) != 0 {
+	if got, err := s.PrunablePacks(ctx, "t1", "s1", 0.5, framing, "pck-A", 10); err != nil || len(got) != 0 {
 		t.Errorf("PrunablePacks after pck-A = %v, %v; want none", packLives(got), err)
 	}
 	for _, c := range []struct{ tenant, storage string }{{"t1", ""}, {"t2", "s1"}} {
-		if got, err := s.PrunablePacks(ctx, c.tenant, c.storage, 0.5, "", 10); err != nil || len(got) != 0 {
+		if got, err := s.PrunablePacks(ctx, c.tenant, c.storage, 0.5, framing, "", 10); err != nil || len(got) != 0 {
 			t.Errorf("PrunablePacks(%s, %q) = %v, %v; want none", c.tenant, c.storage, packLives(got), err)
 		}
 	}
 	for _, bad := range []float64{0, -1, 1.5} {
-		if _, err := s.PrunablePacks(ctx, "t1", "s1", bad, "", 10); !errors.Is(err, metadata.ErrInvalid) {
+		if _, err := s.PrunablePacks(ctx, "t1", "s1", bad, framing, "", 10); !errors.Is(err, metadata.ErrInvalid) {
 			t.Errorf("PrunablePacks(fraction %g): %v, want ErrInvalid", bad, err)
 		}
 	}
 
 	at := t0.Add(time.Hour)
-	newPack := func(id string) *metadata.Pack {
+	newPack := func(id string) *metadata.Pack { // one body of 6 bytes, as packOf lays it out
 		return &metadata.Pack{TenantID: "t1", ID: id, OrgID: org1, StorageID: "s1", Key: "p/" + org1 + "/packs/" + id,
-			Size: 150, BodyCount: 1, IndexOffset: 70, IndexSHA256: digest(id), KeyID: "mk-0123456789ab"}
+			Size: 214, BodyCount: 1, IndexOffset: 70, IndexSHA256: digest(id), KeyID: "mk-0123456789ab"}
 	}
 	// A switch that would leave a live body behind: nothing happens.
 	pC2 := newPack("pck-C2")
@@ -100,7 +109,7 @@ func testPackRepack(t *testing.T, newDB NewDB) {
 	if pN.State != metadata.PackSealed || pN.BackupID != "" {
 		t.Errorf("the new pack: %+v", pN)
 	}
-	f, bl, p, err := s.FileLocation(ctx, "t1", "bK", "fil-pck-A-k1")
+	f, bl, p, err := s.FileLocation(ctx, "t1", "bK", "fil-k1")
 	if err != nil || f.BlobID != "blb-pck-A-keep-1" || bl.Offset != 64 || p.ID != "pck-N" || p.Key != pN.Key || p.State != metadata.PackSealed {
 		t.Fatalf("FileLocation after the switch = %+v %+v %+v, %v; want the same blob at 64 of pck-N", f, bl, p, err)
 	}
@@ -113,8 +122,8 @@ func testPackRepack(t *testing.T, newDB NewDB) {
 	if empty, err := s.EmptyPacks(ctx, "t1", "s1", 10); err != nil || len(empty) != 1 || empty[0].ID != "pck-B" {
 		t.Errorf("EmptyPacks = %v, %v; want pck-B only (a RETIRED pack waits out its grace)", empty, err)
 	}
-	if got, _ := s.PrunablePacks(ctx, "t1", "s1", 0.5, "", 10); len(got) != 1 || got[0].Pack.ID != "pck-N" {
-		t.Errorf("PrunablePacks after the switch = %v; want pck-N (6 of 150 bytes), not the RETIRED pck-A", packLives(got))
+	if got, _ := s.PrunablePacks(ctx, "t1", "s1", 1, framing, "", 10); len(got) != 0 {
+		t.Errorf("PrunablePacks(1) after the switch = %v; want none: pck-N is wholly live, pck-A RETIRED", packLives(got))
 	}
 	if un, err := s.UnclaimedKeys(ctx, "t1", []string{pA.Key, pN.Key}); err != nil || len(un) != 0 {
 		t.Errorf("UnclaimedKeys(retired, new) = %v, %v; want both claimed", un, err)
@@ -151,8 +160,8 @@ func testPackRepack(t *testing.T, newDB NewDB) {
 	if err := s.PurgeBackupRows(ctx, "t1", "bK", nil); err != nil {
 		t.Fatal(err)
 	}
-	if empty, _ := s.EmptyPacks(ctx, "t1", "s1", 10); len(empty) != 2 || empty[0].ID != "pck-C" || empty[1].ID != "pck-N" {
-		t.Errorf("EmptyPacks after purging bK = %v; want pck-C and pck-N", empty)
+	if empty, _ := s.EmptyPacks(ctx, "t1", "s1", 10); len(empty) != 3 || empty[0].ID != "pck-C" || empty[1].ID != "pck-D" || empty[2].ID != "pck-N" {
+		t.Errorf("EmptyPacks after purging bK = %v; want pck-C, pck-D and pck-N", empty)
 	}
 }
 
