@@ -243,10 +243,10 @@ func (t *tortureRun) run(ctx context.Context) error {
 	args := []string{"--mysql-dsn", dsn, "--memory-budget", c.budget.String(), "--part-size", fmt.Sprint(c.partSize),
 		"--max-connections", "16", "--revalidate-interval", "0", "--allow-endpoints", "127.0.0.1/32", "--cleanup-interval", "7s",
 		"--gc-grace", c.gcGrace.String(), "--upload-ttl", c.uploadTTL.String(), "--shutdown-timeout", "2s", "--log-level", "warn",
-		// Every pack more than 1 % dead is repacked by each cleanup, and retired packs go a
+		// Every pack with a dead body is repacked by each cleanup, and retired packs go a
 		// second later: repacks run under kills, faults, dedup against the bodies they move and
 		// restores that may find their pack gone and must follow the blob to its new pack.
-		"--repack-below", "0.99", "--repack-grace", "1s"}
+		"--repack-below", "1", "--repack-grace", "1s"}
 	env := minimalEnv("BACKUPD_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key))
 	for i := range c.replicas {
 		r, err := newReplica(fmt.Sprintf("r%d", i), bin, t.dir, args, env)
@@ -479,6 +479,16 @@ func (t *tortureRun) final(ctx context.Context, catalog *sql.DB, s3c *s3.Client)
 	case <-time.After(wait):
 	}
 	for pass := range 2 {
+		if pass > 0 {
+			// Past --repack-grace: the second pass deletes what the first one's repacks
+			// retired, so that the replicas' scheduled cleanups find nothing left to change
+			// while the bucket and the catalog are compared.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
 		for _, r := range t.reps {
 			err := cl.unary(ctx, "RunCleanup", func(actx context.Context, _ *replica) error {
 				resp, err := r.maint.RunCleanup(actx, &pb.RunCleanupRequest{})
