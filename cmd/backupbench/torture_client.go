@@ -766,7 +766,8 @@ func (c *client) checkBackup(ctx context.Context, b *mBackup, why string) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		if c.gone(ctx, b) {
+		// The run may end while gone still asks (its replica killed): then nobody knows.
+		if c.gone(ctx, b) || ctx.Err() != nil {
 			return false
 		}
 		if status.Code(err) == codes.DataLoss {
@@ -997,7 +998,7 @@ func (c *client) verifyOp(ctx context.Context) {
 				}
 			}
 		}
-		if c.gone(ctx, b) {
+		if c.gone(ctx, b) || ctx.Err() != nil {
 			return
 		}
 		c.t.v.add("verify finds every committed backup intact", item, "VerifyBackup %s: damaged %v, problems %v", b.id, resp.GetBackup().GetDamaged(), resp.GetProblems())
