@@ -244,6 +244,8 @@ func TestEnvOverridesAndBadFlags(t *testing.T) {
 		{"--default-storage", "s3"},
 		{"--allow-endpoints", "10.0.0.0/33"},
 		{"--allow-endpoints", "http://s3.corp:9000"},
+		{"--repack-below", "0"},
+		{"--repack-below", "1.5"},
 		{"stray"},
 	} {
 		var buf bytes.Buffer
