@@ -179,17 +179,25 @@ func sameSet(a, b []string) bool {
 	return slices.Equal(a, b)
 }
 
-// parkedGet parks the first Get of a pack key after armed until released (a reader that
-// located a body and is slow to fetch it).
-type parkedGet struct {
+// parkedStore parks the first Get (or, with head, Head) of a pack key after arm until the
+// parked call is released: a reader that located a body, or a deduplicating upload or a Verify
+// that listed its pack, and is slow to reach the bucket.
+type parkedStore struct {
 	storage.Store
+	head     bool
 	mu       sync.Mutex
 	armed    bool
 	parked   chan string
 	released chan struct{}
 }
 
-func (p *parkedGet) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+func (p *parkedStore) arm() {
+	p.mu.Lock()
+	p.armed = true
+	p.mu.Unlock()
+}
+
+func (p *parkedStore) park(key string) {
 	p.mu.Lock()
 	park := p.armed && strings.Contains(key, "/packs/")
 	if park {
@@ -200,34 +208,43 @@ func (p *parkedGet) Get(ctx context.Context, key string, off, n int64) (io.ReadC
 		p.parked <- key
 		<-p.released
 	}
+}
+
+func (p *parkedStore) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if !p.head {
+		p.park(key)
+	}
 	return p.Store.Get(ctx, key, off, n)
 }
 
-// TestRepackMovesABodyUnderARead: a ReadFile located its body in a pack, then (parked before
-// its GET) the pack was repacked and, past the grace, deleted. The read finds the body where
-// its blob now is and returns it whole; nothing is flagged damaged.
-func TestRepackMovesABodyUnderARead(t *testing.T) {
-	pg := &parkedGet{parked: make(chan string), released: make(chan struct{})}
+func (p *parkedStore) Head(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	if p.head {
+		p.park(key)
+	}
+	return p.Store.Head(ctx, key)
+}
+
+// parkedEnv is an env on the default (local) storage, packing, wrapped in a parkedStore.
+func parkedEnv(t *testing.T, head bool) (*env, *parkedStore) {
+	ps := &parkedStore{head: head, parked: make(chan string), released: make(chan struct{})}
 	e := newEnv(t, "sqlite", func(o *envOptions) {
 		o.pack = ingest.DefaultPackThreshold
 		o.packLinger = time.Hour
-		o.wrapStore = func(s storage.Store) storage.Store { pg.Store = s; return pg }
+		o.wrapStore = func(s storage.Store) storage.Store { ps.Store = s; return ps }
 	})
+	return e, ps
+}
+
+// repackUnder runs call with ps armed until it parks on a pack; meanwhile cleanup repacks that
+// pack and, past the grace, deletes it (the test fails unless it did: otherwise nothing raced);
+// then the parked call goes on, and repackUnder returns when it has.
+func (e *env) repackUnder(t *testing.T, ps *parkedStore, call func()) {
+	t.Helper()
 	ctx := as(tokenA)
-	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
-	pg.mu.Lock()
-	pg.armed = true
-	pg.mu.Unlock()
-	type result struct {
-		data []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		got, _, err := e.readFile(t, ctx, &pb.ReadFileRequest{BackupId: b2.Id, Selector: &pb.ReadFileRequest_FileId{FileId: ids[1]}})
-		done <- result{got, err}
-	}()
-	oldKey := <-pg.parked
+	ps.arm()
+	done := make(chan struct{})
+	go func() { defer close(done); call() }()
+	oldKey := <-ps.parked
 	if _, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -241,12 +258,26 @@ func TestRepackMovesABodyUnderARead(t *testing.T) {
 		deleted = deleted || it.GetKey() == oldKey
 	}
 	if !deleted {
-		t.Fatalf("the parked read's pack %s was not deleted (items %v): the test did not race what it means to", oldKey, late.GetItems())
+		t.Fatalf("the parked call's pack %s was not deleted (items %v): the test did not race what it means to", oldKey, late.GetItems())
 	}
-	close(pg.released)
-	r := <-done
-	if r.err != nil || string(r.data) != string(bodies[1]) {
-		t.Fatalf("the read whose pack was repacked and deleted under it: %d bytes, %v; want the body whole", len(r.data), r.err)
+	close(ps.released)
+	<-done
+}
+
+// TestRepackMovesABodyUnderARead: a ReadFile located its body in a pack, then (parked before
+// its GET) the pack was repacked and, past the grace, deleted. The read finds the body where
+// its blob now is and returns it whole; nothing is flagged damaged.
+func TestRepackMovesABodyUnderARead(t *testing.T) {
+	e, ps := parkedEnv(t, false)
+	ctx := as(tokenA)
+	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
+	var got []byte
+	var err error
+	e.repackUnder(t, ps, func() {
+		got, _, err = e.readFile(t, ctx, &pb.ReadFileRequest{BackupId: b2.Id, Selector: &pb.ReadFileRequest_FileId{FileId: ids[1]}})
+	})
+	if err != nil || string(got) != string(bodies[1]) {
+		t.Fatalf("the read whose pack was repacked and deleted under it: %d bytes, %v; want the body whole", len(got), err)
 	}
 	g, err := e.backups.GetBackup(ctx, &pb.GetBackupRequest{Id: b2.Id})
 	if err != nil || g.Backup.Damaged {
@@ -333,79 +364,25 @@ func TestRepackLeavesADamagedSourceAlone(t *testing.T) {
 	}
 }
 
-// parkedHead parks the first Head of a pack key after armed until released (a deduplicating
-// upload that found a body and is slow to check its pack is still there).
-type parkedHead struct {
-	storage.Store
-	mu       sync.Mutex
-	armed    bool
-	parked   chan string
-	released chan struct{}
-}
-
-func (p *parkedHead) Head(ctx context.Context, key string) (storage.ObjectInfo, error) {
-	p.mu.Lock()
-	park := p.armed && strings.Contains(key, "/packs/")
-	if park {
-		p.armed = false
-	}
-	p.mu.Unlock()
-	if park {
-		p.parked <- key
-		<-p.released
-	}
-	return p.Store.Head(ctx, key)
-}
-
 // TestRepackMovesABodyUnderADedup: an upload found its body stored (dedup) and, parked before
 // it checks the pack is in the bucket, the pack was repacked and deleted past the grace. The
 // body is not flagged lost — it is where its blob now is — and the upload stores its own copy;
 // the backups that share the moved body read back and verify.
 func TestRepackMovesABodyUnderADedup(t *testing.T) {
-	ph := &parkedHead{parked: make(chan string), released: make(chan struct{})}
-	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.pack = ingest.DefaultPackThreshold
-		o.packLinger = time.Hour
-		o.wrapStore = func(s storage.Store) storage.Store { ph.Store = s; return ph }
-	})
+	e, ps := parkedEnv(t, true)
 	ctx := as(tokenA)
 	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
 	b3 := e.newBackup(t, "")
-	ph.mu.Lock()
-	ph.armed = true
-	ph.mu.Unlock()
-	type result struct {
-		r   *pb.UploadFileResponse
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := e.sendFile(ctx, packedHeader(b3.Id, uuid.NewString(), 0, bodies[2]), bodies[2], 1<<20)
-		done <- result{r, err}
-	}()
-	oldKey := <-ph.parked
-	if _, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	e.setClock(e.now().Add(maintenance.DefaultRepackGrace + time.Minute))
-	late, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
+	var r *pb.UploadFileResponse
+	var err error
+	e.repackUnder(t, ps, func() {
+		r, err = e.sendFile(ctx, packedHeader(b3.Id, uuid.NewString(), 0, bodies[2]), bodies[2], 1<<20)
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	deleted := false
-	for _, it := range cleanupItems(late, maintenance.ActionDeleteRetired) {
-		deleted = deleted || it.GetKey() == oldKey
-	}
-	if !deleted {
-		t.Fatalf("the parked upload's pack %s was not deleted (items %v)", oldKey, late.GetItems())
-	}
-	close(ph.released)
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("the upload whose dedup pack was repacked under it: %v", r.err)
+		t.Fatalf("the upload whose dedup pack was repacked under it: %v", err)
 	}
 	e.commit(t, b3.Id)
-	e.mustReadFile(t, b3.Id, r.r.Result.FileId, bodies[2])
+	e.mustReadFile(t, b3.Id, r.Result.FileId, bodies[2])
 	for _, b := range []string{b2.Id, b3.Id} {
 		g, err := e.backups.GetBackup(ctx, &pb.GetBackupRequest{Id: b})
 		if err != nil || g.Backup.Damaged {
@@ -427,42 +404,16 @@ func TestRepackMovesABodyUnderADedup(t *testing.T) {
 // pack was repacked and deleted past the grace (Verify runs beside cleanup). The missing pack is
 // no problem — its bodies moved — and nothing is flagged.
 func TestRepackUnderAVerify(t *testing.T) {
-	ph := &parkedHead{parked: make(chan string), released: make(chan struct{})}
-	e := newEnv(t, "sqlite", func(o *envOptions) {
-		o.pack = ingest.DefaultPackThreshold
-		o.packLinger = time.Hour
-		o.wrapStore = func(s storage.Store) storage.Store { ph.Store = s; return ph }
-	})
+	e, ps := parkedEnv(t, true)
 	ctx := as(tokenA)
 	b2, ids, bodies := e.sharedPacks(t, "", 40, 4)
-	ph.mu.Lock()
-	ph.armed = true
-	ph.mu.Unlock()
-	type result struct {
-		v   *pb.VerifyBackupResponse
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b2.Id, ReadPercent: 100})
-		done <- result{v, err}
-	}()
-	oldKey := <-ph.parked
-	if _, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	e.setClock(e.now().Add(maintenance.DefaultRepackGrace + time.Minute))
-	late, err := e.maint.RunCleanup(ctx, &pb.RunCleanupRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if del := cleanupItems(late, maintenance.ActionDeleteRetired); len(del) == 0 || del[0].GetKey() != oldKey {
-		t.Fatalf("the parked verify's pack %s was not deleted (items %v)", oldKey, late.GetItems())
-	}
-	close(ph.released)
-	r := <-done
-	if r.err != nil || len(r.v.Problems) > 0 || r.v.Backup.Damaged {
-		t.Fatalf("Verify across a repack: %v, %v; want no problem", r.v, r.err)
+	var v *pb.VerifyBackupResponse
+	var err error
+	e.repackUnder(t, ps, func() {
+		v, err = e.maint.VerifyBackup(ctx, &pb.VerifyBackupRequest{BackupId: b2.Id, ReadPercent: 100})
+	})
+	if err != nil || len(v.Problems) > 0 || v.Backup.Damaged {
+		t.Fatalf("Verify across a repack: %v, %v; want no problem", v, err)
 	}
 	e.verifyIntact(t, b2.Id)
 	for i, id := range ids {
