@@ -58,19 +58,7 @@ func TestPackKilledBeforeCommit(t *testing.T) {
 		t.Fatalf("upload should have died with backupd before its pack committed: %v", err)
 	}
 	child.Wait()
-	packs := func() []string {
-		out, err := gw.RootClient().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var keys []string
-		for _, o := range out.Contents {
-			if strings.Contains(*o.Key, "/packs/") {
-				keys = append(keys, *o.Key)
-			}
-		}
-		return keys
-	}
+	packs := func() []string { return packKeys(t, gw, bucket) }
 	orphans := packs()
 	if len(orphans) != 1 {
 		t.Fatalf("packs in the bucket after the kill: %v, want the one orphan", orphans)
@@ -86,21 +74,7 @@ func TestPackKilledBeforeCommit(t *testing.T) {
 	if _, err := c.backups.CommitBackup(ctx, &pb.CommitBackupRequest{BackupId: b.Backup.Id}); err != nil {
 		t.Fatal(err)
 	}
-	rf, err := c.restore.ReadFile(ctx, &pb.ReadFileRequest{BackupId: b.Backup.Id, Selector: &pb.ReadFileRequest_FileId{FileId: r.Result.FileId}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	for {
-		m, err := rf.Recv()
-		if err != nil {
-			t.Fatalf("ReadFile: %v", err)
-		}
-		if m.GetSummary() != nil {
-			break
-		}
-		got = append(got, m.GetData()...)
-	}
+	got := readFile(t, c, b.Backup.Id, r.Result.FileId)
 	if !bytes.Equal(got, body) {
 		t.Fatal("the resent file reads back different")
 	}
@@ -118,4 +92,20 @@ func TestPackKilledBeforeCommit(t *testing.T) {
 	if left := packs(); len(left) != 1 || left[0] != r.Result.DataKey {
 		t.Fatalf("packs after cleanup: %v, want only %s", left, r.Result.DataKey)
 	}
+}
+
+// packKeys lists the pack objects in bucket, straight from the gateway.
+func packKeys(t *testing.T, gw *testenv.GW, bucket string) []string {
+	t.Helper()
+	out, err := gw.RootClient().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		if strings.Contains(*o.Key, "/packs/") {
+			keys = append(keys, *o.Key)
+		}
+	}
+	return keys
 }

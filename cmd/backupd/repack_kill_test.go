@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -44,19 +43,7 @@ func TestRepackKilledAtEveryStep(t *testing.T) {
 			ctx := context.Background()
 			b2, files, bodies := sharedPackedFiles(t, c, sid, 30, 5)
 
-			packs := func() []string {
-				out, err := gw.RootClient().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var keys []string
-				for _, o := range out.Contents {
-					if strings.Contains(*o.Key, "/packs/") {
-						keys = append(keys, *o.Key)
-					}
-				}
-				return keys
-			}
+			packs := func() []string { return packKeys(t, gw, bucket) }
 			before := packs()
 			if point == "after-retired-objects" {
 				// The repack runs whole; the next cleanup deletes the retired packs and dies.
