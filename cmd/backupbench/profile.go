@@ -147,24 +147,6 @@ func heapProfile(path string) error {
 	return err
 }
 
-// cpuProfile runs fn under the CPU profiler, writing the profile to path.
-func cpuProfile(path string, fn func() error) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return err
-	}
-	err = fn()
-	pprof.StopCPUProfile()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // pprofTop writes `go tool pprof -top args...` to out.top.txt.
 func pprofTop(ctx context.Context, root, out string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -312,23 +312,33 @@ func (s *plainRestore) ReadRecords(_ *pb.ReadRecordsRequest, stream pb.RestoreSe
 // startPlain serves plainRestore on 127.0.0.1 with backupd's flow-control windows and returns a
 // client (default options, as the client of backupd) and a stop function.
 func startPlain(data []byte) (pb.RestoreServiceClient, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := servePlain(data)
 	if err != nil {
 		return nil, nil, err
+	}
+	c, closeConn, err := dialRestore(addr)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return c, func() { closeConn(); stop() }, nil
+}
+
+// servePlain serves plainRestore of data on 127.0.0.1 with backupd's flow-control windows and
+// returns its address and a stop function.
+func servePlain(data []byte) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
 	}
 	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(2<<20)) // as cmd/backupd
 	pb.RegisterRestoreServiceServer(gs, &plainRestore{data: data})
 	go func() { _ = gs.Serve(ln) }()
-	c, closeConn, err := dialRestore(ln.Addr().String())
-	if err != nil {
-		gs.Stop()
-		return nil, nil, err
-	}
-	return c, func() { closeConn(); gs.Stop() }, nil
+	return ln.Addr().String(), gs.Stop, nil
 }
 
-// clientProfile runs fn under a CPU profile of this process written to path.
-func clientProfile(path string, fn func() error) error {
+// cpuProfile runs fn under a CPU profile of this process, written to path.
+func cpuProfile(path string, fn func() error) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -444,7 +454,7 @@ func (b *restoreBench) wholeRead(ctx context.Context) error {
 	}
 	b.noise("stage 1", uses, walls)
 	if b.c.clientProf != "" {
-		if err := clientProfile(b.c.clientProf, func() error {
+		if err := cpuProfile(b.c.clientProf, func() error {
 			for range 3 {
 				if _, _, _, err := zstdRead(); err != nil {
 					return err
@@ -495,20 +505,17 @@ func (b *restoreBench) wholeRead(ctx context.Context) error {
 // sees, where the bytes on the wire and not the cores decide. Information beside the loopback
 // goal rows, which it does not replace.
 func (b *restoreBench) linkRead(ctx context.Context, data []byte) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	plainAddr, stopPlain, err := servePlain(data)
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(2<<20)) // as startPlain
-	pb.RegisterRestoreServiceServer(gs, &plainRestore{data: data})
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
+	defer stopPlain()
 
 	tp := newFaultProxy()
 	defer tp.close()
 	kbps := int64(b.c.linkMbit) * 1000 / 8 // toxiproxy's rate: KB (1,000 bytes) per second
 	via := map[string]string{}
-	for name, upstream := range map[string]string{"plain": ln.Addr().String(), "backupd": b.d.addr} {
+	for name, upstream := range map[string]string{"plain": plainAddr, "backupd": b.d.addr} {
 		addr, err := tp.add("link-"+name, upstream)
 		if err != nil {
 			return err
